@@ -1,0 +1,1 @@
+"""dinolab.data."""
