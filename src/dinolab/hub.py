@@ -1,0 +1,328 @@
+"""Named official architectures, official checkpoint loading, and our own export format.
+
+Official files are read with ``torch.load(..., weights_only=True)`` so a checkpoint cannot run
+code. The only class allowed besides tensors is ``argparse.Namespace``: full DINO v1 training
+checkpoints store their ``args`` as one.
+
+DINO v1 and ``mask_token``: every dinolab ViT has a ``mask_token`` (DINOv2 layout, needed for
+masked training), but DINO v1 never had one. When a checkpoint has the v1 layout (no
+``mask_token`` and no LayerScale), the loader adds the token at its initial value (zeros) before
+the strict load, so all other keys must still match exactly.
+
+Export format (``format_version`` 1): ``name.safetensors`` with the backbone state dict and a
+sibling ``name.json`` holding ``{"arch": "vit", "config": model.config, "format_version": 1}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from dinolab.models.layers import swiglu_hidden_dim
+from dinolab.models.vit import VisionTransformer, build_model
+
+FORMAT_VERSION = 1
+RUN_BACKBONE = "teacher_backbone.safetensors"
+
+_DINO_V1 = {"img_size": 224, "qkv_bias": True, "init_values": None, "interpolate_offset": 0.1}
+_DINO_V2 = {"img_size": 518, "patch_size": 14, "init_values": 1.0, "interpolate_offset": 0.1}
+_REG4 = {"num_register_tokens": 4, "interpolate_antialias": True, "interpolate_offset": 0.0}
+_SWIGLU = {"ffn_layer": "swiglufused"}
+
+HUB_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dino_vits16": ("vit_small", {**_DINO_V1, "patch_size": 16}),
+    "dino_vits8": ("vit_small", {**_DINO_V1, "patch_size": 8}),
+    "dino_vitb16": ("vit_base", {**_DINO_V1, "patch_size": 16}),
+    "dino_vitb8": ("vit_base", {**_DINO_V1, "patch_size": 8}),
+    "dinov2_vits14": ("vit_small", _DINO_V2),
+    "dinov2_vitb14": ("vit_base", _DINO_V2),
+    "dinov2_vitl14": ("vit_large", _DINO_V2),
+    "dinov2_vitg14": ("vit_giant2", {**_DINO_V2, **_SWIGLU}),
+    "dinov2_vits14_reg4": ("vit_small", {**_DINO_V2, **_REG4}),
+    "dinov2_vitb14_reg4": ("vit_base", {**_DINO_V2, **_REG4}),
+    "dinov2_vitl14_reg4": ("vit_large", {**_DINO_V2, **_REG4}),
+    "dinov2_vitg14_reg4": ("vit_giant2", {**_DINO_V2, **_SWIGLU, **_REG4}),
+}
+# torch.hub spells the register models "dinov2_vits14_reg"; accept that spelling too.
+_ALIASES = {name.removesuffix("4"): name for name in HUB_MODELS if name.endswith("_reg4")}
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's keys or shapes do not fit the architecture it is loaded into."""
+
+
+def _canonical(name: str) -> str:
+    name = _ALIASES.get(name, name)
+    if name not in HUB_MODELS:
+        raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(HUB_MODELS)}")
+    return name
+
+
+def create_model(name: str, **overrides: Any) -> VisionTransformer:
+    """The official architecture ``name`` (e.g. ``dinov2_vits14_reg4``), randomly initialised."""
+    arch, kwargs = HUB_MODELS[_canonical(name)]
+    return build_model(arch, **{**kwargs, **overrides})
+
+
+# ------------------------------------------------------------------ reading official files
+def _read_torch_file(path: Path) -> Mapping[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}; check the path")
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint")
+    return obj
+
+
+def extract_backbone(checkpoint: Mapping[str, Any], which: str = "teacher") -> dict[str, Tensor]:
+    """The backbone state dict inside an official file, with flat ``blocks.N`` keys.
+
+    Handles backbone-only files, DINO v1 training checkpoints (``student``/``teacher`` dicts,
+    ``module.`` and ``backbone.`` prefixes, heads dropped) and DINOv2 training checkpoints
+    (``model`` dict with ``teacher.backbone.`` keys, chunked ``blocks.C.N`` keys).
+    """
+    if which not in ("teacher", "student"):
+        raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
+    state: Mapping[str, Any] = checkpoint
+    if which in state and isinstance(state[which], Mapping):
+        state = state[which]
+    elif "model" in state and isinstance(state["model"], Mapping):
+        state = {
+            k.removeprefix(which + "."): v
+            for k, v in state["model"].items()
+            if k.startswith(which + ".")
+        }
+    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, Tensor)}
+    if any(k.startswith("backbone.") for k in state):
+        state = {
+            k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")
+        }
+    if not state:
+        raise ValueError(f"no tensors found for the {which} backbone; is this a model checkpoint?")
+    return {re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", k): v for k, v in state.items()}
+
+
+def infer_config(state: Mapping[str, Tensor]) -> dict[str, Any]:
+    """Constructor keywords for a backbone state dict, read from key names and shapes.
+
+    Shapes do not fix the head count; all official models use 64-dim heads, so that is assumed.
+    """
+    if "patch_embed.proj.weight" not in state or "pos_embed" not in state:
+        raise ValueError(
+            "not a ViT backbone state dict: patch_embed.proj.weight or pos_embed is missing"
+        )
+    embed_dim, in_chans, patch_size, _ = state["patch_embed.proj.weight"].shape
+    grid = round((state["pos_embed"].shape[1] - 1) ** 0.5)
+    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    registers = state["register_tokens"].shape[1] if "register_tokens" in state else 0
+    if "blocks.0.mlp.w12.weight" in state:
+        ffn_layer, hidden = "swiglufused", state["blocks.0.mlp.w12.weight"].shape[0] // 2
+        mlp_ratio = next(
+            (
+                r
+                for r in (4.0, 1.5 * hidden / embed_dim)
+                if swiglu_hidden_dim(int(embed_dim * r)) == hidden
+            ),
+            None,
+        )
+        if mlp_ratio is None:
+            raise ValueError(f"cannot infer mlp_ratio from SwiGLU width {hidden}")
+    else:
+        ffn_layer, mlp_ratio = "mlp", state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim
+    return {
+        "img_size": grid * patch_size,
+        "patch_size": patch_size,
+        "in_chans": in_chans,
+        "embed_dim": embed_dim,
+        "depth": depth,
+        "num_heads": max(embed_dim // 64, 1),
+        "mlp_ratio": mlp_ratio,
+        "qkv_bias": "blocks.0.attn.qkv.bias" in state,
+        "proj_bias": "blocks.0.attn.proj.bias" in state,
+        "ffn_bias": any(k.startswith("blocks.0.mlp.") and k.endswith(".bias") for k in state),
+        "init_values": 1.0 if "blocks.0.ls1.gamma" in state else None,
+        "ffn_layer": ffn_layer,
+        "num_register_tokens": registers,
+        "interpolate_antialias": registers > 0,
+        "interpolate_offset": 0.0 if registers else 0.1,
+    }
+
+
+def _shape_signature(config: Mapping[str, Any]) -> tuple:
+    keys = ("img_size", "patch_size", "embed_dim", "depth", "num_register_tokens", "ffn_layer")
+    return tuple(config[k] for k in keys) + (config["init_values"] is not None,)
+
+
+def _matching_hub_name(state: Mapping[str, Tensor]) -> str | None:
+    try:
+        want = _shape_signature(infer_config(state))
+    except (ValueError, KeyError):
+        return None
+    for name in HUB_MODELS:
+        with torch.device("meta"):
+            if _shape_signature(create_model(name).config) == want:
+                return name
+    return None
+
+
+def _fill_v1_mask_token(model: VisionTransformer, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """DINO v1 has no mask_token; give it ours (zeros) so the rest loads strictly."""
+    is_v1 = "mask_token" not in state and not any(k.endswith(".ls1.gamma") for k in state)
+    if is_v1:
+        state = {**state, "mask_token": model.mask_token.detach().clone()}
+    return state
+
+
+def _load_strict(model: VisionTransformer, state: dict[str, Tensor], what: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that lists the differences and a fix."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if state[k].shape != own[k].shape
+    )
+    if missing or unexpected or shapes:
+
+        def listed(items: list[str]) -> str:
+            more = f" ... (+{len(items) - 10} more)" if len(items) > 10 else ""
+            return ", ".join(items[:10]) + more if items else "none"
+
+        guess = _matching_hub_name(state)
+        hint = (
+            f" The keys fit {guess!r}: load it with that name."
+            if guess
+            else " Check that the file is a ViT backbone of the intended model."
+        )
+        raise CheckpointMismatchError(
+            f"checkpoint does not fit {what}. Missing keys ({len(missing)}): {listed(missing)}. "
+            f"Unexpected keys ({len(unexpected)}): {listed(unexpected)}. "
+            f"Shape mismatches ({len(shapes)}): {listed(shapes)}.{hint}"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def load_official(
+    name: str, path: str | os.PathLike, which: str = "teacher", **overrides: Any
+) -> VisionTransformer:
+    """Official DINO / DINOv2 weights into ``create_model(name)``, strictly, in eval mode.
+
+    ``which`` picks the teacher (default) or student backbone of a training checkpoint.
+    """
+    name = _canonical(name)
+    state = extract_backbone(_read_torch_file(Path(path)), which)
+    model = create_model(name, **overrides)
+    state = _fill_v1_mask_token(model, state)
+    arch, kwargs = HUB_MODELS[name]
+    _load_strict(model, state, f"{name!r} (assumed {arch} with {kwargs}) from {path}")
+    return model.eval()
+
+
+# -------------------------------------------------------------------------- our format
+def export_backbone(model: VisionTransformer, path: str | os.PathLike) -> Path:
+    """Write ``path`` (.safetensors) and its sibling .json so `load` can rebuild the model."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"export path must end in .safetensors, got {path}")
+    if not isinstance(getattr(model, "config", None), dict):
+        raise TypeError(
+            "export_backbone needs a dinolab VisionTransformer (with .config); "
+            "unwrap DDP/compile wrappers first (model.module / model._orig_mod)"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"arch": "vit", "config": model.config, "format_version": FORMAT_VERSION}
+    for target, write in (
+        (path, lambda tmp: save_file(tensors, str(tmp))),
+        (path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(meta, indent=2))),
+    ):
+        tmp = target.with_name(target.name + ".tmp")
+        write(tmp)
+        os.replace(tmp, target)
+    return path
+
+
+def _load_exported(path: Path, overrides: Mapping[str, Any]) -> VisionTransformer:
+    meta_path = path.with_suffix(".json")
+    if not path.is_file():
+        raise FileNotFoundError(f"weights not found: {path}; check the path")
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{meta_path} is missing: it holds the architecture of {path.name}."
+            " Export with dinolab.hub.export_backbone to write both files"
+        )
+    meta = json.loads(meta_path.read_text())
+    if meta.get("arch") != "vit" or meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{meta_path}: expected arch 'vit' and format_version {FORMAT_VERSION}, "
+            f"got {meta.get('arch')!r} / {meta.get('format_version')!r}"
+        )
+    model = VisionTransformer(**{**meta["config"], **overrides})
+    _load_strict(model, load_file(str(path)), f"the config in {meta_path}")
+    return model.eval()
+
+
+def _load_pth(path: Path, overrides: Mapping[str, Any]) -> VisionTransformer:
+    state = extract_backbone(_read_torch_file(path))
+    config = infer_config(state)
+    model = VisionTransformer(**{**config, **overrides})
+    state = _fill_v1_mask_token(model, state)
+    _load_strict(model, state, f"the architecture inferred from its shapes ({config})")
+    return model.eval()
+
+
+def load(
+    source: str | os.PathLike, weights: str | os.PathLike | None = None, **overrides: Any
+) -> VisionTransformer:
+    """A backbone in eval mode from a run directory, a .safetensors export, an official .pth
+    checkpoint (architecture inferred from its shapes), or a hub name plus ``weights=`` path.
+
+    ``overrides`` replace constructor keywords that do not change shapes (e.g. drop_path_rate).
+    """
+    if isinstance(source, str) and (source in HUB_MODELS or source in _ALIASES):
+        if weights is None:
+            raise ValueError(
+                f"{source!r} names an official architecture; pass weights='path to "
+                f"its .pth file', or use dinolab.hub.create_model({source!r}) for "
+                "random weights"
+            )
+        return load_official(source, weights, **overrides)
+    if weights is not None:
+        raise ValueError(
+            f"weights= goes with an official model name, not with a path; valid "
+            f"names: {', '.join(HUB_MODELS)}"
+        )
+    path = Path(source)
+    if path.is_dir():
+        if not (path / RUN_BACKBONE).is_file():
+            found = sorted(p.name for p in path.glob("*.safetensors")) or "none"
+            raise FileNotFoundError(
+                f"{path} has no {RUN_BACKBONE} (safetensors files there: "
+                f"{found}); pass the run directory of a finished export or "
+                "the .safetensors file itself"
+            )
+        path = path / RUN_BACKBONE
+    if path.suffix == ".safetensors":
+        return _load_exported(path, overrides)
+    if path.suffix in (".pth", ".pt"):
+        return _load_pth(path, overrides)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{str(source)!r} is neither an existing path nor a known model "
+            f"name; valid names: {', '.join(HUB_MODELS)}"
+        )
+    raise ValueError(
+        f"cannot load {path}: expected a run directory, a .safetensors file, an "
+        "official .pth checkpoint, or a model name"
+    )

@@ -1,0 +1,90 @@
+"""DINO projection head: MLP -> L2-normalised bottleneck -> weight-normalised prototypes.
+
+The weight norm is written out here with parameters named ``weight_g`` / ``weight_v``, the
+names in the official DINO checkpoints, so those load without renaming. State dicts written by
+``torch.nn.utils.parametrizations.weight_norm`` (``parametrizations.weight.original0/1``) are
+renamed on load by a pre-hook.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_PARAMETRIZED = {
+    "parametrizations.weight.original0": "weight_g",
+    "parametrizations.weight.original1": "weight_v",
+}
+
+
+class WeightNormLinear(nn.Module):
+    """Bias-free linear layer with weight ``g * v / ||v||`` (row norms, as weight_norm dim=0)."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight_g = nn.Parameter(torch.ones(out_features, 1))
+        self.weight_v = nn.Parameter(torch.empty(out_features, in_features))
+        self.register_load_state_dict_pre_hook(_rename_parametrized)
+
+    @property
+    def weight(self) -> Tensor:
+        return self.weight_g * self.weight_v / self.weight_v.norm(dim=1, keepdim=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight)
+
+
+def _rename_parametrized(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    for new_name, old_name in ((prefix + k, prefix + v) for k, v in _PARAMETRIZED.items()):
+        if new_name in state_dict:
+            state_dict[old_name] = state_dict.pop(new_name)
+
+
+class DINOHead(nn.Module):
+    """Projection head of DINO (and DINOv2): ``nlayers`` MLP, bottleneck, prototypes.
+
+    The prototype layer is called ``last_layer`` because the trainer freezes it during the first
+    epoch by parameter name. With ``norm_last_layer`` its norm g stays fixed at 1.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        use_bn: bool = False,
+        norm_last_layer: bool = True,
+        nlayers: int = 3,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+    ) -> None:
+        super().__init__()
+        nlayers = max(nlayers, 1)
+        if nlayers == 1:
+            self.mlp: nn.Module = nn.Linear(in_dim, bottleneck_dim)
+        else:
+            layers: list[nn.Module] = []
+            dims = [in_dim] + [hidden_dim] * (nlayers - 1)
+            for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
+                layers.append(nn.Linear(d_in, d_out))
+                if use_bn:
+                    layers.append(nn.BatchNorm1d(d_out))
+                layers.append(nn.GELU())
+            layers.append(nn.Linear(hidden_dim, bottleneck_dim))
+            self.mlp = nn.Sequential(*layers)
+        for m in self.mlp.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        self.last_layer = WeightNormLinear(bottleneck_dim, out_dim)
+        nn.init.trunc_normal_(self.last_layer.weight_v, std=0.02)
+        if norm_last_layer:
+            self.last_layer.weight_g.requires_grad = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.normalize(self.mlp(x), dim=-1, p=2)
+        return self.last_layer(x)

@@ -1,0 +1,312 @@
+"""Vision Transformer backbone that holds the official DINO and DINOv2 weights.
+
+Token layout: ``[CLS, reg_1..reg_R, patch_1..patch_P]``; registers carry no position embedding.
+Blocks are a flat ``blocks.N`` list (the official ``block_chunks=0`` layout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dinolab.models.layers import Block, PatchEmbed
+
+FeatureDict = dict[str, Tensor | None]
+
+
+class VisionTransformer(nn.Module):
+    """ViT with the official DINOv2 constructor keywords and parameter names.
+
+    ``model.config`` keeps the constructor keywords (JSON-able) so that
+    ``VisionTransformer(**model.config)`` rebuilds the same architecture (export/load use it).
+    """
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        ffn_bias: bool = True,
+        proj_bias: bool = True,
+        drop_path_rate: float = 0.0,
+        drop_path_uniform: bool = False,
+        init_values: float | None = None,
+        ffn_layer: str = "mlp",
+        num_register_tokens: int = 0,
+        interpolate_antialias: bool = False,
+        interpolate_offset: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if img_size % patch_size:
+            raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
+        if num_register_tokens < 0:
+            raise ValueError(f"num_register_tokens must be >= 0, got {num_register_tokens}")
+        self.config: dict[str, Any] = {
+            "img_size": int(img_size),
+            "patch_size": int(patch_size),
+            "in_chans": int(in_chans),
+            "embed_dim": int(embed_dim),
+            "depth": int(depth),
+            "num_heads": int(num_heads),
+            "mlp_ratio": float(mlp_ratio),
+            "qkv_bias": bool(qkv_bias),
+            "ffn_bias": bool(ffn_bias),
+            "proj_bias": bool(proj_bias),
+            "drop_path_rate": float(drop_path_rate),
+            "drop_path_uniform": bool(drop_path_uniform),
+            "init_values": None if init_values is None else float(init_values),
+            "ffn_layer": str(ffn_layer),
+            "num_register_tokens": int(num_register_tokens),
+            "interpolate_antialias": bool(interpolate_antialias),
+            "interpolate_offset": float(interpolate_offset),
+        }
+        self.num_features = self.embed_dim = embed_dim
+        self.patch_size = patch_size
+        self.num_heads = num_heads
+        self.n_blocks = depth
+        self.num_register_tokens = num_register_tokens
+        self.interpolate_antialias = interpolate_antialias
+        self.interpolate_offset = interpolate_offset
+        self.grid_size = img_size // patch_size
+
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size**2 + 1, embed_dim))
+        self.register_tokens = (
+            nn.Parameter(torch.zeros(1, num_register_tokens, embed_dim))
+            if num_register_tokens
+            else None
+        )
+        self.mask_token = nn.Parameter(torch.zeros(1, embed_dim))
+
+        if drop_path_uniform:
+            rates = [float(drop_path_rate)] * depth
+        else:
+            rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
+        self.blocks = nn.ModuleList(
+            Block(
+                embed_dim,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                proj_bias=proj_bias,
+                ffn_bias=ffn_bias,
+                init_values=init_values,
+                drop_path=rate,
+                ffn_layer=ffn_layer,
+            )
+            for rate in rates
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """The reference init: trunc-normal(0.02) for linears, pos_embed and [CLS]."""
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        if self.register_tokens is not None:
+            nn.init.normal_(self.register_tokens, std=1e-6)
+        nn.init.zeros_(self.mask_token)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    # ---------------------------------------------------------------- tokens
+    def interpolate_pos_encoding(self, height: int, width: int) -> Tensor:
+        """Position embeddings for an input of ``height x width`` pixels.
+
+        At the native grid the parameter itself is returned (no resampling error). Otherwise the
+        patch part is resized bicubically: with ``interpolate_offset > 0`` by the scale factor
+        ``(n + offset) / M`` (DINO / DINOv2), with offset 0 to the exact size (register models).
+        """
+        h0, w0 = height // self.patch_size, width // self.patch_size
+        m = self.grid_size
+        if (h0, w0) == (m, m):
+            return self.pos_embed
+        pos = self.pos_embed.float()
+        dim = pos.shape[-1]
+        grid = pos[:, 1:].reshape(1, m, m, dim).permute(0, 3, 1, 2)
+        if self.interpolate_offset:
+            scale = ((h0 + self.interpolate_offset) / m, (w0 + self.interpolate_offset) / m)
+            kwargs: dict[str, Any] = {"scale_factor": scale}
+        else:
+            kwargs = {"size": (h0, w0)}
+        grid = F.interpolate(grid, mode="bicubic", antialias=self.interpolate_antialias, **kwargs)
+        if grid.shape[-2:] != (h0, w0):
+            raise RuntimeError(
+                f"position embedding resized to {tuple(grid.shape[-2:])}, "
+                f"expected {(h0, w0)}; use interpolate_offset=0.0"
+            )
+        grid = grid.permute(0, 2, 3, 1).reshape(1, h0 * w0, dim)
+        return torch.cat((pos[:, :1], grid), dim=1).to(self.pos_embed.dtype)
+
+    def prepare_tokens_with_masks(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
+        """Images -> tokens; masked patches become `mask_token` before position embedding."""
+        b, _, h, w = x.shape
+        tokens = self.patch_embed(x)
+        if masks is not None:
+            if masks.shape != tokens.shape[:2] or masks.dtype != torch.bool:
+                raise ValueError(
+                    f"masks must be a bool tensor of shape {tuple(tokens.shape[:2])} "
+                    f"(batch, patches), got {masks.dtype} {tuple(masks.shape)}"
+                )
+            tokens = torch.where(masks.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
+        tokens = torch.cat((self.cls_token.expand(b, -1, -1).to(tokens.dtype), tokens), dim=1)
+        tokens = tokens + self.interpolate_pos_encoding(h, w)
+        if self.register_tokens is not None:
+            regs = self.register_tokens.expand(b, -1, -1).to(tokens.dtype)
+            tokens = torch.cat((tokens[:, :1], regs, tokens[:, 1:]), dim=1)
+        return tokens
+
+    # --------------------------------------------------------------- outputs
+    def _split(self, x: Tensor, masks: Tensor | None) -> FeatureDict:
+        x_norm = self.norm(x)
+        r = self.num_register_tokens
+        return {
+            "x_norm_clstoken": x_norm[:, 0],
+            "x_norm_regtokens": x_norm[:, 1 : r + 1],
+            "x_norm_patchtokens": x_norm[:, r + 1 :],
+            "x_prenorm": x,
+            "masks": masks,
+        }
+
+    def forward_features(
+        self, x: Tensor | list[Tensor], masks: Tensor | list[Tensor | None] | None = None
+    ) -> FeatureDict | list[FeatureDict]:
+        """DINOv2 feature dict; a list of images (one tensor per resolution) gives a list."""
+        if isinstance(x, list | tuple):
+            masks_list = [None] * len(x) if masks is None else list(masks)
+            if len(masks_list) != len(x):
+                raise ValueError(
+                    f"got {len(x)} image tensors but {len(masks_list)} masks; "
+                    "pass one mask (or None) per tensor"
+                )
+            return [self.forward_features(xi, mi) for xi, mi in zip(x, masks_list, strict=True)]
+        tokens = self.prepare_tokens_with_masks(x, masks)
+        for blk in self.blocks:
+            tokens = blk(tokens)
+        return self._split(tokens, masks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[CLS] feature after the final norm, (B, embed_dim)."""
+        return self.forward_features(x)["x_norm_clstoken"]
+
+    def _block_indices(self, blocks: int | Sequence[int]) -> list[int]:
+        depth = len(self.blocks)
+        idx = list(range(depth - blocks, depth)) if isinstance(blocks, int) else list(blocks)
+        bad = [i for i in idx if not -depth <= i < depth]
+        if bad or (isinstance(blocks, int) and not 0 < blocks <= depth):
+            raise ValueError(
+                f"block indices {bad or blocks} out of range for a {depth}-block "
+                f"model; use an int in 1..{depth} or indices in 0..{depth - 1}"
+            )
+        return [i % depth for i in idx]
+
+    def get_intermediate_layers(
+        self,
+        x: Tensor,
+        n: int | Sequence[int] = 1,
+        reshape: bool = False,
+        return_class_token: bool = False,
+        norm: bool = True,
+    ) -> tuple[Tensor, ...] | tuple[tuple[Tensor, Tensor], ...]:
+        """Patch tokens of the last ``n`` blocks (int) or of the listed blocks (DINOv2 semantics).
+
+        ``reshape`` gives (B, C, H/p, W/p) maps; ``return_class_token`` pairs each with [CLS].
+        """
+        take = set(self._block_indices(n))
+        tokens = self.prepare_tokens_with_masks(x)
+        outputs = []
+        for i, blk in enumerate(self.blocks):
+            tokens = blk(tokens)
+            if i in take:
+                outputs.append(self.norm(tokens) if norm else tokens)
+        cls = [o[:, 0] for o in outputs]
+        patches = [o[:, 1 + self.num_register_tokens :] for o in outputs]
+        if reshape:
+            b, _, h, w = x.shape
+            p = self.patch_size
+            patches = [
+                o.reshape(b, h // p, w // p, -1).permute(0, 3, 1, 2).contiguous() for o in patches
+            ]
+        if return_class_token:
+            return tuple(zip(patches, cls, strict=True))
+        return tuple(patches)
+
+    def get_self_attention(self, x: Tensor, blocks: Sequence[int] | None = None) -> list[Tensor]:
+        """Attention weights (B, heads, N, N) of the chosen blocks (default: all), in that order.
+
+        N counts [CLS], registers and patches; negative indices count from the last block.
+        Blocks after the last one asked for are not run.
+        """
+        idx = self._block_indices(range(len(self.blocks)) if blocks is None else blocks)
+        wanted = set(idx)
+        found: dict[int, Tensor] = {}
+        tokens = self.prepare_tokens_with_masks(x)
+        for i, blk in enumerate(self.blocks[: max(idx) + 1]):
+            if i in wanted:
+                tokens, found[i] = blk.forward_with_attention(tokens)
+            else:
+                tokens = blk(tokens)
+        return [found[i] for i in idx]
+
+    def get_last_self_attention(self, x: Tensor) -> Tensor:
+        """Attention weights of the last block, (B, heads, N, N)."""
+        return self.get_self_attention(x, [-1])[0]
+
+
+def vit_tiny(patch_size: int = 16, **kwargs: Any) -> VisionTransformer:
+    """ViT-Ti: 192 wide, 12 blocks, 3 heads."""
+    return VisionTransformer(patch_size=patch_size, embed_dim=192, depth=12, num_heads=3, **kwargs)
+
+
+def vit_small(patch_size: int = 16, **kwargs: Any) -> VisionTransformer:
+    """ViT-S: 384 wide, 12 blocks, 6 heads."""
+    return VisionTransformer(patch_size=patch_size, embed_dim=384, depth=12, num_heads=6, **kwargs)
+
+
+def vit_base(patch_size: int = 16, **kwargs: Any) -> VisionTransformer:
+    """ViT-B: 768 wide, 12 blocks, 12 heads."""
+    return VisionTransformer(patch_size=patch_size, embed_dim=768, depth=12, num_heads=12, **kwargs)
+
+
+def vit_large(patch_size: int = 16, **kwargs: Any) -> VisionTransformer:
+    """ViT-L: 1024 wide, 24 blocks, 16 heads."""
+    return VisionTransformer(
+        patch_size=patch_size, embed_dim=1024, depth=24, num_heads=16, **kwargs
+    )
+
+
+def vit_giant2(patch_size: int = 16, **kwargs: Any) -> VisionTransformer:
+    """DINOv2's ViT-g: 1536 wide, 40 blocks, 24 heads (64 per head), SwiGLU feed-forward."""
+    kwargs.setdefault("ffn_layer", "swiglufused")
+    return VisionTransformer(
+        patch_size=patch_size, embed_dim=1536, depth=40, num_heads=24, **kwargs
+    )
+
+
+ARCHS: dict[str, Callable[..., VisionTransformer]] = {
+    "vit_tiny": vit_tiny,
+    "vit_small": vit_small,
+    "vit_base": vit_base,
+    "vit_large": vit_large,
+    "vit_giant2": vit_giant2,
+}
+
+
+def build_model(arch: str, **kwargs: Any) -> VisionTransformer:
+    """Build a named size (``ARCHS``), e.g. ``build_model("vit_small", patch_size=8)``."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
+    return ARCHS[arch](**kwargs)
