@@ -1,0 +1,218 @@
+"""Linear probes on frozen features.
+
+Two protocols, named in every result's `protocol` field:
+
+- "linear-fast" (`linear_probe`): on cached feature tensors. One linear layer per learning rate of a
+  grid, all trained at once as a single batched layer (the DINOv2 trick), with SGD momentum 0.9,
+  no weight decay, a cosine schedule and a fixed number of epochs. The lr is chosen on a held-out
+  part of train (never on val), then one classifier is refit on all of train with it.
+- "dino-linear" (`linear_probe_images`): DINO eval_linear.py. Images are re-augmented every epoch
+  (random-resized crop + flip), the backbone stays frozen, the input is the [CLS] of the last
+  `n_last_blocks` blocks, lr scaled by batch/256, cosine per epoch; val accuracy after the last
+  epoch (DINO printed the best epoch on val, which selects on val).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+FAST_PROTOCOL = "linear-fast"
+DINO_PROTOCOL = "dino-linear"
+# base learning rates for a batch of 256 (scaled by batch_size / 256)
+DEFAULT_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
+
+
+@dataclass
+class LinearResult:
+    """Val accuracy (percent) of one linear probe and how it was obtained."""
+
+    protocol: str
+    top1: float
+    top5: float | None
+    lr: float
+    epochs: int
+    batch_size: int
+    num_train: int
+    num_val: int
+    num_classes: int
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def table(self) -> str:
+        return format_linear_table([self])
+
+
+def format_linear_table(results: Sequence[LinearResult]) -> str:
+    """One line per result: protocol, chosen lr, top-1, top-5."""
+    lines = [f"{'protocol':<12}  {'lr':>8}  {'epochs':>6}  {'top-1':>7}  {'top-5':>7}"]
+    for r in results:
+        top5 = f"{r.top5:7.2f}" if r.top5 is not None else f"{'-':>7}"
+        lines.append(f"{r.protocol:<12}  {r.lr:8.2g}  {r.epochs:>6}  {r.top1:7.2f}  {top5}")
+    return "\n".join(lines)
+
+
+def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, float | None]:
+    """Top-1 and top-5 in percent (top-5 None with fewer than 5 classes)."""
+    n = max(len(targets), 1)
+    top1 = 100.0 * (logits.argmax(-1) == targets).sum().item() / n
+    if logits.shape[-1] < 5:
+        return top1, None
+    top5 = 100.0 * (logits.topk(5, dim=-1).indices == targets[:, None]).any(-1).sum().item() / n
+    return top1, top5
+
+
+def linear_probe(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_feats: torch.Tensor,
+    val_labels: torch.Tensor,
+    *,
+    lrs: Sequence[float] = DEFAULT_LRS,
+    epochs: int = 100,
+    batch_size: int = 256,
+    holdout_fraction: float = 0.1,
+    standardize: bool = True,
+    num_classes: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> LinearResult:
+    """The "linear-fast" protocol on feature tensors (see the module docstring).
+
+    `lrs` are per 256 images. `standardize` subtracts the train mean and divides by the train std
+    per dimension (statistics of the split being fit), which makes one lr grid fit all backbones.
+    """
+    train_labels = torch.as_tensor(train_labels).long().flatten()
+    val_labels = torch.as_tensor(val_labels).long().flatten()
+    if len(train_feats) != len(train_labels) or len(val_feats) != len(val_labels):
+        raise ValueError("one label per feature row needed")
+    if min(int(train_labels.min()), int(val_labels.min())) < 0:
+        raise ValueError("the linear probe needs labelled data (labels >= 0); an unlabelled "
+                         "folder has label -1: use a class-per-subfolder layout")
+    if not 0.0 < holdout_fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+    if num_classes is None:
+        num_classes = int(max(train_labels.max(), val_labels.max())) + 1
+    device = torch.device(device)
+    x_train = train_feats.float().to(device)
+    y_train = train_labels.to(device)
+    x_val = val_feats.float().to(device)
+    y_val = val_labels.to(device)
+
+    fit_idx, hold_idx = _stratified_split(y_train.cpu(), holdout_fraction, seed)
+    if len(hold_idx) == 0:
+        raise ValueError(f"no held-out train images at holdout_fraction={holdout_fraction}: "
+                         "every class needs >= 2 train images (or raise holdout_fraction)")
+    fit_idx, hold_idx = fit_idx.to(device), hold_idx.to(device)
+    scale = batch_size / 256.0
+    mean, std = _stats(x_train[fit_idx], standardize)
+    grid = train_batched_linear(
+        (x_train[fit_idx] - mean) / std, y_train[fit_idx], [lr * scale for lr in lrs],
+        num_classes, epochs, batch_size, seed,
+    )
+    hold_logits = grid((x_train[hold_idx] - mean) / std)
+    holdout_top1 = {}
+    for lr, logits in zip(lrs, hold_logits, strict=True):
+        diverged = not bool(torch.isfinite(logits).all())
+        holdout_top1[lr] = 0.0 if diverged else topk_accuracy(logits, y_train[hold_idx])[0]
+    best_lr = max(lrs, key=lambda lr: holdout_top1[lr])  # first (smallest) lr among ties
+
+    mean, std = _stats(x_train, standardize)
+    final = train_batched_linear(
+        (x_train - mean) / std, y_train, [best_lr * scale], num_classes, epochs, batch_size, seed,
+    )
+    top1, top5 = topk_accuracy(final((x_val - mean) / std)[0], y_val)
+    return LinearResult(
+        protocol=FAST_PROTOCOL, top1=top1, top5=top5, lr=best_lr, epochs=epochs,
+        batch_size=batch_size, num_train=len(x_train), num_val=len(x_val),
+        num_classes=num_classes,
+        details={
+            "holdout_fraction": holdout_fraction, "num_holdout": len(hold_idx),
+            "holdout_top1_by_lr": {str(lr): acc for lr, acc in holdout_top1.items()},
+            "standardize": standardize, "lr_is_per_256_images": True, "seed": seed,
+        },
+    )
+
+
+class BatchedLinear:
+    """L independent linear classifiers sharing one input: weight (L, D, C), bias (L, C)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        self.weight, self.bias = weight, bias
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (L, B, C) for features (B, D)."""
+        return torch.einsum("bd,ldc->lbc", x, self.weight) + self.bias[:, None, :]
+
+
+def train_batched_linear(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lrs: Sequence[float],
+    num_classes: int,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+) -> BatchedLinear:
+    """SGD (momentum 0.9, no weight decay, per-step cosine to 0) of one classifier per lr.
+
+    The classifiers share every minibatch; their parameters are disjoint, so the sum of their
+    losses gives each one exactly its own gradient. Init as DINO: weight N(0, 0.01), bias 0.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n_lr, dim = len(lrs), x.shape[1]
+    weight = (torch.randn(n_lr, dim, num_classes, generator=g) * 0.01).to(x.device)
+    bias = torch.zeros(n_lr, num_classes, device=x.device)
+    weight.requires_grad_(True)
+    bias.requires_grad_(True)
+    momentum = [torch.zeros_like(weight), torch.zeros_like(bias)]
+    base_lr = torch.tensor(lrs, dtype=torch.float32, device=x.device)
+    model = BatchedLinear(weight, bias)
+    steps_per_epoch = math.ceil(len(x) / batch_size)
+    total, step = epochs * steps_per_epoch, 0
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=g).to(x.device)
+        for s in range(0, len(x), batch_size):
+            idx = order[s : s + batch_size]
+            logits = model(x[idx])
+            loss = F.cross_entropy(logits.flatten(0, 1), y[idx].repeat(n_lr)) * n_lr
+            grads = torch.autograd.grad(loss, [weight, bias])
+            lr = base_lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
+            with torch.no_grad():
+                for p, buf, grad in zip([weight, bias], momentum, grads, strict=True):
+                    buf.mul_(0.9).add_(grad)
+                    p.sub_(lr.view(-1, *[1] * (p.ndim - 1)) * buf)
+            step += 1
+    return BatchedLinear(weight.detach(), bias.detach())
+
+
+def _stats(x: torch.Tensor, standardize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    if not standardize:
+        return x.new_zeros(1, x.shape[1]), x.new_ones(1, x.shape[1])
+    return x.mean(0, keepdim=True), x.std(0, keepdim=True).clamp_min(1e-6)
+
+
+def _stratified_split(
+    labels: torch.Tensor, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class, a random `fraction` (at least one, never all) goes to the held-out part."""
+    g = torch.Generator().manual_seed(seed)
+    fit, hold = [], []
+    for c in labels.unique():
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_hold = min(max(1, round(fraction * len(idx))), len(idx) - 1)
+        hold.append(idx[:n_hold])
+        fit.append(idx[n_hold:])
+    return torch.cat(fit).sort().values, torch.cat(hold).sort().values
