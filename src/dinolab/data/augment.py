@@ -1,0 +1,193 @@
+"""Image augmentation primitives on PIL images, driven by an explicit ``torch.Generator``.
+
+These re-implement the torchvision operations the DINO recipe uses (torchvision is not a
+dependency here) with the same semantics, but every random draw comes from a generator the
+caller passes in. That is what makes a sample depend only on (seed, epoch, index) and not
+on which DataLoader worker produced it.
+
+Each random operation is split in two: ``draw_*`` samples the parameters (cheap, testable
+without touching pixels), and a plain function applies them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_RATIO = (3 / 4, 4 / 3)
+
+
+def uniform(generator: torch.Generator | None, low: float, high: float) -> float:
+    """One float drawn uniformly from [low, high)."""
+    return low + (high - low) * torch.rand((), generator=generator).item()
+
+
+def bernoulli(generator: torch.Generator | None, p: float) -> bool:
+    """True with probability ``p`` (always consumes one draw, so streams stay aligned)."""
+    return torch.rand((), generator=generator).item() < p
+
+
+def randint(generator: torch.Generator | None, low: int, high: int) -> int:
+    """One integer drawn uniformly from [low, high) (``high`` exclusive, as torch.randint)."""
+    return int(torch.randint(low, high, (1,), generator=generator).item())
+
+
+# --- random resized crop ---------------------------------------------------------------
+
+
+def draw_crop_box(
+    width: int,
+    height: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float] = DEFAULT_RATIO,
+    generator: torch.Generator | None = None,
+) -> tuple[int, int, int, int]:
+    """RandomResizedCrop.get_params semantics; returns (left, top, width, height).
+
+    Area fraction uniform in ``scale``, aspect ratio log-uniform in ``ratio``, 10 attempts;
+    if none fits, the largest centre crop whose aspect ratio lies in ``ratio``.
+    """
+    area = width * height
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        target_area = area * uniform(generator, scale[0], scale[1])
+        aspect = math.exp(uniform(generator, log_lo, log_hi))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = randint(generator, 0, height - h + 1)
+            left = randint(generator, 0, width - w + 1)
+            return left, top, w, h
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def resized_crop(img: Image.Image, box: tuple[int, int, int, int], size: int) -> Image.Image:
+    """Crop ``box`` (left, top, width, height) and resize to ``size`` x ``size``, bicubic."""
+    left, top, w, h = box
+    return img.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + w, top + h))
+
+
+def min_decode_scale(
+    width: int, height: int, size: int, min_scale: float, ratio: tuple[float, float]
+) -> float:
+    """Smallest factor by which an image may be shrunk before a random resized crop.
+
+    Rule: the smallest crop the sampler can return (area ``min_scale`` of the image at the
+    most extreme aspect ratio) must still be at least ``size`` pixels on both sides after
+    shrinking, so every crop is resized *down* (or kept) and never upsampled more than it
+    would have been at full resolution. Returns 1.0 when the full image is needed.
+    """
+    narrowest = min(ratio[0], 1 / ratio[1])  # side factor of the most elongated crop
+    smallest_side = math.sqrt(min_scale * width * height * narrowest)
+    return min(1.0, size / smallest_side)
+
+
+# --- colour ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JitterParams:
+    """ColorJitter draw: op order (0 brightness, 1 contrast, 2 saturation, 3 hue), factors."""
+
+    order: tuple[int, ...]
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+
+
+def draw_jitter(
+    brightness: float,
+    contrast: float,
+    saturation: float,
+    hue: float,
+    generator: torch.Generator | None = None,
+) -> JitterParams:
+    """torchvision ColorJitter.get_params: random op order, factors around 1 (hue around 0)."""
+    order = tuple(int(i) for i in torch.randperm(4, generator=generator))
+    return JitterParams(
+        order=order,
+        brightness=uniform(generator, max(0.0, 1 - brightness), 1 + brightness),
+        contrast=uniform(generator, max(0.0, 1 - contrast), 1 + contrast),
+        saturation=uniform(generator, max(0.0, 1 - saturation), 1 + saturation),
+        hue=uniform(generator, -hue, hue),
+    )
+
+
+def adjust_hue(img: Image.Image, hue_factor: float) -> Image.Image:
+    """Shift hue in HSV space by ``hue_factor`` of a full turn (torchvision's PIL path)."""
+    h, s, v = img.convert("HSV").split()
+    shift = np.uint8(round(hue_factor * 255) % 256)
+    h_arr = np.asarray(h, dtype=np.uint8) + shift  # uint8 wraps around, as a hue should
+    return Image.merge("HSV", (Image.fromarray(h_arr, "L"), s, v)).convert("RGB")
+
+
+def color_jitter(img: Image.Image, p: JitterParams) -> Image.Image:
+    """Apply a ColorJitter draw to an RGB image."""
+    for op in p.order:
+        if op == 0:
+            img = ImageEnhance.Brightness(img).enhance(p.brightness)
+        elif op == 1:
+            img = ImageEnhance.Contrast(img).enhance(p.contrast)
+        elif op == 2:
+            img = ImageEnhance.Color(img).enhance(p.saturation)
+        elif p.hue != 0.0:
+            img = adjust_hue(img, p.hue)
+    return img
+
+
+def grayscale(img: Image.Image) -> Image.Image:
+    """Luma (ITU-R 601-2) replicated to three channels, as RandomGrayscale does."""
+    return img.convert("L").convert("RGB")
+
+
+def gaussian_blur(img: Image.Image, sigma: float) -> Image.Image:
+    """PIL Gaussian blur with radius ``sigma`` (what DINO's utils.GaussianBlur calls)."""
+    return img.filter(ImageFilter.GaussianBlur(radius=sigma))
+
+
+def solarize(img: Image.Image, threshold: int = 128) -> Image.Image:
+    """Invert every pixel value at or above ``threshold``."""
+    return ImageOps.solarize(img, threshold=threshold)
+
+
+# --- tensor ----------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def _normalize_lut(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """(3, 256) float32 table: value v of channel c -> (v / 255 - mean[c]) / std[c]."""
+    v = np.arange(256, dtype=np.float64) / 255.0
+    return ((v[None, :] - np.array(mean)[:, None]) / np.array(std)[:, None]).astype(np.float32)
+
+
+def to_normalized_tensor(
+    img: Image.Image,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """RGB PIL image -> float32 CHW tensor, scaled to [0, 1] then normalised per channel.
+
+    A table lookup in numpy: single-threaded and a few times faster than torch arithmetic
+    on small images, where intra-op threads cost more than they save.
+    """
+    arr = np.asarray(img.convert("RGB") if img.mode != "RGB" else img, dtype=np.uint8)
+    lut = _normalize_lut(tuple(mean), tuple(std))
+    out = np.empty((3, arr.shape[0], arr.shape[1]), dtype=np.float32)
+    for c in range(3):
+        np.take(lut[c], arr[..., c], out=out[c])
+    return torch.from_numpy(out)

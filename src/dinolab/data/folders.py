@@ -1,0 +1,407 @@
+"""Image datasets from folders and file lists, with a policy for files that will not decode.
+
+Sources: a class-per-folder tree (``root/<class>/**``, labels from sorted folder names, as
+torchvision's ImageFolder), a flat or nested folder of unlabeled images, or a ``.txt`` /
+``.csv`` file list. Every image is decoded with Pillow to RGB. A long run must not die on
+one bad file, so by default such files are skipped (warned about, logged, replaced by the
+next readable item) and the log can be copied into the run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import inspect
+import os
+import tempfile
+import warnings
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+SKIPPED_FILENAME = "skipped_images.txt"
+
+
+# --- decoding ----------------------------------------------------------------------------
+
+
+def _sixteen_bit_to_rgb(img: Image.Image) -> Image.Image:
+    """Scale 16-bit (or 32-bit integer / float holding 16-bit data) gray to 8-bit RGB.
+
+    ``convert("L")`` would clip everything above 255 to white; we map 0..65535 to 0..255
+    (divide by 257). Mode "I" / "F" images whose values already fit 0..255 are kept as is.
+    """
+    arr = np.asarray(img).astype(np.float64)
+    if img.mode.startswith("I;16") or arr.max(initial=0) > 255:
+        arr = arr / 257.0
+    arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    return Image.fromarray(arr, "L").convert("RGB")
+
+
+def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Any Pillow image -> RGB.
+
+    Transparency (RGBA, LA, palette with a transparent index) is composited on
+    ``background`` first: dropping alpha would expose whatever colour the transparent
+    pixels happen to store. 16-bit gray is rescaled rather than clipped; CMYK, YCbCr,
+    grayscale and palette images use Pillow's conversions.
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I") or img.mode == "F":
+        return _sixteen_bit_to_rgb(img)
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        img.mode == "P" and "transparency" in img.info
+    )
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(
+    path: str | os.PathLike,
+    min_size: Callable[[int, int], tuple[int, int]] | None = None,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
+    """Decode ``path`` to an RGB image (EXIF orientation applied); raises on any failure.
+
+    ``min_size(width, height)`` gives the smallest size the consumer needs; for JPEGs,
+    Pillow's draft mode then lets libjpeg decode at 1/2, 1/4 or 1/8 scale while staying at
+    or above that size, which is several times faster for large photos.
+    """
+    with Image.open(path) as img:
+        if min_size is not None and img.format == "JPEG":
+            w, h = min_size(*img.size)
+            if (w, h) != img.size:
+                img.draft(None, (max(1, w), max(1, h)))
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img, background)
+
+
+# --- sources -----------------------------------------------------------------------------
+
+
+def _is_image(name: str, extensions: tuple[str, ...]) -> bool:
+    return name.lower().endswith(extensions)
+
+
+def _walk_images(root: Path, extensions: tuple[str, ...]) -> list[Path]:
+    """All image files under ``root``, sorted, following symlinks (hidden entries skipped)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [
+            Path(dirpath) / f
+            for f in sorted(filenames)
+            if not f.startswith(".") and _is_image(f, extensions)
+        ]
+    return found
+
+
+def _no_images_error(what: str, extensions: tuple[str, ...]) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"no images found in {what}. Files count as images when their name ends in one of "
+        f"{', '.join(extensions)} (any case). Point the dataset at a folder of images, a "
+        f"folder of class folders (root/<class>/*.jpg), or a .txt/.csv file list, or pass "
+        f"extensions=(...) to accept other names."
+    )
+
+
+def scan_folder(
+    root: Path, labels: str, extensions: tuple[str, ...]
+) -> tuple[list[Path], list[int], list[str]]:
+    """(paths, labels, classes) of a folder; ``labels`` is "auto", "folders" or "none".
+
+    "auto" means class folders when ``root`` holds no images itself but its subfolders
+    do (the ImageFolder layout), else one unlabeled set of every image below ``root``.
+    """
+    entries = sorted(
+        (e for e in os.scandir(root) if not e.name.startswith(".")), key=lambda e: e.name
+    )
+    if not entries:
+        raise FileNotFoundError(
+            f"{root} is empty. Put images in it (or class folders root/<class>/*.jpg), or "
+            f"point the dataset at the folder that holds them."
+        )
+    if labels == "auto":
+        direct = any(e.is_file() and _is_image(e.name, extensions) for e in entries)
+        labels = "none" if direct else "folders"
+    if labels == "none":
+        paths = _walk_images(root, extensions)
+        if not paths:
+            raise _no_images_error(f"{root} (searched recursively)", extensions)
+        return paths, [-1] * len(paths), []
+    if labels != "folders":
+        raise ValueError(f'labels must be "auto", "folders" or "none", got {labels!r}')
+    per_class = {e.name: _walk_images(Path(e.path), extensions) for e in entries if e.is_dir()}
+    classes = sorted(c for c, files in per_class.items() if files)
+    if not classes:
+        raise _no_images_error(f"the class folders of {root} (root/<class>/**)", extensions)
+    paths, targets = [], []
+    for i, c in enumerate(classes):
+        paths += per_class[c]
+        targets += [i] * len(per_class[c])
+    return paths, targets, classes
+
+
+def _parse_label_column(raw: list[str | None]) -> tuple[list[int], list[str]]:
+    """Integer labels are kept; names are mapped to indices of their sorted set."""
+    if all(r is None for r in raw):
+        return [-1] * len(raw), []
+    if any(r is None for r in raw):
+        raise ValueError("some lines of the file list have a label and some do not; label all")
+    try:
+        ints = [int(r) for r in raw]  # type: ignore[arg-type]
+        return ints, [str(i) for i in range(max(ints) + 1)]
+    except ValueError:
+        classes = sorted(set(raw))  # type: ignore[arg-type]
+        index = {c: i for i, c in enumerate(classes)}
+        return [index[r] for r in raw], classes  # type: ignore[index]
+
+
+def read_file_list(list_path: Path) -> tuple[list[Path], list[int], list[str]]:
+    """(paths, labels, classes) from a .txt or .csv list.
+
+    .csv: first column path, optional second column label; a header row is recognised
+    when its label column is not a number and its path column is not an existing file.
+    .txt: one path per line, optionally followed by a tab or whitespace and a label; blank
+    lines and lines starting with ``#`` are ignored. Relative paths are resolved against
+    the folder of the list. Labels may be integers or class names.
+    """
+    base = list_path.parent
+    rows: list[tuple[str, str | None]] = []
+    with open(list_path, newline="", encoding="utf-8") as f:
+        if list_path.suffix.lower() == ".csv":
+            for row in csv.reader(f):
+                cells = [c.strip() for c in row]
+                if cells and cells[0] and not cells[0].startswith("#"):
+                    rows.append((cells[0], cells[1] if len(cells) > 1 and cells[1] else None))
+            if rows and not (base / rows[0][0]).is_file():
+                first_label = rows[0][1]
+                if first_label is None or not first_label.lstrip("-").isdigit():
+                    rows = rows[1:]  # header
+        else:
+            for line in f:
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                if "\t" in line:
+                    p, lab = line.split("\t", 1)
+                    rows.append((p.strip(), lab.strip() or None))
+                elif (base / line).is_file() or len(line.split()) == 1:
+                    rows.append((line, None))
+                else:
+                    p, lab = line.rsplit(None, 1)
+                    rows.append((p, lab))
+    if not rows:
+        raise ValueError(f"file list {list_path} has no entries; write one image path per line")
+    paths = [p if (p := Path(r[0])).is_absolute() else base / p for r in rows]
+    labels, classes = _parse_label_column([r[1] for r in rows])
+    return paths, labels, classes
+
+
+# --- dataset -----------------------------------------------------------------------------
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """A well-mixed 63-bit seed from (seed, epoch, index) (splitmix64 finaliser)."""
+    mask = (1 << 64) - 1
+    x = seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB
+    x &= mask
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+    return (x ^ (x >> 31)) >> 1
+
+
+def _accepts_generator(fn: Callable) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "generator" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _remove_if_owner(path: str, owner_pid: int) -> None:
+    if os.getpid() == owner_pid:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Images from a folder or a .txt/.csv file list; items are ``(image, label)``.
+
+    ``image`` is an RGB ``PIL.Image``, or ``transform(image, generator=g)`` when a transform
+    is given; ``label`` is -1 for unlabeled data. The generator ``g`` is seeded from
+    (``seed``, epoch, index), so an item's augmentation is the same whichever DataLoader
+    worker produces it, and changes with ``set_epoch``. Call ``set_epoch`` before each
+    epoch's iterator is created (it reaches workers when they start, so it does not reach
+    ``persistent_workers=True`` workers). Transforms without a ``generator`` parameter are
+    called as ``transform(image)`` and use global RNG.
+
+    ``on_error="skip"`` (default): a file that cannot be decoded is warned about, appended
+    to ``skip_log`` (a temporary file when not given, so worker processes report too) and
+    replaced by the next readable item, keeping batch shapes fixed. ``.skipped`` lists
+    those paths; ``write_skipped(run_dir)`` copies them into a run directory.
+    ``on_error="raise"``: the first bad file raises at once.
+
+    ``labels``: "auto" (class folders if the root holds only folders, else unlabeled),
+    "folders" or "none". ``draft``: decode JPEGs at reduced size when the transform says it
+    needs less (its ``min_decode_size(width, height)``). ``background``: colour transparent
+    pixels are composited on.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike,
+        transform: Callable[..., Any] | None = None,
+        on_error: str = "skip",
+        seed: int = 0,
+        labels: str = "auto",
+        extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+        skip_log: str | os.PathLike | None = None,
+        draft: bool = True,
+        background: tuple[int, int, int] = (255, 255, 255),
+    ) -> None:
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f'on_error must be "skip" or "raise", got {on_error!r}')
+        self.source = Path(source).expanduser()
+        self.extensions = tuple(e.lower() for e in extensions)
+        if self.source.is_dir():
+            self.paths, self.labels, self.classes = scan_folder(
+                self.source, labels, self.extensions
+            )
+        elif self.source.is_file() and self.source.suffix.lower() in (".txt", ".csv"):
+            self.paths, self.labels, self.classes = read_file_list(self.source)
+            self._check_listed_files_exist(on_error)
+        elif self.source.exists():
+            raise ValueError(
+                f"{self.source} is neither a folder nor a .txt/.csv file list; pass a folder "
+                f"of images or a list with one image path per line"
+            )
+        else:
+            raise FileNotFoundError(
+                f"{self.source} does not exist; pass an existing folder of images or a "
+                f".txt/.csv file list (relative paths are resolved from {Path.cwd()})"
+            )
+        self.transform = transform
+        self._pass_generator = transform is not None and _accepts_generator(transform)
+        self.on_error, self.seed, self.epoch = on_error, seed, 0
+        self.draft, self.background = draft, background
+        if skip_log is None:
+            fd, name = tempfile.mkstemp(prefix="dinolab_skipped_", suffix=".txt")
+            os.close(fd)
+            weakref.finalize(self, _remove_if_owner, name, os.getpid())
+            skip_log = name
+        self.skip_log = Path(skip_log)
+        self._bad: set[int] = set()  # per process: indices known not to decode
+
+    def _check_listed_files_exist(self, on_error: str) -> None:
+        missing = [p for p in self.paths if not p.is_file()]
+        if len(missing) == len(self.paths):
+            raise FileNotFoundError(
+                f"none of the {len(missing)} files listed in {self.source} exist (first: "
+                f"{missing[0]}); relative paths are resolved against {self.source.parent}"
+            )
+        if missing and on_error == "raise":
+            raise FileNotFoundError(
+                f"{len(missing)} files listed in {self.source} do not exist, e.g. {missing[0]}; "
+                f'fix the list or pass on_error="skip" to skip them'
+            )
+        if missing:
+            warnings.warn(
+                f"{len(missing)} files listed in {self.source} do not exist (e.g. "
+                f"{missing[0]}); they will be skipped",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream of ``epoch`` (different crops every epoch)."""
+        self.epoch = int(epoch)
+
+    def generator(self, index: int) -> torch.Generator:
+        """The generator whose draws make item ``index``'s augmentation in this epoch."""
+        return torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index))
+
+    def _decode(self, index: int) -> Image.Image:
+        min_size = getattr(self.transform, "min_decode_size", None) if self.draft else None
+        return load_image(self.paths[index], min_size, self.background)
+
+    def _record_skip(self, index: int, err: Exception) -> None:
+        path = self.paths[index]
+        self._bad.add(index)
+        reason = f"{type(err).__name__}: {err}".replace("\n", " ").replace("\t", " ")
+        with open(self.skip_log, "a", encoding="utf-8") as f:
+            f.write(f"{path}\t{reason}\n")
+        warnings.warn(
+            f"skipping unreadable image {path} ({reason}); using the next readable image "
+            f"instead. Skipped files are listed in {self.skip_log}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def load(self, index: int) -> tuple[Image.Image, int]:
+        """Decoded image and label of ``index``, or of the next readable item when skipping."""
+        n = len(self.paths)
+        for k in range(n):
+            i = (index + k) % n
+            if i in self._bad:
+                continue
+            try:
+                return self._decode(i), self.labels[i]
+            except Exception as err:  # Pillow raises many types for bad files
+                if self.on_error == "raise":
+                    raise RuntimeError(
+                        f"cannot read image {self.paths[i]}: {type(err).__name__}: {err}. "
+                        f'Fix or remove the file, or pass on_error="skip" to skip bad files.'
+                    ) from err
+                self._record_skip(i, err)
+        raise RuntimeError(
+            f"none of the {n} images of {self.source} could be read; see {self.skip_log}"
+        )
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        img, label = self.load(index)
+        if self.transform is None:
+            return img, label
+        if self._pass_generator:
+            return self.transform(img, generator=self.generator(index)), label
+        return self.transform(img), label
+
+    @property
+    def skipped(self) -> list[str]:
+        """Paths skipped so far by this process and its DataLoader workers (no repeats)."""
+        if not self.skip_log.is_file():
+            return []
+        with open(self.skip_log, encoding="utf-8") as f:
+            paths = [line.split("\t", 1)[0] for line in f if line.strip()]
+        return list(dict.fromkeys(paths))
+
+    def write_skipped(self, run_dir: str | os.PathLike) -> Path:
+        """Write ``run_dir/skipped_images.txt`` (path<TAB>reason per skipped file)."""
+        out = Path(run_dir) / SKIPPED_FILENAME
+        out.parent.mkdir(parents=True, exist_ok=True)
+        seen: dict[str, str] = {}
+        if self.skip_log.is_file():
+            for line in self.skip_log.read_text(encoding="utf-8").splitlines():
+                path, _, reason = line.partition("\t")
+                seen.setdefault(path, reason)
+        if out.resolve() != self.skip_log.resolve():
+            out.write_text("".join(f"{p}\t{r}\n" for p, r in seen.items()), encoding="utf-8")
+        return out
+
+    def __repr__(self) -> str:
+        kind = f"{len(self.classes)} classes" if self.classes else "unlabeled"
+        return f"ImageDataset({str(self.source)!r}, {len(self)} images, {kind})"
