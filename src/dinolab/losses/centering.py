@@ -1,0 +1,77 @@
+"""Teacher centering shared by the DINO and iBOT losses: the EMA center and Sinkhorn-Knopp.
+
+Both reduce over every process when `torch.distributed` is initialised, so the center and the
+assignment are those of the global batch; a single process works without a process group.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+@torch.no_grad()
+def batch_center(x: Tensor) -> Tensor:
+    """Mean of the rows of `x` (N, K) over all processes, as a (1, K) fp32 tensor.
+
+    As the reference: the per-process sums are all-reduced and divided by N x world size
+    (every process is assumed to hold the same N rows).
+    """
+    total = x.float().sum(dim=0, keepdim=True)
+    count = x.shape[0]
+    if _distributed():
+        dist.all_reduce(total)
+        count *= dist.get_world_size()
+    return total / count
+
+
+@torch.no_grad()
+def ema_center(center: Tensor, new_center: Tensor, momentum: float) -> Tensor:
+    """EMA step of a center: momentum * center + (1 - momentum) * new_center."""
+    return center * momentum + new_center * (1 - momentum)
+
+
+@torch.no_grad()
+def sinkhorn_knopp(teacher_logits: Tensor, teacher_temp: float, n_iterations: int = 3) -> Tensor:
+    """Teacher assignments (B, K) by Sinkhorn-Knopp on exp(logits / temp), as DINOv2 / SwAV.
+
+    Alternately normalises the K prototypes to equal mass 1/K and the B samples to mass 1/B
+    (B and all sums over every process), and ends with a sample normalisation followed by
+    x B: each returned row sums to exactly 1; each column sums to about B/K (exactly only in the
+    limit of many iterations). The global max is subtracted before exp (a constant factor the
+    first normalisation removes) so that sharp temperatures cannot overflow to inf/NaN.
+    Computed in fp32 whatever the input dtype.
+    """
+    if teacher_logits.ndim != 2:
+        raise ValueError(
+            f"sinkhorn_knopp expects logits of shape (B, K), got {tuple(teacher_logits.shape)}; "
+            "flatten the leading dimensions first"
+        )
+    scaled = teacher_logits.float() / teacher_temp
+    shift = scaled.max()
+    n_samples = torch.tensor(float(scaled.shape[0]), device=scaled.device)
+    if _distributed():
+        dist.all_reduce(shift, op=dist.ReduceOp.MAX)
+        dist.all_reduce(n_samples)
+    q = torch.exp(scaled - shift).t()  # K x B, the paper's notation
+    n_prototypes = q.shape[0]
+
+    total = q.sum()
+    if _distributed():
+        dist.all_reduce(total)
+    q /= total
+    for _ in range(n_iterations):
+        row_sums = q.sum(dim=1, keepdim=True)  # mass of each prototype
+        if _distributed():
+            dist.all_reduce(row_sums)
+        q /= row_sums
+        q /= n_prototypes
+        q /= q.sum(dim=0, keepdim=True)  # mass of each sample (local: samples are not shared)
+        q /= n_samples
+    q *= n_samples
+    return q.t()

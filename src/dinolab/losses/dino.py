@@ -1,0 +1,115 @@
+"""The DINO loss: cross-entropy between teacher and student [CLS] distributions over crops.
+
+Matches `DINOLoss` of facebookresearch/dino (main_dino.py) number for number: teacher softmax of
+(t - center) / teacher_temp, student log-softmax at `student_temp`, cross-entropy averaged over
+the batch and over all (teacher view, student view) pairs of different views, then an EMA update
+of the center with the teacher's raw batch mean. The teacher temperature is an argument (its
+schedule lives in `dinolab.train.schedules.teacher_temp_schedule`).
+
+DINOv2 centers the teacher with Sinkhorn-Knopp instead; then the method computes the teacher
+probabilities itself (`dinolab.losses.sinkhorn_knopp`) and calls `forward_probs`, the same
+pair-averaged cross-entropy without the softmax centering. This gives the numbers of DINOv2's
+`SSLMetaArch` (local + global DINO terms divided by the number of pairs), except that DINOv2
+counts one pair too many when there are no local crops (its `max(n_local * 2, 1)`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dinolab.losses.centering import batch_center, ema_center
+
+N_GLOBAL_CROPS = 2
+
+
+def _no_autocast(x: Tensor) -> torch.autocast:
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
+class DINOLoss(nn.Module):
+    """DINO [CLS] loss with an EMA center; the center is a buffer so it checkpoints and resumes.
+
+    After each call, `last_teacher_probs` holds the teacher probabilities the loss used (detached,
+    fp32, (2B, K)) for the collapse monitor; `monitor_inputs()` returns them as keyword
+    arguments of `CollapseMonitor.step`.
+    """
+
+    center: Tensor
+
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
+        super().__init__()
+        self.student_temp = student_temp
+        self.center_momentum = center_momentum
+        self.register_buffer("center", torch.zeros(1, out_dim))
+        self.last_teacher_probs: Tensor | None = None
+
+    @torch.no_grad()
+    def softmax_center_teacher(self, teacher_out: Tensor, teacher_temp: float) -> Tensor:
+        """Teacher probabilities: softmax((t - center) / teacher_temp), fp32, current center."""
+        with _no_autocast(teacher_out):
+            return F.softmax((teacher_out.float() - self.center) / teacher_temp, dim=-1)
+
+    @torch.no_grad()
+    def update_center(self, teacher_out: Tensor) -> None:
+        """center <- m * center + (1 - m) * mean of the raw teacher outputs over all processes."""
+        new = ema_center(self.center, batch_center(teacher_out), self.center_momentum)
+        self.center.copy_(new)
+
+    def forward_probs(self, student_out: Tensor, teacher_probs: Tensor) -> Tensor:
+        """Cross-entropy of the student against given teacher probabilities (e.g. Sinkhorn-Knopp).
+
+        student_out: (n_crops * B, K) logits, crop by crop, the 2 global crops first;
+        teacher_probs: (2 * B, K) probabilities of the 2 global crops, crop by crop.
+        Returns the mean over the B images and over the 2 * (n_crops - 1) pairs (teacher view iq,
+        student view v) with v != iq.
+        """
+        n_crops, batch = self._check_shapes(student_out, teacher_probs)
+        teacher_probs = teacher_probs.detach()
+        self.last_teacher_probs = teacher_probs.float()
+        with _no_autocast(student_out):
+            log_p = F.log_softmax(student_out.float() / self.student_temp, dim=-1)
+            log_p = log_p.reshape(n_crops, -1)  # one row per student view
+            q = self.last_teacher_probs.reshape(N_GLOBAL_CROPS, -1)  # one row per teacher view
+            # cross_entropy[iq, v] = -sum_{b,k} q[iq, b, k] * log_p[v, b, k] / B
+            cross_entropy = -(q @ log_p.t()) / batch
+            same_view = cross_entropy.diagonal().sum()  # pairs (0, 0) and (1, 1): skipped
+            n_pairs = N_GLOBAL_CROPS * n_crops - N_GLOBAL_CROPS
+            return (cross_entropy.sum() - same_view) / n_pairs
+
+    def forward(self, student_out: Tensor, teacher_out: Tensor, teacher_temp: float) -> Tensor:
+        """DINO loss with the current center, then the center update (the next call sees it)."""
+        teacher_probs = self.softmax_center_teacher(teacher_out, teacher_temp)
+        loss = self.forward_probs(student_out, teacher_probs)
+        self.update_center(teacher_out)
+        return loss
+
+    def monitor_inputs(self) -> dict[str, Tensor]:
+        """{"teacher_probs": the last call's teacher probabilities}, for CollapseMonitor.step."""
+        if self.last_teacher_probs is None:
+            raise RuntimeError(
+                "DINOLoss.monitor_inputs() was called before any loss call: call the loss first"
+            )
+        return {"teacher_probs": self.last_teacher_probs}
+
+    @staticmethod
+    def _check_shapes(student_out: Tensor, teacher: Tensor) -> tuple[int, int]:
+        if student_out.ndim != 2 or teacher.ndim != 2 or student_out.shape[1] != teacher.shape[1]:
+            raise ValueError(
+                f"DINOLoss expects student (n_crops * B, K) and teacher (2 * B, K) outputs with "
+                f"the same K, got {tuple(student_out.shape)} and {tuple(teacher.shape)}"
+            )
+        if teacher.shape[0] % N_GLOBAL_CROPS:
+            raise ValueError(
+                f"teacher output has {teacher.shape[0]} rows: it must hold the 2 global crops of "
+                "each image (2 * B rows, crop by crop)"
+            )
+        batch = teacher.shape[0] // N_GLOBAL_CROPS
+        n_crops, rest = divmod(student_out.shape[0], batch)
+        if rest or n_crops < N_GLOBAL_CROPS:
+            raise ValueError(
+                f"student output has {student_out.shape[0]} rows for a batch of {batch} images: "
+                "it must hold n_crops * B rows (the 2 global crops first, then the local crops)"
+            )
+        return n_crops, batch
