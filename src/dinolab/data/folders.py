@@ -168,11 +168,20 @@ def _parse_label_column(raw: list[str | None]) -> tuple[list[int], list[str]]:
         return [index[r] for r in raw], classes  # type: ignore[index]
 
 
+_PATH_COLUMNS = ("path", "file", "filename", "file_name", "image", "image_path")
+_LABEL_COLUMNS = ("label", "target", "class", "class_id", "class_name", "category")
+
+
+def _column(header: list[str], names: tuple[str, ...], default: int | None) -> int | None:
+    return next((header.index(n) for n in names if n in header), default)
+
+
 def read_file_list(list_path: Path) -> tuple[list[Path], list[int], list[str]]:
     """(paths, labels, classes) from a .txt or .csv list.
 
-    .csv: first column path, optional second column label; a header row is recognised
-    when its label column is not a number and its path column is not an existing file.
+    .csv: first column path, optional second column label; or, when the first row is a
+    header (its first cell is not an existing file), the columns named path/file/filename/
+    image and label/target/class/category.
     .txt: one path per line, optionally followed by a tab or whitespace and a label; blank
     lines and lines starting with ``#`` are ignored. Relative paths are resolved against
     the folder of the list. Labels may be integers or class names.
@@ -181,14 +190,16 @@ def read_file_list(list_path: Path) -> tuple[list[Path], list[int], list[str]]:
     rows: list[tuple[str, str | None]] = []
     with open(list_path, newline="", encoding="utf-8") as f:
         if list_path.suffix.lower() == ".csv":
-            for row in csv.reader(f):
-                cells = [c.strip() for c in row]
-                if cells and cells[0] and not cells[0].startswith("#"):
-                    rows.append((cells[0], cells[1] if len(cells) > 1 and cells[1] else None))
-            if rows and not (base / rows[0][0]).is_file():
-                first_label = rows[0][1]
-                if first_label is None or not first_label.lstrip("-").isdigit():
-                    rows = rows[1:]  # header
+            table = [[c.strip() for c in row] for row in csv.reader(f)]
+            table = [r for r in table if r and r[0] and not r[0].startswith("#")]
+            path_col, label_col = 0, 1
+            if table and not (base / table[0][0]).is_file():
+                header = [c.lower() for c in table.pop(0)]
+                path_col = _column(header, _PATH_COLUMNS, 0)
+                label_col = _column(header, _LABEL_COLUMNS, None if len(header) < 2 else 1)
+            for r in table:
+                label = r[label_col] if label_col is not None and len(r) > label_col else None
+                rows.append((r[path_col], label or None))
         else:
             for line in f:
                 line = line.strip()
