@@ -1,0 +1,122 @@
+"""Collapse monitor for DINO-style training, from the teacher probabilities the loss used.
+
+The DINO paper (sec. 5.3, Fig. 7) names two collapses, both ending with every image given the
+same teacher target:
+
+(a) uniform: centering dominates, the teacher output becomes uniform; each sample's entropy
+    tends to ln K.
+(b) one dimension: sharpening dominates, one output dimension wins for every image; the
+    entropy of the batch-mean distribution tends to 0.
+
+In both, KL(teacher || student) = loss - teacher entropy tends to 0 (the task is trivial).
+
+Thresholds (heuristics, set in CollapseMonitor): (a) mean per-sample entropy >= 0.98 ln K;
+(b) one dimension holds >= 90% of the batch-mean probability. A healthy run can look like (a)
+at first (a random network gives every image nearly the same output, which the center then
+removes), so nothing is flagged during the first `grace_steps` log steps, and a condition must
+then hold for `patience` consecutive log steps. Statistics are of this process's batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def entropy(probs: Tensor) -> Tensor:
+    """Entropy in nats of each distribution along the last dimension (0 log 0 = 0), fp32."""
+    probs = probs.float()
+    return -torch.special.xlogy(probs, probs).sum(dim=-1)
+
+
+def mean_entropy(probs: Tensor) -> float:
+    """Mean per-sample entropy of (B, K) probabilities; ln K when every sample is uniform."""
+    return entropy(probs).mean().item()
+
+
+def batch_mean_entropy(probs: Tensor) -> float:
+    """Entropy of the batch-mean distribution; 0 when all samples pick the same dimension."""
+    return entropy(probs.float().mean(dim=0)).item()
+
+
+def kl_to_uniform(probs: Tensor) -> float:
+    """KL(batch-mean distribution || uniform) = ln K - entropy of the batch mean."""
+    return math.log(probs.shape[-1]) - batch_mean_entropy(probs)
+
+
+def collapse_stats(teacher_probs: Tensor, loss: float | Tensor | None = None) -> dict[str, float]:
+    """Collapse statistics of (B, K) teacher probabilities (after centering and sharpening).
+
+    With the DINO loss of the same step, also kl_teacher_student = loss - teacher entropy: each
+    teacher view enters the same number of pairs, so this is exactly the pair-averaged
+    KL(teacher || student).
+    """
+    probs = teacher_probs.detach().float()
+    log_k = math.log(probs.shape[-1])
+    h_sample = mean_entropy(probs)
+    h_batch = batch_mean_entropy(probs)
+    stats = {
+        "log_k": log_k,
+        "teacher_entropy": h_sample,
+        "teacher_entropy_frac": h_sample / log_k,
+        "batch_entropy": h_batch,
+        "batch_entropy_frac": h_batch / log_k,
+        "kl_mean_uniform": log_k - h_batch,
+        "max_mean_prob": probs.mean(dim=0).max().item(),
+    }
+    if loss is not None:
+        stats["kl_teacher_student"] = float(loss) - h_sample
+    return stats
+
+
+class CollapseMonitor:
+    """Feed it the teacher probabilities each log step; it returns (stats, warning or None)."""
+
+    def __init__(
+        self,
+        uniform_frac: float = 0.98,
+        dominant_mass: float = 0.9,
+        patience: int = 5,
+        grace_steps: int = 10,
+    ):
+        self.uniform_frac = uniform_frac
+        self.dominant_mass = dominant_mass
+        self.patience = patience
+        self.grace_steps = grace_steps
+        self.steps = 0
+        self.uniform_run = 0
+        self.dominant_run = 0
+
+    def step(
+        self, teacher_probs: Tensor, loss: float | Tensor | None = None
+    ) -> tuple[dict[str, float], str | None]:
+        stats = collapse_stats(teacher_probs, loss)
+        self.steps += 1
+        if self.steps <= self.grace_steps:
+            return stats, None
+        uniform = stats["teacher_entropy_frac"] >= self.uniform_frac
+        dominant = stats["max_mean_prob"] >= self.dominant_mass
+        self.uniform_run = self.uniform_run + 1 if uniform else 0
+        self.dominant_run = self.dominant_run + 1 if dominant else 0
+        log_k = stats["log_k"]
+        if self.uniform_run >= self.patience:
+            return stats, (
+                f"collapse (uniform teacher): for {self.uniform_run} log steps the teacher's "
+                f"per-sample entropy has been {stats['teacher_entropy']:.3f} = "
+                f"{100 * stats['teacher_entropy_frac']:.1f}% of ln K = {log_k:.3f}; centering "
+                "dominates sharpening. Lower the teacher temperature (teacher_temp, "
+                "warmup_teacher_temp), check the learning rate is not too high, and check the "
+                "teacher gets the EMA update."
+            )
+        if self.dominant_run >= self.patience:
+            return stats, (
+                f"collapse (one dimension): for {self.dominant_run} log steps one output "
+                f"dimension has held {100 * stats['max_mean_prob']:.1f}% of the teacher's "
+                f"batch-mean probability (its entropy {stats['batch_entropy']:.3f}, ln K = "
+                f"{log_k:.3f}); sharpening dominates centering. Raise the teacher temperature "
+                "or warm it up longer, check the center is updated (center_momentum < 1), and "
+                "lower the learning rate."
+            )
+        return stats, None

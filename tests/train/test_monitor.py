@@ -1,0 +1,95 @@
+"""Collapse monitor: statistics on uniform, one-hot-dominant and healthy teacher outputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dinolab.losses import DINOLoss
+from dinolab.models import DINOHead
+from dinolab.train.monitor import CollapseMonitor, collapse_stats, entropy, kl_to_uniform
+
+K = 16
+
+
+def uniform(batch: int = 8) -> torch.Tensor:
+    return torch.full((batch, K), 1 / K)
+
+
+def dominant(batch: int = 8) -> torch.Tensor:
+    """Every sample sure of dimension 3 (sharpening only)."""
+    return F.one_hot(torch.full((batch,), 3), K).float()
+
+
+def healthy(batch: int = 8, seed: int = 0) -> torch.Tensor:
+    """Sharp, but each sample peaks on its own dimension."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, K, generator=g)
+    logits[torch.arange(batch), torch.randperm(K, generator=g)[:batch]] += 6.0
+    return torch.softmax(logits, dim=-1)
+
+
+def test_entropy_values() -> None:
+    torch.testing.assert_close(entropy(uniform(2)), torch.full((2,), math.log(K)))
+    torch.testing.assert_close(entropy(dominant(2)), torch.zeros(2))
+    assert kl_to_uniform(uniform()) == pytest.approx(0.0, abs=1e-6)
+    assert kl_to_uniform(dominant()) == pytest.approx(math.log(K), abs=1e-6)
+
+
+def test_stats_of_the_two_collapses() -> None:
+    s = collapse_stats(uniform())
+    assert s["teacher_entropy_frac"] == pytest.approx(1.0)
+    assert s["max_mean_prob"] == pytest.approx(1 / K)
+    s = collapse_stats(dominant())
+    assert s["teacher_entropy"] == 0.0 and s["batch_entropy"] == 0.0
+    assert s["max_mean_prob"] == 1.0 and s["kl_mean_uniform"] == pytest.approx(math.log(K))
+    s = collapse_stats(healthy())
+    assert 0.1 < s["teacher_entropy_frac"] < 0.9 and s["max_mean_prob"] < 0.2
+
+
+def test_kl_teacher_student_is_loss_minus_teacher_entropy() -> None:
+    g = torch.Generator().manual_seed(0)
+    batch, n_crops = 3, 4
+    student, teacher = torch.randn(n_crops * batch, K, generator=g), torch.randn(2 * batch, K)
+    loss_fn = DINOLoss(K)
+    loss = loss_fn(student, teacher, 0.04)
+    q = loss_fn.monitor_inputs()["teacher_probs"].chunk(2)
+    log_p = F.log_softmax(student / 0.1, dim=-1).chunk(n_crops)
+    kls = [(torch.special.xlogy(q[i], q[i]) - q[i] * log_p[v]).sum(-1).mean()
+           for i in range(2) for v in range(n_crops) if v != i]
+    stats = collapse_stats(**loss_fn.monitor_inputs(), loss=loss)
+    assert stats["kl_teacher_student"] == pytest.approx(torch.stack(kls).mean().item(), abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("probs", "word"), [(uniform(), "uniform"), (dominant(), "one dimension")]
+)
+def test_flags_after_grace_and_patience(probs: torch.Tensor, word: str) -> None:
+    monitor = CollapseMonitor(patience=5, grace_steps=10)
+    warnings = [monitor.step(probs)[1] for _ in range(20)]
+    assert all(w is None for w in warnings[:14])  # 10 grace steps + 4 below patience
+    assert all(w is not None and word in w for w in warnings[14:])
+    assert "temperature" in warnings[-1]
+
+
+def test_healthy_run_is_never_flagged() -> None:
+    monitor = CollapseMonitor(patience=5, grace_steps=10)
+    for _ in range(10):  # early steps: near uniform outputs (the center removes everything)
+        assert monitor.step(uniform())[1] is None
+    for step in range(40):  # then sharp and diverse, with short near-uniform blips
+        probs = uniform() if step % 5 == 0 else healthy(seed=step)
+        assert monitor.step(probs)[1] is None
+
+
+def test_random_init_teacher_is_below_the_uniform_threshold() -> None:
+    """A randomly initialised DINO head at teacher temperature 0.04 is far from uniform
+    (per-sample entropy about 0.8-0.9 ln K), so a healthy start does not even count."""
+    torch.manual_seed(0)
+    head = DINOHead(32, 1024, hidden_dim=64, bottleneck_dim=256)
+    probs = torch.softmax(head(torch.randn(16, 32)) / 0.04, dim=-1)
+    stats = collapse_stats(probs)
+    assert stats["teacher_entropy_frac"] < CollapseMonitor().uniform_frac
+    assert stats["max_mean_prob"] < CollapseMonitor().dominant_mass

@@ -1,0 +1,88 @@
+"""Schedules: lengths, endpoints, monotonicity and values at known iterations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dinolab.train.schedules import (
+    cosine_schedule,
+    freeze_schedule,
+    scale_lr,
+    teacher_temp_schedule,
+)
+
+
+def test_cosine_values_without_warmup() -> None:
+    s = cosine_schedule(1.0, 0.0, total_iters=10)
+    assert s.shape == (10,)
+    expected = [0.5 * (1 + math.cos(math.pi * i / 10)) for i in range(10)]
+    np.testing.assert_allclose(s, expected)
+    assert s[0] == 1.0 and s[5] == pytest.approx(0.5)
+    assert s[-1] == pytest.approx(0.0244717418, abs=1e-9)  # not exactly final, as the reference
+    assert np.all(np.diff(s) < 0)
+
+
+def test_cosine_with_warmup() -> None:
+    s = cosine_schedule(1.0, 0.1, total_iters=10, warmup_iters=4, start_warmup=0.0)
+    assert s.shape == (10,)
+    np.testing.assert_allclose(s[:4], [0.0, 1 / 3, 2 / 3, 1.0])
+    assert s[4] == 1.0  # the cosine restarts from base: base appears twice, as the reference
+    cosine = [0.1 + 0.45 * (1 + math.cos(math.pi * i / 6)) for i in range(6)]
+    np.testing.assert_allclose(s[4:], cosine)
+    with pytest.raises(ValueError, match="warmup_iters"):
+        cosine_schedule(1.0, 0.0, total_iters=5, warmup_iters=6)
+
+
+def test_dino_recipe_schedules() -> None:
+    """ViT-S/16 DINO: lr 0.0005 at batch 1024, 100 epochs, 10 warmup; wd 0.04 -> 0.4;
+    teacher momentum 0.996 -> 1 (iters_per_epoch 5 to keep it small)."""
+    epochs, ipe = 100, 5
+    base = scale_lr(0.0005, 1024)
+    assert base == pytest.approx(0.002)
+    lr = cosine_schedule(base, 1e-6, epochs * ipe, warmup_iters=10 * ipe)
+    assert len(lr) == 500 and lr[0] == 0.0 and lr[49] == pytest.approx(0.002) == lr[50]
+    assert lr.argmax() in (49, 50) and np.all(np.diff(lr[50:]) < 0) and lr[-1] > 1e-6
+    wd = cosine_schedule(0.04, 0.4, epochs * ipe)
+    assert wd[0] == pytest.approx(0.04) and np.all(np.diff(wd) > 0)
+    assert wd[-1] == pytest.approx(0.4, abs=1e-5)
+    mom = cosine_schedule(0.996, 1.0, epochs * ipe)
+    assert mom[0] == pytest.approx(0.996) and np.all(np.diff(mom) > 0) and mom[-1] < 1.0
+    assert mom[250] == pytest.approx(0.998)
+
+
+def test_scale_lr_rules() -> None:
+    assert scale_lr(0.0005, 256) == 0.0005
+    assert scale_lr(0.0005, 64) == pytest.approx(0.000125)
+    assert scale_lr(0.004, 2048, rule="sqrt") == pytest.approx(0.004 * math.sqrt(2))
+    assert scale_lr(0.004, 1024, rule="sqrt") == 0.004
+    with pytest.raises(ValueError, match="'linear'"):
+        scale_lr(0.1, 256, rule="cube")  # type: ignore[arg-type]
+
+
+def test_teacher_temp_per_iteration() -> None:
+    s = teacher_temp_schedule(0.04, 0.07, warmup_epochs=30, total_epochs=100, iters_per_epoch=10)
+    assert s.shape == (1000,)
+    assert s[0] == 0.04 and s[299] == pytest.approx(0.07) and np.all(s[300:] == 0.07)
+    assert s[1] == pytest.approx(0.04 + 0.03 / 299)
+    assert np.all(np.diff(s) >= 0)
+
+
+def test_teacher_temp_per_epoch_as_dino() -> None:
+    s = teacher_temp_schedule(0.04, 0.07, warmup_epochs=30, total_epochs=100, iters_per_epoch=10,
+                              per_epoch=True)
+    assert s.shape == (1000,)
+    assert np.all(s[:10] == 0.04)
+    assert np.all(s[10:20] == pytest.approx(0.04 + 0.03 / 29))
+    assert np.all(s[290:] == pytest.approx(0.07))
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        teacher_temp_schedule(warmup_epochs=30, total_epochs=10)
+
+
+def test_freeze_schedule() -> None:
+    lr = cosine_schedule(1.0, 0.0, 10)
+    frozen = freeze_schedule(lr, 3)
+    assert np.all(frozen[:3] == 0.0) and np.array_equal(frozen[3:], lr[3:])
+    assert lr[0] == 1.0  # the original is untouched
