@@ -90,6 +90,10 @@ def test_bad_files_are_skipped_counted_and_logged(odd_folder: Path, tmp_path: Pa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert np.array_equal(np.asarray(plain[1][0]), np.asarray(plain[4][0]))
+    logged = ImageDataset(odd_folder, skip_log=tmp_path / "skips.txt")
+    with pytest.warns(RuntimeWarning):
+        logged[3]
+    assert (tmp_path / "skips.txt").read_text().startswith(str(odd_folder / "d_text.jpg"))
     out = ds.write_skipped(tmp_path / "run")
     lines = out.read_text().splitlines()
     assert out.name == SKIPPED_FILENAME and len(lines) == 3
@@ -135,10 +139,15 @@ def test_nested_unlabeled_and_forced_labels(tmp_path: Path) -> None:
         (tmp_path / "p" / sub / "x.jpg").write_bytes(_jpeg_bytes(16))
     auto = ImageDataset(tmp_path / "p")  # only folders at the top -> class folders
     assert auto.classes == ["2019", "2020"] and auto.labels == [0, 1]
-    flat = ImageDataset(tmp_path / "p", labels="none")
+    flat = ImageDataset(tmp_path / "p", layout="flat")
     assert len(flat) == 2 and flat.labels == [-1, -1] and flat.classes == []
     (tmp_path / "p" / "top.jpeg").write_bytes(_jpeg_bytes(16))
     assert ImageDataset(tmp_path / "p").labels == [-1, -1, -1]  # images at top -> unlabeled
+    (tmp_path / "p" / "top.jpeg").unlink()
+    (tmp_path / "p" / "2019b").mkdir()  # an empty class keeps its index (splits stay aligned)
+    with pytest.warns(RuntimeWarning, match="without images.*2019b"):
+        ds = ImageDataset(tmp_path / "p")
+    assert ds.classes == ["2019", "2019b", "2020"] and ds.labels == [0, 2]
 
 
 def test_file_lists_txt_and_csv(imagenette: Path, tmp_path: Path) -> None:
@@ -212,8 +221,12 @@ def test_draft_decoding_is_used_only_when_quality_allows(imagenette: Path, tmp_p
     fast = ev(load_image(big, ev.min_decode_size))
     assert load_image(big, ev.min_decode_size).size == (256, 256)
     assert (full - fast).abs().mean() < 0.02  # normalised units: ~1 grey level
-    ds_off = ImageDataset(big.parent, transform=ev, draft=False)
-    assert ds_off[0][0].shape == (3, 224, 224)
+    # through the dataset: draft changes nothing on 160 px images, and speeds up big ones
+    t2 = MultiCropTransform(n_local=2)
+    on, off = (ImageDataset(path.parent, t2, draft=d) for d in (True, False))
+    assert all(torch.equal(x, y) for x, y in zip(on[0][0], off[0][0], strict=True))
+    big_on, big_off = (ImageDataset(tmp_path, ev, draft=d, layout="flat") for d in (True, False))
+    assert (big_on[0][0] - big_off[0][0]).abs().mean() < 0.02
 
 
 def test_real_csv_with_header_picks_path_and_label_columns(imagenette: Path) -> None:

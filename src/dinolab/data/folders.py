@@ -14,6 +14,7 @@ import csv
 import inspect
 import os
 import tempfile
+import uuid
 import warnings
 import weakref
 from collections.abc import Callable
@@ -117,12 +118,13 @@ def _no_images_error(what: str, extensions: tuple[str, ...]) -> FileNotFoundErro
 
 
 def scan_folder(
-    root: Path, labels: str, extensions: tuple[str, ...]
+    root: Path, layout: str, extensions: tuple[str, ...]
 ) -> tuple[list[Path], list[int], list[str]]:
-    """(paths, labels, classes) of a folder; ``labels`` is "auto", "folders" or "none".
+    """(paths, labels, classes) of a folder; ``layout`` is "auto", "classes" or "flat".
 
-    "auto" means class folders when ``root`` holds no images itself but its subfolders
-    do (the ImageFolder layout), else one unlabeled set of every image below ``root``.
+    "auto" means class folders when ``root`` holds no images itself (the ImageFolder
+    layout), else one unlabeled set of every image below ``root``. Every subfolder is a
+    class, even an empty one, so label indices match those of a sibling split.
     """
     entries = sorted(
         (e for e in os.scandir(root) if not e.name.startswith(".")), key=lambda e: e.name
@@ -132,20 +134,28 @@ def scan_folder(
             f"{root} is empty. Put images in it (or class folders root/<class>/*.jpg), or "
             f"point the dataset at the folder that holds them."
         )
-    if labels == "auto":
+    if layout == "auto":
         direct = any(e.is_file() and _is_image(e.name, extensions) for e in entries)
-        labels = "none" if direct else "folders"
-    if labels == "none":
+        layout = "flat" if direct else "classes"
+    if layout == "flat":
         paths = _walk_images(root, extensions)
         if not paths:
             raise _no_images_error(f"{root} (searched recursively)", extensions)
         return paths, [-1] * len(paths), []
-    if labels != "folders":
-        raise ValueError(f'labels must be "auto", "folders" or "none", got {labels!r}')
+    if layout != "classes":
+        raise ValueError(f'layout must be "auto", "classes" or "flat", got {layout!r}')
     per_class = {e.name: _walk_images(Path(e.path), extensions) for e in entries if e.is_dir()}
-    classes = sorted(c for c, files in per_class.items() if files)
-    if not classes:
+    classes = sorted(per_class)
+    if not any(per_class.values()):
         raise _no_images_error(f"the class folders of {root} (root/<class>/**)", extensions)
+    empty = [c for c in classes if not per_class[c]]
+    if empty:
+        warnings.warn(
+            f"class folders without images in {root}: {', '.join(empty[:5])}; they keep "
+            f"their label index but have no samples",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     paths, targets = [], []
     for i, c in enumerate(classes):
         paths += per_class[c]
@@ -259,15 +269,16 @@ class ImageDataset(torch.utils.data.Dataset):
     called as ``transform(image)`` and use global RNG.
 
     ``on_error="skip"`` (default): a file that cannot be decoded is warned about, appended
-    to ``skip_log`` (a temporary file when not given, so worker processes report too) and
+    to ``skip_log`` (a temporary file when not given, so worker processes report too), and
     replaced by the next readable item, keeping batch shapes fixed. ``.skipped`` lists
     those paths; ``write_skipped(run_dir)`` copies them into a run directory.
     ``on_error="raise"``: the first bad file raises at once.
 
-    ``labels``: "auto" (class folders if the root holds only folders, else unlabeled),
-    "folders" or "none". ``draft``: decode JPEGs at reduced size when the transform says it
-    needs less (its ``min_decode_size(width, height)``). ``background``: colour transparent
-    pixels are composited on.
+    ``layout`` (folders only): "auto" (class folders if the root holds no images itself,
+    else unlabeled), "classes" or "flat" (unlabeled, recursive). ``draft``: decode JPEGs
+    at reduced size when the transform says it needs less (its
+    ``min_decode_size(width, height)``). ``background``: colour transparent pixels are
+    composited on.
     """
 
     def __init__(
@@ -276,7 +287,7 @@ class ImageDataset(torch.utils.data.Dataset):
         transform: Callable[..., Any] | None = None,
         on_error: str = "skip",
         seed: int = 0,
-        labels: str = "auto",
+        layout: str = "auto",
         extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
         skip_log: str | os.PathLike | None = None,
         draft: bool = True,
@@ -288,7 +299,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.extensions = tuple(e.lower() for e in extensions)
         if self.source.is_dir():
             self.paths, self.labels, self.classes = scan_folder(
-                self.source, labels, self.extensions
+                self.source, layout, self.extensions
             )
         elif self.source.is_file() and self.source.suffix.lower() in (".txt", ".csv"):
             self.paths, self.labels, self.classes = read_file_list(self.source)
@@ -307,11 +318,10 @@ class ImageDataset(torch.utils.data.Dataset):
         self._pass_generator = transform is not None and _accepts_generator(transform)
         self.on_error, self.seed, self.epoch = on_error, seed, 0
         self.draft, self.background = draft, background
-        if skip_log is None:
-            fd, name = tempfile.mkstemp(prefix="dinolab_skipped_", suffix=".txt")
-            os.close(fd)
-            weakref.finalize(self, _remove_if_owner, name, os.getpid())
-            skip_log = name
+        if skip_log is None:  # a fixed path, created on the first skip, shared with workers
+            name = f"dinolab_skipped_{os.getpid()}_{uuid.uuid4().hex[:12]}.txt"
+            skip_log = Path(tempfile.gettempdir()) / name
+            weakref.finalize(self, _remove_if_owner, str(skip_log), os.getpid())
         self.skip_log = Path(skip_log)
         self._bad: set[int] = set()  # per process: indices known not to decode
 
