@@ -87,8 +87,10 @@ def _distributed_worker(rank: int, world: int, init_file: str, result_file: str)
         ibot = iBOTPatchLoss(5)
         ibot.update_center(patches)
         ibot_sk = ibot.sinkhorn_knopp_teacher(patches, 0.1)
-        torch.save({"center": loss_fn.center, "sk": sk, "ibot_center": ibot.center,
-                    "ibot_sk": ibot_sk}, f"{result_file}.{rank}")
+        torch.save(
+            {"center": loss_fn.center, "sk": sk, "ibot_center": ibot.center, "ibot_sk": ibot_sk},
+            f"{result_file}.{rank}",
+        )
     finally:
         dist.destroy_process_group()
 
@@ -119,4 +121,3 @@ def test_distributed_matches_single_process(tmp_path: Path) -> None:
         torch.testing.assert_close(res["ibot_center"], expected_ibot_center)
         torch.testing.assert_close(res["ibot_sk"], expected_ibot_sk[3 * r : 3 * r + 3 + r])
     assert math.isclose(sum(res["sk"].sum().item() for res in results), 8.0, rel_tol=1e-6)
-

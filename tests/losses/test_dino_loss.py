@@ -50,8 +50,11 @@ def test_second_step_uses_previous_center() -> None:
     # step 2 teacher: crop 0 -> sigmoid(ln3 - c1), crop 1 -> sigmoid(-c1) for dimension 0
     q0 = 1 / (1 + math.exp(-(LN3 - c1)))
     q1 = 1 / (1 + math.exp(c1))
-    log_p = [(math.log(0.5), math.log(0.5)), (math.log(0.75), math.log(0.25)),
-             (math.log(0.25), math.log(0.75))]
+    log_p = [
+        (math.log(0.5), math.log(0.5)),
+        (math.log(0.75), math.log(0.25)),
+        (math.log(0.25), math.log(0.75)),
+    ]
 
     def ce(q: float, v: int) -> float:
         return -(q * log_p[v][0] + (1 - q) * log_p[v][1])
@@ -77,8 +80,9 @@ def test_pair_count(n_local: int) -> None:
     assert loss.item() == pytest.approx(n_local / (n_local + 1), abs=1e-6)
 
 
-def reference_loop(student: torch.Tensor, teacher: torch.Tensor, center: torch.Tensor,
-                   temp: float, n_crops: int) -> torch.Tensor:
+def reference_loop(
+    student: torch.Tensor, teacher: torch.Tensor, center: torch.Tensor, temp: float, n_crops: int
+) -> torch.Tensor:
     """The loop of facebookresearch/dino's DINOLoss.forward, as an independent oracle."""
     s = (student / 0.1).chunk(n_crops)
     t = F.softmax((teacher - center) / temp, dim=-1).chunk(2)

@@ -58,15 +58,17 @@ def test_kl_teacher_student_is_loss_minus_teacher_entropy() -> None:
     loss = loss_fn(student, teacher, 0.04)
     q = loss_fn.monitor_inputs()["teacher_probs"].chunk(2)
     log_p = F.log_softmax(student / 0.1, dim=-1).chunk(n_crops)
-    kls = [(torch.special.xlogy(q[i], q[i]) - q[i] * log_p[v]).sum(-1).mean()
-           for i in range(2) for v in range(n_crops) if v != i]
+    kls = [
+        (torch.special.xlogy(q[i], q[i]) - q[i] * log_p[v]).sum(-1).mean()
+        for i in range(2)
+        for v in range(n_crops)
+        if v != i
+    ]
     stats = collapse_stats(**loss_fn.monitor_inputs(), loss=loss)
     assert stats["kl_teacher_student"] == pytest.approx(torch.stack(kls).mean().item(), abs=1e-5)
 
 
-@pytest.mark.parametrize(
-    ("probs", "word"), [(uniform(), "uniform"), (dominant(), "one dimension")]
-)
+@pytest.mark.parametrize(("probs", "word"), [(uniform(), "uniform"), (dominant(), "one dimension")])
 def test_flags_after_grace_and_patience(probs: torch.Tensor, word: str) -> None:
     monitor = CollapseMonitor(patience=5, grace_steps=10)
     warnings = [monitor.step(probs)[1] for _ in range(20)]

@@ -12,8 +12,15 @@ from dinolab.train.param_groups import apply_optim_schedules, layer_id, param_gr
 
 def student() -> nn.Module:
     """A tiny 12-block ViT with registers and LayerScale, and a DINO head, as a method holds."""
-    backbone = VisionTransformer(img_size=32, patch_size=16, embed_dim=16, depth=12, num_heads=2,
-                                 init_values=1e-5, num_register_tokens=2)
+    backbone = VisionTransformer(
+        img_size=32,
+        patch_size=16,
+        embed_dim=16,
+        depth=12,
+        num_heads=2,
+        init_values=1e-5,
+        num_register_tokens=2,
+    )
     head = DINOHead(16, 32, hidden_dim=16, bottleneck_dim=8)
     return nn.ModuleDict({"backbone": backbone, "dino_head": head})
 

@@ -71,8 +71,9 @@ def test_teacher_temp_per_iteration() -> None:
 
 
 def test_teacher_temp_per_epoch_as_dino() -> None:
-    s = teacher_temp_schedule(0.04, 0.07, warmup_epochs=30, total_epochs=100, iters_per_epoch=10,
-                              per_epoch=True)
+    s = teacher_temp_schedule(
+        0.04, 0.07, warmup_epochs=30, total_epochs=100, iters_per_epoch=10, per_epoch=True
+    )
     assert s.shape == (1000,)
     assert np.all(s[:10] == 0.04)
     assert np.all(s[10:20] == pytest.approx(0.04 + 0.03 / 29))

@@ -44,9 +44,7 @@ def cosine_schedule(
     return np.concatenate((warmup, cosine))
 
 
-def scale_lr(
-    base_lr: float, batch_size: int, rule: Literal["linear", "sqrt"] = "linear"
-) -> float:
+def scale_lr(base_lr: float, batch_size: int, rule: Literal["linear", "sqrt"] = "linear") -> float:
     """The learning rate for a total batch size (all processes) from a base learning rate.
 
     "linear" (DINO, main_dino.py): base_lr * batch_size / 256.
