@@ -175,16 +175,25 @@ def _matching_hub_name(state: Mapping[str, Tensor]) -> str | None:
     return None
 
 
-def _fill_v1_mask_token(model: VisionTransformer, state: dict[str, Tensor]) -> dict[str, Tensor]:
+def _with_v1_mask_token(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """DINO v1 has no mask_token; give it ours (zeros) so the rest loads strictly."""
     is_v1 = "mask_token" not in state and not any(k.endswith(".ls1.gamma") for k in state)
-    if is_v1:
-        state = {**state, "mask_token": model.mask_token.detach().clone()}
+    if is_v1 and "cls_token" in state:
+        state = {**state, "mask_token": torch.zeros_like(state["cls_token"][0])}
     return state
 
 
-def _load_strict(model: VisionTransformer, state: dict[str, Tensor], what: str) -> None:
-    """``load_state_dict(strict=True)`` with an error that lists the differences and a fix."""
+def _build_loaded(
+    config: Mapping[str, Any], state: dict[str, Tensor], what: str, name: str | None = None
+) -> VisionTransformer:
+    """``VisionTransformer(**config)`` holding ``state`` (strict), in eval mode.
+
+    Built on the meta device and filled by assignment: no time spent on a random init that
+    the checkpoint overwrites (ViT-g has 1.1B parameters). Mismatches raise an error that lists
+    the differences and names the hub model the keys do fit, if any.
+    """
+    with torch.device("meta"):
+        model = VisionTransformer(**config)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -201,8 +210,8 @@ def _load_strict(model: VisionTransformer, state: dict[str, Tensor], what: str) 
 
         guess = _matching_hub_name(state)
         hint = (
-            f" The keys fit {guess!r}: load it with that name."
-            if guess
+            f" The keys fit {guess!r}: load the file with that name."
+            if guess and guess != name
             else " Check that the file is a ViT backbone of the intended model."
         )
         raise CheckpointMismatchError(
@@ -210,23 +219,27 @@ def _load_strict(model: VisionTransformer, state: dict[str, Tensor], what: str) 
             f"Unexpected keys ({len(unexpected)}): {listed(unexpected)}. "
             f"Shape mismatches ({len(shapes)}): {listed(shapes)}.{hint}"
         )
-    model.load_state_dict(state, strict=True)
+    state = {k: v.to(own[k].dtype).contiguous() for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
 
 
 def load_official(
     name: str, path: str | os.PathLike, which: str = "teacher", **overrides: Any
 ) -> VisionTransformer:
-    """Official DINO / DINOv2 weights into ``create_model(name)``, strictly, in eval mode.
+    """Official DINO / DINOv2 weights into the ``create_model(name)`` architecture, strictly.
 
     ``which`` picks the teacher (default) or student backbone of a training checkpoint.
+    Returns the model in eval mode.
     """
     name = _canonical(name)
-    state = extract_backbone(_read_torch_file(Path(path)), which)
-    model = create_model(name, **overrides)
-    state = _fill_v1_mask_token(model, state)
+    state = _with_v1_mask_token(extract_backbone(_read_torch_file(Path(path)), which))
+    with torch.device("meta"):
+        config = create_model(name, **overrides).config
     arch, kwargs = HUB_MODELS[name]
-    _load_strict(model, state, f"{name!r} (assumed {arch} with {kwargs}) from {path}")
-    return model.eval()
+    return _build_loaded(
+        config, state, f"{name!r} (assumed {arch} with {kwargs}) from {path}", name
+    )
 
 
 # -------------------------------------------------------------------------- our format
@@ -268,18 +281,14 @@ def _load_exported(path: Path, overrides: Mapping[str, Any]) -> VisionTransforme
             f"{meta_path}: expected arch 'vit' and format_version {FORMAT_VERSION}, "
             f"got {meta.get('arch')!r} / {meta.get('format_version')!r}"
         )
-    model = VisionTransformer(**{**meta["config"], **overrides})
-    _load_strict(model, load_file(str(path)), f"the config in {meta_path}")
-    return model.eval()
+    config = {**meta["config"], **overrides}
+    return _build_loaded(config, load_file(str(path)), f"the config in {meta_path}")
 
 
 def _load_pth(path: Path, overrides: Mapping[str, Any]) -> VisionTransformer:
-    state = extract_backbone(_read_torch_file(path))
-    config = infer_config(state)
-    model = VisionTransformer(**{**config, **overrides})
-    state = _fill_v1_mask_token(model, state)
-    _load_strict(model, state, f"the architecture inferred from its shapes ({config})")
-    return model.eval()
+    state = _with_v1_mask_token(extract_backbone(_read_torch_file(path)))
+    config = {**infer_config(state), **overrides}
+    return _build_loaded(config, state, f"the architecture inferred from its shapes ({config})")
 
 
 def load(
