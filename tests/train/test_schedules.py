@@ -79,7 +79,7 @@ def test_teacher_temp_per_epoch_as_dino() -> None:
     assert np.all(s[10:20] == pytest.approx(0.04 + 0.03 / 29))
     assert np.all(s[290:] == pytest.approx(0.07))
     with pytest.raises(ValueError, match="warmup_epochs"):
-        teacher_temp_schedule(warmup_epochs=30, total_epochs=10)
+        teacher_temp_schedule(0.04, 0.07, 30, 10, 5)
 
 
 def test_freeze_schedule() -> None:

@@ -10,7 +10,8 @@ recipes built from it:
   warmup from 0;
 - weight decay: cosine 0.04 -> 0.4, no warmup;
 - teacher EMA momentum: cosine 0.996 -> 1, no warmup;
-- teacher temperature: `teacher_temp_schedule`, linear 0.04 -> 0.07 then constant.
+- teacher temperature: `teacher_temp_schedule`, linear 0.04 -> 0.07 over 30 epochs, then
+  constant.
 """
 
 from __future__ import annotations
@@ -58,14 +59,17 @@ def scale_lr(base_lr: float, batch_size: int, rule: Literal["linear", "sqrt"] = 
 
 
 def teacher_temp_schedule(
-    warmup_temp: float = 0.04,
-    temp: float = 0.07,
-    warmup_epochs: int = 30,
-    total_epochs: int = 100,
-    iters_per_epoch: int = 1,
+    warmup_temp: float,
+    temp: float,
+    warmup_epochs: int,
+    total_epochs: int,
+    iters_per_epoch: int,
     per_epoch: bool = False,
 ) -> np.ndarray:
     """Teacher temperature per iteration: linear warmup_temp -> temp, then constant temp.
+
+    Recipes: 0.04 -> 0.07 over 30 epochs (DINO's published runs, DINOv2's defaults);
+    main_dino.py's argparse defaults are 0.04 throughout (no warmup).
 
     per_epoch=False (DINOv2): the warmup is np.linspace over warmup_epochs * iters_per_epoch
     iterations. per_epoch=True (DINO, DINOLoss.teacher_temp_schedule): np.linspace over
