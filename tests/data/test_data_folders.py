@@ -74,6 +74,11 @@ def test_unusual_images_decode_to_sensible_rgb(odd_folder: Path) -> None:
     assert pal[4, 4].tolist() == [255, 255, 255]  # transparent pixel -> background
     black_bg = load_image(odd_folder / "g_palette.png", background=(0, 0, 0))
     assert np.asarray(black_bg)[4, 4].tolist() == [0, 0, 0]
+    rotated = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display", as phones write it
+    rotated.save(odd_folder / "r.jpg", exif=exif.tobytes())
+    assert load_image(odd_folder / "r.jpg").size == (20, 40)
 
 
 def test_bad_files_are_skipped_counted_and_logged(odd_folder: Path, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SKIPPED_FILENAME = "skipped_images.txt"
+_EXIF_ORIENTATION = 0x0112
 
 
 # --- decoding ----------------------------------------------------------------------------
@@ -84,8 +85,10 @@ def load_image(
             if (w, h) != img.size:
                 img.draft(None, (max(1, w), max(1, h)))
         img.load()
-        img = ImageOps.exif_transpose(img)
-        return to_rgb(img, background)
+        if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:  # camera photos shot rotated
+            return to_rgb(ImageOps.exif_transpose(img), background)
+        rgb = to_rgb(img, background)
+        return rgb.copy() if rgb is img else rgb  # detached from the file being closed
 
 
 # --- sources -----------------------------------------------------------------------------
