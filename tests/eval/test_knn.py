@@ -72,10 +72,11 @@ def test_k_larger_than_train_is_clamped_and_reported():
 def test_chunked_equals_unchunked():
     train, train_labels = _clusters(60, 10, 32, seed=2, noise=1.5)
     val, val_labels = _clusters(20, 10, 32, seed=3, noise=1.5)
-    whole = knn_classify(train, train_labels, val, val_labels, ks=(5, 10, 50),
+    # 4 query chunks x 5 train chunks (both with a partial last one); k=150 > a train chunk
+    whole = knn_classify(train, train_labels, val, val_labels, ks=(5, 10, 150),
                          chunk_size=10_000, train_chunk_size=10_000)
-    chunked = knn_classify(train, train_labels, val, val_labels, ks=(5, 10, 50),
-                           chunk_size=7, train_chunk_size=33)
+    chunked = knn_classify(train, train_labels, val, val_labels, ks=(5, 10, 150),
+                           chunk_size=64, train_chunk_size=128)
     assert whole.rows == chunked.rows
     assert 20.0 < whole.row(10).top1 < 100.0  # a non-trivial case
 

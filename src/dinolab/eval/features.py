@@ -1,0 +1,490 @@
+"""Frozen-backbone features for every image of a folder or file list, at any scale.
+
+`extract_features` returns tensors; `embed` writes them to a file; `cached_features` keeps them
+so k-NN and linear probes on the same model and data extract once.
+
+Large folders: with a work directory (`embed` uses ``<out>.chunks/`` beside the output) features
+are written in chunks of `chunk_size` rows named by their index range (``00000000-00004096.npz``),
+each atomically (temp file + rename). A rerun after an interruption keeps the finished chunks and
+computes the rest; the manifest in the work directory refuses to mix chunks of another model,
+data listing, kind, size or precision. Under torchrun each rank takes a contiguous run of chunks;
+after a barrier every rank reads the chunks in order and rank 0 writes the output and removes the
+work directory. Rows are in dataset order (sorted paths); images that cannot be decoded are left
+out and listed under "skipped" in the metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from dinolab.device import autocast, resolve_device, resolve_precision
+
+FEATURE_KINDS = ("cls", "avgpool", "cls+avgpool", "last4")
+FORMAT_VERSION = 1
+CACHE_ENV = "DINOLAB_CACHE_DIR"
+
+
+class Features(NamedTuple):
+    """Rows of `features` (float32, N x D) belong to `paths`; `labels` is None when unlabelled."""
+
+    features: torch.Tensor
+    labels: torch.Tensor | None
+    paths: list[str]
+    meta: dict
+
+
+# ---------------------------------------------------------------------- per-batch features
+def linear_input(
+    model: nn.Module, images: torch.Tensor, n_last_blocks: int = 4, avgpool: bool = False
+) -> torch.Tensor:
+    """DINO linear-eval input: normed [CLS] of the last `n_last_blocks` blocks, concatenated,
+    plus (avgpool) the mean normed patch token of the last block (DINOv2 concatenation order)."""
+    outputs = model.get_intermediate_layers(images, n_last_blocks, return_class_token=True)
+    feats = [cls for _, cls in outputs]
+    if avgpool:
+        feats.append(outputs[-1][0].mean(1))
+    return torch.cat(feats, dim=-1)
+
+
+def compute_features(model: nn.Module, images: torch.Tensor, kind: str = "cls") -> torch.Tensor:
+    """Features (B, D) of one batch: "cls" (final-norm [CLS]), "avgpool" (mean normed patch
+    token), "cls+avgpool" (both, concatenated) or "last4" (DINO's ViT-S linear-eval input)."""
+    if kind == "last4":
+        return linear_input(model, images, 4, avgpool=False)
+    if kind not in FEATURE_KINDS:
+        raise ValueError(f"unknown feature kind {kind!r}; choose one of {', '.join(FEATURE_KINDS)}")
+    out = model.forward_features(images)
+    if kind == "cls":
+        return out["x_norm_clstoken"]
+    avg = out["x_norm_patchtokens"].mean(1)
+    return avg if kind == "avgpool" else torch.cat([out["x_norm_clstoken"], avg], dim=-1)
+
+
+def check_crop_size(crop_size: int, patch_size: int) -> None:
+    """Fail early (before any image is read) when the crop does not tile into patches."""
+    if crop_size % patch_size:
+        lower = crop_size // patch_size * patch_size
+        raise ValueError(
+            f"crop size {crop_size} is not a multiple of the model's patch size {patch_size}; "
+            f"use e.g. {lower} or {lower + patch_size}"
+        )
+
+
+# ---------------------------------------------------------------------- data and identity
+def _load_model(model: nn.Module | str | os.PathLike) -> nn.Module:
+    if isinstance(model, nn.Module):
+        return model
+    from dinolab.hub import load
+
+    return load(model)
+
+
+def _as_dataset(data: Any, crop_size: int, resize_size: int | None) -> Dataset:
+    """A folder / file list becomes an ImageDataset with the eval transform (resize, centre crop).
+    A dataset object is used as is (its own transform decides the size)."""
+    if isinstance(data, str | os.PathLike):
+        from dinolab.data.folders import ImageDataset
+        from dinolab.data.transforms import EvalTransform
+
+        return ImageDataset(data, transform=EvalTransform(crop_size, resize_size))
+    if not hasattr(data, "paths"):
+        raise TypeError(
+            "data must be a folder, a .txt/.csv file list, or a dataset with a .paths list "
+            f"(like dinolab.data.ImageDataset); got {type(data).__name__}"
+        )
+    return data
+
+
+def _file_identity(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_mtime_ns}|{st.st_size}"
+
+
+def model_identity(model: nn.Module | str | os.PathLike) -> str:
+    """What distinguishes one model's features from another's: for a file or run directory its
+    weight files' path, mtime and size; for a model object a hash of its state dict."""
+    if isinstance(model, nn.Module):
+        h = hashlib.sha256()
+        for name, t in model.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return "state:" + h.hexdigest()
+    path = Path(model)
+    if not path.exists():
+        return f"name:{model}"
+    if path.is_dir():
+        from dinolab.hub import RUN_BACKBONE
+
+        path = path / RUN_BACKBONE
+    files = [path] + ([path.with_suffix(".json")] if path.suffix == ".safetensors" else [])
+    return "file:" + ";".join(_file_identity(p) for p in files if p.exists())
+
+
+def listing_identity(paths: Sequence[str | os.PathLike], labels: Sequence[int] | None) -> str:
+    """Hash of the ordered listing: every path with its label, size and mtime."""
+    h = hashlib.sha256()
+    labels = labels if labels is not None else [-1] * len(paths)
+    for p, y in zip(paths, labels, strict=True):
+        try:
+            st = os.stat(p)
+            stamp = f"{st.st_size}|{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        h.update(f"{p}\t{int(y)}\t{stamp}\n".encode())
+    return h.hexdigest()
+
+
+def _labels_of(dataset: Dataset) -> list[int] | None:
+    labels = getattr(dataset, "labels", None)
+    if labels is None or all(int(y) < 0 for y in labels):
+        return None
+    return [int(y) for y in labels]
+
+
+# ---------------------------------------------------------------------- extraction
+def _chunk_ranges(n: int, chunk_size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+
+
+def _chunk_name(start: int, end: int) -> str:
+    return f"{start:09d}-{end:09d}.npz"
+
+
+def _save_atomic_npz(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def _prepare_work_dir(work_dir: Path, manifest: dict, rank: int) -> int:
+    """Create or check the manifest; returns the chunk size the work directory uses."""
+    path = work_dir / "manifest.json"
+    if rank == 0:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        if path.is_file():
+            old = json.loads(path.read_text())
+            keys = [k for k in manifest if k != "chunk_size" and old.get(k) != manifest[k]]
+            if keys:
+                raise ValueError(
+                    f"{work_dir} holds partial features of another job (different "
+                    f"{', '.join(keys)}); delete that directory to start over, or choose "
+                    "another output path"
+                )
+        else:
+            _write_text_atomic(path, json.dumps(manifest, indent=2))
+    _barrier()
+    return int(json.loads(path.read_text())["chunk_size"])
+
+
+@torch.inference_mode()
+def _run_chunk(
+    model: nn.Module, dataset: Dataset, start: int, end: int, kind: str, batch_size: int,
+    num_workers: int, device: torch.device, dtype: torch.dtype, bar: tqdm,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features of rows [start, end) and the rows among them whose image could not be read."""
+    loader = DataLoader(
+        Subset(dataset, range(start, end)), batch_size=batch_size, shuffle=False,
+        num_workers=num_workers, pin_memory=device.type == "cuda",
+    )
+    parts = []
+    for images, _ in loader:
+        with autocast(device, dtype):
+            feats = compute_features(model, images.to(device, non_blocking=True), kind)
+        parts.append(feats.float().cpu())
+        bar.update(len(images))
+    skipped_paths = set(getattr(dataset, "skipped", []))
+    paths = dataset.paths
+    skipped = [i for i in range(start, end) if str(paths[i]) in skipped_paths]
+    return torch.cat(parts).numpy(), np.asarray(skipped, dtype=np.int64)
+
+
+def extract_features(
+    model: nn.Module | str | os.PathLike,
+    data: str | os.PathLike | Dataset,
+    *,
+    kind: str = "cls",
+    batch_size: int = 64,
+    crop_size: int = 224,
+    resize_size: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    num_workers: int | None = None,
+    chunk_size: int = 4096,
+    work_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Features:
+    """Features of every image of `data` (folder, .txt/.csv list, or dataset), in its order.
+
+    Images are resized to `resize_size` (default crop*256/224) and centre-cropped to
+    `crop_size`. `precision`: "fp32", "bf16" (autocast) or "auto" (bf16 where the device runs it
+    natively: measured 1.2x faster than fp32 for ViT-S on a 2-core AVX512-BF16 CPU).
+    `num_workers` None: 0 on CPU (decoding is cheap next to the model there), min(8, CPUs) on
+    GPU. With `work_dir`, finished chunks survive an interruption and the
+    work is split over torchrun ranks (see the module docstring); the directory is kept
+    (`embed` removes it after writing its output).
+    """
+    if kind not in FEATURE_KINDS:
+        raise ValueError(f"unknown feature kind {kind!r}; choose one of {', '.join(FEATURE_KINDS)}")
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
+    source = model
+    model = _load_model(model)
+    check_crop_size(crop_size, model.patch_size)  # before scanning a possibly huge folder
+    dataset = _as_dataset(data, crop_size, resize_size)
+    transform = getattr(dataset, "transform", None)
+    crop_size = getattr(transform, "crop_size", crop_size)
+    resize_size = getattr(transform, "resize_size", resize_size)
+    check_crop_size(crop_size, model.patch_size)
+    dev = resolve_device(device)
+    dtype = resolve_precision(precision, dev)
+    if num_workers is None:
+        num_workers = min(8, os.cpu_count() or 1) if dev.type == "cuda" else 0
+    rank, world = _dist_info()
+    if world > 1 and work_dir is None:
+        raise ValueError("extraction under torchrun exchanges rows through files: pass "
+                         "work_dir= (embed and cached_features do this for you)")
+    paths = [str(p) for p in dataset.paths]
+    labels = _labels_of(dataset)
+    n = len(paths)
+    meta = {
+        "format_version": FORMAT_VERSION, "kind": kind, "crop_size": crop_size,
+        "resize_size": resize_size,
+        "precision": str(dtype).removeprefix("torch."), "num_images": n,
+        "model": model_identity(source), "data": str(getattr(dataset, "source", "")),
+        "classes": list(getattr(dataset, "classes", []) or []),
+    }
+    was_training = model.training
+    model.eval().to(dev)
+    try:
+        if work_dir is None:
+            bar = tqdm(total=n, desc=f"features ({kind})", disable=not progress, unit="img")
+            feats, skipped = _run_chunk(model, dataset, 0, n, kind, batch_size, num_workers,
+                                        dev, dtype, bar)
+            bar.close()
+            return _assemble(feats, set(int(i) for i in skipped), paths, labels, meta)
+        work = Path(work_dir)
+        manifest = {**meta, "listing": listing_identity(paths, labels), "chunk_size": chunk_size}
+        chunk_size = _prepare_work_dir(work, manifest, rank)
+        ranges = _chunk_ranges(n, chunk_size)
+        mine = ranges[rank * len(ranges) // world : (rank + 1) * len(ranges) // world]
+        todo = [(s, e) for s, e in mine if not (work / _chunk_name(s, e)).is_file()]
+        bar = tqdm(total=sum(e - s for s, e in mine), initial=sum(e - s for s, e in mine)
+                   - sum(e - s for s, e in todo), desc=f"features ({kind})",
+                   disable=not progress or rank != 0, unit="img")
+        for s, e in todo:
+            feats, skipped = _run_chunk(model, dataset, s, e, kind, batch_size, num_workers,
+                                        dev, dtype, bar)
+            _save_atomic_npz(work / _chunk_name(s, e), features=feats, skipped=skipped)
+        bar.close()
+        _barrier()
+        return _merge_chunks(work, ranges, paths, labels, meta)
+    finally:
+        model.train(was_training)
+
+
+def _merge_chunks(
+    work: Path, ranges: list[tuple[int, int]], paths: list[str], labels: list[int] | None,
+    meta: dict,
+) -> Features:
+    missing = [_chunk_name(s, e) for s, e in ranges if not (work / _chunk_name(s, e)).is_file()]
+    if missing:
+        raise RuntimeError(f"chunks missing in {work} after extraction: {missing[:5]}; rerun "
+                           "the same command to compute them")
+    feats, skipped = [], set()
+    for s, e in ranges:
+        with np.load(work / _chunk_name(s, e)) as z:
+            feats.append(z["features"])
+            skipped.update(int(i) for i in z["skipped"])
+    merged = np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
+    return _assemble(merged, skipped, paths, labels, meta)
+
+
+def _assemble(
+    feats: np.ndarray, skipped: set[int], paths: list[str], labels: list[int] | None, meta: dict
+) -> Features:
+    """Drop the rows of unreadable images (their row holds another image's features)."""
+    keep = [i for i in range(len(paths)) if i not in skipped]
+    out = torch.from_numpy(np.ascontiguousarray(feats[keep], dtype=np.float32))
+    meta = {**meta, "num_images": len(keep), "dim": int(out.shape[1]) if out.ndim == 2 else 0,
+            "skipped": [paths[i] for i in sorted(skipped)]}
+    lab = torch.tensor([labels[i] for i in keep], dtype=torch.long) if labels else None
+    return Features(out, lab, [paths[i] for i in keep], meta)
+
+
+# ---------------------------------------------------------------------- files
+def _sidecar(out: Path, suffix: str) -> Path:
+    return out.with_name(out.name[: -len(out.suffix)] + suffix)
+
+
+def save_features(result: Features, out: str | os.PathLike) -> list[Path]:
+    """Write features and their listing: .npy (+ .paths.txt, .labels.npy, .meta.json beside it)
+    or one .npz (features, paths, labels, meta). Each file is written atomically."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    feats = result.features.numpy().astype(np.float32, copy=False)
+    meta_text = json.dumps(result.meta, indent=2)
+    if out.suffix == ".npz":
+        arrays = {"features": feats, "paths": np.asarray(result.paths, dtype=str),
+                  "meta": np.asarray(meta_text)}
+        if result.labels is not None:
+            arrays["labels"] = result.labels.numpy()
+        _save_atomic_npz(out, **arrays)
+        return [out]
+    if out.suffix != ".npy":
+        raise ValueError(f"unsupported output {out.name}: use a .npy or .npz file name")
+    written = [out, _sidecar(out, ".paths.txt"), _sidecar(out, ".meta.json")]
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, feats)
+    os.replace(tmp, out)
+    _write_text_atomic(written[1], "".join(p + "\n" for p in result.paths))
+    if result.labels is not None:
+        written.append(_sidecar(out, ".labels.npy"))
+        with open(tmp, "wb") as f:
+            np.save(f, result.labels.numpy())
+        os.replace(tmp, written[-1])
+    _write_text_atomic(written[2], meta_text + "\n")
+    return written
+
+
+def load_features(path: str | os.PathLike) -> Features:
+    """Read what `save_features` wrote."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            labels = torch.from_numpy(z["labels"]) if "labels" in z else None
+            return Features(torch.from_numpy(z["features"]), labels, [str(p) for p in z["paths"]],
+                            json.loads(str(z["meta"])))
+    if path.suffix != ".npy":
+        raise ValueError(f"unsupported features file {path.name}: expected .npy or .npz")
+    labels_path = _sidecar(path, ".labels.npy")
+    labels = torch.from_numpy(np.load(labels_path)) if labels_path.is_file() else None
+    paths = _sidecar(path, ".paths.txt").read_text().splitlines()
+    meta = json.loads(_sidecar(path, ".meta.json").read_text())
+    return Features(torch.from_numpy(np.load(path)), labels, paths, meta)
+
+
+def embed(
+    model: nn.Module | str | os.PathLike,
+    data: str | os.PathLike | Dataset,
+    out: str | os.PathLike,
+    *,
+    kind: str = "cls",
+    batch_size: int = 64,
+    crop_size: int = 224,
+    resize_size: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    num_workers: int | None = None,
+    chunk_size: int = 4096,
+    progress: bool = True,
+) -> Features:
+    """`dinolab embed`: extract (resumably, sharded under torchrun) and write `out` (.npy/.npz).
+
+    `model` is a run directory, a weights file (anything `dinolab.hub.load` takes) or a model.
+    Partial work lives in ``<out>.chunks/`` until the output is written.
+    """
+    out = Path(out)
+    if out.suffix not in (".npy", ".npz"):
+        raise ValueError(f"unsupported output {out.name}: use a .npy or .npz file name")
+    if isinstance(model, str | os.PathLike) and not Path(model).exists():
+        raise FileNotFoundError(f"model {model} not found; pass a run directory or weights file")
+    _init_distributed_from_env(device)
+    work = out.with_name(out.name + ".chunks")
+    result = extract_features(
+        model, data, kind=kind, batch_size=batch_size, crop_size=crop_size,
+        resize_size=resize_size, device=device, precision=precision, num_workers=num_workers,
+        chunk_size=chunk_size, work_dir=work, progress=progress,
+    )
+    rank, _ = _dist_info()
+    if rank == 0:
+        save_features(result, out)
+    _barrier()  # every rank has read the chunks before they go
+    if rank == 0:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _init_distributed_from_env(device: str) -> None:
+    """Under torchrun, join the process group (gloo on CPU) unless the caller already did."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        from dinolab.train.distributed import init_distributed
+
+        init_distributed(resolve_device(device).type)
+
+
+# ---------------------------------------------------------------------- cache
+def default_cache_dir(model: nn.Module | str | os.PathLike) -> Path:
+    """``<run dir>/features`` for a writable run directory; otherwise $DINOLAB_CACHE_DIR, or
+    $XDG_CACHE_HOME/dinolab/features (~/.cache/dinolab/features)."""
+    if isinstance(model, str | os.PathLike) and Path(model).is_dir() and os.access(model, os.W_OK):
+        return Path(model) / "features"
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg) / "dinolab" / "features"
+
+
+def cached_features(
+    model: nn.Module | str | os.PathLike,
+    data: str | os.PathLike | Dataset,
+    *,
+    kind: str = "cls",
+    crop_size: int = 224,
+    resize_size: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    cache_dir: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> Features:
+    """`extract_features` once per (model identity, data listing, kind, crop, resize,
+    precision); later calls read ``<cache_dir>/<kind>-<crop>-<key>.npz``. The cache key uses the
+    weight file's path, mtime and size (a model object: its weights' hash), so retraining
+    invalidates it. Other keyword arguments go to `embed`."""
+    dataset = _as_dataset(data, crop_size, resize_size)
+    key_parts = {
+        "model": model_identity(model),
+        "listing": listing_identity([str(p) for p in dataset.paths], _labels_of(dataset)),
+        "kind": kind, "crop_size": crop_size, "resize_size": resize_size,
+        "precision": str(resolve_precision(precision, resolve_device(device))),
+    }
+    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:20]
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir(model)
+    path = root / f"{kind.replace('+', '_')}-{crop_size}-{key}.npz"
+    if path.is_file():
+        return load_features(path)
+    return embed(model, dataset, path, kind=kind, crop_size=crop_size, resize_size=resize_size,
+                 device=device, precision=precision, **kwargs)

@@ -1,0 +1,108 @@
+"""`embed` at scale: resume after an interruption, shard across torchrun ranks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from eval_helpers import CROP, ForwardCounter, write_file_list
+
+from dinolab.data.folders import ImageDataset
+from dinolab.data.transforms import EvalTransform
+from dinolab.eval.features import embed, load_features
+
+FP32 = {"crop_size": CROP, "precision": "fp32", "device": "cpu", "progress": False}
+
+
+class InterruptAt(ImageDataset):
+    """The real dataset, but reading item `at` raises KeyboardInterrupt (a user's ^C)."""
+
+    def __init__(self, source: Path, at: int) -> None:
+        super().__init__(source, transform=EvalTransform(CROP))
+        self.at = at
+
+    def __getitem__(self, index: int):
+        if index == self.at:
+            raise KeyboardInterrupt
+        return super().__getitem__(index)
+
+
+def test_embed_resumes_after_interruption_without_duplicate_or_missing_rows(
+    few_images, tiny_vit, tmp_path
+):
+    reference = embed(tiny_vit, few_images, tmp_path / "ref.npy", chunk_size=4, **FP32)
+
+    out = tmp_path / "feats.npy"
+    with pytest.raises(KeyboardInterrupt):  # dies inside chunk [8, 12)
+        embed(tiny_vit, InterruptAt(few_images, at=9), out, chunk_size=4, **FP32)
+    work = tmp_path / "feats.npy.chunks"
+    assert sorted(p.name for p in work.glob("*.npz")) == [
+        "000000000-000000004.npz", "000000004-000000008.npz"]
+    assert not out.exists()
+
+    counter = ForwardCounter(tiny_vit)
+    resumed = embed(tiny_vit, few_images, out, chunk_size=4, **FP32)
+    assert counter.images == 14 - 8  # only the unfinished chunks were computed
+    assert not work.exists()  # merged and cleaned up
+    saved = load_features(out)
+    assert saved.paths == reference.paths and len(set(saved.paths)) == 14
+    torch.testing.assert_close(saved.features, reference.features)
+    torch.testing.assert_close(resumed.features, reference.features)
+
+
+def test_resume_refuses_chunks_of_another_job(few_images, tiny_vit, tmp_path):
+    out = tmp_path / "feats.npy"
+    with pytest.raises(KeyboardInterrupt):
+        embed(tiny_vit, InterruptAt(few_images, at=5), out, chunk_size=4, **FP32)
+    with pytest.raises(ValueError, match=r"different kind.*delete that directory"):
+        embed(tiny_vit, few_images, out, kind="avgpool", chunk_size=4, **FP32)
+
+
+WORKER = """
+import sys
+from dinolab.eval.features import embed
+embed(sys.argv[1], sys.argv[2], sys.argv[3], chunk_size=3, crop_size={crop}, precision="fp32",
+      device="cpu", progress=False)
+"""
+
+
+def test_sharded_embed_under_torchrun_equals_single_process(imagenette, tiny_vit, tmp_path):
+    from dinolab.hub import export_backbone
+
+    weights = export_backbone(tiny_vit, tmp_path / "tiny.safetensors")
+    listing = tmp_path / "twenty.txt"
+    write_file_list(imagenette, listing, per_class=10)
+    single = embed(str(weights), listing, tmp_path / "single.npz", **FP32)
+
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(WORKER.format(crop=CROP)))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as s:  # a free port for the rendezvous (torchrun hangs on port 0)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(torchrun), "--nproc_per_node=2", f"--master_port={port}", str(script),
+         str(weights), str(listing), str(tmp_path / "sharded.npz")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True,
+    )
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its workers
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr[-3000:]
+    sharded = load_features(tmp_path / "sharded.npz")
+    assert sharded.paths == single.paths and len(sharded.paths) == 20
+    assert torch.equal(sharded.labels, single.labels)
+    torch.testing.assert_close(sharded.features, single.features, rtol=1e-5, atol=1e-5)
+    assert not (tmp_path / "sharded.npz.chunks").exists()
