@@ -84,7 +84,8 @@ def check_crop_size(crop_size: int, patch_size: int) -> None:
 
 
 # ---------------------------------------------------------------------- data and identity
-def _load_model(model: nn.Module | str | os.PathLike) -> nn.Module:
+def load_model(model: nn.Module | str | os.PathLike) -> nn.Module:
+    """A model object as is; a run directory or weights file through dinolab.hub.load."""
     if isinstance(model, nn.Module):
         return model
     from dinolab.hub import load
@@ -261,7 +262,7 @@ def extract_features(
     if batch_size < 1 or chunk_size < 1:
         raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
     source = model
-    model = _load_model(model)
+    model = load_model(model)
     check_crop_size(crop_size, model.patch_size)  # before scanning a possibly huge folder
     dataset = _as_dataset(data, crop_size, resize_size)
     transform = getattr(dataset, "transform", None)

@@ -10,11 +10,15 @@ stays bounded by chunk_size x train_chunk_size similarities.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from dinolab.eval.features import cached_features
 
 KNN_PROTOCOL = "dino-weighted-knn"
 DEFAULT_KS = (10, 20, 100, 200)
@@ -129,6 +133,48 @@ def knn_classify(
         rows=rows, temperature=temperature, num_train=train_n.shape[0], num_val=val_n.shape[0],
         num_classes=num_classes, backend=backend,
     )
+
+
+def run_knn(
+    model: nn.Module | str | os.PathLike,
+    train: str | os.PathLike,
+    val: str | os.PathLike,
+    *,
+    kind: str = "cls",
+    ks: tuple[int, ...] | list[int] = DEFAULT_KS,
+    temperature: float = 0.07,
+    crop_size: int = 224,
+    resize_size: int | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    precision: str = "auto",
+    num_workers: int | None = None,
+    backend: str = "torch",
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    out_json: str | os.PathLike | None = None,
+) -> KNNResult:
+    """`dinolab knn`: features of both folders (through the feature cache), then the DINO
+    weighted k-NN. Writes `out_json` when given."""
+    opts = {"kind": kind, "crop_size": crop_size, "resize_size": resize_size,
+            "batch_size": batch_size, "device": device, "precision": precision,
+            "num_workers": num_workers, "cache_dir": cache_dir, "progress": progress}
+    tr, va = cached_features(model, train, **opts), cached_features(model, val, **opts)
+    if tr.labels is None or va.labels is None:
+        raise ValueError("k-NN needs labelled train and val data: class folders "
+                         "(root/<class>/*.jpg) or file lists with a label column")
+    if tr.meta["classes"] != va.meta["classes"]:
+        diff = sorted(set(tr.meta["classes"]) ^ set(va.meta["classes"]))[:5]
+        raise ValueError(f"train and val have different classes (e.g. {diff}); give both "
+                         "the same class folders")
+    result = knn_classify(tr.features, tr.labels, va.features, va.labels, ks=ks,
+                          temperature=temperature, num_classes=len(tr.meta["classes"]) or None,
+                          backend=backend)
+    result.extra = {"kind": kind, "crop_size": crop_size, "precision": tr.meta["precision"],
+                    "model": "<module>" if isinstance(model, nn.Module) else str(model)}
+    if out_json is not None:
+        result.save_json(out_json)
+    return result
 
 
 def _check_inputs(train_feats, train_labels, val_feats, val_labels, ks, temperature) -> None:

@@ -16,12 +16,25 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from dinolab.device import autocast, resolve_device, resolve_precision
+from dinolab.eval.features import (
+    FEATURE_KINDS,
+    cached_features,
+    check_crop_size,
+    linear_input,
+    load_model,
+)
 
 FAST_PROTOCOL = "linear-fast"
 DINO_PROTOCOL = "dino-linear"
@@ -122,11 +135,13 @@ def linear_probe(
         num_classes, epochs, batch_size, seed,
     )
     hold_logits = grid((x_train[hold_idx] - mean) / std)
-    holdout_top1 = {}
+    holdout_top1, holdout_loss = {}, {}
     for lr, logits in zip(lrs, hold_logits, strict=True):
-        diverged = not bool(torch.isfinite(logits).all())
-        holdout_top1[lr] = 0.0 if diverged else topk_accuracy(logits, y_train[hold_idx])[0]
-    best_lr = max(lrs, key=lambda lr: holdout_top1[lr])  # first (smallest) lr among ties
+        finite = bool(torch.isfinite(logits).all())
+        holdout_top1[lr] = topk_accuracy(logits, y_train[hold_idx])[0] if finite else 0.0
+        holdout_loss[lr] = F.cross_entropy(logits, y_train[hold_idx]).item() if finite else math.inf
+    # best held-out accuracy; among equals (small holdouts tie often) the lowest held-out loss
+    best_lr = min(lrs, key=lambda lr: (-holdout_top1[lr], holdout_loss[lr]))
 
     mean, std = _stats(x_train, standardize)
     final = train_batched_linear(
@@ -140,6 +155,9 @@ def linear_probe(
         details={
             "holdout_fraction": holdout_fraction, "num_holdout": len(hold_idx),
             "holdout_top1_by_lr": {str(lr): acc for lr, acc in holdout_top1.items()},
+            "holdout_loss_by_lr": {  # None: diverged
+                str(lr): loss if math.isfinite(loss) else None for lr, loss in holdout_loss.items()
+            },
             "standardize": standardize, "lr_is_per_256_images": True, "seed": seed,
         },
     )
@@ -216,3 +234,162 @@ def _stratified_split(
         hold.append(idx[:n_hold])
         fit.append(idx[n_hold:])
     return torch.cat(fit).sort().values, torch.cat(hold).sort().values
+
+
+# DINO eval_linear inputs that a feature kind stands for: (n_last_blocks, avgpool_patchtokens)
+_DINO_INPUTS = {"last4": (4, False), "cls": (1, False), "cls+avgpool": (1, True)}
+
+
+def linear_probe_images(
+    model: nn.Module | str | os.PathLike,
+    train_data: str | os.PathLike,
+    val_data: str | os.PathLike,
+    *,
+    kind: str = "last4",
+    epochs: int = 100,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    crop_size: int = 224,
+    resize_size: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    num_workers: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> LinearResult:
+    """The "dino-linear" protocol (DINO eval_linear.py) on image folders / file lists.
+
+    `kind` picks DINO's input: "last4" (n_last_blocks=4, its ViT-S setting), "cls"
+    (n_last_blocks=1) or "cls+avgpool" (n_last_blocks=1 + pooled patches, its ViT-B setting).
+    `lr` is per 256 images (DINO's default 0.001); the backbone runs every epoch on fresh
+    augmentations, so this is slow on CPU: "linear-fast" is the everyday probe.
+    """
+    from dinolab.data.folders import ImageDataset
+    from dinolab.data.transforms import ClassifierTrainTransform, EvalTransform
+
+    if kind not in _DINO_INPUTS:
+        raise ValueError(f"the DINO protocol takes kind in {sorted(_DINO_INPUTS)}, got {kind!r}")
+    n_last_blocks, avgpool = _DINO_INPUTS[kind]
+    model = load_model(model)
+    check_crop_size(crop_size, model.patch_size)
+    train_ds = ImageDataset(train_data, transform=ClassifierTrainTransform(crop_size), seed=seed)
+    val_ds = ImageDataset(val_data, transform=EvalTransform(crop_size, resize_size))
+    num_classes = _check_labelled_pair(train_ds, val_ds)
+    dev = resolve_device(device)
+    dtype = resolve_precision(precision, dev)
+    if num_workers is None:
+        num_workers = min(8, os.cpu_count() or 1) if dev.type == "cuda" else 0
+    model.eval().to(dev)
+
+    def features(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), autocast(dev, dtype):
+            return linear_input(model, images.to(dev), n_last_blocks, avgpool).float()
+
+    g = torch.Generator().manual_seed(seed)
+    classifier = nn.Linear(model.embed_dim * (n_last_blocks + int(avgpool)), num_classes)
+    with torch.no_grad():
+        classifier.weight.copy_(torch.randn(classifier.weight.shape, generator=g) * 0.01)
+        classifier.bias.zero_()
+    classifier.to(dev)
+    scaled_lr = lr * batch_size / 256.0
+    optimizer = torch.optim.SGD(classifier.parameters(), scaled_lr, momentum=0.9,
+                                weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min=0)
+    bar = tqdm(total=epochs * len(train_ds), desc="linear (dino)", disable=not progress,
+               unit="img")
+    for epoch in range(epochs):
+        train_ds.set_epoch(epoch)
+        loader = DataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=g,
+                            num_workers=num_workers)
+        for images, targets in loader:
+            loss = F.cross_entropy(classifier(features(images)), targets.to(dev))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            bar.update(len(images))
+        scheduler.step()
+    bar.close()
+
+    logits, targets = [], []
+    with torch.no_grad():
+        for images, y in DataLoader(val_ds, batch_size=batch_size, num_workers=num_workers):
+            logits.append(classifier(features(images)).cpu())
+            targets.append(y)
+    top1, top5 = topk_accuracy(torch.cat(logits), torch.cat(targets))
+    return LinearResult(
+        protocol=DINO_PROTOCOL, top1=top1, top5=top5, lr=lr, epochs=epochs,
+        batch_size=batch_size, num_train=len(train_ds), num_val=len(val_ds),
+        num_classes=num_classes,
+        details={"kind": kind, "n_last_blocks": n_last_blocks, "avgpool_patchtokens": avgpool,
+                 "scaled_lr": scaled_lr, "lr_is_per_256_images": True, "crop_size": crop_size,
+                 "seed": seed, "val_accuracy_after_epoch": epochs},
+    )
+
+
+def _check_labelled_pair(train, val) -> int:
+    """Train and val must be labelled with the same classes (else label i means two things)."""
+    if not train.classes or not val.classes:
+        raise ValueError("linear probes need labelled train and val data: class folders "
+                         "(root/<class>/*.jpg) or file lists with a label column")
+    if list(train.classes) != list(val.classes):
+        raise ValueError(f"train and val have different classes ({len(train.classes)} vs "
+                         f"{len(val.classes)}; first differences: "
+                         f"{sorted(set(train.classes) ^ set(val.classes))[:5]}); give both the "
+                         "same class folders")
+    return len(train.classes)
+
+
+def run_linear(
+    model: nn.Module | str | os.PathLike,
+    train: str | os.PathLike,
+    val: str | os.PathLike,
+    *,
+    protocol: str = "fast",
+    kind: str = "last4",
+    crop_size: int = 224,
+    resize_size: int | None = None,
+    batch_size: int | None = None,
+    epochs: int = 100,
+    lrs: Sequence[float] = DEFAULT_LRS,
+    lr: float = 1e-3,
+    device: str = "auto",
+    precision: str = "auto",
+    num_workers: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    out_json: str | os.PathLike | None = None,
+) -> LinearResult:
+    """`dinolab linear`: protocol "fast" (cached features, lr grid `lrs`, batch 256 by default)
+    or "dino" (images, one `lr`, batch 128 by default). Writes `out_json` when given."""
+    if protocol == "fast":
+        if kind not in FEATURE_KINDS:
+            raise ValueError(f"unknown feature kind {kind!r}; choose one of {FEATURE_KINDS}")
+        opts = {"kind": kind, "crop_size": crop_size, "resize_size": resize_size,
+                "device": device, "precision": precision, "num_workers": num_workers,
+                "cache_dir": cache_dir, "progress": progress}
+        tr, va = cached_features(model, train, **opts), cached_features(model, val, **opts)
+        if tr.meta["classes"] != va.meta["classes"]:
+            raise ValueError("train and val have different classes; give both the same "
+                             "class folders")
+        if tr.labels is None or va.labels is None:
+            raise ValueError("linear probes need labelled train and val data: class folders "
+                             "(root/<class>/*.jpg) or file lists with a label column")
+        result = linear_probe(
+            tr.features, tr.labels, va.features, va.labels, lrs=lrs, epochs=epochs,
+            batch_size=batch_size or 256, num_classes=len(tr.meta["classes"]) or None,
+            seed=seed, device=resolve_device(device),
+        )
+        result.details.update(kind=kind, crop_size=crop_size)
+    elif protocol == "dino":
+        result = linear_probe_images(
+            model, train, val, kind=kind, epochs=epochs, lr=lr, batch_size=batch_size or 128,
+            crop_size=crop_size, resize_size=resize_size, device=device, precision=precision,
+            num_workers=num_workers, seed=seed, progress=progress,
+        )
+    else:
+        raise ValueError(f"unknown linear protocol {protocol!r}; use 'fast' or 'dino'")
+    result.details["model"] = str(model) if not isinstance(model, nn.Module) else "<module>"
+    if out_json is not None:
+        result.save_json(out_json)
+    return result

@@ -1,0 +1,54 @@
+"""The functions behind `dinolab knn` and `dinolab linear`, end to end on image folders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from eval_helpers import ForwardCounter, write_colour_folders, write_file_list
+
+from dinolab.eval.knn import run_knn
+from dinolab.eval.linear import linear_probe_images, run_linear
+
+OPTS = {"crop_size": 32, "precision": "fp32", "device": "cpu", "progress": False}
+
+
+@pytest.fixture
+def colours(tmp_path):
+    write_colour_folders(tmp_path / "train", per_class=8)
+    write_colour_folders(tmp_path / "val", per_class=3)
+    return tmp_path
+
+
+def test_knn_and_fast_linear_share_one_extraction(colours, tiny_vit, tmp_path):
+    counter = ForwardCounter(tiny_vit)
+    cache = tmp_path / "cache"
+    knn = run_knn(tiny_vit, colours / "train", colours / "val", kind="cls", ks=(5, 20),
+                  cache_dir=cache, out_json=tmp_path / "knn.json", **OPTS)
+    assert counter.images == 16 + 6
+    assert [(r.k, r.k_used, r.top1) for r in knn.rows] == [(5, 5, 100.0), (20, 16, 100.0)]
+    assert json.loads((tmp_path / "knn.json").read_text())["extra"]["kind"] == "cls"
+    lin = run_linear(tiny_vit, colours / "train", colours / "val", kind="cls", epochs=10,
+                     batch_size=8, cache_dir=cache, **OPTS)
+    assert counter.images == 16 + 6  # the linear probe read the cached features
+    assert lin.protocol == "linear-fast" and lin.top1 == 100.0
+
+
+def test_dino_linear_protocol_learns_colours(colours, tiny_vit):
+    result = linear_probe_images(tiny_vit, colours / "train", colours / "val", kind="last4",
+                                 epochs=5, lr=2.0, batch_size=8, **OPTS)
+    assert result.protocol == "dino-linear" and result.top1 == 100.0
+    assert result.details["n_last_blocks"] == 4 and result.details["scaled_lr"] == 2.0 * 8 / 256
+    assert result.top5 is None  # 2 classes
+
+
+def test_mismatched_classes_are_refused(imagenette, colours, tiny_vit, tmp_path):
+    write_file_list(imagenette, tmp_path / "nette.txt", per_class=2)
+    with pytest.raises(ValueError, match="different classes"):
+        run_knn(tiny_vit, colours / "train", tmp_path / "nette.txt", cache_dir=tmp_path / "c",
+                **OPTS)
+    with pytest.raises(ValueError, match="different classes"):
+        linear_probe_images(tiny_vit, colours / "train", tmp_path / "nette.txt", epochs=1,
+                            **OPTS)
+    with pytest.raises(ValueError, match="protocol"):
+        run_linear(tiny_vit, colours / "train", colours / "val", protocol="svm", **OPTS)
