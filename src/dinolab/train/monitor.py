@@ -67,6 +67,7 @@ def collapse_stats(teacher_probs: Tensor, loss: float | Tensor | None = None) ->
         "max_mean_prob": probs.mean(dim=0).max().item(),
     }
     if loss is not None:
+        loss = loss.detach() if isinstance(loss, torch.Tensor) else loss
         stats["kl_teacher_student"] = float(loss) - h_sample
     return stats
 
