@@ -101,6 +101,9 @@ def _as_dataset(data: Any, crop_size: int, resize_size: int | None) -> Dataset:
         from dinolab.data.transforms import EvalTransform
 
         return ImageDataset(data, transform=EvalTransform(crop_size, resize_size))
+    if getattr(data, "transform", "") is None:
+        raise ValueError("the dataset has no transform, so it yields PIL images; build it with "
+                         "transform=dinolab.data.transforms.EvalTransform(crop_size)")
     if not hasattr(data, "paths"):
         raise TypeError(
             "data must be a folder, a .txt/.csv file list, or a dataset with a .paths list "

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dinolab.device import resolve_device
 from dinolab.eval.features import cached_features
 
 KNN_PROTOCOL = "dino-weighted-knn"
@@ -92,12 +93,14 @@ def knn_classify(
     chunk_size: int = 1024,
     train_chunk_size: int = 65536,
     backend: str = "torch",
+    device: str | torch.device | None = None,
 ) -> KNNResult:
     """Top-1/top-5 of the DINO weighted k-NN classifier for every k in `ks`.
 
     `chunk_size` queries are compared against `train_chunk_size` train features at a time
     (~chunk_size * train_chunk_size * 4 bytes). backend="faiss" uses an exact IndexFlatIP search
-    (pip install faiss-cpu); "torch" is the reference. Classes are ranked by (score, then lower
+    (pip install faiss-cpu); "torch" is the reference and runs on `device` (default: where
+    train_feats are). Classes are ranked by (score, then lower
     class index); a class that received no vote never counts as a hit (DINO's sort could count
     one by tie order when fewer than 5 classes got votes).
     """
@@ -109,8 +112,10 @@ def knn_classify(
     elif int(max(train_labels.max(), val_labels.max())) >= num_classes:
         raise ValueError(f"labels go up to {int(max(train_labels.max(), val_labels.max()))} but "
                          f"num_classes={num_classes}; pass num_classes=None to infer it")
-    train_n = F.normalize(train_feats.float(), dim=1)
-    val_n = F.normalize(val_feats.float(), dim=1)
+    dev = torch.device(device) if device is not None else train_feats.device
+    train_n = F.normalize(train_feats.to(dev, torch.float32), dim=1)
+    val_n = F.normalize(val_feats.to(dev, torch.float32), dim=1)
+    train_labels, val_labels = train_labels.to(dev), val_labels.to(dev)
     k_max = min(max(ks), train_n.shape[0])
 
     if backend == "torch":
@@ -169,7 +174,7 @@ def run_knn(
                          "the same class folders")
     result = knn_classify(tr.features, tr.labels, va.features, va.labels, ks=ks,
                           temperature=temperature, num_classes=len(tr.meta["classes"]) or None,
-                          backend=backend)
+                          backend=backend, device=resolve_device(device))
     result.extra = {"kind": kind, "crop_size": crop_size, "precision": tr.meta["precision"],
                     "model": "<module>" if isinstance(model, nn.Module) else str(model)}
     if out_json is not None:
@@ -203,7 +208,7 @@ def _search_torch(
     for q in range(0, val.shape[0], chunk_size):
         query = val[q : q + chunk_size]
         best_sims = query.new_empty(query.shape[0], 0)
-        best_idx = torch.empty(query.shape[0], 0, dtype=torch.long)
+        best_idx = torch.empty(query.shape[0], 0, dtype=torch.long, device=query.device)
         for t in range(0, train.shape[0], train_chunk_size):
             sims = query @ train[t : t + train_chunk_size].T
             chunk_sims, chunk_idx = sims.topk(min(k, sims.shape[1]), dim=1)
@@ -225,9 +230,9 @@ def _search_faiss(
         raise ImportError("backend='faiss' needs faiss: pip install 'dinolab[faiss]' "
                           "(or faiss-cpu), or use backend='torch'") from e
     index = faiss.IndexFlatIP(train.shape[1])
-    index.add(train.contiguous().numpy())
-    sims, idx = index.search(val.contiguous().numpy(), k)
-    return torch.from_numpy(sims), torch.from_numpy(idx).long()
+    index.add(train.cpu().contiguous().numpy())
+    sims, idx = index.search(val.cpu().contiguous().numpy(), k)
+    return torch.from_numpy(sims).to(val.device), torch.from_numpy(idx).long().to(val.device)
 
 
 def weighted_votes(
@@ -259,7 +264,7 @@ def _vote_accuracy(
         # rank of the target when classes are sorted by (score desc, class index asc)
         ahead = (scores > target_score[:, None]) | (
             (scores == target_score[:, None])
-            & (torch.arange(num_classes) < target[:, None])
+            & (torch.arange(num_classes, device=scores.device) < target[:, None])
         )
         rank = ahead.sum(1)
         voted = target_score > 0
