@@ -2,7 +2,7 @@
 
 One command:  python benchmarks/losses.py [--batch 16] [--out-dim 65536] [--local-crops 8]
 
-DINO loss: forward + backward of `DINOLoss` (one matmul over all teacher/student view pairs)
+DINO loss: forward + backward of `DINOLoss` (pairs summed per student view in one pass)
 against facebookresearch/dino's loop over pairs, on the same inputs (max |difference| shown).
 EMA: `ema_update` (fused torch._foreach_*) against DINO's per-parameter mul_/add_ loop, on a
 ViT-S/16 student with a DINO head. Sinkhorn-Knopp: `sinkhorn_knopp` (with its max shift)

@@ -70,13 +70,15 @@ class DINOLoss(nn.Module):
         self.last_teacher_probs = teacher_probs.float()
         with _no_autocast(student_out):
             log_p = F.log_softmax(student_out.float() / self.student_temp, dim=-1)
-            log_p = log_p.reshape(n_crops, -1)  # one row per student view
-            q = self.last_teacher_probs.reshape(N_GLOBAL_CROPS, -1)  # one row per teacher view
-            # cross_entropy[iq, v] = -sum_{b,k} q[iq, b, k] * log_p[v, b, k] / B
-            cross_entropy = -(q @ log_p.t()) / batch
-            same_view = cross_entropy.diagonal().sum()  # pairs (0, 0) and (1, 1): skipped
-            n_pairs = N_GLOBAL_CROPS * n_crops - N_GLOBAL_CROPS
-            return (cross_entropy.sum() - same_view) / n_pairs
+            log_p = log_p.reshape(n_crops, batch, -1)
+            q = self.last_teacher_probs.reshape(N_GLOBAL_CROPS, batch, -1)
+            # Summing the pairs per student view: global view 0 is paired with teacher view 1
+            # and vice versa, each local view with both. Elementwise products only, so no TF32
+            # matmul can round the fp32 loss.
+            total = (q.flip(0) * log_p[:N_GLOBAL_CROPS]).sum()
+            total = total + (q.sum(0) * log_p[N_GLOBAL_CROPS:]).sum()
+            n_pairs = N_GLOBAL_CROPS * (n_crops - 1)
+            return -total / (batch * n_pairs)
 
     def forward(self, student_out: Tensor, teacher_out: Tensor, teacher_temp: float) -> Tensor:
         """DINO loss with the current center, then the center update (the next call sees it)."""
