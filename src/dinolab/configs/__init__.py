@@ -1,0 +1,1 @@
+"""Training presets as YAML files (`dinolab train preset=NAME`)."""

@@ -1,0 +1,58 @@
+"""Device and precision, decided in one place; code below takes what it is given."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """`auto` picks this process's GPU when there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                "device=cuda was asked for but no CUDA GPU is visible; use device=cpu"
+            )
+        return torch.device("cuda", local_rank)
+    if name != "cpu":
+        raise ValueError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    return torch.device("cpu")
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """The compute dtype for autocast: `auto` means bf16 where the device runs it natively.
+
+    fp16 is only offered on CUDA (it needs a GradScaler, which the trainer adds); fp32 disables
+    autocast.
+    """
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    if name == "fp16" and device.type != "cuda":
+        raise ValueError("precision=fp16 needs a CUDA GPU; on CPU use bf16 or fp32")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """Autocast to `dtype` on `device`, or a no-op for fp32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,0 +1,114 @@
+"""DINO (Caron et al., 2021): a student matches an EMA teacher across multi-crop views.
+
+The method turns a batch into losses and knows how to update its teacher; the Trainer does
+everything else (optimizer, schedules, precision, checkpoints), so DINOv2 plugs into the same loop.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from dinolab.losses import DINOLoss
+from dinolab.models import DINOHead, build_model
+from dinolab.train.distributed import unwrap
+from dinolab.train.ema import ema_update
+
+
+class MultiCropNetwork(nn.Module):
+    """Backbone + head applied to a list of crop batches, one batch per resolution.
+
+    Each resolution goes through the backbone as one batch; the [CLS] features of all crops
+    are concatenated (crop by crop, as the loss expects) and go through the head together.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, crops: list[Tensor]) -> Tensor:
+        outputs = self.backbone.forward_features(crops)
+        cls_tokens = torch.cat([out["x_norm_clstoken"] for out in outputs])
+        return self.head(cls_tokens)
+
+
+def build_backbone(cfg: DictConfig, drop_path_rate: float) -> nn.Module:
+    """The ViT a config describes, with its native grid at the global crop size."""
+    return build_model(
+        cfg.model.arch,
+        patch_size=cfg.model.patch_size,
+        img_size=cfg.crops.global_size,
+        drop_path_rate=drop_path_rate,
+        init_values=cfg.model.layerscale,
+        num_register_tokens=cfg.model.num_register_tokens,
+        ffn_layer=cfg.model.ffn_layer,
+        qkv_bias=cfg.model.qkv_bias,
+    )
+
+
+def build_head(cfg: DictConfig, in_dim: int) -> DINOHead:
+    h = cfg.head
+    return DINOHead(
+        in_dim,
+        h.out_dim,
+        use_bn=h.use_bn,
+        norm_last_layer=h.norm_last_layer,
+        nlayers=h.nlayers,
+        hidden_dim=h.hidden_dim,
+        bottleneck_dim=h.bottleneck_dim,
+    )
+
+
+class DINO(nn.Module):
+    """Student (trained) and teacher (EMA of the student, no drop-path, no gradient)."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__()
+        backbone = build_backbone(cfg, drop_path_rate=cfg.model.drop_path_rate)
+        backbone.mask_token.requires_grad_(False)  # DINO never masks (DDP needs every param used)
+        self.student = MultiCropNetwork(backbone, build_head(cfg, backbone.embed_dim))
+        teacher_backbone = build_backbone(cfg, drop_path_rate=0.0)
+        self.teacher = MultiCropNetwork(teacher_backbone, copy.deepcopy(self.student.head))
+        self.teacher.load_state_dict(self.student.state_dict())
+        self.teacher.requires_grad_(False)
+        self.loss = DINOLoss(
+            cfg.head.out_dim,
+            student_temp=cfg.dino.student_temp,
+            center_momentum=cfg.dino.center_momentum,
+        )
+
+    def train(self, mode: bool = True) -> DINO:
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward(self, batch: dict[str, Any], teacher_temp: float) -> dict[str, Tensor]:
+        """Losses of one batch: `loss` (to minimise) plus the numbers worth logging."""
+        global_crops = batch["global_crops"]
+        crops = (
+            [global_crops]
+            if batch.get("local_crops") is None
+            else [global_crops, batch["local_crops"]]
+        )
+        with torch.no_grad():
+            teacher_out = self.teacher([global_crops])
+        student_out = self.student(crops)
+        loss = self.loss(student_out.float(), teacher_out.float(), teacher_temp)
+        return {"loss": loss, "dino_loss": loss.detach()}
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        ema_update(self.teacher, unwrap(self.student), momentum)
+
+    @property
+    def teacher_backbone(self) -> nn.Module:
+        return self.teacher.backbone
+
+    def monitor_inputs(self) -> dict[str, Tensor]:
+        """What the collapse monitor reads after a step (teacher probabilities and center)."""
+        return self.loss.monitor_inputs()

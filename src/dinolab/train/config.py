@@ -1,0 +1,245 @@
+"""Training configuration: typed dataclasses, YAML presets, and `key=value` overrides.
+
+The dataclasses are the single source of truth for which keys exist and what type they
+have; OmegaConf merges a preset and the user's overrides onto them and rejects unknown keys.
+`validate` then checks the values a type cannot express (choices, ranges), so a bad config
+fails before any data is read, with a message that names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message says which and what is allowed."""
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "vit_small"
+    patch_size: int = 16
+    drop_path_rate: float = 0.1
+    layerscale: float | None = None  # LayerScale init value; None = off (DINO v1)
+    num_register_tokens: int = 0
+    ffn_layer: str = "mlp"
+    qkv_bias: bool = True
+
+
+@dataclass
+class HeadConfig:
+    out_dim: int = 65536
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    nlayers: int = 3
+    use_bn: bool = False
+    norm_last_layer: bool = True
+
+
+@dataclass
+class CropsConfig:
+    global_size: int = 224
+    local_size: int = 96
+    n_local: int = 8
+    global_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
+    local_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None
+    on_error: str = "skip"
+    num_workers: int = 2
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 100
+    batch_size: int = 64  # global: summed over all processes
+    lr: float = 0.0005  # base lr for a batch of 256, scaled by `lr_scaling`
+    lr_scaling: str = "linear"
+    min_lr: float = 1e-6
+    warmup_epochs: int = 10
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    clip_grad: float = 3.0  # 0 disables clipping
+    clip_mode: str = "per_param"
+    freeze_last_layer_epochs: int = 1
+    momentum_teacher: float = 0.996
+    momentum_teacher_end: float = 1.0
+
+
+@dataclass
+class DINOLossConfig:
+    student_temp: float = 0.1
+    warmup_teacher_temp: float = 0.04
+    teacher_temp: float = 0.07
+    warmup_teacher_temp_epochs: int = 30
+    center_momentum: float = 0.9
+
+
+@dataclass
+class TrainConfig:
+    method: str = "dino"
+    preset: str | None = None
+    out: str = "runs/dino"
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    max_steps: int | None = None  # stop once the global step reaches this (quick runs)
+    log_every: int = 10
+    checkpoint_every: int = 500  # steps; a checkpoint is also written at each epoch end
+    model: ModelConfig = field(default_factory=ModelConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    crops: CropsConfig = field(default_factory=CropsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    dino: DINOLossConfig = field(default_factory=DINOLossConfig)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "method": ("dino",),
+    "device": ("auto", "cpu", "cuda"),
+    "precision": ("auto", "fp32", "bf16", "fp16"),
+    "model.arch": ("vit_tiny", "vit_small", "vit_base", "vit_large", "vit_giant2"),
+    "model.ffn_layer": ("mlp", "swiglu"),
+    "data.on_error": ("skip", "raise"),
+    "optim.lr_scaling": ("linear", "sqrt"),
+    "optim.clip_mode": ("per_param", "global"),
+}
+
+POSITIVE = (
+    "model.patch_size",
+    "head.out_dim",
+    "head.hidden_dim",
+    "head.bottleneck_dim",
+    "head.nlayers",
+    "crops.global_size",
+    "crops.local_size",
+    "optim.epochs",
+    "optim.batch_size",
+    "optim.lr",
+    "log_every",
+    "checkpoint_every",
+)
+
+
+def preset_names() -> list[str]:
+    """The presets shipped inside the package (YAML files in dinolab/configs)."""
+    files = resources.files("dinolab.configs").iterdir()
+    return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
+
+
+def _preset(name: str) -> DictConfig:
+    if name not in preset_names():
+        raise ConfigError(
+            f"unknown preset {name!r}; available presets: {', '.join(preset_names())}"
+        )
+    text = resources.files("dinolab.configs").joinpath(f"{name}.yaml").read_text()
+    return OmegaConf.create(text)
+
+
+def _split_overrides(overrides: list[str]) -> tuple[str | None, list[str]]:
+    """Pull `preset=NAME` out of the overrides; it selects a base rather than setting a key."""
+    preset, rest = None, []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(
+                f"cannot read override {item!r}: write key=value, e.g. optim.lr=0.001 "
+                "(nested keys are joined by dots)"
+            )
+        key, value = item.split("=", 1)
+        if key == "preset":
+            preset = value
+        else:
+            rest.append(item)
+    return preset, rest
+
+
+def build_config(
+    overrides: list[str] | None = None, base: dict[str, Any] | None = None
+) -> DictConfig:
+    """Defaults <- preset <- `base` (e.g. a saved run's config) <- `key=value` overrides."""
+    preset, dotlist = _split_overrides(list(overrides or []))
+    cfg = OmegaConf.structured(TrainConfig)
+    layers: list[Any] = []
+    if preset is not None:
+        layers += [_preset(preset), {"preset": preset}]
+    if base is not None:
+        layers.append(base)
+    try:
+        for layer in layers:
+            cfg = OmegaConf.merge(cfg, layer)
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
+    except ConfigKeyError as err:
+        raise ConfigError(
+            f"unknown config key {err.full_key!r}. {_known_keys_hint(err.full_key)}"
+        ) from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"bad value for config key {err.full_key!r}: {err.msg}") from None
+    validate(cfg)
+    return cfg
+
+
+def _known_keys_hint(full_key: str | None) -> str:
+    parent = (full_key or "").rsplit(".", 1)[0] if full_key and "." in full_key else ""
+    node = OmegaConf.structured(TrainConfig)
+    if parent and parent in node:
+        keys = [f"{parent}.{k}" for k in node[parent]]
+    else:
+        keys = list(node.keys())
+    return f"Known keys here: {', '.join(keys)}."
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check choices and ranges; raise ConfigError naming the key and the allowed values."""
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(
+                f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}"
+            )
+    for key in POSITIVE:
+        value = OmegaConf.select(cfg, key)
+        if value is None or value <= 0:
+            raise ConfigError(f"{key}={value!r} must be a positive number")
+    for key in ("crops.global_scale", "crops.local_scale"):
+        lo, hi = (list(OmegaConf.select(cfg, key)) + [None, None])[:2]
+        if lo is None or hi is None or not 0 < lo <= hi <= 1:
+            raise ConfigError(f"{key}={[lo, hi]} must be two numbers with 0 < min <= max <= 1")
+    if cfg.crops.n_local < 0:
+        raise ConfigError(f"crops.n_local={cfg.crops.n_local} must be 0 or more")
+    for key in ("crops.global_size", "crops.local_size"):
+        size = OmegaConf.select(cfg, key)
+        if size % cfg.model.patch_size:
+            raise ConfigError(
+                f"{key}={size} is not a multiple of model.patch_size={cfg.model.patch_size}; "
+                f"use e.g. {key}={max(1, size // cfg.model.patch_size) * cfg.model.patch_size}"
+            )
+    if cfg.optim.batch_size < 2:
+        raise ConfigError("optim.batch_size must be at least 2 (the DINO center needs a batch)")
+    if cfg.max_steps is not None and cfg.max_steps <= 0:
+        raise ConfigError(f"max_steps={cfg.max_steps} must be positive (or null for no limit)")
+    if not 0 <= cfg.optim.momentum_teacher <= cfg.optim.momentum_teacher_end <= 1:
+        raise ConfigError(
+            "optim.momentum_teacher must satisfy 0 <= momentum_teacher <= momentum_teacher_end <= 1"
+        )
+
+
+def save_config(cfg: DictConfig, path: str | Path) -> None:
+    """Write the fully resolved config as YAML."""
+    Path(path).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def load_config(path: str | Path) -> DictConfig:
+    """Read a saved run config back onto the dataclasses (so old runs get new defaults)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no config at {path}: is this a dinolab run directory?")
+    return build_config(base=OmegaConf.to_container(OmegaConf.load(path)))

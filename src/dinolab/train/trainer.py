@@ -1,0 +1,377 @@
+"""The training loop, method-agnostic: read it top to bottom to see everything a step does.
+
+The Method (DINO, DINOv2) turns a batch into losses and updates its teacher; the Trainer owns
+the rest: data order, optimizer and schedules, precision, clipping, the last-layer freeze,
+logging and the collapse monitor, atomic checkpoints and exact resume, Ctrl-C handling, and
+the export of the teacher backbone.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from dinolab.device import autocast, resolve_device, resolve_precision
+from dinolab.hub import export_backbone
+from dinolab.train import schedules
+from dinolab.train.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from dinolab.train.config import save_config
+from dinolab.train.distributed import DistEnv, init_distributed
+from dinolab.train.monitor import CollapseMonitor
+from dinolab.train.param_groups import apply_optim_schedules, param_groups
+
+EXPORT_NAME = "teacher_backbone.safetensors"
+
+NONFINITE_ADVICE = """\
+The loss became {value} at step {step}; training stopped and the last good checkpoint was kept.
+Usual causes and what to try:
+  - fp16 overflow: use precision=bf16 or precision=fp32;
+  - learning rate too high for this batch: lower optim.lr or raise optim.warmup_epochs;
+  - batch too small for stable statistics: raise optim.batch_size;
+  - exploding gradients: set optim.clip_grad=3.0 (per-parameter) or optim.clip_mode=global.
+Resume after changing the config with: dinolab train --resume {run_dir} key=value ..."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being finite; the message says what usually causes it."""
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (per-epoch shuffle from the seed, rank slices), startable mid-epoch."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.start_index = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        return iter(indices[self.start_index :])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start_index
+
+
+class Trainer:
+    """Runs a Method on a dataset under a config, writing everything into `run_dir`."""
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        method: nn.Module,
+        dataset: Any,
+        collate_fn: Any,
+        dist_env: DistEnv | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.env = dist_env or DistEnv()
+        self.run_dir = Path(cfg.out)
+        self.device = resolve_device(cfg.device, self.env.local_rank)
+        self.dtype = resolve_precision(cfg.precision, self.device)
+        self.dataset = dataset
+        self.collate_fn = collate_fn
+
+        batch = cfg.optim.batch_size
+        if batch % self.env.world_size:
+            raise ValueError(
+                f"optim.batch_size={batch} does not split evenly over {self.env.world_size} "
+                f"processes; use a multiple of {self.env.world_size}"
+            )
+        self.batch_per_rank = batch // self.env.world_size
+        self.iters_per_epoch = len(dataset) // batch
+        if self.iters_per_epoch == 0:
+            raise ValueError(
+                f"the dataset has {len(dataset)} images, fewer than one batch "
+                f"(optim.batch_size={batch}); lower optim.batch_size or add images"
+            )
+        self.total_iters = cfg.optim.epochs * self.iters_per_epoch
+
+        self.method = method.to(self.device)
+        self.student = self.method.student
+        if self.env.enabled:
+            self.method.student = nn.parallel.DistributedDataParallel(
+                self.student, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        groups = param_groups(self.student, weight_decay=cfg.optim.weight_decay)
+        self.optimizer = torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+        self._build_schedules()
+        self.monitor = CollapseMonitor()
+        self.step = 0
+        self._saved_step = -1
+        self._interrupted = False
+
+    # ----------------------------------------------------------------- schedules
+    def _build_schedules(self) -> None:
+        o, d, ipe, total = self.cfg.optim, self.cfg.dino, self.iters_per_epoch, self.total_iters
+        lr = schedules.scale_lr(o.lr, o.batch_size, o.lr_scaling)
+        # Warmups longer than the run are cut to the run (short runs of a long recipe just work).
+        warmup_iters = min(o.warmup_epochs, o.epochs) * ipe
+        self.lr = schedules.cosine_schedule(lr, o.min_lr, total, warmup_iters=warmup_iters)
+        self.wd = schedules.cosine_schedule(o.weight_decay, o.weight_decay_end, total)
+        self.momentum = schedules.cosine_schedule(o.momentum_teacher, o.momentum_teacher_end, total)
+        self.teacher_temp = schedules.teacher_temp_schedule(
+            d.warmup_teacher_temp,
+            d.teacher_temp,
+            min(d.warmup_teacher_temp_epochs, o.epochs),
+            o.epochs,
+            ipe,
+            per_epoch=True,  # as DINO's reference: one temperature per epoch
+        )
+
+    # ----------------------------------------------------------------- checkpoints
+    def _state(self) -> dict[str, Any]:
+        return {
+            "method": unwrap_method_state(self.method, self.student),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.step // self.iters_per_epoch,
+            "rng": rng_state(),
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+        }
+
+    def save(self) -> None:
+        """Checkpoint (atomic) and teacher export; rank 0 only, once per step."""
+        if self.env.is_main and self._saved_step != self.step:
+            self._saved_step = self.step
+            save_checkpoint(self.run_dir / CHECKPOINT_NAME, self._state())
+            export_backbone(self.method.teacher_backbone, self.run_dir / EXPORT_NAME)
+
+    def resume(self) -> None:
+        """Continue exactly where the checkpoint in run_dir stopped."""
+        state = load_checkpoint(self.run_dir / CHECKPOINT_NAME)
+        method_state = state["method"]
+        self.student.load_state_dict(method_state.pop("student"))
+        self.method.load_state_dict(method_state, strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.step = state["step"]
+        if self.env.is_main:
+            _truncate_log(self.run_dir / "log.jsonl", self.step)
+
+    # ----------------------------------------------------------------- the loop
+    def fit(self) -> dict[str, Any]:
+        """Train until the schedule ends or `max_steps`; returns the last logged record."""
+        cfg = self.cfg
+        stop_at = min(self.total_iters, cfg.max_steps or self.total_iters)
+        if self.env.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        sampler = ResumableSampler(
+            self.dataset,
+            num_replicas=self.env.world_size,
+            rank=self.env.rank,
+            shuffle=True,
+            seed=cfg.seed,
+            drop_last=True,
+        )
+        self.method.train()
+        record: dict[str, Any] = {}
+        previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        bar = tqdm(
+            total=stop_at,
+            initial=self.step,
+            disable=not self.env.is_main,
+            dynamic_ncols=True,
+            desc="train",
+            unit="step",
+        )
+        try:
+            while self.step < stop_at and not self._interrupted:
+                epoch = self.step // self.iters_per_epoch
+                sampler.set_epoch(epoch)
+                sampler.start_index = (self.step % self.iters_per_epoch) * self.batch_per_rank
+                if hasattr(self.dataset, "set_epoch"):
+                    self.dataset.set_epoch(epoch)
+                tick = time.perf_counter()
+                for batch in self._loader(sampler):
+                    record = self._train_step(batch, epoch)
+                    self.step += 1
+                    bar.update(1)
+                    now = time.perf_counter()
+                    images_per_s = cfg.optim.batch_size / max(now - tick, 1e-9)
+                    tick = now
+                    if self.step % cfg.log_every == 0 or self.step == stop_at:
+                        record = self._log(record, epoch, images_per_s, bar)
+                    if self.step % cfg.checkpoint_every == 0:
+                        self.save()
+                    if self.step >= stop_at or self._interrupted:
+                        break
+                self.save()  # epoch end, the last step, or Ctrl-C
+        finally:
+            bar.close()
+            signal.signal(signal.SIGINT, previous_handler)
+        if self._interrupted:
+            if self.env.is_main:
+                print(
+                    f"Interrupted: saved a checkpoint at step {self.step}. "
+                    f"Continue with: dinolab train --resume {self.run_dir}",
+                    file=sys.stderr,
+                )
+            raise KeyboardInterrupt
+        return record
+
+    def _loader(self, sampler: ResumableSampler) -> DataLoader:
+        workers = self.cfg.data.num_workers
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_per_rank,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=self.collate_fn,
+            pin_memory=self.device.type == "cuda",
+            drop_last=True,
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+        )
+
+    def _train_step(self, batch: dict[str, Any], epoch: int) -> dict[str, Any]:
+        it = self.step
+        apply_optim_schedules(self.optimizer, float(self.lr[it]), float(self.wd[it]))
+        batch = _to_device(batch, self.device)
+
+        with autocast(self.device, self.dtype):
+            losses = self.method(batch, teacher_temp=float(self.teacher_temp[it]))
+        loss = losses["loss"]
+        self._check_finite(loss)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        self._clip_gradients()
+        if epoch < self.cfg.optim.freeze_last_layer_epochs:
+            self._drop_last_layer_grads()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.method.update_teacher(float(self.momentum[it]))
+        return {k: v for k, v in losses.items() if k != "loss"}
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        bad = (~torch.isfinite(loss.detach())).float()
+        if self.env.enabled:
+            torch.distributed.all_reduce(bad)
+        if bad.item() > 0:
+            raise TrainingDiverged(
+                NONFINITE_ADVICE.format(value=loss.item(), step=self.step, run_dir=self.run_dir)
+            )
+
+    def _clip_gradients(self) -> None:
+        clip = self.cfg.optim.clip_grad
+        if clip <= 0:
+            return
+        params = [p for p in self.student.parameters() if p.grad is not None]
+        if self.cfg.optim.clip_mode == "global":
+            torch.nn.utils.clip_grad_norm_(params, clip)
+            return
+        # DINO's rule: each parameter tensor's gradient is clipped to norm `clip` on its own.
+        for p in params:
+            norm = p.grad.norm()
+            p.grad.mul_(torch.clamp(clip / (norm + 1e-6), max=1.0))
+
+    def _drop_last_layer_grads(self) -> None:
+        for group in self.optimizer.param_groups:
+            if group.get("is_last_layer"):
+                for p in group["params"]:
+                    p.grad = None
+
+    def _log(self, record: dict[str, Any], epoch: int, images_per_s: float, bar: tqdm) -> dict:
+        it = self.step - 1
+        teacher_probs = self.method.monitor_inputs()["teacher_probs"]
+        stats, warning = self.monitor.step(teacher_probs, record.get("dino_loss"))
+        record = {
+            "step": self.step,
+            "epoch": epoch,
+            **{k: float(v) for k, v in record.items()},
+            "lr": float(self.lr[it]),
+            "wd": float(self.wd[it]),
+            "momentum": float(self.momentum[it]),
+            "teacher_temp": float(self.teacher_temp[it]),
+            **stats,
+            "images_per_s": images_per_s,
+            "memory_mb": _peak_memory_mb(self.device),
+        }
+        if warning:
+            record["collapse_warning"] = warning
+        if self.env.is_main:
+            with open(self.run_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            bar.set_postfix(
+                loss=f"{record.get('dino_loss', float('nan')):.4f}",
+                lr=f"{record['lr']:.2e}",
+                t_temp=f"{record['teacher_temp']:.3f}",
+                img_s=f"{images_per_s:.1f}",
+            )
+            if warning:
+                tqdm.write(f"WARNING (step {self.step}): {warning}", file=sys.stderr)
+        return record
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._interrupted:  # a second Ctrl-C: stop now, without saving
+            raise KeyboardInterrupt
+        self._interrupted = True
+        if self.env.is_main:
+            tqdm.write("Ctrl-C: finishing this step and saving a checkpoint (again to abort)...")
+
+
+def unwrap_method_state(method: nn.Module, student: nn.Module) -> dict[str, Any]:
+    """The method's state with the student stored unwrapped (loadable with or without DDP)."""
+    state = {k: v for k, v in method.state_dict().items() if not k.startswith("student.")}
+    state["student"] = student.state_dict()
+    return state
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    non_blocking = device.type == "cuda"
+    return {
+        k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log records written after the checkpoint we resume from (they will be redone)."""
+    if not path.exists():
+        return
+    kept = [
+        line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step
+    ]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def run_training(cfg: DictConfig, resume: bool = False) -> dict[str, Any]:
+    """Build data, method and trainer from a config and train; the `dinolab train` entry point."""
+    from dinolab.train.builders import build_data, build_method
+
+    env = init_distributed(resolve_device(cfg.device).type)
+    dataset, collate_fn = build_data(cfg, Path(cfg.out))
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (the teacher too)
+    method = build_method(cfg)
+    torch.manual_seed(cfg.seed + env.rank)  # then per-rank randomness (drop-path)
+    trainer = Trainer(cfg, method, dataset, collate_fn, env)
+    if resume:
+        trainer.resume()
+    return trainer.fit()

@@ -1,0 +1,55 @@
+import pytest
+
+from dinolab.train.config import ConfigError, build_config, load_config, preset_names, save_config
+
+
+def test_presets_all_build():
+    assert {"demo", "vit_small_dino", "small_images", "imagenette_cpu"} <= set(preset_names())
+    for name in preset_names():
+        cfg = build_config([f"preset={name}"])
+        assert cfg.preset == name
+
+
+def test_overrides_apply_on_top_of_preset():
+    cfg = build_config(["preset=vit_small_dino", "optim.lr=0.001", "crops.n_local=2"])
+    assert cfg.optim.lr == 0.001
+    assert cfg.crops.n_local == 2
+    assert cfg.head.out_dim == 65536  # from the preset
+
+
+def test_unknown_key_names_the_key_and_known_keys():
+    with pytest.raises(ConfigError, match=r"optim\.lrr.*optim\.lr"):
+        build_config(["optim.lrr=0.1"])
+
+
+def test_bad_choice_lists_allowed_values():
+    with pytest.raises(ConfigError, match=r"precision='fp8'.*auto, fp32, bf16, fp16"):
+        build_config(["precision=fp8"])
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match=r"optim\.batch_size"):
+        build_config(["optim.batch_size=lots"])
+
+
+def test_crop_not_multiple_of_patch_suggests_a_size():
+    with pytest.raises(
+        ConfigError, match=r"crops\.local_size=100 .* use e\.g\. crops\.local_size=96"
+    ):
+        build_config(["model.patch_size=16", "crops.local_size=100"])
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(ConfigError, match="available presets: .*demo"):
+        build_config(["preset=nope"])
+
+
+def test_override_without_equals_explains_syntax():
+    with pytest.raises(ConfigError, match="key=value"):
+        build_config(["optim.lr"])
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = build_config(["preset=demo", "seed=7"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
