@@ -202,6 +202,15 @@ def test_augmentation_is_identical_with_0_and_2_workers(imagenette: Path, tmp_pa
     assert not torch.equal(crops(0)[0], a[0])  # a new epoch draws new crops
     ds.set_epoch(0)
     assert torch.equal(crops(0)[0], a[0])
+    # persistent workers live across epochs and still see set_epoch
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=6, num_workers=1, persistent_workers=True, collate_fn=collate_multicrop
+    )
+    first = next(iter(loader))["global_crops"]
+    ds.set_epoch(1)
+    second = next(iter(loader))["global_crops"]
+    assert torch.equal(first[0], a[0][: first[0].numel()].view_as(first[0]))
+    assert torch.equal(second[0].flatten(), crops(0)[0][: second[0].numel()])
 
 
 def test_draft_decoding_is_used_only_when_quality_allows(imagenette: Path, tmp_path: Path) -> None:

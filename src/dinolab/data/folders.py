@@ -267,8 +267,8 @@ class ImageDataset(torch.utils.data.Dataset):
     is given; ``label`` is -1 for unlabeled data. The generator ``g`` is seeded from
     (``seed``, epoch, index), so an item's augmentation is the same whichever DataLoader
     worker produces it, and changes with ``set_epoch``. Call ``set_epoch`` before each
-    epoch's iterator is created (it reaches workers when they start, so it does not reach
-    ``persistent_workers=True`` workers). Transforms without a ``generator`` parameter are
+    epoch's iterator is created; the epoch lives in shared memory, so it also reaches
+    ``persistent_workers=True`` workers. Transforms without a ``generator`` parameter are
     called as ``transform(image)`` and use global RNG.
 
     ``on_error="skip"`` (default): a file that cannot be decoded is warned about, appended
@@ -319,7 +319,9 @@ class ImageDataset(torch.utils.data.Dataset):
             )
         self.transform = transform
         self._pass_generator = transform is not None and _accepts_generator(transform)
-        self.on_error, self.seed, self.epoch = on_error, seed, 0
+        self.on_error, self.seed = on_error, seed
+        # shared with DataLoader workers (fork or spawn), so set_epoch reaches live workers
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.draft, self.background = draft, background
         if skip_log is None:  # a fixed path, created on the first skip, shared with workers
             name = f"dinolab_skipped_{os.getpid()}_{uuid.uuid4().hex[:12]}.txt"
@@ -351,9 +353,13 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of ``epoch`` (different crops every epoch)."""
-        self.epoch = int(epoch)
+        self._epoch.fill_(int(epoch))
 
     def generator(self, index: int) -> torch.Generator:
         """The generator whose draws make item ``index``'s augmentation in this epoch."""
