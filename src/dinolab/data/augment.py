@@ -84,12 +84,12 @@ def resized_crop(img: Image.Image, box: tuple[int, int, int, int], size: int) ->
 def min_decode_scale(
     width: int, height: int, size: int, min_scale: float, ratio: tuple[float, float]
 ) -> float:
-    """Smallest factor by which an image may be shrunk before a random resized crop.
+    """Smallest (decoded side / original side) that loses nothing for a random resized crop.
 
     Rule: the smallest crop the sampler can return (area ``min_scale`` of the image at the
-    most extreme aspect ratio) must still be at least ``size`` pixels on both sides after
-    shrinking, so every crop is resized *down* (or kept) and never upsampled more than it
-    would have been at full resolution. Returns 1.0 when the full image is needed.
+    most extreme aspect ratio) must still be at least ``size`` pixels on both sides at the
+    decoded resolution. Then every crop is still resized down (or 1:1) to ``size``; reduced
+    decoding never makes a crop upsampled. Returns 1.0 when the full image is needed.
     """
     narrowest = min(ratio[0], 1 / ratio[1])  # side factor of the most elongated crop
     smallest_side = math.sqrt(min_scale * width * height * narrowest)
