@@ -249,3 +249,14 @@ def test_real_csv_with_header_picks_path_and_label_columns(imagenette: Path) -> 
     assert len(ds) == 9469 + len(folders)
     i = ds.paths.index(folders.paths[5])
     assert ds.labels[i] == folders.labels[5]
+
+
+def test_all_listed_extensions_any_case_and_plain_transforms(tmp_path: Path) -> None:
+    img = Image.new("RGB", (12, 8), (1, 2, 3))
+    for name, fmt in (("a.BMP", "BMP"), ("b.webp", "WEBP"), ("c.Tif", "TIFF"), ("d.TIFF", "TIFF")):
+        img.save(tmp_path / name, fmt)
+    img.save(tmp_path / "e.gif", "GIF")  # not an accepted extension
+    ds = ImageDataset(tmp_path, transform=lambda im: im.size)  # no generator parameter
+    assert [p.name for p in ds.paths] == ["a.BMP", "b.webp", "c.Tif", "d.TIFF"]
+    assert all(ds[i] == ((12, 8), -1) for i in range(len(ds)))
+    assert len(ImageDataset(tmp_path, extensions=(".gif",))) == 1
