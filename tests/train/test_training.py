@@ -18,42 +18,9 @@ from dinolab.train.checkpoint import load_checkpoint
 from dinolab.train.config import build_config
 from dinolab.train.trainer import Trainer, TrainingDiverged, run_training
 
-TINY = [
-    "model.arch=vit_tiny",
-    "model.patch_size=8",
-    "model.drop_path_rate=0.0",
-    "head.out_dim=256",
-    "head.hidden_dim=128",
-    "head.bottleneck_dim=64",
-    "crops.global_size=32",
-    "crops.local_size=16",
-    "crops.n_local=2",
-    "optim.batch_size=16",
-    "optim.epochs=4",
-    "optim.warmup_epochs=1",
-    "optim.lr=0.01",
-    "optim.momentum_teacher=0.996",
-    "dino.warmup_teacher_temp=0.04",
-    "dino.teacher_temp=0.04",
-    "data.num_workers=0",
-    "precision=fp32",
-    "log_every=1",
-]
 
-
-@pytest.fixture(scope="module")
-def image_list(imagenette: Path, tmp_path_factory) -> Path:
-    """A file list of 64 real training images (8 per class from 8 classes)."""
-    lines = []
-    for class_dir in sorted((imagenette / "train").iterdir())[:8]:
-        lines += [str(p) for p in sorted(class_dir.iterdir())[:8]]
-    path = tmp_path_factory.mktemp("lists") / "train.txt"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def tiny_config(image_list: Path, out: Path, *extra: str):
-    return build_config([*TINY, f"data.path={image_list}", f"out={out}", *extra])
+def tiny_config(tiny: list[str], image_list: Path, out: Path, *extra: str):
+    return build_config([*tiny, f"data.path={image_list}", f"out={out}", *extra])
 
 
 def trainer_for(cfg) -> Trainer:
@@ -72,8 +39,8 @@ def assert_same_weights(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
-def test_loss_falls_without_collapse(image_list, tmp_path):
-    cfg = tiny_config(image_list, tmp_path / "run", "optim.epochs=13", "max_steps=52")
+def test_loss_falls_without_collapse(tiny, image_list, tmp_path):
+    cfg = tiny_config(tiny, image_list, tmp_path / "run", "optim.epochs=13", "max_steps=52")
     run_training(cfg)
     log = read_log(tmp_path / "run")
     assert [r["step"] for r in log] == list(range(1, 53))
@@ -93,11 +60,11 @@ def test_loss_falls_without_collapse(image_list, tmp_path):
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 192)
 
 
-def test_resume_is_bit_identical(image_list, tmp_path):
+def test_resume_is_bit_identical(tiny, image_list, tmp_path):
     # 4 steps per epoch: the resume point (step 6) is mid-epoch.
-    run_training(tiny_config(image_list, tmp_path / "whole", "max_steps=12"))
-    run_training(tiny_config(image_list, tmp_path / "split", "max_steps=6"))
-    resumed = tiny_config(image_list, tmp_path / "split", "max_steps=12")
+    run_training(tiny_config(tiny, image_list, tmp_path / "whole", "max_steps=12"))
+    run_training(tiny_config(tiny, image_list, tmp_path / "split", "max_steps=6"))
+    resumed = tiny_config(tiny, image_list, tmp_path / "split", "max_steps=12")
     run_training(resumed, resume=True)
     whole = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
     split = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
@@ -110,8 +77,8 @@ def test_resume_is_bit_identical(image_list, tmp_path):
     assert [r["step"] for r in read_log(tmp_path / "split")] == list(range(1, 13))
 
 
-def test_last_layer_frozen_during_first_epoch(image_list, tmp_path):
-    trainer = trainer_for(tiny_config(image_list, tmp_path / "run", "max_steps=3"))
+def test_last_layer_frozen_during_first_epoch(tiny, image_list, tmp_path):
+    trainer = trainer_for(tiny_config(tiny, image_list, tmp_path / "run", "max_steps=3"))
     head = trainer.method.student.head
     before = {k: v.clone() for k, v in head.state_dict().items()}
     trainer.fit()
@@ -122,9 +89,9 @@ def test_last_layer_frozen_during_first_epoch(image_list, tmp_path):
         assert torch.equal(before[key], after[key]) == (key in last), key
 
 
-def test_nonfinite_loss_stops_and_keeps_last_checkpoint(image_list, tmp_path):
+def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tiny, image_list, tmp_path):
     run_dir = tmp_path / "run"
-    run_training(tiny_config(image_list, run_dir, "max_steps=4"))
+    run_training(tiny_config(tiny, image_list, run_dir, "max_steps=4"))
     saved = (run_dir / "checkpoint.pt").read_bytes()
     exploding = tiny_config(
         image_list, run_dir, "max_steps=12", "optim.lr=1e30", "optim.clip_grad=0"
@@ -134,8 +101,8 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(image_list, tmp_path):
     assert (run_dir / "checkpoint.pt").read_bytes() == saved
 
 
-def _train_command(image_list: Path, run_dir: Path, *extra: str) -> list[str]:
-    overrides = [o for o in TINY if not o.startswith("optim.epochs")]
+def _train_command(tiny: list[str], image_list: Path, run_dir: Path, *extra: str) -> list[str]:
+    overrides = [o for o in tiny if not o.startswith("optim.epochs")]
     return [sys.executable, "-m", "dinolab", "train", "--data", str(image_list),
             "--out", str(run_dir), *overrides, "optim.epochs=50", *extra]  # fmt: skip
 
@@ -151,10 +118,10 @@ def _wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: fl
     raise TimeoutError(f"training did not reach step {step}")
 
 
-def test_sigkill_then_resume(image_list, tmp_path):
+def test_sigkill_then_resume(tiny, image_list, tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        _train_command(image_list, run_dir, "checkpoint_every=2"),
+        _train_command(tiny, image_list, run_dir, "checkpoint_every=2"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -172,10 +139,10 @@ def test_sigkill_then_resume(image_list, tmp_path):
     assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == 10
 
 
-def test_ctrl_c_saves_a_checkpoint(image_list, tmp_path):
+def test_ctrl_c_saves_a_checkpoint(tiny, image_list, tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        _train_command(image_list, run_dir, "checkpoint_every=1000"),
+        _train_command(tiny, image_list, run_dir, "checkpoint_every=1000"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
