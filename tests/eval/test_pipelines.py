@@ -52,3 +52,13 @@ def test_mismatched_classes_are_refused(imagenette, colours, tiny_vit, tmp_path)
                             **OPTS)
     with pytest.raises(ValueError, match="protocol"):
         run_linear(tiny_vit, colours / "train", colours / "val", protocol="svm", **OPTS)
+
+
+def test_run_directory_model_caches_features_inside_the_run(colours, tiny_vit, tmp_path):
+    from dinolab.hub import RUN_BACKBONE, export_backbone
+
+    run = tmp_path / "run"
+    export_backbone(tiny_vit, run / RUN_BACKBONE)
+    result = run_knn(str(run), colours / "train", colours / "val", ks=(3,), **OPTS)
+    assert result.row(3).top1 == 100.0 and result.extra["model"] == str(run)
+    assert len(list((run / "features").glob("cls-32-*.npz"))) == 2  # train and val

@@ -4,12 +4,13 @@
 so k-NN and linear probes on the same model and data extract once.
 
 Large folders: with a work directory (`embed` uses ``<out>.chunks/`` beside the output) features
-are written in chunks of `chunk_size` rows named by their index range (``00000000-00004096.npz``),
-each atomically (temp file + rename). A rerun after an interruption keeps the finished chunks and
-computes the rest; the manifest in the work directory refuses to mix chunks of another model,
-data listing, kind, size or precision. Under torchrun each rank takes a contiguous run of chunks;
-after a barrier every rank reads the chunks in order and rank 0 writes the output and removes the
-work directory. Rows are in dataset order (sorted paths); images that cannot be decoded are left
+are written in chunks of `chunk_size` rows named by their index range
+(``000000000-000004096.npz``), each atomically (temp file + rename). A rerun after an
+interruption keeps the finished chunks and computes the rest; the manifest in the work directory
+refuses to mix chunks of another model, data listing, kind, size or precision. Under torchrun
+each rank takes a contiguous run of chunks; after a barrier every rank reads the chunks in order
+and rank 0 writes the output and removes the work directory (which must be on a filesystem all
+ranks share). Rows are in dataset order (sorted paths); images that cannot be decoded are left
 out and listed under "skipped" in the metadata.
 """
 
@@ -306,8 +307,8 @@ def extract_features(
         ranges = _chunk_ranges(n, chunk_size)
         mine = ranges[rank * len(ranges) // world : (rank + 1) * len(ranges) // world]
         todo = [(s, e) for s, e in mine if not (work / _chunk_name(s, e)).is_file()]
-        bar = tqdm(total=sum(e - s for s, e in mine), initial=sum(e - s for s, e in mine)
-                   - sum(e - s for s, e in todo), desc=f"features ({kind})",
+        total, left = sum(e - s for s, e in mine), sum(e - s for s, e in todo)
+        bar = tqdm(total=total, initial=total - left, desc=f"features ({kind})",
                    disable=not progress or rank != 0, unit="img")
         for s, e in todo:
             feats, skipped = _run_chunk(model, dataset, s, e, kind, batch_size, num_workers,
