@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dinolab.eval.knn import format_knn_table, knn_classify, weighted_votes
 
@@ -79,6 +80,32 @@ def test_chunked_equals_unchunked():
                            chunk_size=64, train_chunk_size=128)
     assert whole.rows == chunked.rows
     assert 20.0 < whole.row(10).top1 < 100.0  # a non-trivial case
+
+
+def _dino_reference(train, train_labels, val, val_labels, k, T, num_classes):
+    """DINO eval_knn.knn_classifier, restated: one-hot neighbours x exp(sim/T), sort, compare.
+
+    One deliberate difference: a target class that got no vote is not a hit (DINO's sort may
+    rank it in the top 5 among the zero-score classes, by tie order).
+    """
+    train, val = F.normalize(train, dim=1), F.normalize(val, dim=1)
+    sims, idx = (val @ train.T).topk(k, dim=1)
+    one_hot = torch.zeros(len(val), k, num_classes).scatter_(2, train_labels[idx][..., None], 1)
+    probs = (one_hot * (sims / T).exp()[..., None]).sum(1)
+    correct = probs.argsort(1, descending=True).eq(val_labels[:, None])
+    correct &= probs.gather(1, val_labels[:, None]) > 0
+    n = len(val)
+    return 100.0 * correct[:, :1].sum().item() / n, 100.0 * correct[:, :5].sum().item() / n
+
+
+def test_matches_the_dino_reference_computation():
+    train, train_labels = _clusters(40, 10, 32, seed=7, noise=1.5)
+    val, val_labels = _clusters(15, 10, 32, seed=8, noise=1.5)
+    result = knn_classify(train, train_labels, val, val_labels, ks=(10, 20, 100))
+    for k in (10, 20, 100):
+        top1, top5 = _dino_reference(train, train_labels, val, val_labels, k, 0.07, 10)
+        assert result.row(k).top1 == pytest.approx(top1)
+        assert result.row(k).top5 == pytest.approx(top5)
 
 
 def test_faiss_agrees_with_torch():
