@@ -46,6 +46,7 @@ def test_stats_of_the_two_collapses() -> None:
     s = collapse_stats(dominant())
     assert s["teacher_entropy"] == 0.0 and s["batch_entropy"] == 0.0
     assert s["max_mean_prob"] == 1.0 and s["kl_mean_uniform"] == pytest.approx(math.log(K))
+    assert s["batch_perplexity"] == 1.0
     s = collapse_stats(healthy())
     assert 0.1 < s["teacher_entropy_frac"] < 0.9 and s["max_mean_prob"] < 0.2
 
@@ -68,13 +69,24 @@ def test_kl_teacher_student_is_loss_minus_teacher_entropy() -> None:
     assert stats["kl_teacher_student"] == pytest.approx(torch.stack(kls).mean().item(), abs=1e-5)
 
 
-@pytest.mark.parametrize(("probs", "word"), [(uniform(), "uniform"), (dominant(), "one dimension")])
+@pytest.mark.parametrize(
+    ("probs", "word"), [(uniform(), "uniform"), (dominant(), "dominant dimensions")]
+)
 def test_flags_after_grace_and_patience(probs: torch.Tensor, word: str) -> None:
     monitor = CollapseMonitor(patience=5, grace_steps=10)
     warnings = [monitor.step(probs)[1] for _ in range(20)]
     assert all(w is None for w in warnings[:14])  # 10 grace steps + 4 below patience
     assert all(w is not None and word in w for w in warnings[14:])
     assert "temperature" in warnings[-1]
+
+
+def test_a_few_dominant_dimensions_are_flagged() -> None:
+    """32 rows, each sure of dimension 3 or 5 (2 effective dimensions < 32 / 4)."""
+    probs = F.one_hot(torch.tensor([3, 5] * 16), K).float()
+    assert collapse_stats(probs)["batch_perplexity"] == pytest.approx(2.0)
+    monitor = CollapseMonitor(patience=2, grace_steps=0)
+    assert monitor.step(probs)[1] is None
+    assert "dominant dimensions" in monitor.step(probs)[1]
 
 
 def test_healthy_run_is_never_flagged() -> None:
@@ -94,4 +106,4 @@ def test_random_init_teacher_is_below_the_uniform_threshold() -> None:
     probs = torch.softmax(head(torch.randn(16, 32)) / 0.04, dim=-1)
     stats = collapse_stats(probs)
     assert stats["teacher_entropy_frac"] < CollapseMonitor().uniform_frac
-    assert stats["max_mean_prob"] < CollapseMonitor().dominant_mass
+    assert stats["batch_perplexity"] > CollapseMonitor().dominant_frac * 16

@@ -11,10 +11,15 @@ same teacher target:
 In both, KL(teacher || student) = loss - teacher entropy tends to 0 (the task is trivial).
 
 Thresholds (heuristics, set in CollapseMonitor): (a) mean per-sample entropy >= 0.98 ln K;
-(b) one dimension holds >= 90% of the batch-mean probability. A healthy run can look like (a)
-at first (a random network gives every image nearly the same output, which the center then
-removes), so nothing is flagged during the first `grace_steps` log steps, and a condition must
-then hold for `patience` consecutive log steps. Statistics are of this process's batch.
+(b) the batch-mean distribution's perplexity exp(H), the effective number of dimensions the
+batch uses, is below a quarter of the batch's rows (and below 1.5 at least): healthy targets
+spread the images over many dimensions (H(mean) >= mean per-sample entropy), a collapsing run
+puts them on a few. In benchmarks/collapse_monitor.py a sharpening-only run settles on 2-3
+dimensions for 32 rows, with one of them holding about half the mass, not on exactly one.
+A healthy run can look like (a) at first (a random network gives every image nearly the same
+output, which the center then removes), so nothing is flagged during the first `grace_steps`
+log steps, and a condition must then hold for `patience` consecutive log steps. Statistics
+are of this process's batch.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ def collapse_stats(teacher_probs: Tensor, loss: float | Tensor | None = None) ->
         "teacher_entropy_frac": h_sample / log_k,
         "batch_entropy": h_batch,
         "batch_entropy_frac": h_batch / log_k,
+        "batch_perplexity": math.exp(h_batch),
         "kl_mean_uniform": log_k - h_batch,
         "max_mean_prob": probs.mean(dim=0).max().item(),
     }
@@ -78,12 +84,12 @@ class CollapseMonitor:
     def __init__(
         self,
         uniform_frac: float = 0.98,
-        dominant_mass: float = 0.9,
+        dominant_frac: float = 0.25,
         patience: int = 5,
         grace_steps: int = 10,
     ):
         self.uniform_frac = uniform_frac
-        self.dominant_mass = dominant_mass
+        self.dominant_frac = dominant_frac
         self.patience = patience
         self.grace_steps = grace_steps
         self.steps = 0
@@ -98,7 +104,8 @@ class CollapseMonitor:
         if self.steps <= self.grace_steps:
             return stats, None
         uniform = stats["teacher_entropy_frac"] >= self.uniform_frac
-        dominant = stats["max_mean_prob"] >= self.dominant_mass
+        few_dims = max(1.5, self.dominant_frac * teacher_probs.shape[0])
+        dominant = stats["batch_perplexity"] < few_dims
         self.uniform_run = self.uniform_run + 1 if uniform else 0
         self.dominant_run = self.dominant_run + 1 if dominant else 0
         log_k = stats["log_k"]
@@ -113,10 +120,11 @@ class CollapseMonitor:
             )
         if self.dominant_run >= self.patience:
             return stats, (
-                f"collapse (one dimension): for {self.dominant_run} log steps one output "
-                f"dimension has held {100 * stats['max_mean_prob']:.1f}% of the teacher's "
-                f"batch-mean probability (its entropy {stats['batch_entropy']:.3f}, ln K = "
-                f"{log_k:.3f}); sharpening dominates centering. Raise the teacher temperature "
+                f"collapse (dominant dimensions): for {self.dominant_run} log steps the teacher "
+                f"has put its {teacher_probs.shape[0]} rows on "
+                f"{stats['batch_perplexity']:.1f} effective output dimensions (the largest "
+                f"holds {100 * stats['max_mean_prob']:.0f}% of the batch; ln K = {log_k:.3f}); "
+                "sharpening dominates centering. Raise the teacher temperature "
                 "or warm it up longer, check the center is updated (center_momentum < 1), and "
                 "lower the learning rate."
             )
