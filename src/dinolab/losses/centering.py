@@ -58,7 +58,7 @@ def sinkhorn_knopp(teacher_logits: Tensor, teacher_temp: float, n_iterations: in
     if _distributed():
         dist.all_reduce(shift, op=dist.ReduceOp.MAX)
         dist.all_reduce(n_samples)
-    q = torch.exp(scaled - shift).t()  # K x B, the paper's notation
+    q = scaled.sub_(shift).exp_().t()  # K x B, the paper's notation; in place: one buffer
     n_prototypes = q.shape[0]
 
     total = q.sum()
