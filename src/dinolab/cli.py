@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-USER_ERRORS = (ValueError, OSError)
+USER_ERRORS = (ValueError, OSError, ImportError)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -79,6 +79,57 @@ def cmd_linear(args: argparse.Namespace) -> int:
         out_json=args.json,
     )  # fmt: skip
     print(result.table())
+    return 0
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    from dinolab.viz.attention import run_attention
+
+    written = run_attention(
+        args.model, args.images, args.out, threshold=args.threshold, short_side=args.size,
+        query=args.query, mode=args.upsample, block=args.block, device=args.device,
+    )  # fmt: skip
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
+def cmd_pca(args: argparse.Namespace) -> int:
+    from dinolab.viz.pca import run_pca
+
+    written = run_pca(
+        args.model, args.images, args.out, joint=args.joint, threshold=args.threshold,
+        sign_rule=args.sign_rule, short_side=args.size, mode=args.upsample, device=args.device,
+    )  # fmt: skip
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from dinolab.viz.analysis import run_analysis
+
+    written = run_analysis(
+        args.model, args.out, images=args.images, n_images=args.n_images, short_side=args.size,
+        device=args.device,
+    )  # fmt: skip
+    print("\n".join(str(p) for p in written))
+    return 0
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    from dinolab.viz.embedding_map import run_map
+
+    written = run_map(
+        args.model, args.data, args.out, method=args.method, kind=args.kind,
+        crop_size=args.crop_size, html_page=not args.no_html, device=args.device,
+    )  # fmt: skip
+    print("\n".join(str(p) for p in written))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dinolab.viz.report import write_report
+
+    print(write_report(args.run_dir, images=args.images, n_images=args.n_images))
     return 0
 
 
@@ -163,12 +214,105 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+def _relative_xy(text: str) -> tuple[float, float]:
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        msg = f"expected x,y in [0, 1], e.g. 0.3,0.6; got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    return x, y
+
+
+def _add_picture_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="run directory, exported .safetensors, or official .pth file")
+    p.add_argument("images", nargs="+", help="image files, folders or .txt lists")
+    p.add_argument("--out", required=True, help="output folder (figures + .npy arrays)")
+    p.add_argument("--size", type=int, help="shorter side in pixels (default: the model's "
+                   "native resolution); both sides are rounded to multiples of the patch size")
+    p.add_argument("--upsample", default="nearest", choices=("nearest", "smooth"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def _add_attention(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "attention",
+        help="per-head self-attention maps and masks of the last block",
+        description="For each image: the last block's [CLS] (or --query patch) attention per "
+        "head, the mean over heads, and masks keeping --threshold of the attention mass.",
+    )
+    _add_picture_options(p)
+    p.add_argument("--threshold", type=float, default=0.6, help="mass kept by the masks")
+    p.add_argument("--query", type=_relative_xy, metavar="X,Y",
+                   help="attention of the patch at relative x,y (e.g. 0.3,0.6) instead of [CLS]")
+    p.add_argument("--block", type=int, default=-1, help="block index (default: the last)")
+    p.set_defaults(func=cmd_attention)
+
+
+def _add_pca(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pca",
+        help="PCA of patch features as RGB (the DINOv2 picture)",
+        description="First component thresholded into foreground/background, then 3 "
+        "components of the foreground patches as RGB. --joint: one PCA over all images.",
+    )
+    _add_picture_options(p)
+    p.add_argument("--joint", action="store_true", help="one PCA over all images (same colours)")
+    p.add_argument("--threshold", type=float, default=0.5, help="on the scaled 1st component")
+    p.add_argument("--sign-rule", default="border", choices=("border", "minority"),
+                   help="how the foreground side is chosen (default: border is background)")
+    p.set_defaults(func=cmd_pca)
+
+
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="ViT-paper analysis: attention distance, position-embedding similarity, filters",
+    )
+    p.add_argument("model", help="run directory, exported .safetensors, or official .pth file")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--images", nargs="+", help="images or folders (default: synthetic shapes)")
+    p.add_argument("--n-images", type=int, default=8, help="images averaged over (default 8)")
+    p.add_argument("--size", type=int, help="shorter side (default: native resolution)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=cmd_analyze)
+
+
+def _add_map(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "map",
+        help="2-D map (t-SNE/UMAP) of a folder's embeddings, PNG + hover HTML",
+    )
+    p.add_argument("model", help="run directory, exported .safetensors, or official .pth file")
+    p.add_argument("--data", required=True, help="folder (class folders colour the map) or list")
+    p.add_argument("--out", required=True, help="PNG path; the HTML page gets the .html suffix")
+    p.add_argument("--method", default="auto", choices=("auto", "tsne", "umap", "pca"),
+                   help="auto: UMAP when installed, else t-SNE")
+    p.add_argument("--kind", default="cls", choices=("cls", "avgpool", "cls+avgpool", "last4"))
+    p.add_argument("--crop-size", type=int, help="default: the model's native resolution")
+    p.add_argument("--no-html", action="store_true", help="write the PNG only")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=cmd_map)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="self-contained HTML report of a run (RUN_DIR/report.html)")
+    p.add_argument("run_dir", help="run directory")
+    p.add_argument("--images", nargs="+", help="images for the pictures (default: training data)")
+    p.add_argument("--n-images", type=int, default=4, help="pictures of this many images")
+    p.set_defaults(func=cmd_report)
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_demo,
     _add_train,
     _add_embed,
     _add_knn,
     _add_linear,
+    _add_attention,
+    _add_pca,
+    _add_analyze,
+    _add_map,
+    _add_report,
 )
 
 

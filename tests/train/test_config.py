@@ -53,3 +53,12 @@ def test_saved_config_round_trips(tmp_path):
     cfg = build_config(["preset=demo", "seed=7"])
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_depth_override_builds_a_shallower_vit():
+    from dinolab.methods.dino import DINO
+
+    cfg = build_config(["preset=demo", "model.depth=3"])
+    method = DINO(cfg)
+    assert method.student.backbone.n_blocks == method.teacher.backbone.n_blocks == 3
+    assert method.student.backbone.embed_dim == 192  # still vit_tiny's width

@@ -39,8 +39,10 @@ class MultiCropNetwork(nn.Module):
 
 def build_backbone(cfg: DictConfig, drop_path_rate: float) -> nn.Module:
     """The ViT a config describes, with its native grid at the global crop size."""
+    depth = {} if cfg.model.depth is None else {"depth": cfg.model.depth}
     return build_model(
         cfg.model.arch,
+        **depth,
         patch_size=cfg.model.patch_size,
         img_size=cfg.crops.global_size,
         drop_path_rate=drop_path_rate,
@@ -87,8 +89,12 @@ class DINO(nn.Module):
         self.teacher.eval()
         return self
 
-    def forward(self, batch: dict[str, Any], teacher_temp: float) -> dict[str, Tensor]:
-        """Losses of one batch: `loss` (to minimise) plus the numbers worth logging."""
+    def forward(self, batch: dict[str, Any], teacher_temp: float, step: int) -> dict[str, Tensor]:
+        """Losses of one batch: `loss` (to minimise) plus the numbers worth logging.
+
+        `step` (the global iteration) seeds any per-step randomness a method draws itself;
+        DINO draws none.
+        """
         global_crops = batch["global_crops"]
         crops = (
             [global_crops]

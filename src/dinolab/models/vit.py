@@ -266,34 +266,35 @@ class VisionTransformer(nn.Module):
         return self.get_self_attention(x, [-1])[0]
 
 
+def _named(patch_size: int, size: dict[str, Any], overrides: dict[str, Any]) -> VisionTransformer:
+    """A named size; `overrides` may change any of its values (e.g. a shallower `depth`)."""
+    return VisionTransformer(patch_size=patch_size, **{**size, **overrides})
+
+
 def vit_tiny(patch_size: int = 16, **kwargs: Any) -> VisionTransformer:
     """ViT-Ti: 192 wide, 12 blocks, 3 heads."""
-    return VisionTransformer(patch_size=patch_size, embed_dim=192, depth=12, num_heads=3, **kwargs)
+    return _named(patch_size, dict(embed_dim=192, depth=12, num_heads=3), kwargs)
 
 
 def vit_small(patch_size: int = 16, **kwargs: Any) -> VisionTransformer:
     """ViT-S: 384 wide, 12 blocks, 6 heads."""
-    return VisionTransformer(patch_size=patch_size, embed_dim=384, depth=12, num_heads=6, **kwargs)
+    return _named(patch_size, dict(embed_dim=384, depth=12, num_heads=6), kwargs)
 
 
 def vit_base(patch_size: int = 16, **kwargs: Any) -> VisionTransformer:
     """ViT-B: 768 wide, 12 blocks, 12 heads."""
-    return VisionTransformer(patch_size=patch_size, embed_dim=768, depth=12, num_heads=12, **kwargs)
+    return _named(patch_size, dict(embed_dim=768, depth=12, num_heads=12), kwargs)
 
 
 def vit_large(patch_size: int = 16, **kwargs: Any) -> VisionTransformer:
     """ViT-L: 1024 wide, 24 blocks, 16 heads."""
-    return VisionTransformer(
-        patch_size=patch_size, embed_dim=1024, depth=24, num_heads=16, **kwargs
-    )
+    return _named(patch_size, dict(embed_dim=1024, depth=24, num_heads=16), kwargs)
 
 
 def vit_giant2(patch_size: int = 16, **kwargs: Any) -> VisionTransformer:
     """DINOv2's ViT-g: 1536 wide, 40 blocks, 24 heads (64 per head), SwiGLU feed-forward."""
     kwargs.setdefault("ffn_layer", "swiglufused")
-    return VisionTransformer(
-        patch_size=patch_size, embed_dim=1536, depth=40, num_heads=24, **kwargs
-    )
+    return _named(patch_size, dict(embed_dim=1536, depth=40, num_heads=24), kwargs)
 
 
 ARCHS: dict[str, Callable[..., VisionTransformer]] = {

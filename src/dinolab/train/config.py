@@ -25,6 +25,7 @@ class ConfigError(ValueError):
 class ModelConfig:
     arch: str = "vit_small"
     patch_size: int = 16
+    depth: int | None = None  # None = the named size's depth; fewer blocks for small data/CPUs
     drop_path_rate: float = 0.1
     layerscale: float | None = None  # LayerScale init value; None = off (DINO v1)
     num_register_tokens: int = 0
@@ -69,8 +70,11 @@ class OptimConfig:
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
     clip_grad: float = 3.0  # 0 disables clipping
-    clip_mode: str = "per_param"
-    freeze_last_layer_epochs: int = 1
+    clip_mode: str = "per_param"  # DINO: per tensor; global; per_module: DINOv2, per sub-model
+    freeze_last_layer_epochs: int = 1  # DINO: the head's last layer gets no gradient
+    freeze_last_layer_iters: int = 0  # DINOv2: the head's last layer has lr 0
+    layerwise_decay: float = 1.0  # lr x decay**(depth - layer): DINOv2 uses 0.9
+    patch_embed_lr_mult: float = 1.0  # DINOv2 uses 0.2
     momentum_teacher: float = 0.996
     momentum_teacher_end: float = 1.0
 
@@ -111,7 +115,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.ffn_layer": ("mlp", "swiglu"),
     "data.on_error": ("skip", "raise"),
     "optim.lr_scaling": ("linear", "sqrt"),
-    "optim.clip_mode": ("per_param", "global"),
+    "optim.clip_mode": ("per_param", "global", "per_module"),
 }
 
 POSITIVE = (
@@ -213,6 +217,10 @@ def validate(cfg: DictConfig) -> None:
         lo, hi = (list(OmegaConf.select(cfg, key)) + [None, None])[:2]
         if lo is None or hi is None or not 0 < lo <= hi <= 1:
             raise ConfigError(f"{key}={[lo, hi]} must be two numbers with 0 < min <= max <= 1")
+    if cfg.model.depth is not None and cfg.model.depth <= 0:
+        raise ConfigError(
+            f"model.depth={cfg.model.depth} must be positive (or null for the arch's)"
+        )
     if cfg.crops.n_local < 0:
         raise ConfigError(f"crops.n_local={cfg.crops.n_local} must be 0 or more")
     for key in ("crops.global_size", "crops.local_size"):
@@ -226,6 +234,12 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("optim.batch_size must be at least 2 (the DINO center needs a batch)")
     if cfg.max_steps is not None and cfg.max_steps <= 0:
         raise ConfigError(f"max_steps={cfg.max_steps} must be positive (or null for no limit)")
+    for key in ("optim.layerwise_decay", "optim.patch_embed_lr_mult"):
+        value = OmegaConf.select(cfg, key)
+        if not 0 < value <= 1:
+            raise ConfigError(f"{key}={value} must be in (0, 1] (1 = off)")
+    if cfg.optim.freeze_last_layer_iters < 0 or cfg.optim.freeze_last_layer_epochs < 0:
+        raise ConfigError("optim.freeze_last_layer_epochs and _iters must be 0 or more")
     if not 0 <= cfg.optim.momentum_teacher <= cfg.optim.momentum_teacher_end <= 1:
         raise ConfigError(
             "optim.momentum_teacher must satisfy 0 <= momentum_teacher <= momentum_teacher_end <= 1"

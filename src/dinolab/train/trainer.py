@@ -45,7 +45,7 @@ Usual causes and what to try:
   - fp16 overflow: use precision=bf16 or precision=fp32;
   - learning rate too high for this batch: lower optim.lr or raise optim.warmup_epochs;
   - batch too small for stable statistics: raise optim.batch_size;
-  - exploding gradients: set optim.clip_grad=3.0 (per-parameter) or optim.clip_mode=global.
+  - exploding gradients: set optim.clip_grad=3.0 (per_param) or optim.clip_mode=global.
 Resume after changing the config with: dinolab train --resume {run_dir} key=value ..."""
 
 
@@ -108,7 +108,12 @@ class Trainer:
             self.method.student = nn.parallel.DistributedDataParallel(
                 self.student, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        groups = param_groups(self.student, weight_decay=cfg.optim.weight_decay)
+        groups = param_groups(
+            self.student,
+            weight_decay=cfg.optim.weight_decay,
+            lr_decay_rate=cfg.optim.layerwise_decay,
+            patch_embed_lr_mult=cfg.optim.patch_embed_lr_mult,
+        )
         self.optimizer = torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self._build_schedules()
@@ -124,6 +129,9 @@ class Trainer:
         # Warmups longer than the run are cut to the run (short runs of a long recipe just work).
         warmup_iters = min(o.warmup_epochs, o.epochs) * ipe
         self.lr = schedules.cosine_schedule(lr, o.min_lr, total, warmup_iters=warmup_iters)
+        # DINOv2's freeze: the last layer's lr is 0 for the first iterations (DINO instead drops
+        # its gradient for whole epochs, see _train_step).
+        self.last_layer_lr = schedules.freeze_schedule(self.lr, o.freeze_last_layer_iters)
         self.wd = schedules.cosine_schedule(o.weight_decay, o.weight_decay_end, total)
         self.momentum = schedules.cosine_schedule(o.momentum_teacher, o.momentum_teacher_end, total)
         self.teacher_temp = schedules.teacher_temp_schedule(
@@ -245,11 +253,13 @@ class Trainer:
 
     def _train_step(self, batch: dict[str, Any], epoch: int) -> dict[str, Any]:
         it = self.step
-        apply_optim_schedules(self.optimizer, float(self.lr[it]), float(self.wd[it]))
+        apply_optim_schedules(
+            self.optimizer, float(self.lr[it]), float(self.wd[it]), float(self.last_layer_lr[it])
+        )
         batch = _to_device(batch, self.device)
 
         with autocast(self.device, self.dtype):
-            losses = self.method(batch, teacher_temp=float(self.teacher_temp[it]))
+            losses = self.method(batch, teacher_temp=float(self.teacher_temp[it]), step=it)
         loss = losses["loss"]
         self._check_finite(loss)
 
@@ -277,8 +287,13 @@ class Trainer:
         clip = self.cfg.optim.clip_grad
         if clip <= 0:
             return
-        params = [p for p in self.student.parameters() if p.grad is not None]
-        if self.cfg.optim.clip_mode == "global":
+        mode = self.cfg.optim.clip_mode
+        if mode == "per_module":  # DINOv2: one global norm per sub-model (backbone, each head)
+            for module in self.student.children():
+                torch.nn.utils.clip_grad_norm_(_grads(module), clip)
+            return
+        params = _grads(self.student)
+        if mode == "global":
             torch.nn.utils.clip_grad_norm_(params, clip)
             return
         # DINO's rule: each parameter tensor's gradient is clipped to norm `clip` on its own.
@@ -336,6 +351,10 @@ def unwrap_method_state(method: nn.Module, student: nn.Module) -> dict[str, Any]
     state = {k: v for k, v in method.state_dict().items() if not k.startswith("student.")}
     state["student"] = student.state_dict()
     return state
+
+
+def _grads(module: nn.Module) -> list[torch.Tensor]:
+    return [p for p in module.parameters() if p.grad is not None]
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
