@@ -1,0 +1,128 @@
+"""How well self-attention segments objects without labels (DINO paper, Table 9 / Fig. 4).
+
+Each head's [CLS] attention of the last block is thresholded to keep ``threshold`` of its mass
+(`dinolab.viz.attention.mass_mask`), upsampled to pixels (nearest) and compared with the object's
+ground-truth mask by the Jaccard index (IoU). Scores are means over images: per head, the best
+head (chosen by that mean, as in the paper), and the mask of the mean attention over heads.
+Images come with masks in the demo layout (`dinolab.data.make_shapes_dataset`: ``mask_path_for``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch import nn
+
+PROTOCOL = "dino-attention-jaccard"
+
+
+def jaccard(pred: np.ndarray, target: np.ndarray) -> float:
+    """|pred & target| / |pred | target| of two boolean masks; 1.0 when both are empty."""
+    pred, target = np.asarray(pred, dtype=bool), np.asarray(target, dtype=bool)
+    if pred.shape != target.shape:
+        raise ValueError(f"mask shapes differ: {pred.shape} vs {target.shape}")
+    union = np.logical_or(pred, target).sum()
+    return 1.0 if union == 0 else float(np.logical_and(pred, target).sum() / union)
+
+
+@dataclass
+class SegmentationResult:
+    """Mean IoU (0-1) of thresholded attention against ground-truth masks."""
+
+    per_head_iou: list[float]
+    best_head: int
+    best_head_iou: float
+    mean_map_iou: float
+    num_images: int
+    threshold: float
+    short_side: int
+    protocol: str = PROTOCOL
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save_json(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def table(self) -> str:
+        """Fixed-width lines for the command line."""
+        lines = [f"Attention-mask Jaccard (IoU) on {self.num_images} images, "
+                 f"mass threshold {self.threshold}:"]  # fmt: skip
+        rows = [(f"head {i}", iou) for i, iou in enumerate(self.per_head_iou)]
+        rows += [(f"best head ({self.best_head})", self.best_head_iou),
+                 ("mean map", self.mean_map_iou)]  # fmt: skip
+        lines += [f"  {name:<16s}{iou:6.3f}" for name, iou in rows]
+        return "\n".join(lines)
+
+
+def _mask_at(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """The ground-truth mask of a demo image, resized (nearest) to the model input size."""
+    from dinolab.data.synthetic import mask_path_for
+
+    try:
+        mask_file: Path | None = mask_path_for(path)
+    except ValueError:
+        mask_file = None
+    if mask_file is None or not mask_file.is_file():
+        raise FileNotFoundError(
+            f"no mask for {path} (expected {mask_file or 'an images/ folder above it'}); "
+            "attention IoU needs the demo layout root/images/<class>/x.png with "
+            "root/masks/<class>/x.png (make_shapes_dataset)"
+        )
+    with Image.open(mask_file) as m:
+        return np.asarray(m.convert("L").resize(size, Image.Resampling.NEAREST)) > 127
+
+
+def attention_iou(
+    model: nn.Module | str | os.PathLike,
+    images: str | os.PathLike | Sequence[str | os.PathLike],
+    threshold: float = 0.6,
+    size: int | None = None,
+    max_images: int | None = None,
+    device: str = "auto",
+) -> SegmentationResult:
+    """Jaccard of attention masks vs object masks over a folder (or list) of demo images.
+
+    ``size``: shorter side the images are resized to (default the model's native resolution);
+    ``max_images``: evaluate that many, picked evenly over the sorted listing.
+    """
+    from dinolab.device import resolve_device
+    from dinolab.eval.features import load_model
+    from dinolab.viz.attention import attention_maps, mass_mask
+    from dinolab.viz.images import list_images, model_short_side, prepare_image, upsample
+
+    mass_mask(np.ones(1), threshold)  # validate before any work
+    if isinstance(images, str | os.PathLike) and (Path(images) / "images").is_dir():
+        images = Path(images) / "images"  # a split folder holding images/ and masks/
+    paths = [Path(p) for p in list_images(images, limit=max_images)]
+    for p in paths[:1]:
+        _mask_at(p, (1, 1))  # fail early when the layout has no masks
+    model = load_model(model).to(resolve_device(device))
+    side = size or model_short_side(model)
+    per_head, mean_map = [], []
+    for path in paths:
+        image = prepare_image(path, model.patch_size, side)
+        maps = attention_maps(model, image, threshold)
+        h, w = image.pixels.shape[:2]
+        target = _mask_at(path, (w, h))
+        p = model.patch_size
+        per_head.append([jaccard(upsample(m, p), target) for m in maps.masks])
+        mean_map.append(jaccard(upsample(maps.mean_mask, p), target))
+    heads = np.mean(per_head, axis=0)
+    best = int(np.argmax(heads))
+    return SegmentationResult(
+        per_head_iou=[float(v) for v in heads],
+        best_head=best,
+        best_head_iou=float(heads[best]),
+        mean_map_iou=float(np.mean(mean_map)),
+        num_images=len(paths),
+        threshold=threshold,
+        short_side=side,
+    )
