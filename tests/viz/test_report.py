@@ -127,3 +127,16 @@ def test_training_curves_and_results_rendering(tmp_path) -> None:
     nested = render_result("knn.json", {"trained": linear, "untrained": {**linear, "top1": 20.0}})
     assert "knn.json: trained" in nested and "20.00%" in nested
     assert "&lt;b&gt;" in render_result("x.json", {"note": "<b>"})  # escaped
+
+
+def test_relative_training_data_found_from_another_directory(tmp_path, monkeypatch) -> None:
+    from dinolab.viz.report import training_data
+
+    run = tmp_path / "runs" / "demo"
+    (run / "data" / "train").mkdir(parents=True)
+    config = {"out": "runs/demo", "data": {"path": "runs/demo/data/train"}}
+    monkeypatch.chdir(tmp_path)
+    assert training_data(Path("runs/demo"), config) == Path("runs/demo/data/train")
+    monkeypatch.chdir(run)  # elsewhere: found through the run directory
+    assert training_data(run, config) == run / "data" / "train"
+    assert training_data(run, {"data": {"path": "nowhere"}}) is None

@@ -185,6 +185,21 @@ def _img(fig: Figure, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="{data_uri(figure_png(fig))}">'
 
 
+def training_data(run_dir: Path, config: Any) -> Path | None:
+    """The run's ``data.path`` if it exists. A relative path was relative to the directory
+    training ran in; when that is not the current one, it is found from the run directory
+    and the config's relative ``out`` (``out=runs/demo``, ``data.path=runs/demo/data/...``)."""
+    data_path, out = config.get("data", {}).get("path"), config.get("out")
+    if not data_path:
+        return None
+    candidates = [Path(data_path)]
+    run = run_dir.resolve()
+    if out and not Path(out).is_absolute() and run.as_posix().endswith(Path(out).as_posix()):
+        base = run.as_posix()[: -len(Path(out).as_posix())]
+        candidates.append(Path(base) / data_path)
+    return next((c for c in candidates if c.exists()), None)
+
+
 def pictures_html(
     run_dir: Path, images: Sequence[ImageSource] | ImageSource | None, config: Any, n_images: int
 ) -> str:
@@ -195,10 +210,10 @@ def pictures_html(
 
     if images is None:
         data_path = config.get("data", {}).get("path") if config else None
-        if not data_path or not Path(data_path).exists():
+        images = training_data(run_dir, config)
+        if images is None:
             return (f"<p>No pictures: the training data ({html.escape(str(data_path))}) is not "
                     "here; pass images with --images.</p>")  # fmt: skip
-        images = data_path
     paths = list_images(images, limit=n_images)
     try:
         model = load(run_dir)
