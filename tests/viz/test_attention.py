@@ -155,3 +155,16 @@ def test_run_attention_writes_figure_and_arrays(tiny_vit, tmp_path) -> None:
     assert np.load(tmp_path / "out" / "photo_attention_masks.npy").dtype == bool
     with Image.open(tmp_path / "out" / "photo_attention.png") as png:
         assert np.asarray(png.convert("L")).std() > 10  # a picture, not a blank page
+
+
+@pytest.mark.parametrize("name", ["dino_vits8", "dinov2_vits14_reg4"])
+def test_official_architectures(name) -> None:
+    from dinolab.hub import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, img_size=56 if "14" in name else 32, depth=1).eval()
+    p = model.patch_size
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (4 * p, 5 * p, 3), np.uint8))
+    maps = attention_maps(model, image, short_side=4 * p)
+    assert maps.heads.shape == (6, 4, 5)  # registers (4 for reg4) are not in the map
+    np.testing.assert_allclose(maps.heads.sum(axis=(1, 2)), 1.0, rtol=1e-5)
