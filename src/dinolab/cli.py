@@ -99,6 +99,7 @@ def cmd_pca(args: argparse.Namespace) -> int:
     written = run_pca(
         args.model, args.images, args.out, joint=args.joint, threshold=args.threshold,
         sign_rule=args.sign_rule, short_side=args.size, mode=args.upsample, device=args.device,
+        joint_foreground=args.joint_foreground,
     )  # fmt: skip
     print(f"wrote {len(written)} files to {args.out}")
     return 0
@@ -257,6 +258,9 @@ def _add_pca(sub: argparse._SubParsersAction) -> None:
     )
     _add_picture_options(p)
     p.add_argument("--joint", action="store_true", help="one PCA over all images (same colours)")
+    p.add_argument("--joint-foreground", action="store_true",
+                   help="with --joint, also fit the foreground component jointly (default: "
+                   "per image)")
     p.add_argument("--threshold", type=float, default=0.5, help="on the scaled 1st component")
     p.add_argument("--sign-rule", default="border", choices=("border", "minority"),
                    help="how the foreground side is chosen (default: border is background)")

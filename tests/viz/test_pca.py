@@ -119,3 +119,22 @@ def test_patch_pca_on_a_model_and_run_pca_files(tiny_vit, tmp_path) -> None:
     assert sorted(p.name for p in single) == ["img0_pca.npz", "img0_pca.png"]
     with pytest.raises(ValueError, match="unknown sign rule"):
         run_pca(tiny_vit, paths, tmp_path / "bad", sign_rule="up")
+
+
+def test_foreground_per_image_when_backgrounds_differ() -> None:
+    rng = np.random.default_rng(4)
+    d = 16
+    a, b1, b2 = np.eye(d)[0] * 4, np.eye(d)[1] * 4, -np.eye(d)[1] * 40
+    feats = []
+    for bg in (b1, b2):
+        f = bg + 0.05 * rng.normal(size=(5, 5, d))
+        f[1:3, 1:3] = a + 0.05 * rng.normal(size=(2, 2, d))
+        feats.append(f.reshape(-1, d))
+    expected = np.zeros((5, 5), dtype=bool)
+    expected[1:3, 1:3] = True
+    images = [_blank(5, 5), _blank(5, 5)]
+    per_image = pca_of_features(images, feats)
+    assert all((fg == expected).all() for fg in per_image.foreground)
+    # one joint first component separates the two backgrounds instead of the objects
+    joint = pca_of_features(images, feats, joint_foreground=True)
+    assert not all((fg == expected).all() for fg in joint.foreground)

@@ -168,7 +168,7 @@ def plot_attention(maps: AttentionMaps, mode: str = "nearest") -> Figure:
 
     def show_map(ax, grid_map: np.ndarray, title: str) -> None:
         ax.set_visible(True)
-        im = ax.imshow(upsample(grid_map, p, mode), cmap="inferno", vmin=0)
+        im = ax.imshow(upsample(grid_map, p, mode), cmap="inferno")  # own range: see the shape
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
         ax.set_title(title, fontsize=9)
 

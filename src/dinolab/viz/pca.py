@@ -1,16 +1,21 @@
 """The DINOv2 picture: principal components of patch features shown as colours.
 
-1. PCA of all patch features (final-norm patch tokens). The first component separates the
-   object from the background; it is min-max scaled to [0, 1] and thresholded (default 0.5).
+1. Foreground: PCA of an image's patch features (final-norm patch tokens); the first
+   component separates the object from the background. It is min-max scaled to [0, 1] and
+   thresholded (default 0.5).
 2. Its sign is arbitrary, so it is chosen by a documented rule (`foreground_sign`):
    "border" (default): the side holding the border patches is background (objects are rarely
    cut by every image edge); when the border mean equals the overall mean (e.g. a grid that
    is all border) it falls back to "minority": the foreground is the smaller side.
-3. A second PCA on the foreground patches only; its 3 components, each min-max scaled over
-   those patches, are the RGB colour (background black).
+3. Colours: a second PCA on the foreground patches only; its 3 components, each min-max scaled
+   over those patches, are the RGB colour (background black).
 
-With several images the PCAs are joint (one fit over the patches of all of them), so the same
-part of an object gets the same colour in every image, as in the paper's figure.
+With several images the colour PCA is joint (one fit over the foreground patches of all of
+them), so the same part of an object gets the same colour in every image, as in the paper's
+figure. The foreground step stays per image by default: a joint first component tends to
+separate the images from each other (their backgrounds differ) rather than objects from
+backgrounds. ``joint_foreground=True`` fits it jointly too (the paper's setting, for images
+of one category shot alike).
 """
 
 from __future__ import annotations
@@ -101,7 +106,7 @@ def foreground_sign(
 class PatchPCA:
     """Per image, on its patch grid: ``first`` (h, w) the first component scaled to [0, 1] with
     the foreground side high, ``foreground`` (h, w) bool, ``rgb`` (h, w, 3) in [0, 1].
-    ``explained`` holds the variance ratios of the 3 foreground components."""
+    ``explained`` holds the variance ratios of the 3 foreground (colour) components."""
 
     images: list[PreparedImage]
     first: list[np.ndarray]
@@ -110,6 +115,7 @@ class PatchPCA:
     threshold: float
     sign_rule: str
     explained: np.ndarray
+    joint_foreground: bool = False
 
 
 def patch_features(model: nn.Module, image: PreparedImage) -> np.ndarray:
@@ -119,20 +125,36 @@ def patch_features(model: nn.Module, image: PreparedImage) -> np.ndarray:
     return out["x_norm_patchtokens"][0].float().cpu().numpy()
 
 
+def scaled_first_component(
+    features: np.ndarray, grids: Sequence[tuple[int, int]], threshold: float, sign_rule: str
+) -> np.ndarray:
+    """First principal component of the rows of ``features`` (patches of images with the given
+    grids, in order), signed by ``sign_rule`` so the object is high, min-max scaled to [0, 1]."""
+    first = pca(features, 1)[0][:, 0]
+    border = np.concatenate([border_patches(g) for g in grids])
+    return minmax(first * foreground_sign(first, border, threshold, sign_rule))
+
+
 def pca_of_features(
     images: Sequence[PreparedImage],
     features: Sequence[np.ndarray],
     threshold: float = 0.5,
     sign_rule: str = "border",
+    joint_foreground: bool = False,
 ) -> PatchPCA:
-    """The two-stage PCA over the patch features of ``images`` (one fit over all of them)."""
+    """The two-stage PCA over the patch features of ``images`` (see the module docstring)."""
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold is on the scaled first component, in [0, 1); got {threshold}")
+    if sign_rule not in SIGN_RULES:
+        raise ValueError(f"unknown sign rule {sign_rule!r}; choose one of {', '.join(SIGN_RULES)}")
     sizes = [len(f) for f in features]
     stacked = np.concatenate(features, axis=0)
-    first = pca(stacked, 1)[0][:, 0]
-    border = np.concatenate([border_patches(im.grid) for im in images])
-    first = minmax(first * foreground_sign(first, border, threshold, sign_rule))
+    grids = [im.grid for im in images]
+    if joint_foreground:
+        first = scaled_first_component(stacked, grids, threshold, sign_rule)
+    else:
+        first = np.concatenate([scaled_first_component(f, [g], threshold, sign_rule)
+                                for f, g in zip(features, grids, strict=True)])  # fmt: skip
     fg = first > threshold  # empty only when every patch has the same feature
     rgb, explained = np.zeros((len(stacked), 3)), np.zeros(3)
     if fg.any():
@@ -148,6 +170,7 @@ def pca_of_features(
         threshold=threshold,
         sign_rule=sign_rule,
         explained=explained,
+        joint_foreground=joint_foreground,
     )
 
 
@@ -157,16 +180,17 @@ def patch_pca(
     threshold: float = 0.5,
     sign_rule: str = "border",
     short_side: int | None = None,
+    joint_foreground: bool = False,
 ) -> PatchPCA:
-    """Joint DINOv2-style PCA picture of one or more images (any sizes; each is resized so its
-    shorter side is ``short_side``, default the model's native resolution)."""
+    """DINOv2-style PCA picture of one or more images, colours fitted jointly (any sizes; each
+    is resized so its shorter side is ``short_side``, default the model's native resolution)."""
     side = short_side or model_short_side(model)
     prepared = [
         im if isinstance(im, PreparedImage) else prepare_image(im, model.patch_size, side)
         for im in images
     ]
     feats = [patch_features(model, im) for im in prepared]
-    return pca_of_features(prepared, feats, threshold, sign_rule)
+    return pca_of_features(prepared, feats, threshold, sign_rule, joint_foreground)
 
 
 def plot_pca(result: PatchPCA, mode: str = "nearest") -> Figure:
@@ -175,9 +199,11 @@ def plot_pca(result: PatchPCA, mode: str = "nearest") -> Figure:
     n = len(result.images)
     fig = new_figure(11.0, 2.8 * n + 0.6)
     axes = fig.subplots(n, 4, squeeze=False)
+    scope = "1 image" if n == 1 else f"colours joint over {n} images"
+    fg_scope = "joint" if result.joint_foreground and n > 1 else "per image"
     fig.suptitle(
-        f"PCA of patch features ({'joint over ' + str(n) + ' images' if n > 1 else '1 image'}); "
-        f"foreground: 1st component > {result.threshold} (sign rule: {result.sign_rule})"
+        f"PCA of patch features ({scope})\nforeground ({fg_scope}): scaled 1st component > "
+        f"{result.threshold}, sign rule: {result.sign_rule}"
     )
     for i, im in enumerate(result.images):
         p = im.patch_size
@@ -227,6 +253,7 @@ def run_pca(
     short_side: int | None = None,
     mode: str = "nearest",
     device: str = "auto",
+    joint_foreground: bool = False,
 ) -> list[Path]:
     """`dinolab pca`: one figure per image, or with ``joint`` one figure and one PCA for all."""
     from dinolab.device import resolve_device
@@ -238,7 +265,7 @@ def run_pca(
     names = unique_names(paths)
     model = load_model(model).to(resolve_device(device))
     if joint:
-        result = patch_pca(model, paths, threshold, sign_rule, short_side)
+        result = patch_pca(model, paths, threshold, sign_rule, short_side, joint_foreground)
         return save_pca(result, out_dir, "joint", names, mode)
     written = []
     for path, name in zip(paths, names, strict=True):
