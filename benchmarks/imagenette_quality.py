@@ -98,9 +98,8 @@ def main() -> None:
     print(f"\nImagenette val, weighted k-NN k=20 (T=0.07); {arch}, {size} px, {epochs} epochs")
     print(f"{'features':<32} {'top-1':>7} {'top-5':>7} {'vs random':>10} {'vs pixels':>10}")
     for name, top1, top5 in rows:
-        print(
-            f"{name:<32} {top1:7.2f} {top5:7.2f} {top1 / rows[0][1]:9.2f}x {top1 / rows[1][1]:9.2f}x"
-        )
+        ratios = f"{top1 / rows[0][1]:9.2f}x {top1 / rows[1][1]:9.2f}x"
+        print(f"{name:<32} {top1:7.2f} {top5:7.2f} {ratios}")
     (run_dir / "quality.json").write_text(json.dumps({"rows": rows, "epochs": epochs}, indent=2))
 
 

@@ -1,8 +1,8 @@
 """One DINO training step through dinolab's real Trainer: seconds/step, images/s, peak memory,
 and the model FLOPs per second as a share of this machine's fp32 matmul throughput.
 
-    .venv/bin/python benchmarks/train_step.py            # the cases of the issue, ~10 min on 2 cores
-    .venv/bin/python benchmarks/train_step.py --quick    # vit_tiny case only
+    .venv/bin/python benchmarks/train_step.py          # the issue's cases, ~10 min on 2 cores
+    .venv/bin/python benchmarks/train_step.py --quick  # vit_tiny case only
 
 Each case runs in its own process so its peak memory (max RSS, or CUDA max allocated) is its
 own. Steps are timed after warm-up; the median is reported. FLOPs are counted once with
@@ -119,8 +119,8 @@ def main() -> None:
     rows = []
     for name in cases:
         for precision in ("fp32", "bf16"):
-            cmd = [sys.executable, __file__, "--case", name, "--precision", precision,
-                   "--device", dev, "--steps", str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
+            cmd = [sys.executable, __file__, "--case", name, "--precision", precision, "--device",
+                   dev, "--steps", str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
     print(
