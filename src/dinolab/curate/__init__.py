@@ -1,1 +1,46 @@
-"""dinolab.curate."""
+"""Data curation (the DINOv2 recipe): deduplicate a raw pool, retrieve what resembles a curated
+set, keep provenance. `curate` runs the resumable pipeline behind `dinolab curate`; the pieces
+(search, dedup, clusters, retrieval) work on any (N, D) embeddings, memory-mapped ones too.
+"""
+
+from dinolab.curate.clusters import KMeansResult, kmeans
+from dinolab.curate.dedup import (
+    DEFAULT_K,
+    DEFAULT_THRESHOLD,
+    DedupResult,
+    UnionFind,
+    choose_representatives,
+    connected_components,
+    deduplicate,
+    duplicate_pairs,
+    protected_matches,
+)
+from dinolab.curate.pipeline import MODES, STAGES, CurationResult, curate
+from dinolab.curate.retrieval import Hits, cluster_hits, nearest_hits, provenance
+from dinolab.curate.search import EXACT_LIMIT, INDEX_KINDS, NeighborIndex, l2_normalize
+
+__all__ = [
+    "DEFAULT_K",
+    "DEFAULT_THRESHOLD",
+    "EXACT_LIMIT",
+    "INDEX_KINDS",
+    "MODES",
+    "STAGES",
+    "CurationResult",
+    "DedupResult",
+    "Hits",
+    "KMeansResult",
+    "NeighborIndex",
+    "UnionFind",
+    "choose_representatives",
+    "cluster_hits",
+    "connected_components",
+    "curate",
+    "deduplicate",
+    "duplicate_pairs",
+    "kmeans",
+    "l2_normalize",
+    "nearest_hits",
+    "protected_matches",
+    "provenance",
+]

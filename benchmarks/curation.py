@@ -1,0 +1,217 @@
+"""Curation measured: duplicate detection and retrieval on real images, and scaling of each stage.
+
+    .venv/bin/python benchmarks/curation.py [--part real|scale|all] [--model runs/demo]
+        [--unique 500] [--duplicated 100] [--crop 64] [--n 100000] [--dim 128] [--threads 2]
+
+real: a pool of `--unique` distinct Imagenette train images (balanced over the 10 classes) plus
+  2 edited copies (crop, JPEG, flip, resize, colour shift; planted in a temporary folder) of
+  `--duplicated` of them runs through `dinolab.curate.curate` with the trained model and with a
+  randomly initialised one of the same architecture. Reported: pairwise precision / recall of the
+  duplicate groups at the default threshold and over a threshold sweep; for retrieval, queries are
+  Imagenette val images of 3 classes and the share of selected pool images of those classes
+  (chance: 3/10) in nn and kmeans mode; seconds per pipeline stage.
+scale: `--n` synthetic embeddings (clusters plus 1% noisy copies) in a .npy read through a
+  memory map; each stage (dedup with each index kind, k-means, nn retrieval of 1000 queries)
+  runs in its own subprocess so its peak RSS is its own. Approximate indexes report the recall of
+  the exact (flat) duplicate pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGENETTE = ROOT.parent / "shared" / "data" / "imagenette2_sq160"
+QUERY_CLASSES = 3
+
+
+# ---------------------------------------------------------------------- real images
+def _class_images(split: Path, per_class: int, rng: np.random.Generator) -> list[Path]:
+    out = []
+    for cls in sorted(p for p in split.iterdir() if p.is_dir()):
+        files = sorted(cls.glob("*.JPEG")) + sorted(cls.glob("*.jpg"))
+        out += [files[i] for i in sorted(rng.choice(len(files), per_class, replace=False))]
+    return out
+
+
+def _models(path: str):
+    import torch
+
+    from dinolab import load
+    from dinolab.models import VisionTransformer
+
+    trained = load(path)
+    torch.manual_seed(0)
+    untrained = VisionTransformer(**trained.config).eval()
+    return {f"trained ({path})": trained, "untrained (same arch)": untrained}
+
+
+def run_real(args: argparse.Namespace) -> None:
+    from dinolab.curate import DEFAULT_THRESHOLD, curate, deduplicate
+    from dinolab.curate.planted import pair_scores, plant_duplicates
+
+    rng = np.random.default_rng(0)
+    sources = _class_images(IMAGENETTE / "train", args.unique // 10, rng)
+    source_class = np.array([p.parent.name for p in sources])
+    classes = sorted(set(source_class))
+    query_classes = classes[:QUERY_CLASSES]
+    tmp = Path(tempfile.mkdtemp(prefix="dinolab_curation_"))
+    planted = plant_duplicates(sources, tmp / "pool", n_duplicated=args.duplicated, seed=0)
+    queries = tmp / "queries"
+    for cls in query_classes:
+        (queries / cls).mkdir(parents=True)
+        for p in sorted((IMAGENETTE / "val" / cls).iterdir())[: args.queries_per_class]:
+            (queries / cls / p.name).symlink_to(p)
+    pool_class = dict(zip(planted.paths, source_class[planted.group], strict=True))
+    print(f"pool: {len(planted.paths)} images ({len(sources)} distinct, {planted.n_copies} "
+          f"planted copies); queries: {args.queries_per_class} val images of each of "
+          f"{query_classes}; crop {args.crop}")
+
+    sweep = [0.8, 0.85, 0.9, 0.95, 0.97, 0.99]
+    for name, model in _models(args.model).items():
+        out = tmp / "out" / name.split()[0]
+        t0 = time.perf_counter()
+        res = curate(tmp / "pool", queries, out, model, crop_size=args.crop, progress=False)
+        wall = time.perf_counter() - t0
+        with np.load(out / "dedup.npz") as z:
+            component = z["component"]
+        scores = pair_scores(component, planted.group)
+        stage_s = json.loads((out / "summary.json").read_text())["stage_seconds"]
+        print(f"\n== {name}: pipeline {wall:.1f} s (" +
+              ", ".join(f"{k} {v:.2f} s" for k, v in stage_s.items()) + ")")
+        print(f"dedup at default threshold {DEFAULT_THRESHOLD}: precision "
+              f"{scores['precision']:.3f}  recall {scores['recall']:.3f}  (predicted pairs "
+              f"{scores['predicted_pairs']}, planted pairs {scores['true_pairs']}); kept "
+              f"{res.counts['after_dedup']} of {res.counts['pool_images']}")
+        feats = np.load(out / "embeddings" / "pool.npy", mmap_mode="r")
+        paths = (out / "embeddings" / "pool.paths.txt").read_text().splitlines()
+        print(f"{'threshold':>9}  {'precision':>9}  {'recall':>6}  {'kept':>5}")
+        for t in sweep:
+            d = deduplicate(feats, paths, t)
+            s = pair_scores(d.component, planted.group)
+            print(f"{t:9.2f}  {s['precision']:9.3f}  {s['recall']:6.3f}  {int(d.keep.sum()):5d}")
+        print(f"{'retrieval':>9}  {'selected':>8}  {'in query classes':>16}  (chance "
+              f"{QUERY_CLASSES / len(classes):.2f})")
+        for mode in ("nn", "kmeans"):
+            curate(tmp / "pool", queries, out, model, crop_size=args.crop, mode=mode,
+                   progress=False)
+            kept = (out / "keep.txt").read_text().splitlines()
+            share = np.mean([pool_class[p] in query_classes for p in kept]) if kept else 0.0
+            print(f"{mode:>9}  {len(kept):8d}  {share:16.3f}")
+    print(f"\n(files in {tmp}; delete when done)")
+
+
+# ---------------------------------------------------------------------- scale
+def _synthetic(path: Path, n: int, dim: int, seed: int = 0) -> None:
+    """Clustered embeddings with 1% near-copies of other rows, written in blocks."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(1, n // 100), dim)).astype(np.float32)
+    feats = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
+    for s in range(0, n, 65536):
+        m = min(65536, n - s)
+        feats[s : s + m] = centres[rng.integers(0, len(centres), m)] + rng.normal(
+            size=(m, dim)).astype(np.float32)
+    copies = rng.choice(n, n // 100, replace=False)
+    originals = rng.integers(0, n, len(copies))
+    feats[copies] = feats[originals] + 0.05 * rng.normal(size=(len(copies), dim)).astype(
+        np.float32)
+    feats.flush()
+
+
+def worker(stage: str, emb: str, extra: str) -> dict:
+    """One stage in a fresh process: seconds and peak RSS (MiB) over the memory-mapped input."""
+    from dinolab.curate import duplicate_pairs, kmeans, nearest_hits
+
+    feats = np.load(emb, mmap_mode="r")
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    info: dict = {}
+    if stage.startswith("dedup-"):
+        pairs, _, _ = duplicate_pairs(feats, 0.9, index=stage.removeprefix("dedup-"))
+        np.save(extra, pairs)
+        info["pairs"] = len(pairs)
+    elif stage == "kmeans":
+        km = kmeans(feats, int(round(len(feats) ** 0.5)), niter=10)
+        info["clusters"] = len(km.centroids)
+    elif stage == "retrieve-nn":
+        queries = np.asarray(feats[:: max(1, len(feats) // 1000)][:1000])
+        hits = nearest_hits(feats, queries, 4)
+        info["hits"] = len(hits)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"stage": stage, "seconds": seconds, "peak_mib": peak, "base_mib": base, **info}
+
+
+def run_scale(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="dinolab_curation_scale_"))
+    emb = tmp / "emb.npy"
+    _synthetic(emb, args.n, args.dim)
+    size_mib = emb.stat().st_size / 2**20
+    print(f"\n{args.n} x {args.dim} synthetic embeddings ({size_mib:.0f} MiB on disk, memory "
+          f"mapped), {args.threads} threads; dedup threshold 0.9, k=64")
+    stages = [f"dedup-{k}" for k in args.indexes] + ["kmeans", "retrieve-nn"]
+    rows = []
+    for stage in stages:
+        cmd = [sys.executable, __file__, "--worker", stage, "--emb", str(emb), "--extra",
+               str(tmp / f"{stage}.npy"), "--threads", str(args.threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    exact = {tuple(p) for p in np.load(tmp / "dedup-flat.npy").tolist()} if (
+        tmp / "dedup-flat.npy").is_file() else None
+    print(f"{'stage':>12}  {'seconds':>8}  {'peak MiB':>8}  {'base MiB':>8}  detail")
+    for r in rows:
+        detail = {k: v for k, v in r.items()
+                  if k not in ("stage", "seconds", "peak_mib", "base_mib")}
+        extra = tmp / f"{r['stage']}.npy"
+        if exact is not None and r["stage"].startswith("dedup-") and extra.is_file():
+            found = {tuple(p) for p in np.load(extra).tolist()}
+            detail["recall_vs_flat"] = round(len(found & exact) / max(1, len(exact)), 4)
+        print(f"{r['stage']:>12}  {r['seconds']:8.2f}  {r['peak_mib']:8.0f}  "
+              f"{r['base_mib']:8.0f}  {detail}")
+    for f in tmp.iterdir():
+        f.unlink()
+    tmp.rmdir()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", default="all", choices=("real", "scale", "all"))
+    parser.add_argument("--model", default=str(ROOT / "runs" / "demo"))
+    parser.add_argument("--unique", type=int, default=500)
+    parser.add_argument("--duplicated", type=int, default=100)
+    parser.add_argument("--queries-per-class", type=int, default=10)
+    parser.add_argument("--crop", type=int, default=64)
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--indexes", nargs="+", default=["flat", "ivf", "hnsw", "torch"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--emb", help=argparse.SUPPRESS)
+    parser.add_argument("--extra", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        import faiss
+
+        faiss.omp_set_num_threads(args.threads)
+        print(json.dumps(worker(args.worker, args.emb, args.extra)))
+        return
+    if args.part in ("real", "all"):
+        run_real(args)
+    if args.part in ("scale", "all"):
+        run_scale(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,438 @@
+"""`dinolab curate`: raw pool + curated queries -> deduplicated, retrieved training list.
+
+Stages, each reading only the files the previous one wrote into OUTDIR:
+1. embed     embeddings/{pool,queries,protect-N}.npy (+ .paths.txt, .meta.json) through
+             dinolab.eval.embed: chunked and resumable, sharded over ranks under torchrun
+             (only rank 0 runs the later stages).
+2. dedup     dedup.npz (components, scores), duplicates.jsonl (groups, protected hits),
+             dedup_keep.txt (the pool after deduplication).
+3. retrieve  keep.txt (the selection, one absolute path per line: `dinolab train --data
+             keep.txt`), curation.jsonl (provenance of every selected image), clusters.npz
+             (kmeans mode).
+4. summary   summary.json (counts per stage, parameters, histograms), summary.png.
+A stage writes stages/<stage>.json last, holding a key made of its parameters and its inputs'
+keys (embeddings: model identity and the listing of paths, sizes and mtimes). A rerun skips a
+stage whose record exists with the same key and whose outputs are present, so a crash in stage
+3 does not redo stage 1; changed inputs or parameters rerun that stage and everything after it.
+`from_stage` forces the rerun from a stage on. The summary is cheap and always rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch.distributed as dist
+from torch import nn
+
+from dinolab.curate.clusters import kmeans
+from dinolab.curate.dedup import DEFAULT_K, DEFAULT_THRESHOLD, deduplicate
+from dinolab.curate.retrieval import Hits, cluster_hits, nearest_hits, provenance
+from dinolab.curate.search import DEFAULT_SHARD, INDEX_KINDS, resolve_index_kind
+
+STAGES = ("embed", "dedup", "retrieve", "summary")
+MODES = ("nn", "kmeans")
+HIST_BINS = 50
+
+
+@dataclass
+class CurationResult:
+    """Where the outputs are, what ran and what was skipped, and the summary's counts."""
+
+    out: Path
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def keep_file(self) -> Path:
+        return self.out / "keep.txt"
+
+    def table(self) -> str:
+        """Counts per stage for the command line."""
+        width = max((len(k) for k in self.counts), default=0)
+        lines = [f"{k:<{width}}  {v}" for k, v in self.counts.items()]
+        lines.append(f"stages run: {', '.join(self.ran) or 'none'}; skipped (up to date): "
+                     f"{', '.join(self.skipped) or 'none'}")
+        lines.append(f"selection: {self.keep_file}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- small file helpers
+def _key(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_lines(path: Path, lines: Sequence[str]) -> None:
+    _write_atomic(path, "".join(line + "\n" for line in lines))
+
+
+def _write_jsonl(path: Path, records: Sequence[dict]) -> None:
+    _write_lines(path, [json.dumps(r) for r in records])
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _Stages:
+    """Stage records in OUTDIR/stages: skip when up to date, force from `from_stage` on."""
+
+    def __init__(self, out: Path, from_stage: str | None) -> None:
+        self.dir = out / "stages"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.first_forced = STAGES.index(from_stage) if from_stage else len(STAGES)
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+
+    def record(self, stage: str) -> dict | None:
+        path = self.dir / f"{stage}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def forced(self, stage: str) -> bool:
+        return STAGES.index(stage) >= self.first_forced
+
+    def is_fresh(self, stage: str, key: str, outputs: Sequence[Path]) -> bool:
+        """Recorded with this key, all outputs present, and not forced."""
+        rec = self.record(stage)
+        return (not self.forced(stage) and rec is not None and rec["key"] == key
+                and all(p.exists() for p in outputs))
+
+    def settle(self, stage: str, fresh: bool) -> bool:
+        """Note a skip, or drop the old record of a stage about to run (so that a crash while
+        it runs leaves no record); returns `fresh`."""
+        if fresh:
+            self.skipped.append(stage)
+        elif _rank() == 0:
+            (self.dir / f"{stage}.json").unlink(missing_ok=True)
+        return fresh
+
+    def up_to_date(self, stage: str, key: str, outputs: Sequence[Path]) -> bool:
+        return self.settle(stage, self.is_fresh(stage, key, outputs))
+
+    def finish(self, stage: str, key: str, params: dict, started: float) -> None:
+        rec = {"key": key, "params": params, "seconds": round(time.perf_counter() - started, 3),
+               "peak_rss_mb": round(_peak_rss_mb(), 1)}
+        _write_atomic(self.dir / f"{stage}.json", json.dumps(rec, indent=2) + "\n")
+        self.ran.append(stage)
+
+
+# ---------------------------------------------------------------------- stage 1: embed
+def _listing(role: str, source: str | os.PathLike):
+    """The dataset of one input, with absolute paths; errors name the option at fault."""
+    from dinolab.data.folders import ImageDataset
+
+    try:
+        return ImageDataset(Path(source).expanduser().absolute())
+    except (FileNotFoundError, ValueError) as err:
+        raise type(err)(f"{role}: {err}") from err
+
+
+def _embed_stage(
+    stages: _Stages, out: Path, sets: dict[str, str | os.PathLike], model, weights, opts: dict,
+    progress: bool,
+) -> dict[str, str]:
+    """Embeddings of every set; returns each set's key. Only missing or stale sets run."""
+    from dinolab.device import resolve_device, resolve_precision
+    from dinolab.eval.features import embed, listing_identity, model_identity
+
+    started = time.perf_counter()
+    listings = {name: _listing(name, src) for name, src in sets.items()}  # all errors first
+    identity = model_identity(weights if weights is not None else model)
+    precision = str(resolve_precision(opts["precision"], resolve_device(opts["device"])))
+    keys = {}
+    for name, ds in listings.items():
+        keys[name] = _key({
+            "model": identity, "listing": listing_identity([str(p) for p in ds.paths], None),
+            "kind": opts["kind"], "crop_size": opts["crop_size"],
+            "resize_size": opts["resize_size"], "precision": precision,
+        })
+    files = {name: out / "embeddings" / f"{name}.npy" for name in sets}
+    previous = (stages.record("embed") or {}).get("params", {}).get("sets", {})
+    fresh = stages.is_fresh("embed", _key(keys), list(files.values()))
+    _barrier()  # every rank has read the record before rank 0 may drop it
+    if stages.settle("embed", fresh):
+        return keys
+    loaded = None
+    for name, ds in listings.items():
+        done = previous.get(name) == keys[name] and files[name].is_file()
+        if done and not stages.forced("embed"):
+            continue
+        if loaded is None:
+            loaded = _load_model(model, weights)
+        embed(loaded, str(ds.source), files[name], progress=progress, **opts)
+    if _rank() == 0:
+        stages.finish("embed", _key(keys), {"sets": keys, "model": identity}, started)
+    return keys
+
+
+def _load_model(model, weights) -> nn.Module:
+    if isinstance(model, nn.Module):
+        return model
+    from dinolab.hub import load
+
+    return load(model, weights=weights) if weights is not None else load(model)
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def _read_embeddings(out: Path, name: str) -> tuple[np.ndarray, list[str]]:
+    path = out / "embeddings" / f"{name}.npy"
+    paths = path.with_name(f"{name}.paths.txt").read_text().splitlines()
+    return np.load(path, mmap_mode="r"), paths
+
+
+# ---------------------------------------------------------------------- stage 2: dedup
+def _dedup_stage(
+    out: Path, protect_names: list[str], threshold: float, protect_threshold: float | None,
+    k: int, index: str, shard_size: int,
+) -> None:
+    feats, paths = _read_embeddings(out, "pool")
+    protect_paths: list[str] = []
+    protect_feats = None
+    if protect_names:
+        parts = [_read_embeddings(out, n) for n in protect_names]
+        protect_feats = np.concatenate([np.asarray(f) for f, _ in parts])
+        protect_paths = [p for _, ps in parts for p in ps]
+    res = deduplicate(feats, paths, threshold, protect_feats=protect_feats,
+                      protect_threshold=protect_threshold, k=k, index=index,
+                      shard_size=shard_size)
+    _save_npz(out / "dedup.npz", component=res.component, keep=res.keep, pairs=res.pairs,
+              pair_sims=res.pair_sims, nn_sim=res.nn_sim, protect_sim=res.protect_sim,
+              protect_match=res.protect_match, dropped_protected=res.dropped_protected)
+    records = []
+    for members in res.groups().values():
+        kept = members[res.keep[members]]
+        in_group = np.isin(res.pairs[:, 0], members)
+        records.append({
+            "type": "group", "size": len(members),
+            "kept": paths[kept[0]] if len(kept) else None,
+            "removed": [paths[i] for i in members if not res.keep[i]],
+            "max_similarity": round(float(res.pair_sims[in_group].max()), 6),
+            "min_similarity": round(float(res.pair_sims[in_group].min()), 6),
+            "dropped_by_protected_set": bool(res.dropped_protected[members[0]]),
+        })
+    hit = res.protect_sim >= np.float32(res.protect_threshold)
+    for i in np.flatnonzero(hit):
+        records.append({"type": "protected", "removed": paths[i],
+                        "protected_match": protect_paths[res.protect_match[i]],
+                        "similarity": round(float(res.protect_sim[i]), 6)})
+    _write_jsonl(out / "duplicates.jsonl", records)
+    _write_lines(out / "dedup_keep.txt", [paths[i] for i in np.flatnonzero(res.keep)])
+
+
+# ---------------------------------------------------------------------- stage 3: retrieve
+def _retrieve_stage(
+    out: Path, mode: str, per_query: int, n_clusters: int | None, index: str, seed: int,
+    shard_size: int,
+) -> dict:
+    pool, pool_paths = _read_embeddings(out, "pool")
+    queries, query_paths = _read_embeddings(out, "queries")
+    with np.load(out / "dedup.npz") as z:
+        rows = np.flatnonzero(z["keep"])
+    info: dict = {"mode": mode}
+    if len(rows) == 0:
+        hits = Hits.empty()
+        if mode == "kmeans":
+            _save_npz(out / "clusters.npz", centroids=np.zeros((0, pool.shape[1]), np.float32),
+                      assign=np.full(len(pool), -1), sim=np.full(len(pool), np.nan))
+    elif mode == "nn":
+        info["index"] = resolve_index_kind(index, len(rows))
+        hits = nearest_hits(pool, queries, per_query, rows=rows, index=index,
+                            shard_size=shard_size)
+    else:
+        k = min(n_clusters or max(1, round(len(rows) ** 0.5)), len(rows))
+        km = kmeans(pool, k, rows=rows, seed=seed, shard_size=shard_size,
+                    backend="torch" if index == "torch" else "auto")
+        _save_npz(out / "clusters.npz", centroids=km.centroids, assign=km.assign, sim=km.sim)
+        info["n_clusters"] = k
+        hits = cluster_hits(pool, queries, km, per_query, seed=seed)
+    records = provenance(hits, pool_paths, query_paths)
+    _write_jsonl(out / "curation.jsonl", records)
+    _write_lines(out / "keep.txt", [r["path"] for r in records])
+    return info
+
+
+# ---------------------------------------------------------------------- stage 4: summary
+def _histogram(values: np.ndarray) -> dict:
+    values = values[np.isfinite(values)]
+    counts, edges = np.histogram(values, bins=HIST_BINS, range=(-1.0, 1.0))
+    return {"bin_edges": [round(float(e), 4) for e in edges], "counts": counts.tolist()}
+
+
+def _summary_stage(out: Path, stages: _Stages, protect_names: list[str]) -> dict:
+    pool_paths = _read_embeddings(out, "pool")[1]
+    with np.load(out / "dedup.npz") as z:
+        d = {k: z[k] for k in z.files}
+    records = [json.loads(line) for line in (out / "curation.jsonl").read_text().splitlines()]
+    dedup_rec, retrieve_rec = stages.record("dedup"), stages.record("retrieve")
+    pool_meta = json.loads((out / "embeddings" / "pool.meta.json").read_text())
+    in_groups = np.bincount(d["component"], minlength=len(d["component"]))[d["component"]] > 1
+    groups = len(np.unique(d["component"][in_groups]))
+    sims = np.array([r["similarity"] for r in records], np.float32)
+    counts = {
+        "pool_images": len(pool_paths),
+        "pool_unreadable": len(pool_meta.get("skipped", [])),
+        "queries": len(_read_embeddings(out, "queries")[1]),
+        "protected_images": sum(len(_read_embeddings(out, n)[1]) for n in protect_names),
+        "duplicate_pairs": len(d["pairs"]),
+        "duplicate_groups": groups,
+        "images_in_groups": int(in_groups.sum()),
+        "removed_as_duplicates": int((~d["keep"] & ~d["dropped_protected"]).sum()),
+        "removed_by_protected_sets": int(d["dropped_protected"].sum()),
+        "after_dedup": int(d["keep"].sum()),
+        "selected": len(records),
+        "retrievals": int(sum(len(r["sources"]) for r in records)),
+    }
+    summary = {
+        "counts": counts,
+        "dedup": dedup_rec["params"] if dedup_rec else None,
+        "retrieve": retrieve_rec["params"] if retrieve_rec else None,
+        "stage_seconds": {s: (stages.record(s) or {}).get("seconds") for s in STAGES[:3]},
+        "histograms": {"pool_nearest_neighbour_similarity": _histogram(d["nn_sim"]),
+                       "selected_similarity_to_query": _histogram(sims)},
+    }
+    _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    _plot_summary(out / "summary.png", d["nn_sim"], sims,
+                  dedup_rec["params"]["threshold"] if dedup_rec else None)
+    return counts
+
+
+def _plot_summary(path: Path, nn_sim: np.ndarray, sims: np.ndarray, threshold: float | None):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    bins = np.linspace(-1, 1, HIST_BINS + 1)
+    axes[0].hist(nn_sim[np.isfinite(nn_sim)], bins=bins, color="tab:blue")
+    if threshold is not None:
+        axes[0].axvline(threshold, color="tab:red", ls="--", label=f"threshold {threshold:g}")
+        axes[0].legend(loc="upper left")
+    axes[0].set(title="pool: similarity to nearest other image", xlabel="cosine", ylabel="images")
+    axes[1].hist(sims, bins=bins, color="tab:green")
+    axes[1].set(title="selected: similarity to their query", xlabel="cosine", ylabel="images")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------- the pipeline
+def curate(
+    pool: str | os.PathLike,
+    queries: str | os.PathLike,
+    out: str | os.PathLike,
+    model: str | os.PathLike | nn.Module,
+    *,
+    weights: str | os.PathLike | None = None,
+    protect: Sequence[str | os.PathLike] = (),
+    threshold: float = DEFAULT_THRESHOLD,
+    protect_threshold: float | None = None,
+    mode: str = "nn",
+    per_query: int = 4,
+    n_clusters: int | None = None,
+    dedup_k: int = DEFAULT_K,
+    index: str = "auto",
+    kind: str = "cls",
+    crop_size: int = 224,
+    resize_size: int | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    precision: str = "auto",
+    num_workers: int | None = None,
+    seed: int = 0,
+    shard_size: int = DEFAULT_SHARD,
+    from_stage: str | None = None,
+    progress: bool = True,
+) -> CurationResult:
+    """Deduplicate `pool` (folder or file list) and select from it what resembles `queries`.
+
+    `model`: run directory, .safetensors / .pth file, official name with `weights=`, or a
+    module. `protect`: folders/lists whose near-duplicates (>= `protect_threshold`, default
+    `threshold`) are removed from the pool. `mode` "nn": `per_query` nearest pool images per
+    query; "kmeans": `per_query` images sampled from each query's cluster among `n_clusters`
+    (default sqrt of the deduplicated pool). `index`: see dinolab.curate.search. Outputs and
+    stage skipping: see the module docstring.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; use 'nn' (N nearest per query) or 'kmeans'")
+    if from_stage is not None and from_stage not in STAGES:
+        raise ValueError(f"unknown stage {from_stage!r}; stages: {', '.join(STAGES)}")
+    if index not in INDEX_KINDS:
+        raise ValueError(f"unknown index {index!r}; choose one of {', '.join(INDEX_KINDS)}")
+    if per_query < 1 or dedup_k < 1 or (n_clusters is not None and n_clusters < 1):
+        raise ValueError("per_query, dedup_k and n_clusters must be >= 1")
+    for name, t in (("threshold", threshold), ("protect_threshold", protect_threshold)):
+        if t is not None and not -1.0 <= t <= 1.0:
+            raise ValueError(f"{name} is a cosine similarity in [-1, 1], got {t}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = _Stages(out, from_stage)
+    sets = {"pool": pool, "queries": queries}
+    sets.update({f"protect-{i}": p for i, p in enumerate(protect)})
+    protect_names = [n for n in sets if n.startswith("protect-")]
+    opts = {"kind": kind, "crop_size": crop_size, "resize_size": resize_size,
+            "batch_size": batch_size, "device": device, "precision": precision,
+            "num_workers": num_workers, "chunk_size": min(4096, shard_size)}
+    keys = _embed_stage(stages, out, sets, model, weights, opts, progress)
+    result = CurationResult(out, stages.ran, stages.skipped)
+    if _rank() != 0:
+        return result  # under torchrun the other ranks only help embedding
+
+    dedup_params = {"threshold": threshold, "protect_threshold": protect_threshold,
+                    "k": dedup_k, "index": index, "pool": keys["pool"],
+                    "protect": [keys[n] for n in protect_names]}
+    dedup_key = _key(dedup_params)
+    dedup_out = [out / "dedup.npz", out / "duplicates.jsonl", out / "dedup_keep.txt"]
+    if not stages.up_to_date("dedup", dedup_key, dedup_out):
+        started = time.perf_counter()
+        _dedup_stage(out, protect_names, threshold, protect_threshold, dedup_k, index,
+                     shard_size)
+        stages.finish("dedup", dedup_key, dedup_params, started)
+
+    retrieve_params = {"mode": mode, "per_query": per_query, "seed": seed, "index": index,
+                       "n_clusters": n_clusters, "dedup": dedup_key,
+                       "queries": keys["queries"]}
+    retrieve_key = _key(retrieve_params)
+    retrieve_out = [out / "keep.txt", out / "curation.jsonl"]
+    if mode == "kmeans":
+        retrieve_out.append(out / "clusters.npz")
+    if not stages.up_to_date("retrieve", retrieve_key, retrieve_out):
+        started = time.perf_counter()
+        info = _retrieve_stage(out, mode, per_query, n_clusters, index, seed, shard_size)
+        stages.finish("retrieve", retrieve_key, {**retrieve_params, **info}, started)
+
+    started = time.perf_counter()
+    result.counts = _summary_stage(out, stages, protect_names)
+    stages.finish("summary", _key(retrieve_key), {}, started)
+    return result
