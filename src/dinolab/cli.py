@@ -134,6 +134,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_curate(args: argparse.Namespace) -> int:
+    from dinolab.curate import curate
+
+    result = curate(
+        args.pool, args.queries, args.out, args.model, weights=args.weights,
+        protect=args.protect or (), threshold=args.threshold,
+        protect_threshold=args.protect_threshold, mode=args.mode, per_query=args.per_query,
+        n_clusters=args.clusters, dedup_k=args.dedup_k, index=args.index, kind=args.kind,
+        crop_size=args.crop_size, resize_size=args.resize_size, batch_size=args.batch_size,
+        device=args.device, precision=args.precision, num_workers=args.workers, seed=args.seed,
+        from_stage=args.from_stage,
+    )  # fmt: skip
+    print(result.table())
+    return 0
+
+
 def _add_feature_options(p: argparse.ArgumentParser, default_kind: str = "cls") -> None:
     p.add_argument("model", help="run directory, exported .safetensors, or official .pth file")
     p.add_argument(
@@ -306,6 +322,47 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def _add_curate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "curate",
+        help="deduplicate a raw image pool and select what resembles a curated set (DINOv2)",
+        description="Embed pool, queries and protected sets; drop near-duplicates (cosine >= "
+        "--threshold, one image kept per group) and pool images near a protected image; then "
+        "keep each query's nearest pool images (--mode nn) or images of its k-means cluster "
+        "(--mode kmeans). OUTDIR gets keep.txt, dedup_keep.txt, curation.jsonl, summary.json/"
+        ".png; a rerun skips finished stages.",
+    )
+    p.add_argument("--pool", required=True, help="raw images: folder or .txt/.csv list")
+    p.add_argument("--queries", required=True, help="curated images to match: folder or list")
+    p.add_argument("--out", required=True, help="output folder (stage files, keep.txt, ...)")
+    p.add_argument("--model", required=True,
+                   help="run directory, .safetensors/.pth file, or official name with --weights")
+    p.add_argument("--weights", help="official checkpoint file when --model is a hub name")
+    p.add_argument("--protect", nargs="+", metavar="DIR",
+                   help="sets (test/val) whose near-duplicates are removed from the pool")
+    p.add_argument("--threshold", type=float, default=0.9,
+                   help="cosine similarity at or above which two images are duplicates")
+    p.add_argument("--protect-threshold", type=float, help="for --protect (default: --threshold)")
+    p.add_argument("--mode", default="nn", choices=("nn", "kmeans"))
+    p.add_argument("--per-query", type=int, default=4,
+                   help="images per query: nearest (nn) or sampled from its cluster (kmeans)")
+    p.add_argument("--clusters", type=int, help="k-means clusters (default: sqrt(pool))")
+    p.add_argument("--dedup-k", type=int, default=64, help="neighbours searched per image")
+    p.add_argument("--index", default="auto", choices=("auto", "torch", "flat", "ivf", "hnsw"),
+                   help="auto: exact faiss up to 100k images, IVF above")
+    p.add_argument("--kind", default="cls", choices=("cls", "avgpool", "cls+avgpool", "last4"))
+    p.add_argument("--crop-size", type=int, default=224, help="centre crop (multiple of patch)")
+    p.add_argument("--resize-size", type=int, help="shorter side before the crop (crop*256/224)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--workers", type=int, help="DataLoader workers (default: 0 on CPU)")
+    p.add_argument("--seed", type=int, default=0, help="k-means and sampling seed")
+    p.add_argument("--from-stage", choices=("embed", "dedup", "retrieve", "summary"),
+                   help="rerun this stage and the later ones even if up to date")
+    p.set_defaults(func=cmd_curate)
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_demo,
     _add_train,
@@ -317,6 +374,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_analyze,
     _add_map,
     _add_report,
+    _add_curate,
 )
 
 
