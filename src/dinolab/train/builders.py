@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +22,68 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
     """
     if not cfg.data.path:
         raise ValueError("no training data: pass --data DIR (a folder of images or a file list)")
-    c = cfg.crops
-    transform = MultiCropTransform(
-        global_size=c.global_size,
-        local_size=c.local_size,
-        n_local=c.n_local,
-        global_scale=tuple(c.global_scale),
-        local_scale=tuple(c.local_scale),
-    )
     dataset = ImageDataset(
         cfg.data.path,
-        transform=transform,
+        transform=_multicrop(cfg, cfg.crops.global_size),
         on_error=cfg.data.on_error,
         seed=cfg.seed,
         skip_log=run_dir / SKIPPED_LOG,
     )
     run_dir.mkdir(parents=True, exist_ok=True)  # only once the data is known to be usable
+    start = highres_start_epoch(cfg.optim.epochs, cfg.crops.highres_fraction)
+    if start is not None:
+        dataset = HighResPhase(dataset, _multicrop(cfg, cfg.crops.highres_global_size), start)
     return dataset, MultiCropCollate(n_global=2)
+
+
+def _multicrop(cfg: DictConfig, global_size: int) -> MultiCropTransform:
+    c = cfg.crops
+    return MultiCropTransform(
+        global_size=global_size,
+        local_size=c.local_size,
+        n_local=c.n_local,
+        global_scale=tuple(c.global_scale),
+        local_scale=tuple(c.local_scale),
+    )
+
+
+def highres_start_epoch(epochs: int, fraction: float) -> int | None:
+    """First epoch of the high-resolution phase: the last ceil(fraction * epochs) epochs
+    (at least one when fraction > 0); None when the phase is off."""
+    if fraction <= 0:
+        return None
+    return epochs - max(1, math.ceil(fraction * epochs - 1e-9))
+
+
+class HighResPhase:
+    """The dataset with its multi-crop transform swapped for larger global crops from
+    `start_epoch` on (DINOv2's high-resolution adaptation).
+
+    The phase is a function of the epoch the Trainer sets (from the step, so a resumed run
+    lands in the right phase); DataLoader workers are created after `set_epoch` and copy the
+    transform in use. The ViT interpolates its position embeddings to the larger grid.
+    """
+
+    def __init__(self, dataset: ImageDataset, highres_transform: Any, start_epoch: int) -> None:
+        self.dataset = dataset
+        self.transforms = (dataset.transform, highres_transform)
+        self.start_epoch = start_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+        self.dataset.transform = self.transforms[int(epoch >= self.start_epoch)]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.dataset[index]
 
 
 def build_method(cfg: DictConfig) -> nn.Module:
     """The Method named by `cfg.method`."""
     from dinolab.methods.dino import DINO
+    from dinolab.methods.dinov2 import DINOv2
 
-    methods = {"dino": DINO}
+    methods = {"dino": DINO, "dinov2": DINOv2}
     return methods[cfg.method](cfg)

@@ -50,6 +50,10 @@ class CropsConfig:
     n_local: int = 8
     global_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
     local_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
+    # High-resolution adaptation (DINOv2): the last fraction of the epochs uses global crops of
+    # highres_global_size (position embeddings are interpolated); 0 = off.
+    highres_fraction: float = 0.0
+    highres_global_size: int | None = None
 
 
 @dataclass
@@ -89,6 +93,21 @@ class DINOLossConfig:
 
 
 @dataclass
+class DINOv2Config:
+    """DINOv2's additions to DINO: iBOT masked-patch loss, KoLeo, Sinkhorn-Knopp centering."""
+
+    centering: str = "sinkhorn_knopp"  # or "centering": DINO's EMA center, for both heads
+    sinkhorn_iterations: int = 3
+    dino_loss_weight: float = 1.0
+    ibot_loss_weight: float = 1.0  # 0 = no iBOT (no masks, no patch head)
+    koleo_loss_weight: float = 0.1  # 0 = off; needs >= 2 images per process
+    ibot_separate_head: bool = False  # False: the DINO head also maps the patch tokens
+    ibot_out_dim: int | None = None  # prototypes of a separate iBOT head; None = head.out_dim
+    mask_probability: float = 0.5  # share of global crops that get a mask
+    mask_ratio: list[float] = field(default_factory=lambda: [0.1, 0.5])  # of the patches
+
+
+@dataclass
 class TrainConfig:
     method: str = "dino"
     preset: str | None = None
@@ -105,10 +124,11 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     dino: DINOLossConfig = field(default_factory=DINOLossConfig)
+    dinov2: DINOv2Config = field(default_factory=DINOv2Config)
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "method": ("dino",),
+    "method": ("dino", "dinov2"),
     "device": ("auto", "cpu", "cuda"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "model.arch": ("vit_tiny", "vit_small", "vit_base", "vit_large", "vit_giant2"),
@@ -116,6 +136,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_error": ("skip", "raise"),
     "optim.lr_scaling": ("linear", "sqrt"),
     "optim.clip_mode": ("per_param", "global", "per_module"),
+    "dinov2.centering": ("sinkhorn_knopp", "centering"),
 }
 
 POSITIVE = (
@@ -240,9 +261,51 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value} must be in (0, 1] (1 = off)")
     if cfg.optim.freeze_last_layer_iters < 0 or cfg.optim.freeze_last_layer_epochs < 0:
         raise ConfigError("optim.freeze_last_layer_epochs and _iters must be 0 or more")
+    _validate_highres(cfg)
+    _validate_dinov2(cfg.dinov2)
     if not 0 <= cfg.optim.momentum_teacher <= cfg.optim.momentum_teacher_end <= 1:
         raise ConfigError(
             "optim.momentum_teacher must satisfy 0 <= momentum_teacher <= momentum_teacher_end <= 1"
+        )
+
+
+def _validate_highres(cfg: DictConfig) -> None:
+    c = cfg.crops
+    if not 0 <= c.highres_fraction <= 1:
+        raise ConfigError(
+            f"crops.highres_fraction={c.highres_fraction} must be in [0, 1] (0 = off)"
+        )
+    if c.highres_fraction == 0:
+        return
+    size, patch = c.highres_global_size, cfg.model.patch_size
+    if size is None or size <= 0 or size % patch:
+        example = max(2 * c.global_size // patch, 1) * patch
+        raise ConfigError(
+            f"crops.highres_global_size={size} must be a positive multiple of "
+            f"model.patch_size={patch} when crops.highres_fraction > 0; e.g. "
+            f"crops.highres_global_size={example}"
+        )
+
+
+def _validate_dinov2(d: DictConfig) -> None:
+    for key in ("dino_loss_weight", "ibot_loss_weight", "koleo_loss_weight"):
+        if d[key] < 0:
+            raise ConfigError(f"dinov2.{key}={d[key]} must be 0 or more (0 = off)")
+    if d.dino_loss_weight == 0 and d.ibot_loss_weight == 0:
+        raise ConfigError("dinov2.dino_loss_weight and dinov2.ibot_loss_weight are both 0: no loss")
+    if d.sinkhorn_iterations < 1:
+        raise ConfigError(f"dinov2.sinkhorn_iterations={d.sinkhorn_iterations} must be >= 1")
+    if d.ibot_out_dim is not None and d.ibot_out_dim <= 0:
+        raise ConfigError(f"dinov2.ibot_out_dim={d.ibot_out_dim} must be positive (or null)")
+    if d.ibot_loss_weight > 0 and not 0 < d.mask_probability <= 1:
+        raise ConfigError(
+            f"dinov2.mask_probability={d.mask_probability} must be in (0, 1] with iBOT on"
+        )
+    lo, hi = (list(d.mask_ratio) + [None, None])[:2]
+    if lo is None or hi is None or not 0 <= lo <= hi <= 1 or (d.ibot_loss_weight > 0 and hi == 0):
+        raise ConfigError(
+            f"dinov2.mask_ratio={[lo, hi]} must be two numbers with 0 <= min <= max <= 1 "
+            "(and max > 0 with iBOT on), e.g. [0.1, 0.5]"
         )
 
 

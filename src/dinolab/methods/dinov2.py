@@ -1,0 +1,277 @@
+"""DINOv2 (Oquab et al., 2023): DINO's [CLS] loss plus iBOT's masked-patch loss and KoLeo.
+
+The student sees the two global crops with some patches replaced by the mask token and
+predicts, at those positions, the teacher's prototype distribution of the unmasked crops (iBOT);
+its [CLS] tokens of all crops match the teacher's global [CLS] distributions (DINO); KoLeo
+spreads the student's [CLS] features within each global crop's batch. Teacher targets are
+centred by Sinkhorn-Knopp (or DINO's EMA center). The numbers follow `SSLMetaArch` of
+facebookresearch/dinov2 (dinov2/train/ssl_meta_arch.py).
+
+The masks are drawn here, not in the data loader, from a generator seeded by (seed, step,
+rank): a resumed run draws exactly the masks of an uninterrupted one, and every step (hence
+every epoch) gets new masks, whatever the number of loader workers.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from dinolab.data import MaskGenerator, draw_batch_masks
+from dinolab.data.folders import item_seed
+from dinolab.losses import DINOLoss, KoLeoLoss, iBOTPatchLoss, masks_weight, sinkhorn_knopp
+from dinolab.methods.dino import build_backbone, build_head
+from dinolab.models import DINOHead
+from dinolab.train.distributed import unwrap
+from dinolab.train.ema import ema_update
+
+N_GLOBAL_CROPS = 2
+MASK_STREAM = 0x6D61736B  # added to the seed so masks and augmentations draw unrelated streams
+
+
+class DINOv2Network(nn.Module):
+    """Backbone, DINO head and (optionally) a separate iBOT head: the student or the teacher.
+
+    Its children are exactly the sub-models DINOv2 clips separately (optim.clip_mode=per_module).
+    """
+
+    def __init__(
+        self, backbone: nn.Module, dino_head: nn.Module, ibot_head: nn.Module | None = None
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.dino_head = dino_head
+        self.ibot_head = ibot_head
+
+    def forward(
+        self,
+        global_crops: Tensor,
+        local_crops: Tensor | None = None,
+        masks: Tensor | None = None,
+        mask_indices: Tensor | None = None,
+    ) -> dict[str, Tensor | None]:
+        """Head outputs of one batch of crops.
+
+        masks: (2B, N) bool, the global crops' patches replaced by the mask token (None: none);
+        mask_indices: flat indices into the (2B * N) patch tokens whose head output is wanted
+        (None: no patch output). Returns `cls` (2B, D) global [CLS] features before the head,
+        `cls_logits` ((2 + n_local) B, K) for all crops, globals first, and `patch_logits`
+        (M, K') of the selected patches (or None).
+        """
+        crops = [global_crops] if local_crops is None else [global_crops, local_crops]
+        outputs = self.backbone.forward_features(crops, masks=[masks] + [None] * (len(crops) - 1))
+        cls_global = outputs[0]["x_norm_clstoken"]
+        cls_all = torch.cat([out["x_norm_clstoken"] for out in outputs])
+        if mask_indices is None:
+            return {"cls": cls_global, "cls_logits": self.dino_head(cls_all), "patch_logits": None}
+        patches = outputs[0]["x_norm_patchtokens"].flatten(0, 1).index_select(0, mask_indices)
+        if self.ibot_head is not None:
+            return {
+                "cls": cls_global,
+                "cls_logits": self.dino_head(cls_all),
+                "patch_logits": self.ibot_head(patches),
+            }
+        # Shared head: one pass over [CLS] and patch tokens together, as the reference.
+        logits = self.dino_head(torch.cat([cls_all, patches]))
+        n_cls = cls_all.shape[0]
+        return {"cls": cls_global, "cls_logits": logits[:n_cls], "patch_logits": logits[n_cls:]}
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class DINOv2(nn.Module):
+    """Student (trained), teacher (EMA of the student, no drop-path, no gradient) and losses."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__()
+        d = cfg.dinov2
+        self.seed = int(cfg.seed)
+        self.patch_size = int(cfg.model.patch_size)
+        self.centering = d.centering
+        self.sinkhorn_iterations = int(d.sinkhorn_iterations)
+        self.dino_weight = float(d.dino_loss_weight)
+        self.ibot_weight = float(d.ibot_loss_weight)
+        self.koleo_weight = float(d.koleo_loss_weight)
+        self.mask_probability = float(d.mask_probability)
+        self.mask_ratio = (float(d.mask_ratio[0]), float(d.mask_ratio[1]))
+        batch_per_process = cfg.optim.batch_size // _world_size()
+        if self.koleo_weight > 0 and batch_per_process < 2:
+            warnings.warn(
+                f"KoLeo needs at least 2 images per process, got {batch_per_process} "
+                f"(optim.batch_size={cfg.optim.batch_size} over {_world_size()} processes): "
+                "KoLeo is off for this run; raise optim.batch_size or set "
+                "dinov2.koleo_loss_weight=0 to silence this",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self.koleo_weight = 0.0
+        self.do_ibot = self.ibot_weight > 0
+
+        backbone = build_backbone(cfg, drop_path_rate=cfg.model.drop_path_rate)
+        if not self.do_ibot:  # nothing is masked: DDP needs every trained parameter used
+            backbone.mask_token.requires_grad_(False)
+        dino_head = build_head(cfg, backbone.embed_dim)
+        ibot_head = None
+        ibot_dim = cfg.head.out_dim
+        if self.do_ibot and d.ibot_separate_head:
+            ibot_dim = d.ibot_out_dim or cfg.head.out_dim
+            h = cfg.head
+            ibot_head = DINOHead(
+                backbone.embed_dim,
+                ibot_dim,
+                use_bn=h.use_bn,
+                norm_last_layer=h.norm_last_layer,
+                nlayers=h.nlayers,
+                hidden_dim=h.hidden_dim,
+                bottleneck_dim=h.bottleneck_dim,
+            )
+        self.student = DINOv2Network(backbone, dino_head, ibot_head)
+        self.teacher = DINOv2Network(
+            build_backbone(cfg, drop_path_rate=0.0),
+            copy.deepcopy(dino_head),
+            copy.deepcopy(ibot_head),
+        )
+        self.teacher.load_state_dict(self.student.state_dict())
+        self.teacher.requires_grad_(False)
+
+        self.dino_loss = DINOLoss(
+            cfg.head.out_dim,
+            student_temp=cfg.dino.student_temp,
+            center_momentum=cfg.dino.center_momentum,
+        )
+        self.ibot_loss = iBOTPatchLoss(
+            ibot_dim, student_temp=cfg.dino.student_temp, center_momentum=cfg.dino.center_momentum
+        )
+        self.koleo_loss = KoLeoLoss()
+        self._mask_generators: dict[tuple[int, int], MaskGenerator] = {}
+
+    def train(self, mode: bool = True) -> DINOv2:
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    # ------------------------------------------------------------------ masks
+    def mask_generator(self, grid: tuple[int, int]) -> MaskGenerator:
+        """Block masks for a patch grid, at most half of it per block (the reference's cap)."""
+        if grid not in self._mask_generators:
+            self._mask_generators[grid] = MaskGenerator(
+                grid, max_num_patches=int(0.5 * grid[0] * grid[1])
+            )
+        return self._mask_generators[grid]
+
+    def draw_masks(self, global_crops: Tensor, step: int) -> Tensor:
+        """(2B, N) bool masks of this step's global crops, a function of (seed, step, rank).
+
+        The grid follows the crops' size, so it changes with the high-resolution phase.
+        """
+        n, _, height, width = global_crops.shape
+        grid = (height // self.patch_size, width // self.patch_size)
+        g = torch.Generator().manual_seed(item_seed(self.seed + MASK_STREAM, step, _rank()))
+        masks = draw_batch_masks(
+            n, self.mask_generator(grid), self.mask_probability, self.mask_ratio, generator=g
+        )
+        return masks.to(global_crops.device)
+
+    # ------------------------------------------------------------------ targets
+    @torch.no_grad()
+    def teacher_targets(
+        self, cls_logits: Tensor, patch_logits: Tensor | None, teacher_temp: float
+    ) -> tuple[Tensor, Tensor | None]:
+        """Teacher probabilities of the global [CLS] tokens and of the masked patches."""
+        has_patches = patch_logits is not None and patch_logits.shape[0] > 0
+        if self.centering == "sinkhorn_knopp":
+            cls_probs = sinkhorn_knopp(cls_logits, teacher_temp, self.sinkhorn_iterations)
+            patch_probs = (
+                self.ibot_loss.sinkhorn_knopp_teacher(
+                    patch_logits, teacher_temp, self.sinkhorn_iterations
+                )
+                if has_patches
+                else None
+            )
+            return cls_probs, patch_probs
+        cls_probs = self.dino_loss.softmax_center_teacher(cls_logits, teacher_temp)
+        self.dino_loss.update_center(cls_logits)
+        if not has_patches:
+            return cls_probs, None
+        patch_probs = self.ibot_loss.softmax_center_teacher(patch_logits, teacher_temp)
+        self.ibot_loss.update_center(patch_logits)
+        return cls_probs, patch_probs
+
+    # ------------------------------------------------------------------ step
+    def forward(self, batch: dict[str, Any], teacher_temp: float, step: int) -> dict[str, Tensor]:
+        """Losses of one batch: `loss` (to minimise) plus the unweighted terms, detached.
+
+        loss = dino_loss_weight * dino_loss + ibot_loss_weight * ibot_loss
+             + koleo_loss_weight * (sum of KoLeo over the 2 global crops)   (as the reference)
+        `koleo_loss` is logged as the mean over the 2 global crops.
+        """
+        global_crops = batch["global_crops"]
+        local_crops = batch.get("local_crops")
+        masks = mask_indices = None
+        if self.do_ibot:
+            masks = self.draw_masks(global_crops, step)
+            mask_indices = torch.nonzero(masks.flatten()).flatten()
+
+        with torch.no_grad():
+            teacher_out = self.teacher(global_crops, None, None, mask_indices)
+            cls_probs, patch_probs = self.teacher_targets(
+                teacher_out["cls_logits"].float(), _float(teacher_out["patch_logits"]), teacher_temp
+            )
+        student_out = self.student(global_crops, local_crops, masks, mask_indices)
+
+        dino = self.dino_loss.forward_probs(student_out["cls_logits"].float(), cls_probs)
+        loss = self.dino_weight * dino
+        losses = {"dino_loss": dino.detach()}
+        if self.do_ibot:
+            patch_logits = student_out["patch_logits"]
+            if patch_probs is None:  # no patch was masked (tiny grids): nothing to predict
+                ibot = patch_logits.sum() * 0.0
+            else:
+                ibot = self.ibot_loss.forward_masked(
+                    patch_logits, patch_probs, masks, weights=masks_weight(masks)
+                )
+            loss = loss + self.ibot_weight * ibot
+            losses["ibot_loss"] = ibot.detach()
+            losses["masked_patches"] = torch.tensor(float(mask_indices.numel()))
+        if self.koleo_weight > 0:
+            koleo_per_crop = [self._koleo(c) for c in student_out["cls"].chunk(N_GLOBAL_CROPS)]
+            koleo = sum(koleo_per_crop)
+            loss = loss + self.koleo_weight * koleo
+            losses["koleo_loss"] = koleo.detach() / N_GLOBAL_CROPS
+        return {"loss": loss, **losses}
+
+    def _koleo(self, features: Tensor) -> Tensor:
+        if features.shape[0] < 2:
+            raise ValueError(
+                f"KoLeo needs at least 2 images per process, got {features.shape[0]}: raise "
+                "optim.batch_size or set dinov2.koleo_loss_weight=0"
+            )
+        return self.koleo_loss(features)
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        ema_update(self.teacher, unwrap(self.student), momentum)
+
+    @property
+    def teacher_backbone(self) -> nn.Module:
+        return self.teacher.backbone
+
+    def monitor_inputs(self) -> dict[str, Tensor]:
+        """What the collapse monitor reads after a step: the teacher's [CLS] probabilities."""
+        return self.dino_loss.monitor_inputs()
+
+
+def _float(x: Tensor | None) -> Tensor | None:
+    return None if x is None else x.float()
