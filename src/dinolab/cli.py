@@ -130,7 +130,8 @@ def cmd_map(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from dinolab.viz.report import write_report
 
-    print(write_report(args.run_dir, images=args.images, n_images=args.n_images))
+    print(write_report(args.run_dir, images=args.images, n_images=args.n_images,
+                       short_side=args.size))
     return 0
 
 
@@ -319,6 +320,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", help="run directory")
     p.add_argument("--images", nargs="+", help="images for the pictures (default: training data)")
     p.add_argument("--n-images", type=int, default=4, help="pictures of this many images")
+    p.add_argument("--size", type=int, help="pictures' shorter side (default: native resolution)")
     p.set_defaults(func=cmd_report)
 
 

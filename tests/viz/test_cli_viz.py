@@ -41,3 +41,14 @@ def test_picture_subcommands(exported, tmp_path, monkeypatch, capsys) -> None:
     assert "share of the attention mass" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["attention", model, img, "--out", str(out), "--query", "0.5"])
+
+
+def test_report_subcommand(tiny_vit, exported, tmp_path, capsys) -> None:
+    _, folder = exported
+    run = tmp_path / "run"
+    export_backbone(tiny_vit, run / "teacher_backbone.safetensors")
+    assert main(["report", str(run), "--images", str(folder), "--n-images", "1",
+                 "--size", "32"]) == 0  # fmt: skip
+    assert capsys.readouterr().out.strip() == str(run / "report.html")
+    html = (run / "report.html").read_text()
+    assert "No training log" in html and 'alt="attention 0"' in html

@@ -201,7 +201,11 @@ def training_data(run_dir: Path, config: Any) -> Path | None:
 
 
 def pictures_html(
-    run_dir: Path, images: Sequence[ImageSource] | ImageSource | None, config: Any, n_images: int
+    run_dir: Path,
+    images: Sequence[ImageSource] | ImageSource | None,
+    config: Any,
+    n_images: int,
+    short_side: int | None = None,
 ) -> str:
     """Attention maps per image and one joint PCA figure, or a note saying why there are none."""
     from dinolab.hub import load
@@ -219,7 +223,7 @@ def pictures_html(
         model = load(run_dir)
     except (FileNotFoundError, ValueError) as err:
         return f"<p>No pictures: {html.escape(str(err))}</p>"
-    side = model_short_side(model)
+    side = short_side or model_short_side(model)
     prepared = [
         dataclasses.replace(prepare_image(p, model.patch_size, side), name=name)
         for p, name in zip(paths, unique_names(paths), strict=True)
@@ -248,8 +252,12 @@ def write_report(
     run_dir: str | os.PathLike,
     images: Sequence[ImageSource] | ImageSource | None = None,
     n_images: int = 4,
+    short_side: int | None = None,
 ) -> Path:
-    """Write ``RUN_DIR/report.html`` and return its path (see the module docstring)."""
+    """Write ``RUN_DIR/report.html`` and return its path (see the module docstring).
+
+    ``short_side``: size of the pictures' shorter side (default the model's native resolution;
+    small models trained on small crops often show more at twice that)."""
     from omegaconf import OmegaConf
 
     run = Path(run_dir)
@@ -283,7 +291,7 @@ def write_report(
     body.append("<h2>Evaluation</h2>")
     body.append(results_html(run))
     body.append("<h2>Attention and patch features</h2>")
-    body.append(pictures_html(run, images, config, n_images))
+    body.append(pictures_html(run, images, config, n_images, short_side))
     body.append("<h2>Config</h2>")
     config_text = cfg_path.read_text() if cfg_path.is_file() else "(no config.yaml)"
     body.append(f"<pre>{html.escape(config_text)}</pre>")
