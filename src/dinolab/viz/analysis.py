@@ -116,13 +116,13 @@ def plot_position_similarity(similarity: np.ndarray) -> Figure:
     for i in range(g):
         for j in range(g):
             mosaic[i * (g + 1) : i * (g + 1) + g, j * (g + 1) : j * (g + 1) + g] = similarity[i, j]
-    fig = new_figure(6.4, 5.6)
+    fig = new_figure(7.0, 5.6)
     ax = fig.add_subplot()
     shown = ax.imshow(mosaic, cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
     blank_axes(ax)
     ax.set_xlabel("input patch column")
     ax.set_ylabel("input patch row")
-    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02, label="cosine similarity")
+    fig.colorbar(shown, ax=ax, shrink=0.9, label="cosine similarity")
     ax.set_title(f"Position embedding similarity ({g}x{g} grid)", fontsize=10)
     return fig
 
