@@ -18,7 +18,7 @@ from dinolab.viz.attention import (
 )
 from dinolab.viz.embedding_map import EmbeddingMap, compute_map, map_html, project_2d, run_map
 from dinolab.viz.images import PreparedImage, prepare_image, upsample
-from dinolab.viz.pca import PatchPCA, foreground_sign, patch_pca, pca, plot_pca, run_pca
+from dinolab.viz.pca import PatchPCA, foreground_sign, patch_pca, plot_pca, run_pca
 from dinolab.viz.report import write_report
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
     "mean_attention_distance",
     "patch_embedding_components",
     "patch_pca",
-    "pca",
     "plot_attention",
     "plot_pca",
     "position_embedding_similarity",
