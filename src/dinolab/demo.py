@@ -1,8 +1,9 @@
 """`make demo` / `dinolab demo`: the whole product on built-in data, in a few CPU minutes.
 
 Writes the synthetic shapes data (labels and object masks, no download), trains the `demo`
-preset with DINO, then measures what the training bought: weighted k-NN accuracy of the
-trained teacher against the same architecture untrained, on held-out images.
+preset with DINO, then measures what the training bought, on held-out images, against the same
+architecture untrained: weighted k-NN accuracy, and the Jaccard of the thresholded [CLS]
+attention against the object masks. Ends with the HTML run report.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ def _shapes(root: Path, split: str, per_class: int, size: int, seed: int) -> Pat
     return images
 
 
-def run_demo(out: str | Path = "runs/demo", max_steps: int | None = None) -> dict[str, float]:
-    """Train the demo model (resuming if a previous demo was cut short) and compare k-NN."""
+def run_demo(out: str | Path = "runs/demo", max_steps: int | None = None) -> dict[str, dict]:
+    """Train the demo model (resuming if a previous demo was cut short), evaluate, report."""
     from dinolab.eval.knn import run_knn
+    from dinolab.eval.segmentation import attention_iou
     from dinolab.methods.dino import build_backbone
+    from dinolab.viz.report import write_report
 
     out = Path(out)
     overrides = ["preset=demo", f"out={out}"]
@@ -49,11 +52,26 @@ def run_demo(out: str | Path = "runs/demo", max_steps: int | None = None) -> dic
     torch.manual_seed(cfg.seed)
     untrained = build_backbone(cfg, drop_path_rate=0.0).eval()
     opts = {"crop_size": size, "resize_size": size, "ks": (20,), "progress": False}
-    results = {}
+    results: dict[str, dict] = {}
     for name, model in (("untrained", untrained), ("trained", out)):
-        result = run_knn(model, train, val, cache_dir=out / "features" / name, **opts)
-        results[name] = result.rows[0].top1
-    print(f"\nk-NN (k=20, T=0.07) on {VAL_PER_CLASS} held-out images per class:")
-    print(f"  untrained ViT  top-1 {results['untrained']:6.2f}%")
-    print(f"  dinolab DINO   top-1 {results['trained']:6.2f}%")
+        knn = run_knn(model, train, val, cache_dir=out / "features" / name, **opts)
+        seg = attention_iou(model, val, size=size)
+        results[name] = {"knn_top1": knn.rows[0].top1, "iou_best_head": seg.best_head_iou,
+                         "iou_mean_map": seg.mean_map_iou}  # fmt: skip
+        if name == "trained":
+            knn.save_json(out / "knn.json")
+            seg.save_json(out / "segmentation.json")
+
+    print(
+        f"\nOn {knn.num_val} held-out images (k-NN k=20, T=0.07; "
+        "attention masks keep 60% of the attention mass):"
+    )
+    print(f"{'':16}{'k-NN top-1':>12}{'IoU best head':>15}{'IoU mean map':>14}")
+    for name, label in (("untrained", "untrained ViT"), ("trained", "dinolab DINO")):
+        r = results[name]
+        print(
+            f"{label:16}{r['knn_top1']:11.2f}%{r['iou_best_head']:15.3f}{r['iou_mean_map']:14.3f}"
+        )
+    report = write_report(out, images=sorted(val.rglob("*.png"))[::VAL_PER_CLASS][:4])
+    print(f"\nRun report: {report}")
     return results

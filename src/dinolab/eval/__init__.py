@@ -24,6 +24,7 @@ from dinolab.eval.linear import (
     linear_probe_images,
     run_linear,
 )
+from dinolab.eval.segmentation import SegmentationResult, attention_iou, jaccard
 
 __all__ = [
     "FEATURE_KINDS",
@@ -31,6 +32,8 @@ __all__ = [
     "KNNResult",
     "KNNRow",
     "LinearResult",
+    "SegmentationResult",
+    "attention_iou",
     "cached_features",
     "compute_features",
     "default_cache_dir",
@@ -38,6 +41,7 @@ __all__ = [
     "extract_features",
     "format_knn_table",
     "format_linear_table",
+    "jaccard",
     "knn_classify",
     "linear_input",
     "linear_probe",
