@@ -76,7 +76,7 @@ def run_real(args: argparse.Namespace) -> None:
           f"planted copies); queries: {args.queries_per_class} val images of each of "
           f"{query_classes}; crop {args.crop}")
 
-    sweep = [0.8, 0.85, 0.9, 0.95, 0.97, 0.99]
+    sweep = [0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998]
     for name, model in _models(args.model).items():
         out = tmp / "out" / name.split()[0]
         t0 = time.perf_counter()
@@ -94,19 +94,27 @@ def run_real(args: argparse.Namespace) -> None:
               f"{res.counts['after_dedup']} of {res.counts['pool_images']}")
         feats = np.load(out / "embeddings" / "pool.npy", mmap_mode="r")
         paths = (out / "embeddings" / "pool.paths.txt").read_text().splitlines()
-        print(f"{'threshold':>9}  {'precision':>9}  {'recall':>6}  {'kept':>5}")
+        print(f"{'threshold':>9}  {'precision':>9}  {'recall':>6}  {'F1':>5}  {'kept':>5}")
+        best = (-1.0, DEFAULT_THRESHOLD)
         for t in sweep:
             d = deduplicate(feats, paths, t)
             s = pair_scores(d.component, planted.group)
-            print(f"{t:9.2f}  {s['precision']:9.3f}  {s['recall']:6.3f}  {int(d.keep.sum()):5d}")
-        print(f"{'retrieval':>9}  {'selected':>8}  {'in query classes':>16}  (chance "
-              f"{QUERY_CLASSES / len(classes):.2f})")
-        for mode in ("nn", "kmeans"):
-            curate(tmp / "pool", queries, out, model, crop_size=args.crop, mode=mode,
-                   progress=False)
-            kept = (out / "keep.txt").read_text().splitlines()
-            share = np.mean([pool_class[p] in query_classes for p in kept]) if kept else 0.0
-            print(f"{mode:>9}  {len(kept):8d}  {share:16.3f}")
+            f1 = 2 * s["precision"] * s["recall"] / max(1e-9, s["precision"] + s["recall"])
+            best = max(best, (f1, t))
+            print(f"{t:9.3f}  {s['precision']:9.3f}  {s['recall']:6.3f}  {f1:5.3f}  "
+                  f"{int(d.keep.sum()):5d}")
+        print(f"retrieval (chance {QUERY_CLASSES / len(classes):.2f}; per query "
+              f"{args.per_query})")
+        print(f"{'threshold':>9}  {'mode':>6}  {'after dedup':>11}  {'selected':>8}  "
+              f"{'in query classes':>16}")
+        for t in sorted({DEFAULT_THRESHOLD, best[1]}):
+            for mode in ("nn", "kmeans"):
+                r = curate(tmp / "pool", queries, out, model, crop_size=args.crop, mode=mode,
+                           threshold=t, per_query=args.per_query, progress=False)
+                kept = (out / "keep.txt").read_text().splitlines()
+                share = np.mean([pool_class[p] in query_classes for p in kept]) if kept else 0
+                print(f"{t:9.3f}  {mode:>6}  {r.counts['after_dedup']:11d}  {len(kept):8d}  "
+                      f"{share:16.3f}")
     print(f"\n(files in {tmp}; delete when done)")
 
 
@@ -190,6 +198,7 @@ def main() -> None:
     parser.add_argument("--duplicated", type=int, default=100)
     parser.add_argument("--queries-per-class", type=int, default=10)
     parser.add_argument("--crop", type=int, default=64)
+    parser.add_argument("--per-query", type=int, default=4)
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--indexes", nargs="+", default=["flat", "ivf", "hnsw", "torch"])

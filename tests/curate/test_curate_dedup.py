@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+import dinolab.curate.search as search_module
 from dinolab.curate import (
     NeighborIndex,
     UnionFind,
@@ -113,11 +114,12 @@ def clustered(n: int, dim: int, seed: int) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def test_exact_torch_and_faiss_agree_and_shards_change_nothing() -> None:
+def test_exact_torch_and_faiss_agree_and_shards_change_nothing(monkeypatch) -> None:
     feats = clustered(300, 16, seed=0)
     ref_pairs, ref_sims, ref_nn = duplicate_pairs(feats, 0.95, index="torch")
     assert len(ref_pairs) >= 30
-    for index, shard in [("flat", 64), ("torch", 37), ("flat", 300)]:
+    monkeypatch.setattr(search_module, "QUERY_BLOCK", 11)  # torch: query blocks within a shard
+    for index, shard in [("flat", 64), ("torch", 37), ("flat", 300), ("torch", 300)]:
         pairs, sims, nn_sim = duplicate_pairs(feats, 0.95, index=index, shard_size=shard)
         assert pairs.tolist() == ref_pairs.tolist()
         np.testing.assert_allclose(sims, ref_sims, atol=1e-5)

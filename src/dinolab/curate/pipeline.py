@@ -198,6 +198,15 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+def _join_torchrun(device: str) -> None:
+    """Under torchrun, join the process group before the ranks look at stage records."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        from dinolab.device import resolve_device
+        from dinolab.train.distributed import init_distributed
+
+        init_distributed(resolve_device(device).type)
+
+
 def _barrier() -> None:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
@@ -397,6 +406,7 @@ def curate(
             raise ValueError(f"{name} is a cosine similarity in [-1, 1], got {t}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _join_torchrun(device)
     stages = _Stages(out, from_stage)
     sets = {"pool": pool, "queries": queries}
     sets.update({f"protect-{i}": p for i, p in enumerate(protect)})

@@ -29,6 +29,7 @@ import torch
 INDEX_KINDS = ("auto", "torch", "flat", "ivf", "hnsw")
 EXACT_LIMIT = 100_000
 DEFAULT_SHARD = 65_536
+QUERY_BLOCK = 1024  # torch path: 1024 x 65536 float32 similarities = 256 MiB at a time
 
 
 def have_faiss() -> bool:
@@ -147,15 +148,19 @@ class NeighborIndex:
         return sims.astype(np.float32, copy=False), out
 
     def _search_torch(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact: each database shard against all queries, keeping a running top-k."""
+        """Exact: each database shard against blocks of QUERY_BLOCK queries (a block x shard
+        similarity matrix at a time), keeping a running top-k per query."""
         q = torch.from_numpy(np.ascontiguousarray(queries))
         best_s = torch.full((len(q), 0), -math.inf)
         best_i = torch.zeros((len(q), 0), dtype=torch.long)
         for offset, shard in self.shards():
-            sims = q @ torch.from_numpy(shard).T
-            s, i = sims.topk(min(k, sims.shape[1]), dim=1)
-            merged_s = torch.cat([best_s, s], 1)
-            merged_i = torch.cat([best_i, i + offset], 1)
+            db = torch.from_numpy(shard)
+            s, i = zip(*(
+                (q[b : b + QUERY_BLOCK] @ db.T).topk(min(k, len(db)), dim=1)
+                for b in range(0, len(q), QUERY_BLOCK)
+            ), strict=True)
+            merged_s = torch.cat([best_s, torch.cat(s)], 1)
+            merged_i = torch.cat([best_i, torch.cat(i) + offset], 1)
             best_s, order = merged_s.topk(min(k, merged_s.shape[1]), dim=1)
             best_i = merged_i.gather(1, order)
         return best_s.numpy(), best_i.numpy()
