@@ -135,6 +135,28 @@ def _synthetic(path: Path, n: int, dim: int, seed: int = 0) -> None:
     feats.flush()
 
 
+def _index_recall(feats: np.ndarray, n_queries: int = 1000, k: int = 10) -> dict:
+    """Recall@k of the approximate indexes against the exact one (the share of the true k
+    nearest rows they return) and their search time per 1000 queries, per setting."""
+    from dinolab.curate import NeighborIndex
+
+    queries = np.asarray(feats[:: max(1, len(feats) // n_queries)][:n_queries])
+    truth = NeighborIndex(feats, "flat").search(queries, k)[1]
+    out = {}
+    for name, kind, opts in [("ivf nprobe=4", "ivf", {"nprobe": 4}),
+                             ("ivf nprobe=16 (default)", "ivf", {"nprobe": 16}),
+                             ("ivf nprobe=64", "ivf", {"nprobe": 64}),
+                             ("hnsw ef=32", "hnsw", {"ef_search": 32}),
+                             ("hnsw ef=128 (default)", "hnsw", {"ef_search": 128})]:
+        index = NeighborIndex(feats, kind, **opts)
+        t0 = time.perf_counter()
+        found = index.search(queries, k)[1]
+        ms = 1000 * (time.perf_counter() - t0) / len(queries) * 1000
+        hit = np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth, strict=True)])
+        out[name] = f"{hit:.3f} ({ms:.0f} ms/1k queries)"
+    return out
+
+
 def worker(stage: str, emb: str, extra: str) -> dict:
     """One stage in a fresh process: seconds and peak RSS (MiB) over the memory-mapped input."""
     from dinolab.curate import duplicate_pairs, kmeans, nearest_hits
@@ -150,6 +172,8 @@ def worker(stage: str, emb: str, extra: str) -> dict:
     elif stage == "kmeans":
         km = kmeans(feats, int(round(len(feats) ** 0.5)), niter=10)
         info["clusters"] = len(km.centroids)
+    elif stage == "recall":
+        info["recall@10"] = _index_recall(feats)
     elif stage == "retrieve-nn":
         queries = np.asarray(feats[:: max(1, len(feats) // 1000)][:1000])
         hits = nearest_hits(feats, queries, 4)
@@ -166,9 +190,9 @@ def run_scale(args: argparse.Namespace) -> None:
     size_mib = emb.stat().st_size / 2**20
     print(f"\n{args.n} x {args.dim} synthetic embeddings ({size_mib:.0f} MiB on disk, memory "
           f"mapped), {args.threads} threads; dedup threshold 0.9, k=64")
-    stages = [f"dedup-{k}" for k in args.indexes] + ["kmeans", "retrieve-nn"]
+    stages = [f"dedup-{k}" for k in args.indexes] + ["kmeans", "retrieve-nn", "recall"]
     rows = []
-    for stage in stages:
+    for stage in args.stages or stages:
         cmd = [sys.executable, __file__, "--worker", stage, "--emb", str(emb), "--extra",
                str(tmp / f"{stage}.npy"), "--threads", str(args.threads)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -203,6 +227,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--indexes", nargs="+", default=["flat", "ivf", "hnsw", "torch"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--stages", nargs="+", help="only these scale stages (e.g. recall)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--emb", help=argparse.SUPPRESS)
     parser.add_argument("--extra", help=argparse.SUPPRESS)

@@ -290,9 +290,18 @@ def _retrieve_stage(
 
 
 # ---------------------------------------------------------------------- stage 4: summary
-def _histogram(values: np.ndarray) -> dict:
+def _bin_edges(values: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """HIST_BINS bins from just below the smallest value (or the threshold) up to 1: weak
+    models crowd every similarity near 1, where fixed [-1, 1] bins would show one bar."""
+    candidates = [float(values.min())] if len(values) else []
+    candidates += [threshold] if threshold is not None else []
+    low = max(-1.0, np.floor(min(candidates, default=0.0) * 100) / 100 - 0.01)
+    return np.linspace(low, 1.0, HIST_BINS + 1)
+
+
+def _histogram(values: np.ndarray, threshold: float | None = None) -> dict:
     values = values[np.isfinite(values)]
-    counts, edges = np.histogram(values, bins=HIST_BINS, range=(-1.0, 1.0))
+    counts, edges = np.histogram(values, bins=_bin_edges(values, threshold))
     return {"bin_edges": [round(float(e), 4) for e in edges], "counts": counts.tolist()}
 
 
@@ -325,12 +334,15 @@ def _summary_stage(out: Path, stages: _Stages, protect_names: list[str]) -> dict
         "dedup": dedup_rec["params"] if dedup_rec else None,
         "retrieve": retrieve_rec["params"] if retrieve_rec else None,
         "stage_seconds": {s: (stages.record(s) or {}).get("seconds") for s in STAGES[:3]},
-        "histograms": {"pool_nearest_neighbour_similarity": _histogram(d["nn_sim"]),
-                       "selected_similarity_to_query": _histogram(sims)},
+    }
+    threshold = dedup_rec["params"]["threshold"] if dedup_rec else None
+    nn_sim = d["nn_sim"][np.isfinite(d["nn_sim"])]
+    summary["histograms"] = {
+        "pool_nearest_neighbour_similarity": _histogram(nn_sim, threshold),
+        "selected_similarity_to_query": _histogram(sims),
     }
     _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    _plot_summary(out / "summary.png", d["nn_sim"], sims,
-                  dedup_rec["params"]["threshold"] if dedup_rec else None)
+    _plot_summary(out / "summary.png", nn_sim, sims, threshold)
     return counts
 
 
@@ -341,13 +353,12 @@ def _plot_summary(path: Path, nn_sim: np.ndarray, sims: np.ndarray, threshold: f
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    bins = np.linspace(-1, 1, HIST_BINS + 1)
-    axes[0].hist(nn_sim[np.isfinite(nn_sim)], bins=bins, color="tab:blue")
+    axes[0].hist(nn_sim, bins=_bin_edges(nn_sim, threshold), color="tab:blue")
     if threshold is not None:
         axes[0].axvline(threshold, color="tab:red", ls="--", label=f"threshold {threshold:g}")
         axes[0].legend(loc="upper left")
     axes[0].set(title="pool: similarity to nearest other image", xlabel="cosine", ylabel="images")
-    axes[1].hist(sims, bins=bins, color="tab:green")
+    axes[1].hist(sims, bins=_bin_edges(sims), color="tab:green")
     axes[1].set(title="selected: similarity to their query", xlabel="cosine", ylabel="images")
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")
