@@ -137,15 +137,18 @@ def test_loss_equals_a_restatement_of_the_reference(separate_head):
     t_patch = _sinkhorn(t["patch_logits"].double(), temp)
     log_p = F.log_softmax(s["patch_logits"].double() / student_temp, dim=-1)
     n_patches = masks.shape[1]
-    ibot = 0.0
+    ibot = ibot_entropy = 0.0
     for j, flat in enumerate(idx.tolist()):
         crop = flat // n_patches
         ibot += -(t_patch[j] * log_p[j]).sum() / masks[crop].sum()
-    ibot = ibot / (2 * b)  # every global crop counts, masked or not
+        ibot_entropy += -(t_patch[j] * t_patch[j].log()).sum() / masks[crop].sum()
+    ibot, ibot_entropy = ibot / (2 * b), ibot_entropy / (2 * b)  # all global crops count
 
     koleo = sum(_koleo(c) for c in s["cls"].double().chunk(2))
     total = 0.5 * dino + 2.0 * ibot + 0.3 * koleo
-    for key, value in (("dino_loss", dino), ("ibot_loss", ibot), ("koleo_loss", koleo / 2)):
+    expected = {"dino_loss": dino, "ibot_loss": ibot, "koleo_loss": koleo / 2,
+                "ibot_kl_teacher_student": ibot - ibot_entropy}  # fmt: skip
+    for key, value in expected.items():
         torch.testing.assert_close(losses[key].double(), value, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(losses["loss"].double(), total, rtol=1e-5, atol=1e-6)
     assert losses["masked_patches"] == len(idx) > 0

@@ -30,6 +30,7 @@ from dinolab.methods.dino import build_backbone, build_head
 from dinolab.models import DINOHead
 from dinolab.train.distributed import unwrap
 from dinolab.train.ema import ema_update
+from dinolab.train.monitor import entropy
 
 N_GLOBAL_CROPS = 2
 MASK_STREAM = 0x6D61736B  # added to the seed so masks and augmentations draw unrelated streams
@@ -211,7 +212,8 @@ class DINOv2(nn.Module):
 
     # ------------------------------------------------------------------ step
     def forward(self, batch: dict[str, Any], teacher_temp: float, step: int) -> dict[str, Tensor]:
-        """Losses of one batch: `loss` (to minimise) plus the unweighted terms, detached.
+        """Losses of one batch: `loss` (to minimise) plus the unweighted terms, detached, and
+        `ibot_kl_teacher_student` (iBOT loss minus the teacher's weighted patch entropy).
 
         loss = dino_loss_weight * dino_loss + ibot_loss_weight * ibot_loss
              + koleo_loss_weight * (sum of KoLeo over the 2 global crops)   (as the reference)
@@ -238,12 +240,15 @@ class DINOv2(nn.Module):
             patch_logits = student_out["patch_logits"]
             if patch_probs is None:  # no patch was masked (tiny grids): nothing to predict
                 ibot = patch_logits.sum() * 0.0
+                ibot_entropy = ibot.detach()
             else:
-                ibot = self.ibot_loss.forward_masked(
-                    patch_logits, patch_probs, masks, weights=masks_weight(masks)
-                )
+                weights = masks_weight(masks)
+                ibot = self.ibot_loss.forward_masked(patch_logits, patch_probs, masks, weights)
+                ibot_entropy = (entropy(patch_probs) * weights).sum() / masks.shape[0]
             loss = loss + self.ibot_weight * ibot
             losses["ibot_loss"] = ibot.detach()
+            # the student's part of the cross-entropy (the teacher's entropy is not its doing)
+            losses["ibot_kl_teacher_student"] = ibot.detach() - ibot_entropy
             losses["masked_patches"] = torch.tensor(float(mask_indices.numel()))
         if self.koleo_weight > 0:
             koleo_per_crop = [self._koleo(c) for c in student_out["cls"].chunk(N_GLOBAL_CROPS)]
