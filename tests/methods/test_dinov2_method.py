@@ -240,3 +240,20 @@ def test_trainer_groups_with_the_dinov2_preset(tmp_path):
         for group in trainer.optimizer.param_groups:
             base = 0.0 if group["is_last_layer"] and last_layer_frozen else lr
             assert group["lr"] == pytest.approx(base * group["lr_multiplier"])
+
+
+def test_giant_preset_builds_swiglu_blocks_and_a_separate_ibot_head():
+    cfg = build_config([
+        "preset=vit_giant2_dinov2", "model.depth=1", "head.out_dim=64", "head.hidden_dim=32",
+        "dinov2.ibot_out_dim=48", "optim.batch_size=2",
+    ])  # fmt: skip
+    torch.manual_seed(0)
+    method = DINOv2(cfg)
+    backbone = method.student.backbone
+    assert (backbone.embed_dim, backbone.patch_size, backbone.num_register_tokens) == (1536, 14, 4)
+    assert type(backbone.blocks[0].mlp).__name__ == "SwiGLUFFN"
+    assert backbone.blocks[0].mlp.w3.in_features == 4096  # the official fused width of 6144
+    assert method.student.ibot_head.last_layer.weight.shape == (48, 256)
+    assert method.student.dino_head.last_layer.weight.shape == (64, 384)
+    names = [name for name, _ in method.student.named_children()]
+    assert names == ["backbone", "dino_head", "ibot_head"]  # clipped one by one (per_module)

@@ -136,7 +136,7 @@ class DINOv2(nn.Module):
                 norm_last_layer=h.norm_last_layer,
                 nlayers=h.nlayers,
                 hidden_dim=h.hidden_dim,
-                bottleneck_dim=h.bottleneck_dim,
+                bottleneck_dim=d.ibot_bottleneck_dim or h.bottleneck_dim,
             )
         self.student = DINOv2Network(backbone, dino_head, ibot_head)
         self.teacher = DINOv2Network(

@@ -103,6 +103,7 @@ class DINOv2Config:
     koleo_loss_weight: float = 0.1  # 0 = off; needs >= 2 images per process
     ibot_separate_head: bool = False  # False: the DINO head also maps the patch tokens
     ibot_out_dim: int | None = None  # prototypes of a separate iBOT head; None = head.out_dim
+    ibot_bottleneck_dim: int | None = None  # of a separate iBOT head; None = head.bottleneck_dim
     mask_probability: float = 0.5  # share of global crops that get a mask
     mask_ratio: list[float] = field(default_factory=lambda: [0.1, 0.5])  # of the patches
 
@@ -295,8 +296,9 @@ def _validate_dinov2(d: DictConfig) -> None:
         raise ConfigError("dinov2.dino_loss_weight and dinov2.ibot_loss_weight are both 0: no loss")
     if d.sinkhorn_iterations < 1:
         raise ConfigError(f"dinov2.sinkhorn_iterations={d.sinkhorn_iterations} must be >= 1")
-    if d.ibot_out_dim is not None and d.ibot_out_dim <= 0:
-        raise ConfigError(f"dinov2.ibot_out_dim={d.ibot_out_dim} must be positive (or null)")
+    for key in ("ibot_out_dim", "ibot_bottleneck_dim"):
+        if d[key] is not None and d[key] <= 0:
+            raise ConfigError(f"dinov2.{key}={d[key]} must be positive (or null)")
     if d.ibot_loss_weight > 0 and not 0 < d.mask_probability <= 1:
         raise ConfigError(
             f"dinov2.mask_probability={d.mask_probability} must be in (0, 1] with iBOT on"
