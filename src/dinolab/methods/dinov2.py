@@ -175,15 +175,15 @@ class DINOv2(nn.Module):
     def draw_masks(self, global_crops: Tensor, step: int) -> Tensor:
         """(2B, N) bool masks of this step's global crops, a function of (seed, step, rank).
 
-        The grid follows the crops' size, so it changes with the high-resolution phase.
+        Drawn on the CPU (as a data loader would). The grid follows the crops' size, so it
+        changes with the high-resolution phase.
         """
         n, _, height, width = global_crops.shape
         grid = (height // self.patch_size, width // self.patch_size)
         g = torch.Generator().manual_seed(item_seed(self.seed + MASK_STREAM, step, _rank()))
-        masks = draw_batch_masks(
+        return draw_batch_masks(
             n, self.mask_generator(grid), self.mask_probability, self.mask_ratio, generator=g
         )
-        return masks.to(global_crops.device)
 
     # ------------------------------------------------------------------ targets
     @torch.no_grad()
@@ -224,7 +224,9 @@ class DINOv2(nn.Module):
         masks = mask_indices = None
         if self.do_ibot:
             masks = self.draw_masks(global_crops, step)
-            mask_indices = torch.nonzero(masks.flatten()).flatten()
+            # indices found on the CPU: no device sync for nonzero()
+            mask_indices = torch.nonzero(masks.flatten()).flatten().to(global_crops.device)
+            masks = masks.to(global_crops.device)
 
         with torch.no_grad():
             teacher_out = self.teacher(global_crops, None, None, mask_indices)
