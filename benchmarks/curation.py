@@ -173,7 +173,9 @@ def worker(stage: str, emb: str, extra: str) -> dict:
         km = kmeans(feats, int(round(len(feats) ** 0.5)), niter=10)
         info["clusters"] = len(km.centroids)
     elif stage == "recall":
-        info["recall@10"] = _index_recall(feats)
+        info["recall@10 clustered"] = _index_recall(feats)
+        isotropic = np.random.default_rng(1).normal(size=feats.shape).astype(np.float32)
+        info["recall@10 isotropic (worst case)"] = _index_recall(isotropic)
     elif stage == "retrieve-nn":
         queries = np.asarray(feats[:: max(1, len(feats) // 1000)][:1000])
         hits = nearest_hits(feats, queries, 4)

@@ -99,13 +99,15 @@ def test_pool_of_only_duplicates(pools: dict, tiny_model, tmp_path: Path) -> Non
     dups = tmp_path / "dups"
     dups.mkdir()
     image = (pools["pool"] / "c1_2.jpg").read_bytes()
-    for i in range(4):
-        (dups / f"d{i}.jpg").write_bytes(image)
-    res = curate(dups, pools["queries"], tmp_path / "out", tiny_model, crop_size=CROP,
-                 progress=False)
-    assert read_lines(tmp_path / "out" / "dedup_keep.txt") == [str(dups / "d0.jpg")]
-    assert read_lines(res.keep_file) == [str(dups / "d0.jpg")]
-    assert (res.counts["duplicate_groups"], res.counts["removed_as_duplicates"]) == (1, 3)
+    for i in range(11):
+        (dups / f"d{i:02d}.jpg").write_bytes(image)
+    with pytest.warns(RuntimeWarning, match="one duplicate group holds 11 of the 11"):
+        res = curate(dups, pools["queries"], tmp_path / "out", tiny_model, crop_size=CROP,
+                     progress=False)
+    assert read_lines(tmp_path / "out" / "dedup_keep.txt") == [str(dups / "d00.jpg")]
+    assert read_lines(res.keep_file) == [str(dups / "d00.jpg")]
+    assert (res.counts["duplicate_groups"], res.counts["removed_as_duplicates"]) == (1, 10)
+    assert res.counts["largest_group"] == 11
 
 
 def test_empty_or_missing_inputs_fail_before_any_work(

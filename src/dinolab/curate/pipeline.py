@@ -24,6 +24,7 @@ import json
 import os
 import resource
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from dinolab.curate.search import DEFAULT_SHARD, INDEX_KINDS, resolve_index_kind
 STAGES = ("embed", "dedup", "retrieve", "summary")
 MODES = ("nn", "kmeans")
 HIST_BINS = 50
+GIANT_GROUP_SHARE = 0.1  # a duplicate group this large a share of the pool means a bad threshold
 
 
 @dataclass
@@ -255,6 +257,15 @@ def _dedup_stage(
                         "similarity": round(float(res.protect_sim[i]), 6)})
     _write_jsonl(out / "duplicates.jsonl", records)
     _write_lines(out / "dedup_keep.txt", [paths[i] for i in np.flatnonzero(res.keep)])
+    largest = max((len(m) for m in res.groups().values()), default=0)
+    if largest > max(10, GIANT_GROUP_SHARE * len(paths)):
+        warnings.warn(
+            f"one duplicate group holds {largest} of the {len(paths)} pool images; unless "
+            f"they are all copies of one image, threshold {threshold:g} is too low for this "
+            "model (its similarities crowd near 1): raise --threshold (see the nearest-"
+            "neighbour histogram in summary.png) or use a stronger model; "
+            "benchmarks/curation.py calibrates it on planted copies", RuntimeWarning,
+            stacklevel=2)
 
 
 # ---------------------------------------------------------------------- stage 3: retrieve
@@ -323,6 +334,7 @@ def _summary_stage(out: Path, stages: _Stages, protect_names: list[str]) -> dict
         "duplicate_pairs": len(d["pairs"]),
         "duplicate_groups": groups,
         "images_in_groups": int(in_groups.sum()),
+        "largest_group": int(np.bincount(d["component"]).max(initial=0)),
         "removed_as_duplicates": int((~d["keep"] & ~d["dropped_protected"]).sum()),
         "removed_by_protected_sets": int(d["dropped_protected"].sum()),
         "after_dedup": int(d["keep"].sum()),
