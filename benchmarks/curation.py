@@ -55,6 +55,18 @@ def _models(path: str):
     return {f"trained ({path})": trained, "untrained (same arch)": untrained}
 
 
+def _recall_per_edit(component: np.ndarray, paths: list[str], group: np.ndarray) -> str:
+    """Share of the planted copies of each edit found in their original's group."""
+    original = {int(g): i for i, (p, g) in enumerate(zip(paths, group, strict=True))
+                if "_copy" not in p}
+    found: dict[str, list[bool]] = {}
+    for i, p in enumerate(paths):
+        if "_copy" in p:
+            edit = Path(p).stem.rsplit("_", 1)[1]
+            found.setdefault(edit, []).append(component[i] == component[original[group[i]]])
+    return ", ".join(f"{e} {np.mean(v):.2f}" for e, v in sorted(found.items()))
+
+
 def run_real(args: argparse.Namespace) -> None:
     from dinolab.curate import DEFAULT_THRESHOLD, curate, deduplicate
     from dinolab.curate.planted import pair_scores, plant_duplicates
@@ -103,6 +115,8 @@ def run_real(args: argparse.Namespace) -> None:
             best = max(best, (f1, t))
             print(f"{t:9.3f}  {s['precision']:9.3f}  {s['recall']:6.3f}  {f1:5.3f}  "
                   f"{int(d.keep.sum()):5d}")
+        print(f"per edit at {best[1]}: " + _recall_per_edit(
+            deduplicate(feats, paths, best[1]).component, paths, planted.group))
         print(f"retrieval (chance {QUERY_CLASSES / len(classes):.2f}; per query "
               f"{args.per_query})")
         print(f"{'threshold':>9}  {'mode':>6}  {'after dedup':>11}  {'selected':>8}  "

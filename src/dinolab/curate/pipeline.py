@@ -265,7 +265,7 @@ def _dedup_stage(
             "model (its similarities crowd near 1): raise --threshold (see the nearest-"
             "neighbour histogram in summary.png) or use a stronger model; "
             "benchmarks/curation.py calibrates it on planted copies", RuntimeWarning,
-            stacklevel=2)
+            stacklevel=3)
 
 
 # ---------------------------------------------------------------------- stage 3: retrieve

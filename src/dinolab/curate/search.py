@@ -16,6 +16,12 @@ Index kinds (`index=`):
 - "auto": "flat" up to EXACT_LIMIT database rows, "ivf" above; "torch" without faiss.
 The faiss indexes hold the (normalised) database in memory, N x D x 4 bytes; the torch path
 holds one shard.
+
+Measured (benchmarks/curation.py, 100k x 128, 2 cores): near-duplicates land in their
+original's inverted list, so IVF and HNSW found all 994 planted pairs that the exact search
+found, IVF in 16 s against 90 s. For ordinary neighbours recall@10 depends on structure: 1.0 on
+clustered data, but on isotropic Gaussian data (the worst case) IVF nprobe 4 / 16 / 64 gives
+0.17 / 0.26 / 0.43 and HNSW efSearch 32 / 128 gives 0.45 / 0.63.
 """
 
 from __future__ import annotations
