@@ -224,7 +224,8 @@ def _read_embeddings(out: Path, name: str) -> tuple[np.ndarray, list[str]]:
 def _dedup_stage(
     out: Path, protect_names: list[str], threshold: float, protect_threshold: float | None,
     k: int, index: str, shard_size: int,
-) -> None:
+) -> dict:
+    """Writes dedup.npz, duplicates.jsonl, dedup_keep.txt; returns what the record adds."""
     feats, paths = _read_embeddings(out, "pool")
     protect_paths: list[str] = []
     protect_feats = None
@@ -266,6 +267,7 @@ def _dedup_stage(
             "neighbour histogram in summary.png) or use a stronger model; "
             "benchmarks/curation.py calibrates it on planted copies", RuntimeWarning,
             stacklevel=3)
+    return {"index_used": resolve_index_kind(index, len(paths))}
 
 
 # ---------------------------------------------------------------------- stage 3: retrieve
@@ -284,7 +286,7 @@ def _retrieve_stage(
             _save_npz(out / "clusters.npz", centroids=np.zeros((0, pool.shape[1]), np.float32),
                       assign=np.full(len(pool), -1), sim=np.full(len(pool), np.nan))
     elif mode == "nn":
-        info["index"] = resolve_index_kind(index, len(rows))
+        info["index_used"] = resolve_index_kind(index, len(rows))
         hits = nearest_hits(pool, queries, per_query, rows=rows, index=index,
                             shard_size=shard_size)
     else:
@@ -449,9 +451,9 @@ def curate(
     dedup_out = [out / "dedup.npz", out / "duplicates.jsonl", out / "dedup_keep.txt"]
     if not stages.up_to_date("dedup", dedup_key, dedup_out):
         started = time.perf_counter()
-        _dedup_stage(out, protect_names, threshold, protect_threshold, dedup_k, index,
-                     shard_size)
-        stages.finish("dedup", dedup_key, dedup_params, started)
+        info = _dedup_stage(out, protect_names, threshold, protect_threshold, dedup_k, index,
+                            shard_size)
+        stages.finish("dedup", dedup_key, {**dedup_params, **info}, started)
 
     retrieve_params = {"mode": mode, "per_query": per_query, "seed": seed, "index": index,
                        "n_clusters": n_clusters, "dedup": dedup_key,

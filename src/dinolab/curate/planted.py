@@ -69,7 +69,8 @@ def plant_duplicates(
     written: list[tuple[str, int]] = []
     n_copies = 0
     for i, src in enumerate(sources):
-        img = Image.open(src).convert("RGB")
+        with Image.open(src) as opened:
+            img = opened.convert("RGB")
         path = out / f"img{i:06d}.jpg"
         img.save(path, quality=95)
         written.append((str(path), i))
