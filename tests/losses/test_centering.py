@@ -100,8 +100,8 @@ def test_distributed_matches_single_process(tmp_path: Path) -> None:
     single-process result on the concatenated batch, iBOT normalises by all masked patches."""
     world = 2
     args = (world, str(tmp_path / "init"), str(tmp_path / "out"))
-    # fork: the workers skip re-importing torch (spawn costs seconds on a small machine)
-    mp.start_processes(_distributed_worker, args=args, nprocs=world, start_method="fork")
+    # spawn, not fork: a fork after earlier tests started torch's OpenMP threads can deadlock
+    mp.start_processes(_distributed_worker, args=args, nprocs=world, start_method="spawn")
     results = [torch.load(tmp_path / f"out.{r}", weights_only=True) for r in range(world)]
 
     g = torch.Generator().manual_seed(0)
