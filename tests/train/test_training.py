@@ -94,7 +94,7 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tiny, image_list, tmp_pa
     run_training(tiny_config(tiny, image_list, run_dir, "max_steps=4"))
     saved = (run_dir / "checkpoint.pt").read_bytes()
     exploding = tiny_config(
-        image_list, run_dir, "max_steps=12", "optim.lr=1e30", "optim.clip_grad=0"
+        tiny, image_list, run_dir, "max_steps=12", "optim.lr=1e30", "optim.clip_grad=0"
     )
     with pytest.raises(TrainingDiverged, match="precision=bf16 or precision=fp32"):
         run_training(exploding, resume=True)
