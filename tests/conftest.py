@@ -20,3 +20,14 @@ def imagenette() -> Path:
     if not IMAGENETTE.is_dir():
         pytest.skip(f"real data not found at {IMAGENETTE}")
     return IMAGENETTE
+
+
+@pytest.fixture(scope="session")
+def image_list(imagenette: Path, tmp_path_factory) -> Path:
+    """A file list of 64 real training images (8 per class from 8 classes)."""
+    lines = []
+    for class_dir in sorted((imagenette / "train").iterdir())[:8]:
+        lines += [str(p) for p in sorted(class_dir.iterdir())[:8]]
+    path = tmp_path_factory.mktemp("lists") / "train.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path

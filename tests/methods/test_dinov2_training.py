@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
 import dinolab
@@ -39,17 +38,6 @@ TINY_DINOV2 = [
     "precision=fp32",
     "log_every=1",
 ]
-
-
-@pytest.fixture(scope="module")
-def image_list(imagenette: Path, tmp_path_factory) -> Path:
-    """A file list of 64 real training images (8 per class from 8 classes)."""
-    lines = []
-    for class_dir in sorted((imagenette / "train").iterdir())[:8]:
-        lines += [str(p) for p in sorted(class_dir.iterdir())[:8]]
-    path = tmp_path_factory.mktemp("lists") / "train.txt"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def config(image_list: Path, out: Path, *extra: str):

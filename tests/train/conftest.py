@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 TINY = [
@@ -33,14 +31,3 @@ TINY = [
 def tiny() -> list[str]:
     """Config overrides for a tiny, fast, deterministic DINO run (fp32, no workers)."""
     return list(TINY)
-
-
-@pytest.fixture(scope="module")
-def image_list(imagenette: Path, tmp_path_factory) -> Path:
-    """A file list of 64 real training images (8 per class from 8 classes)."""
-    lines = []
-    for class_dir in sorted((imagenette / "train").iterdir())[:8]:
-        lines += [str(p) for p in sorted(class_dir.iterdir())[:8]]
-    path = tmp_path_factory.mktemp("lists") / "train.txt"
-    path.write_text("\n".join(lines) + "\n")
-    return path
