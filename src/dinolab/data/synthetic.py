@@ -109,13 +109,13 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
     img = c0 + (c1 - c0) * (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
     phi, freq = rng.uniform(0, 2 * math.pi), rng.uniform(3, 10)
     grating = np.sin(2 * math.pi * freq * (np.cos(phi) * xx + np.sin(phi) * yy))[..., None]
-    img = img + grating * rng.uniform(10, 40) * rng.choice([-1.0, 1.0], 3)
+    img = img + grating * rng.uniform(5, 20) * rng.choice([-1.0, 1.0], 3)
     blotch = Image.fromarray(rng.uniform(0, 255, (6, 6, 3)).astype(np.uint8), "RGB")
     blotch_arr = np.asarray(blotch.resize((size, size), Image.Resampling.BICUBIC), np.float32)
     img = img * 0.7 + blotch_arr * 0.3
     clutter = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(clutter)
-    for _ in range(int(rng.integers(6, 15))):  # thin strokes: edges everywhere, no shapes
+    for _ in range(int(rng.integers(4, 10))):  # thin strokes: edges everywhere, no shapes
         x0, y0 = rng.uniform(0, size, 2)
         length, a = rng.uniform(0.1, 0.4) * size, rng.uniform(0, 2 * math.pi)
         end = (x0 + length * math.cos(a), y0 + length * math.sin(a))
@@ -134,7 +134,9 @@ def render_shape(
     """
     rng = rng if rng is not None else np.random.default_rng()
     bg = _background(size, rng)
-    eq_radius = rng.uniform(0.13, 0.24) * size  # radius of a circle of the same area
+    # The object is the main thing in the picture (as in photos people train on), so the
+    # views DINO compares share it more than they share the background texture.
+    eq_radius = rng.uniform(0.2, 0.3) * size  # radius of a circle of the same area
     scale = eq_radius * math.sqrt(math.pi / _unit_area(name))
     outline = _unit_outline(name)
     extent = scale * (float(np.max(np.linalg.norm(outline, axis=1))) if outline is not None else 1)
