@@ -14,9 +14,8 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from dinolab.losses import DINOLoss
+from dinolab.methods.base import StudentTeacher
 from dinolab.models import DINOHead, build_model
-from dinolab.train.distributed import unwrap
-from dinolab.train.ema import ema_update
 
 
 class MultiCropNetwork(nn.Module):
@@ -66,7 +65,7 @@ def build_head(cfg: DictConfig, in_dim: int) -> DINOHead:
     )
 
 
-class DINO(nn.Module):
+class DINO(StudentTeacher):
     """Student (trained) and teacher (EMA of the student, no drop-path, no gradient)."""
 
     def __init__(self, cfg: DictConfig) -> None:
@@ -83,11 +82,6 @@ class DINO(nn.Module):
             student_temp=cfg.dino.student_temp,
             center_momentum=cfg.dino.center_momentum,
         )
-
-    def train(self, mode: bool = True) -> DINO:
-        super().train(mode)
-        self.teacher.eval()
-        return self
 
     def forward(self, batch: dict[str, Any], teacher_temp: float, step: int) -> dict[str, Tensor]:
         """Losses of one batch: `loss` (to minimise) plus the numbers worth logging.
@@ -106,14 +100,6 @@ class DINO(nn.Module):
         student_out = self.student(crops)
         loss = self.loss(student_out.float(), teacher_out.float(), teacher_temp)
         return {"loss": loss, "dino_loss": loss.detach()}
-
-    @torch.no_grad()
-    def update_teacher(self, momentum: float) -> None:
-        ema_update(self.teacher, unwrap(self.student), momentum)
-
-    @property
-    def teacher_backbone(self) -> nn.Module:
-        return self.teacher.backbone
 
     def monitor_inputs(self) -> dict[str, Tensor]:
         """What the collapse monitor reads after a step (teacher probabilities and center)."""

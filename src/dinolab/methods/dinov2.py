@@ -26,10 +26,9 @@ from torch import Tensor, nn
 from dinolab.data import MaskGenerator, draw_batch_masks
 from dinolab.data.folders import item_seed
 from dinolab.losses import DINOLoss, KoLeoLoss, iBOTPatchLoss, masks_weight, sinkhorn_knopp
+from dinolab.methods.base import StudentTeacher
 from dinolab.methods.dino import build_backbone, build_head
 from dinolab.models import DINOHead
-from dinolab.train.distributed import unwrap
-from dinolab.train.ema import ema_update
 from dinolab.train.monitor import entropy
 
 N_GLOBAL_CROPS = 2
@@ -92,7 +91,7 @@ def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-class DINOv2(nn.Module):
+class DINOv2(StudentTeacher):
     """Student (trained), teacher (EMA of the student, no drop-path, no gradient) and losses."""
 
     def __init__(self, cfg: DictConfig) -> None:
@@ -157,11 +156,6 @@ class DINOv2(nn.Module):
         )
         self.koleo_loss = KoLeoLoss()
         self._mask_generators: dict[tuple[int, int], MaskGenerator] = {}
-
-    def train(self, mode: bool = True) -> DINOv2:
-        super().train(mode)
-        self.teacher.eval()
-        return self
 
     # ------------------------------------------------------------------ masks
     def mask_generator(self, grid: tuple[int, int]) -> MaskGenerator:
@@ -266,14 +260,6 @@ class DINOv2(nn.Module):
                 "optim.batch_size or set dinov2.koleo_loss_weight=0"
             )
         return self.koleo_loss(features)
-
-    @torch.no_grad()
-    def update_teacher(self, momentum: float) -> None:
-        ema_update(self.teacher, unwrap(self.student), momentum)
-
-    @property
-    def teacher_backbone(self) -> nn.Module:
-        return self.teacher.backbone
 
     def monitor_inputs(self) -> dict[str, Tensor]:
         """What the collapse monitor reads after a step: the teacher's [CLS] probabilities."""
