@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,13 @@ def image_list(imagenette: Path, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("lists") / "train.txt"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread on a 2-core machine; folders of tiny-model tests
+    autouse it from their conftest."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,8 @@ from dinolab.models import VisionTransformer, vit_tiny
 
 
 @pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread(single_thread: None) -> None:
+    """Every test here runs on one thread (fixture in tests/conftest.py)."""
 
 
 @pytest.fixture

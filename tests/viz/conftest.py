@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -11,12 +9,8 @@ from dinolab.models import VisionTransformer
 
 
 @pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread(single_thread: None) -> None:
+    """Every test here runs on one thread (fixture in tests/conftest.py)."""
 
 
 @pytest.fixture
