@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,3 +47,34 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _run_torchrun(args: list[str], nproc: int = 2, timeout: float = 180) -> str:
+    """Run `torchrun --nproc_per_node=N ARGS` (one thread per process) and return its stdout.
+
+    The rendezvous gets a free port (torchrun hangs on port 0 here); on a timeout the whole
+    process group, torchrun and its workers, is killed so no worker outlives the test.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]
+    proc = subprocess.Popen(
+        [*torchrun, f"--nproc_per_node={nproc}", f"--master_port={port}", *map(str, args)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err[-3000:]
+    return out
+
+
+@pytest.fixture
+def torchrun():
+    """`torchrun(args, nproc=2, timeout=180) -> stdout`; fails the test on a non-zero exit."""
+    return _run_torchrun

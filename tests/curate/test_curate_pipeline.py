@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -148,30 +143,16 @@ curate(*sys.argv[1:5], crop_size={crop}, shard_size=4, threshold=0.999, device="
 """
 
 
-def test_torchrun_ranks_share_the_embedding(pools: dict, tiny_model, tmp_path: Path) -> None:
+def test_torchrun_ranks_share_the_embedding(
+    pools: dict, tiny_model, tmp_path: Path, torchrun
+) -> None:
     weights = export_backbone(tiny_model, tmp_path / "tiny.safetensors")
     args = [str(pools["pool"]), str(pools["queries"])]
     curate(*args, tmp_path / "single", str(weights), crop_size=CROP, shard_size=4,
            threshold=0.999, device="cpu", precision="fp32", progress=False)
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(crop=CROP))
-    with socket.socket() as s:  # a free port for the rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.Popen(
-        [str(torchrun), "--nproc_per_node=2", f"--master_port={port}", str(script), *args,
-         str(tmp_path / "double"), str(weights)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
-    )
-    try:
-        _, stderr = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its workers
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, stderr[-3000:]
+    torchrun([script, *args, tmp_path / "double", weights])
     for name in ("dedup_keep.txt", "keep.txt", "curation.jsonl"):
         assert read_lines(tmp_path / "double" / name) == read_lines(tmp_path / "single" / name)
     assert json.loads((tmp_path / "double" / "stages" / "embed.json").read_text())["key"] == \

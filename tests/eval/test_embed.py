@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -73,7 +68,9 @@ embed(sys.argv[1], sys.argv[2], sys.argv[3], chunk_size=3, crop_size={crop}, pre
 """
 
 
-def test_sharded_embed_under_torchrun_equals_single_process(imagenette, tiny_vit, tmp_path):
+def test_sharded_embed_under_torchrun_equals_single_process(
+    imagenette, tiny_vit, tmp_path, torchrun
+):
     from dinolab.hub import export_backbone
 
     weights = export_backbone(tiny_vit, tmp_path / "tiny.safetensors")
@@ -83,24 +80,7 @@ def test_sharded_embed_under_torchrun_equals_single_process(imagenette, tiny_vit
 
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(WORKER.format(crop=CROP)))
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with socket.socket() as s:  # a free port for the rendezvous (torchrun hangs on port 0)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [str(torchrun), "--nproc_per_node=2", f"--master_port={port}", str(script),
-         str(weights), str(listing), str(tmp_path / "sharded.npz")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        start_new_session=True,
-    )
-    try:
-        _, stderr = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its workers
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, stderr[-3000:]
+    torchrun([script, weights, listing, tmp_path / "sharded.npz"])
     sharded = load_features(tmp_path / "sharded.npz")
     assert sharded.paths == single.paths and len(sharded.paths) == 20
     assert torch.equal(sharded.labels, single.labels)
