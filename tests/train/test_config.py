@@ -62,3 +62,29 @@ def test_depth_override_builds_a_shallower_vit():
     method = DINO(cfg)
     assert method.student.backbone.n_blocks == method.teacher.backbone.n_blocks == 3
     assert method.student.backbone.embed_dim == 192  # still vit_tiny's width
+
+
+def test_colour_distortion_reaches_the_multicrop_transform(tmp_path, image_list):
+    from dinolab.train.builders import build_data
+
+    cfg = build_config(
+        ["crops.jitter=[0.8,0.8,0.8,0.5]", "crops.jitter_p=1.0", "crops.gray_p=0.5",
+         f"data.path={image_list}"]  # fmt: skip
+    )
+    dataset, _ = build_data(cfg, tmp_path)
+    transform = dataset.transform
+    assert transform.jitter == (0.8, 0.8, 0.8, 0.5)
+    assert (transform.jitter_p, transform.gray_p) == (1.0, 0.5)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("crops.jitter=[0.4,0.4,0.2]", r"crops\.jitter=.*4 numbers"),
+        ("crops.jitter=[0.4,0.4,0.2,0.7]", r"hue <= 0\.5"),
+        ("crops.gray_p=1.5", r"crops\.gray_p=1\.5 must be a probability"),
+    ],
+)
+def test_bad_colour_distortion_is_explained(override, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config([override])

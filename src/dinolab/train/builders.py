@@ -44,6 +44,9 @@ def _multicrop(cfg: DictConfig, global_size: int) -> MultiCropTransform:
         n_local=c.n_local,
         global_scale=tuple(c.global_scale),
         local_scale=tuple(c.local_scale),
+        jitter=tuple(c.jitter),
+        jitter_p=c.jitter_p,
+        gray_p=c.gray_p,
     )
 
 

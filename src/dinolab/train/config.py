@@ -50,6 +50,13 @@ class CropsConfig:
     n_local: int = 8
     global_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
     local_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
+    # Colour distortion of every view: jitter strengths (brightness, contrast, saturation, hue)
+    # applied with probability jitter_p, then grayscale with gray_p. Data whose colours are
+    # random per image (the demo shapes) needs stronger colour distortion than DINO's defaults,
+    # or two views of one image agree on their colours and the model learns nothing else.
+    jitter: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.2, 0.1])
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
     # High-resolution adaptation (DINOv2): the last fraction of the epochs uses global crops of
     # highres_global_size (position embeddings are interpolated); 0 = off.
     highres_fraction: float = 0.0
@@ -243,6 +250,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"model.depth={cfg.model.depth} must be positive (or null for the arch's)"
         )
+    _validate_colour(cfg.crops)
     if cfg.crops.n_local < 0:
         raise ConfigError(f"crops.n_local={cfg.crops.n_local} must be 0 or more")
     for key in ("crops.global_size", "crops.local_size"):
@@ -268,6 +276,18 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             "optim.momentum_teacher must satisfy 0 <= momentum_teacher <= momentum_teacher_end <= 1"
         )
+
+
+def _validate_colour(c: DictConfig) -> None:
+    jitter = list(c.jitter)
+    if len(jitter) != 4 or min(jitter) < 0 or jitter[3] > 0.5:
+        raise ConfigError(
+            f"crops.jitter={jitter} must be 4 numbers >= 0 (brightness, contrast, saturation, "
+            "hue) with hue <= 0.5, e.g. [0.4, 0.4, 0.2, 0.1]"
+        )
+    for key in ("jitter_p", "gray_p"):
+        if not 0 <= c[key] <= 1:
+            raise ConfigError(f"crops.{key}={c[key]} must be a probability in [0, 1]")
 
 
 def _validate_highres(cfg: DictConfig) -> None:
