@@ -1,20 +1,22 @@
 """`make demo` / `dinolab demo`: the whole product on built-in data, in a few CPU minutes.
 
 Writes the synthetic shapes data (labels and object masks, no download), trains the `demo`
-preset with DINO, then measures what the training bought, on held-out images, against the same
-architecture untrained: weighted k-NN accuracy, and the Jaccard of the thresholded [CLS]
-attention against the object masks. Ends with the HTML run report.
+preset (DINOv2, see its YAML for why), then measures what the training bought, on held-out
+images, against the same architecture untrained: weighted k-NN accuracy, and the Jaccard of the
+thresholded [CLS] attention against the object masks. Ends with the HTML run report.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 
 from dinolab.data import make_shapes_dataset
 from dinolab.train.checkpoint import CHECKPOINT_NAME
-from dinolab.train.config import build_config
+from dinolab.train.config import build_config, load_config
 from dinolab.train.trainer import run_training
 
 TRAIN_PER_CLASS = 200
@@ -27,6 +29,20 @@ def _shapes(root: Path, split: str, per_class: int, size: int, seed: int) -> Pat
     if not images.is_dir():
         make_shapes_dataset(root, n_per_class=per_class, size=size, seed=seed, split=split)
     return images
+
+
+def _resumable(out: Path, cfg: DictConfig) -> bool:
+    """Whether `out` holds a demo run of this very recipe (else it is started afresh)."""
+    if not (out / CHECKPOINT_NAME).is_file():
+        return False
+    saved = load_config(out / "config.yaml")
+    if {**saved, "max_steps": None} == {**cfg, "max_steps": None}:
+        return True
+    print(f"The demo recipe changed since {out} was trained: training it again from scratch")
+    for name in (CHECKPOINT_NAME, "log.jsonl"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "features", ignore_errors=True)
+    return False
 
 
 def run_demo(out: str | Path = "runs/demo", max_steps: int | None = None) -> dict[str, dict]:
@@ -47,7 +63,7 @@ def run_demo(out: str | Path = "runs/demo", max_steps: int | None = None) -> dic
     cfg.data.path = str(train)
 
     print(f"Training the demo ViT on {train} (run directory {out})")
-    run_training(cfg, resume=(out / CHECKPOINT_NAME).is_file())  # a finished run is kept
+    run_training(cfg, resume=_resumable(out, cfg))  # a finished run is kept
 
     torch.manual_seed(cfg.seed)
     untrained = build_backbone(cfg, drop_path_rate=0.0).eval()
@@ -67,7 +83,7 @@ def run_demo(out: str | Path = "runs/demo", max_steps: int | None = None) -> dic
         "attention masks keep 60% of the attention mass):"
     )
     print(f"{'':16}{'k-NN top-1':>12}{'IoU best head':>15}{'IoU mean map':>14}")
-    for name, label in (("untrained", "untrained ViT"), ("trained", "dinolab DINO")):
+    for name, label in (("untrained", "untrained ViT"), ("trained", f"dinolab {cfg.method}")):
         r = results[name]
         print(
             f"{label:16}{r['knn_top1']:11.2f}%{r['iou_best_head']:15.3f}{r['iou_mean_map']:14.3f}"

@@ -20,7 +20,7 @@ from dinolab.viz.attention import attention_maps
 # an epoch on 64 images). Everything DINOv2 stays on: registers, iBOT, KoLeo, Sinkhorn-Knopp,
 # layer-wise decay, per-module clipping, sqrt scaling, last-layer freeze by iterations.
 TINY_DINOV2 = [
-    "preset=imagenette_cpu_dinov2",
+    "preset=imagenette_cpu",
     "model.depth=2",
     "head.out_dim=256",
     "head.hidden_dim=128",

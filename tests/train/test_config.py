@@ -4,7 +4,8 @@ from dinolab.train.config import ConfigError, build_config, load_config, preset_
 
 
 def test_presets_all_build():
-    assert {"demo", "vit_small_dino", "small_images", "imagenette_cpu"} <= set(preset_names())
+    shipped = {"demo", "vit_small_dino", "small_images", "imagenette_cpu", "imagenette_cpu_dino"}
+    assert shipped <= set(preset_names())
     for name in preset_names():
         cfg = build_config([f"preset={name}"])
         assert cfg.preset == name
