@@ -50,6 +50,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=30.0, help="training minutes (default 30)")
     parser.add_argument("--preset", default="imagenette_cpu", help="default: imagenette_cpu")
+    parser.add_argument(
+        "--eval-size",
+        type=int,
+        help="crop size the ViTs are scored at (default: the training crop size); larger sizes "
+        "match the object scale random-resized training crops show (FixRes)",
+    )
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=Path("runs/imagenette_quality"))
     parser.add_argument("overrides", nargs="*", help="extra key=value config overrides")
@@ -80,7 +86,7 @@ def main() -> None:
     minutes = (time.perf_counter() - t + args.budget * 60 - left) / 60
 
     # 3. Score everything with the same k-NN.
-    size = cfg.crops.global_size
+    size = args.eval_size or cfg.crops.global_size
     torch.manual_seed(cfg.seed)
     random_init = build_backbone(cfg, drop_path_rate=0.0).eval()
     rows = [("random-init ViT (same size)", *knn_top1(random_init, train_dir, val_dir, size))]
@@ -93,7 +99,10 @@ def main() -> None:
     )
 
     arch = f"{cfg.model.arch}/{cfg.model.patch_size} depth {cfg.model.depth or 'default'}"
-    print(f"\nImagenette val, weighted k-NN k=20 (T=0.07); {arch}, {size} px, {epochs} epochs")
+    print(
+        f"\nImagenette val, weighted k-NN k=20 (T=0.07); {arch}, trained at "
+        f"{cfg.crops.global_size} px, scored at {size} px, {epochs} epochs"
+    )
     print(f"{'features':<32} {'top-1':>7} {'top-5':>7} {'vs random':>10} {'vs pixels':>10}")
     for name, top1, top5 in rows:
         ratios = f"{top1 / rows[0][1]:9.2f}x {top1 / rows[1][1]:9.2f}x"
