@@ -20,9 +20,20 @@ def test_same_recipe_resumes_even_with_another_step_limit(tmp_path):
 
 def test_changed_recipe_starts_afresh(tmp_path, capsys):
     _trained_run(tmp_path, ["method=dino"])
+    (tmp_path / "teacher_backbone.safetensors").write_bytes(b"the old model")
+    (tmp_path / "features" / "trained").mkdir(parents=True)
+    (tmp_path / "data" / "train").mkdir(parents=True)
     assert not _resumable(tmp_path, build_config(["preset=demo", f"out={tmp_path}"]))
-    assert not (tmp_path / CHECKPOINT_NAME).exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]  # same image size: images kept
+    assert (tmp_path / "data" / "train").is_dir()
     assert "recipe changed" in capsys.readouterr().out
+
+
+def test_changed_image_size_redraws_the_images(tmp_path):
+    _trained_run(tmp_path, ["crops.global_size=64", "crops.local_size=32"])
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    assert not _resumable(tmp_path, build_config(["preset=demo", f"out={tmp_path}"]))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_no_run_yet(tmp_path):

@@ -19,6 +19,7 @@ from dinolab.train.checkpoint import CHECKPOINT_NAME
 from dinolab.train.config import build_config, load_config
 from dinolab.train.trainer import run_training
 
+DATA_DIR = "data"
 TRAIN_PER_CLASS = 200
 VAL_PER_CLASS = 50
 
@@ -39,9 +40,10 @@ def _resumable(out: Path, cfg: DictConfig) -> bool:
     if {**saved, "max_steps": None} == {**cfg, "max_steps": None}:
         return True
     print(f"The demo recipe changed since {out} was trained: training it again from scratch")
-    for name in (CHECKPOINT_NAME, "log.jsonl"):
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / "features", ignore_errors=True)
+    same_images = saved.crops.global_size == cfg.crops.global_size  # drawn at the crop size
+    for entry in out.iterdir():  # every output of the old run (export, results, report...)
+        if not (entry.name == DATA_DIR and same_images):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     return False
 
 
@@ -58,8 +60,8 @@ def run_demo(out: str | Path = "runs/demo", max_steps: int | None = None) -> dic
         overrides.append(f"max_steps={max_steps}")
     cfg = build_config(overrides)
     size = cfg.crops.global_size
-    train = _shapes(out / "data", "train", TRAIN_PER_CLASS, size, seed=0)
-    val = _shapes(out / "data", "val", VAL_PER_CLASS, size, seed=1)
+    train = _shapes(out / DATA_DIR, "train", TRAIN_PER_CLASS, size, seed=0)
+    val = _shapes(out / DATA_DIR, "val", VAL_PER_CLASS, size, seed=1)
     cfg.data.path = str(train)
 
     print(f"Training the demo ViT on {train} (run directory {out})")
