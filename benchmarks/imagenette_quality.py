@@ -7,8 +7,8 @@
 The schedule must end inside the budget (a cut-off cosine never anneals), so the run first
 times a few real training steps, then sets the number of epochs that fits the remaining
 budget, and trains the `imagenette_cpu` preset (DINOv2; or --preset) to its end. It prints
-one table: a random-init ViT of the same size, k-NN on raw pixels, and the trained model, all
-scored by the same weighted k-NN (k=20, T=0.07) on the 3,925 val images.
+one table: a random-init ViT of the same size, raw pixels at a few thumbnail sizes, and the
+trained model, all scored by the same weighted k-NN (k=20, T=0.07) on the 3,925 val images.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ from dinolab.train.trainer import run_training
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenette2_sq160"
 CALIBRATION_STEPS = 12
+# Tiny thumbnails are the stronger pixel baseline here (8 px: 38.6%, 32 px: 37.0%, 48 px:
+# 35.8%), so several sizes are scored and "vs pixels" compares with the best of them.
+PIXEL_SIZES = (8, 16, 32)
 
 
 def pixel_features(folder: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,10 +93,11 @@ def main() -> None:
     torch.manual_seed(cfg.seed)
     random_init = build_backbone(cfg, drop_path_rate=0.0).eval()
     rows = [("random-init ViT (same size)", *knn_top1(random_init, train_dir, val_dir, size))]
-    px_train, y_train = pixel_features(train_dir, 32)
-    px_val, y_val = pixel_features(val_dir, 32)
-    pixel = knn_classify(px_train, y_train, px_val, y_val, ks=(20,)).rows[0]
-    rows.append(("raw pixels (32x32 RGB)", pixel.top1, pixel.top5))
+    for px in PIXEL_SIZES:
+        px_train, y_train = pixel_features(train_dir, px)
+        px_val, y_val = pixel_features(val_dir, px)
+        pixel = knn_classify(px_train, y_train, px_val, y_val, ks=(20,)).rows[0]
+        rows.append((f"raw pixels ({px}x{px} RGB)", pixel.top1, pixel.top5))
     rows.append(
         (f"dinolab {cfg.method} ({minutes:.0f} min)", *knn_top1(run_dir, train_dir, val_dir, size))
     )
@@ -103,9 +107,10 @@ def main() -> None:
         f"\nImagenette val, weighted k-NN k=20 (T=0.07); {arch}, trained at "
         f"{cfg.crops.global_size} px, scored at {size} px, {epochs} epochs"
     )
+    best_pixels = max(top1 for name, top1, _ in rows if name.startswith("raw pixels"))
     print(f"{'features':<32} {'top-1':>7} {'top-5':>7} {'vs random':>10} {'vs pixels':>10}")
     for name, top1, top5 in rows:
-        ratios = f"{top1 / rows[0][1]:9.2f}x {top1 / rows[1][1]:9.2f}x"
+        ratios = f"{top1 / rows[0][1]:9.2f}x {top1 / best_pixels:9.2f}x"
         print(f"{name:<32} {top1:7.2f} {top5:7.2f} {ratios}")
     (run_dir / "quality.json").write_text(json.dumps({"rows": rows, "epochs": epochs}, indent=2))
 
