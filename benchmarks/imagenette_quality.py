@@ -56,8 +56,10 @@ def main() -> None:
     parser.add_argument(
         "--eval-size",
         type=int,
-        help="crop size the ViTs are scored at (default: the training crop size); larger sizes "
-        "match the object scale random-resized training crops show (FixRes)",
+        default=80,
+        help="crop size both ViTs (random-init and trained) are scored at, default 80: models "
+        "trained on 48-px random-resized crops score 1.6-3.6 points higher at 80 px than at 48 "
+        "(train-test resolution discrepancy, FixRes)",
     )
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=Path("runs/imagenette_quality"))
@@ -89,7 +91,7 @@ def main() -> None:
     minutes = (time.perf_counter() - t + args.budget * 60 - left) / 60
 
     # 3. Score everything with the same k-NN.
-    size = args.eval_size or cfg.crops.global_size
+    size = args.eval_size
     torch.manual_seed(cfg.seed)
     random_init = build_backbone(cfg, drop_path_rate=0.0).eval()
     rows = [("random-init ViT (same size)", *knn_top1(random_init, train_dir, val_dir, size))]
