@@ -95,11 +95,13 @@ def main() -> None:
     torch.manual_seed(cfg.seed)
     random_init = build_backbone(cfg, drop_path_rate=0.0).eval()
     rows = [("random-init ViT (same size)", *knn_top1(random_init, train_dir, val_dir, size))]
+    pixel_rows = []
     for px in PIXEL_SIZES:
         px_train, y_train = pixel_features(train_dir, px)
         px_val, y_val = pixel_features(val_dir, px)
         pixel = knn_classify(px_train, y_train, px_val, y_val, ks=(20,)).rows[0]
-        rows.append((f"raw pixels ({px}x{px} RGB)", pixel.top1, pixel.top5))
+        pixel_rows.append((f"raw pixels ({px}x{px} RGB)", pixel.top1, pixel.top5))
+    rows += pixel_rows
     rows.append(
         (f"dinolab {cfg.method} ({minutes:.0f} min)", *knn_top1(run_dir, train_dir, val_dir, size))
     )
@@ -109,7 +111,7 @@ def main() -> None:
         f"\nImagenette val, weighted k-NN k=20 (T=0.07); {arch}, trained at "
         f"{cfg.crops.global_size} px, scored at {size} px, {epochs} epochs"
     )
-    best_pixels = max(top1 for name, top1, _ in rows if name.startswith("raw pixels"))
+    best_pixels = max(top1 for _, top1, _ in pixel_rows)
     print(f"{'features':<32} {'top-1':>7} {'top-5':>7} {'vs random':>10} {'vs pixels':>10}")
     for name, top1, top5 in rows:
         ratios = f"{top1 / rows[0][1]:9.2f}x {top1 / best_pixels:9.2f}x"
