@@ -69,6 +69,12 @@ def main() -> None:
     run_dir = args.out / args.preset
     shutil.rmtree(run_dir, ignore_errors=True)
     base = [f"preset={args.preset}", f"data.path={train_dir}", *args.overrides]
+    patch = build_config(base).model.patch_size
+    if args.eval_size % patch:  # found now, not after the training budget is spent
+        parser.error(
+            f"--eval-size {args.eval_size} is not a multiple of the patch size {patch}; "
+            f"use e.g. --eval-size {max(1, round(args.eval_size / patch)) * patch}"
+        )
 
     # 1. Time real steps (data loading included) to fit the schedule into the budget.
     start = time.perf_counter()
