@@ -57,8 +57,9 @@ def _models(path: str):
 
 def _recall_per_edit(component: np.ndarray, paths: list[str], group: np.ndarray) -> str:
     """Share of the planted copies of each edit found in their original's group."""
-    original = {int(g): i for i, (p, g) in enumerate(zip(paths, group, strict=True))
-                if "_copy" not in p}
+    original = {
+        int(g): i for i, (p, g) in enumerate(zip(paths, group, strict=True)) if "_copy" not in p
+    }
     found: dict[str, list[bool]] = {}
     for i, p in enumerate(paths):
         if "_copy" in p:
@@ -84,9 +85,11 @@ def run_real(args: argparse.Namespace) -> None:
         for p in sorted((IMAGENETTE / "val" / cls).iterdir())[: args.queries_per_class]:
             (queries / cls / p.name).symlink_to(p)
     pool_class = dict(zip(planted.paths, source_class[planted.group], strict=True))
-    print(f"pool: {len(planted.paths)} images ({len(sources)} distinct, {planted.n_copies} "
-          f"planted copies); queries: {args.queries_per_class} val images of each of "
-          f"{query_classes}; crop {args.crop}")
+    print(
+        f"pool: {len(planted.paths)} images ({len(sources)} distinct, {planted.n_copies} "
+        f"planted copies); queries: {args.queries_per_class} val images of each of "
+        f"{query_classes}; crop {args.crop}"
+    )
 
     sweep = [0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998]
     for name, model in _models(args.model).items():
@@ -98,12 +101,17 @@ def run_real(args: argparse.Namespace) -> None:
             component = z["component"]
         scores = pair_scores(component, planted.group)
         stage_s = json.loads((out / "summary.json").read_text())["stage_seconds"]
-        print(f"\n== {name}: pipeline {wall:.1f} s (" +
-              ", ".join(f"{k} {v:.2f} s" for k, v in stage_s.items()) + ")")
-        print(f"dedup at default threshold {DEFAULT_THRESHOLD}: precision "
-              f"{scores['precision']:.3f}  recall {scores['recall']:.3f}  (predicted pairs "
-              f"{scores['predicted_pairs']}, planted pairs {scores['true_pairs']}); kept "
-              f"{res.counts['after_dedup']} of {res.counts['pool_images']}")
+        print(
+            f"\n== {name}: pipeline {wall:.1f} s ("
+            + ", ".join(f"{k} {v:.2f} s" for k, v in stage_s.items())
+            + ")"
+        )
+        print(
+            f"dedup at default threshold {DEFAULT_THRESHOLD}: precision "
+            f"{scores['precision']:.3f}  recall {scores['recall']:.3f}  (predicted pairs "
+            f"{scores['predicted_pairs']}, planted pairs {scores['true_pairs']}); kept "
+            f"{res.counts['after_dedup']} of {res.counts['pool_images']}"
+        )
         feats = np.load(out / "embeddings" / "pool.npy", mmap_mode="r")
         paths = (out / "embeddings" / "pool.paths.txt").read_text().splitlines()
         print(f"{'threshold':>9}  {'precision':>9}  {'recall':>6}  {'F1':>5}  {'kept':>5}")
@@ -113,22 +121,38 @@ def run_real(args: argparse.Namespace) -> None:
             s = pair_scores(d.component, planted.group)
             f1 = 2 * s["precision"] * s["recall"] / max(1e-9, s["precision"] + s["recall"])
             best = max(best, (f1, t))
-            print(f"{t:9.3f}  {s['precision']:9.3f}  {s['recall']:6.3f}  {f1:5.3f}  "
-                  f"{int(d.keep.sum()):5d}")
-        print(f"per edit at {best[1]}: " + _recall_per_edit(
-            deduplicate(feats, paths, best[1]).component, paths, planted.group))
-        print(f"retrieval (chance {QUERY_CLASSES / len(classes):.2f}; per query "
-              f"{args.per_query})")
-        print(f"{'threshold':>9}  {'mode':>6}  {'after dedup':>11}  {'selected':>8}  "
-              f"{'in query classes':>16}")
+            print(
+                f"{t:9.3f}  {s['precision']:9.3f}  {s['recall']:6.3f}  {f1:5.3f}  "
+                f"{int(d.keep.sum()):5d}"
+            )
+        print(
+            f"per edit at {best[1]}: "
+            + _recall_per_edit(deduplicate(feats, paths, best[1]).component, paths, planted.group)
+        )
+        print(f"retrieval (chance {QUERY_CLASSES / len(classes):.2f}; per query {args.per_query})")
+        print(
+            f"{'threshold':>9}  {'mode':>6}  {'after dedup':>11}  {'selected':>8}  "
+            f"{'in query classes':>16}"
+        )
         for t in sorted({DEFAULT_THRESHOLD, best[1]}):
             for mode in ("nn", "kmeans"):
-                r = curate(tmp / "pool", queries, out, model, crop_size=args.crop, mode=mode,
-                           threshold=t, per_query=args.per_query, progress=False)
+                r = curate(
+                    tmp / "pool",
+                    queries,
+                    out,
+                    model,
+                    crop_size=args.crop,
+                    mode=mode,
+                    threshold=t,
+                    per_query=args.per_query,
+                    progress=False,
+                )
                 kept = (out / "keep.txt").read_text().splitlines()
                 share = np.mean([pool_class[p] in query_classes for p in kept]) if kept else 0
-                print(f"{t:9.3f}  {mode:>6}  {r.counts['after_dedup']:11d}  {len(kept):8d}  "
-                      f"{share:16.3f}")
+                print(
+                    f"{t:9.3f}  {mode:>6}  {r.counts['after_dedup']:11d}  {len(kept):8d}  "
+                    f"{share:16.3f}"
+                )
     print(f"\n(files in {tmp}; delete when done)")
 
 
@@ -141,11 +165,11 @@ def _synthetic(path: Path, n: int, dim: int, seed: int = 0) -> None:
     for s in range(0, n, 65536):
         m = min(65536, n - s)
         feats[s : s + m] = centres[rng.integers(0, len(centres), m)] + rng.normal(
-            size=(m, dim)).astype(np.float32)
+            size=(m, dim)
+        ).astype(np.float32)
     copies = rng.choice(n, n // 100, replace=False)
     originals = rng.integers(0, n, len(copies))
-    feats[copies] = feats[originals] + 0.05 * rng.normal(size=(len(copies), dim)).astype(
-        np.float32)
+    feats[copies] = feats[originals] + 0.05 * rng.normal(size=(len(copies), dim)).astype(np.float32)
     feats.flush()
 
 
@@ -157,11 +181,13 @@ def _index_recall(feats: np.ndarray, n_queries: int = 1000, k: int = 10) -> dict
     queries = np.asarray(feats[:: max(1, len(feats) // n_queries)][:n_queries])
     truth = NeighborIndex(feats, "flat").search(queries, k)[1]
     out = {}
-    for name, kind, opts in [("ivf nprobe=4", "ivf", {"nprobe": 4}),
-                             ("ivf nprobe=16 (default)", "ivf", {"nprobe": 16}),
-                             ("ivf nprobe=64", "ivf", {"nprobe": 64}),
-                             ("hnsw ef=32", "hnsw", {"ef_search": 32}),
-                             ("hnsw ef=128 (default)", "hnsw", {"ef_search": 128})]:
+    for name, kind, opts in [
+        ("ivf nprobe=4", "ivf", {"nprobe": 4}),
+        ("ivf nprobe=16 (default)", "ivf", {"nprobe": 16}),
+        ("ivf nprobe=64", "ivf", {"nprobe": 64}),
+        ("hnsw ef=32", "hnsw", {"ef_search": 32}),
+        ("hnsw ef=128 (default)", "hnsw", {"ef_search": 128}),
+    ]:
         index = NeighborIndex(feats, kind, **opts)
         t0 = time.perf_counter()
         found = index.search(queries, k)[1]
@@ -204,27 +230,45 @@ def run_scale(args: argparse.Namespace) -> None:
     emb = tmp / "emb.npy"
     _synthetic(emb, args.n, args.dim)
     size_mib = emb.stat().st_size / 2**20
-    print(f"\n{args.n} x {args.dim} synthetic embeddings ({size_mib:.0f} MiB on disk, memory "
-          f"mapped), {args.threads} threads; dedup threshold 0.9, k=64")
+    print(
+        f"\n{args.n} x {args.dim} synthetic embeddings ({size_mib:.0f} MiB on disk, memory "
+        f"mapped), {args.threads} threads; dedup threshold 0.9, k=64"
+    )
     stages = [f"dedup-{k}" for k in args.indexes] + ["kmeans", "retrieve-nn", "recall"]
     rows = []
     for stage in args.stages or stages:
-        cmd = [sys.executable, __file__, "--worker", stage, "--emb", str(emb), "--extra",
-               str(tmp / f"{stage}.npy"), "--threads", str(args.threads)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            stage,
+            "--emb",
+            str(emb),
+            "--extra",
+            str(tmp / f"{stage}.npy"),
+            "--threads",
+            str(args.threads),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    exact = {tuple(p) for p in np.load(tmp / "dedup-flat.npy").tolist()} if (
-        tmp / "dedup-flat.npy").is_file() else None
+    exact = (
+        {tuple(p) for p in np.load(tmp / "dedup-flat.npy").tolist()}
+        if (tmp / "dedup-flat.npy").is_file()
+        else None
+    )
     print(f"{'stage':>12}  {'seconds':>8}  {'peak MiB':>8}  {'base MiB':>8}  detail")
     for r in rows:
-        detail = {k: v for k, v in r.items()
-                  if k not in ("stage", "seconds", "peak_mib", "base_mib")}
+        detail = {
+            k: v for k, v in r.items() if k not in ("stage", "seconds", "peak_mib", "base_mib")
+        }
         extra = tmp / f"{r['stage']}.npy"
         if exact is not None and r["stage"].startswith("dedup-") and extra.is_file():
             found = {tuple(p) for p in np.load(extra).tolist()}
             detail["recall_vs_flat"] = round(len(found & exact) / max(1, len(exact)), 4)
-        print(f"{r['stage']:>12}  {r['seconds']:8.2f}  {r['peak_mib']:8.0f}  "
-              f"{r['base_mib']:8.0f}  {detail}")
+        print(
+            f"{r['stage']:>12}  {r['seconds']:8.2f}  {r['peak_mib']:8.0f}  "
+            f"{r['base_mib']:8.0f}  {detail}"
+        )
     for f in tmp.iterdir():
         f.unlink()
     tmp.rmdir()

@@ -41,17 +41,33 @@ def main() -> None:
         listing = Path(tmp) / "images.txt"
         paths = sorted(DATA.rglob("*.jpg"))[: args.images]
         listing.write_text("".join(f"{p}\n" for p in paths))
-        embed(model, listing, Path(tmp) / "warm.npy", precision="fp32", device=args.device,
-              batch_size=args.batch, progress=False)  # warm-up: caches, allocator
+        embed(
+            model,
+            listing,
+            Path(tmp) / "warm.npy",
+            precision="fp32",
+            device=args.device,
+            batch_size=args.batch,
+            progress=False,
+        )  # warm-up: caches, allocator
         rows = {}
         for precision in ("fp32", "bf16"):
             t0 = time.perf_counter()
-            result = embed(model, listing, Path(tmp) / f"{precision}.npy", precision=precision,
-                           device=args.device, batch_size=args.batch, progress=False)
+            result = embed(
+                model,
+                listing,
+                Path(tmp) / f"{precision}.npy",
+                precision=precision,
+                device=args.device,
+                batch_size=args.batch,
+                progress=False,
+            )
             rows[precision] = (len(paths) / (time.perf_counter() - t0), result.features)
     cos = F.cosine_similarity(rows["bf16"][1], rows["fp32"][1], dim=1)
-    print(f"{args.arch}/16 at 224, {len(paths)} Imagenette images, batch {args.batch}, "
-          f"device {args.device}, threads {torch.get_num_threads()}")
+    print(
+        f"{args.arch}/16 at 224, {len(paths)} Imagenette images, batch {args.batch}, "
+        f"device {args.device}, threads {torch.get_num_threads()}"
+    )
     print(f"{'precision':<10} {'img/s':>7} {'ratio':>6}  cosine to fp32 (min / mean)")
     for precision, (speed, _) in rows.items():
         agree = "-" if precision == "fp32" else f"{cos.min():.4f} / {cos.mean():.4f}"

@@ -46,8 +46,13 @@ def measure(backend: str, args: argparse.Namespace) -> dict:
     result = knn_classify(train, train_labels, val, val_labels, backend=backend)
     seconds = time.perf_counter() - t0
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"backend": backend, "seconds": seconds, "peak_mib": peak_mib, "base_mib": base_mib,
-            "rows": [(r.k, r.top1, r.top5) for r in result.rows]}
+    return {
+        "backend": backend,
+        "seconds": seconds,
+        "peak_mib": peak_mib,
+        "base_mib": base_mib,
+        "rows": [(r.k, r.top1, r.top5) for r in result.rows],
+    }
 
 
 def main() -> None:
@@ -71,16 +76,22 @@ def main() -> None:
             print(f"{backend}: failed ({proc.stderr.strip().splitlines()[-1]})")
             continue
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print(f"train {args.train} x {args.dim}, val {args.val}, {args.classes} classes, "
-          f"k = 10/20/100/200, threads={args.threads or torch.get_num_threads()}")
-    print(f"{'backend':<8} {'seconds':>8} {'ratio':>6} {'peak MiB':>9} {'features MiB':>13} "
-          f"{'extra MiB':>10}  top-1 at k=10/20/100/200")
+    print(
+        f"train {args.train} x {args.dim}, val {args.val}, {args.classes} classes, "
+        f"k = 10/20/100/200, threads={args.threads or torch.get_num_threads()}"
+    )
+    print(
+        f"{'backend':<8} {'seconds':>8} {'ratio':>6} {'peak MiB':>9} {'features MiB':>13} "
+        f"{'extra MiB':>10}  top-1 at k=10/20/100/200"
+    )
     ref = results[0]["seconds"] if results else 1.0
     for r in results:
         top1 = "/".join(f"{t1:.2f}" for _, t1, _ in r["rows"])
-        print(f"{r['backend']:<8} {r['seconds']:8.1f} {r['seconds'] / ref:6.2f} "
-              f"{r['peak_mib']:9.0f} {r['base_mib']:13.0f} {r['peak_mib'] - r['base_mib']:10.0f}"
-              f"  {top1}")
+        print(
+            f"{r['backend']:<8} {r['seconds']:8.1f} {r['seconds'] / ref:6.2f} "
+            f"{r['peak_mib']:9.0f} {r['base_mib']:13.0f} {r['peak_mib'] - r['base_mib']:10.0f}"
+            f"  {top1}"
+        )
 
 
 if __name__ == "__main__":

@@ -130,8 +130,9 @@ def cmd_map(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from dinolab.viz.report import write_report
 
-    print(write_report(args.run_dir, images=args.images, n_images=args.n_images,
-                       short_side=args.size))
+    print(
+        write_report(args.run_dir, images=args.images, n_images=args.n_images, short_side=args.size)
+    )
     return 0
 
 
@@ -245,8 +246,12 @@ def _add_picture_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="run directory, exported .safetensors, or official .pth file")
     p.add_argument("images", nargs="+", help="image files, folders or .txt lists")
     p.add_argument("--out", required=True, help="output folder (figures + .npy arrays)")
-    p.add_argument("--size", type=int, help="shorter side in pixels (default: the model's "
-                   "native resolution); both sides are rounded to multiples of the patch size")
+    p.add_argument(
+        "--size",
+        type=int,
+        help="shorter side in pixels (default: the model's "
+        "native resolution); both sides are rounded to multiples of the patch size",
+    )
     p.add_argument("--upsample", default="nearest", choices=("nearest", "smooth"))
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
@@ -260,8 +265,12 @@ def _add_attention(sub: argparse._SubParsersAction) -> None:
     )
     _add_picture_options(p)
     p.add_argument("--threshold", type=float, default=0.6, help="mass kept by the masks")
-    p.add_argument("--query", type=_relative_xy, metavar="X,Y",
-                   help="attention of the patch at relative x,y (e.g. 0.3,0.6) instead of [CLS]")
+    p.add_argument(
+        "--query",
+        type=_relative_xy,
+        metavar="X,Y",
+        help="attention of the patch at relative x,y (e.g. 0.3,0.6) instead of [CLS]",
+    )
     p.add_argument("--block", type=int, default=-1, help="block index (default: the last)")
     p.set_defaults(func=cmd_attention)
 
@@ -275,12 +284,18 @@ def _add_pca(sub: argparse._SubParsersAction) -> None:
     )
     _add_picture_options(p)
     p.add_argument("--joint", action="store_true", help="one PCA over all images (same colours)")
-    p.add_argument("--joint-foreground", action="store_true",
-                   help="with --joint, also fit the foreground component jointly (default: "
-                   "per image)")
+    p.add_argument(
+        "--joint-foreground",
+        action="store_true",
+        help="with --joint, also fit the foreground component jointly (default: per image)",
+    )
     p.add_argument("--threshold", type=float, default=0.5, help="on the scaled 1st component")
-    p.add_argument("--sign-rule", default="border", choices=("border", "minority"),
-                   help="how the foreground side is chosen (default: border is background)")
+    p.add_argument(
+        "--sign-rule",
+        default="border",
+        choices=("border", "minority"),
+        help="how the foreground side is chosen (default: border is background)",
+    )
     p.set_defaults(func=cmd_pca)
 
 
@@ -306,8 +321,12 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="run directory, exported .safetensors, or official .pth file")
     p.add_argument("--data", required=True, help="folder (class folders colour the map) or list")
     p.add_argument("--out", required=True, help="PNG path; the HTML page gets the .html suffix")
-    p.add_argument("--method", default="auto", choices=("auto", "tsne", "umap", "pca"),
-                   help="auto: UMAP when installed, else t-SNE")
+    p.add_argument(
+        "--method",
+        default="auto",
+        choices=("auto", "tsne", "umap", "pca"),
+        help="auto: UMAP when installed, else t-SNE",
+    )
     p.add_argument("--kind", default="cls", choices=("cls", "avgpool", "cls+avgpool", "last4"))
     p.add_argument("--crop-size", type=int, help="default: the model's native resolution")
     p.add_argument("--no-html", action="store_true", help="write the PNG only")
@@ -337,21 +356,40 @@ def _add_curate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pool", required=True, help="raw images: folder or .txt/.csv list")
     p.add_argument("--queries", required=True, help="curated images to match: folder or list")
     p.add_argument("--out", required=True, help="output folder (stage files, keep.txt, ...)")
-    p.add_argument("--model", required=True,
-                   help="run directory, .safetensors/.pth file, or official name with --weights")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="run directory, .safetensors/.pth file, or official name with --weights",
+    )
     p.add_argument("--weights", help="official checkpoint file when --model is a hub name")
-    p.add_argument("--protect", nargs="+", metavar="DIR",
-                   help="sets (test/val) whose near-duplicates are removed from the pool")
-    p.add_argument("--threshold", type=float, default=0.9,
-                   help="cosine similarity at or above which two images are duplicates")
+    p.add_argument(
+        "--protect",
+        nargs="+",
+        metavar="DIR",
+        help="sets (test/val) whose near-duplicates are removed from the pool",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.9,
+        help="cosine similarity at or above which two images are duplicates",
+    )
     p.add_argument("--protect-threshold", type=float, help="for --protect (default: --threshold)")
     p.add_argument("--mode", default="nn", choices=("nn", "kmeans"))
-    p.add_argument("--per-query", type=int, default=4,
-                   help="images per query: nearest (nn) or sampled from its cluster (kmeans)")
+    p.add_argument(
+        "--per-query",
+        type=int,
+        default=4,
+        help="images per query: nearest (nn) or sampled from its cluster (kmeans)",
+    )
     p.add_argument("--clusters", type=int, help="k-means clusters (default: sqrt(pool))")
     p.add_argument("--dedup-k", type=int, default=64, help="neighbours searched per image")
-    p.add_argument("--index", default="auto", choices=("auto", "torch", "flat", "ivf", "hnsw"),
-                   help="auto: exact faiss up to 100k images, IVF above")
+    p.add_argument(
+        "--index",
+        default="auto",
+        choices=("auto", "torch", "flat", "ivf", "hnsw"),
+        help="auto: exact faiss up to 100k images, IVF above",
+    )
     p.add_argument("--kind", default="cls", choices=("cls", "avgpool", "cls+avgpool", "last4"))
     p.add_argument("--crop-size", type=int, default=224, help="centre crop (multiple of patch)")
     p.add_argument("--resize-size", type=int, help="shorter side before the crop (crop*256/224)")
@@ -360,8 +398,11 @@ def _add_curate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     p.add_argument("--workers", type=int, help="DataLoader workers (default: 0 on CPU)")
     p.add_argument("--seed", type=int, default=0, help="k-means and sampling seed")
-    p.add_argument("--from-stage", choices=("embed", "dedup", "retrieve", "summary"),
-                   help="rerun this stage and the later ones even if up to date")
+    p.add_argument(
+        "--from-stage",
+        choices=("embed", "dedup", "retrieve", "summary"),
+        help="rerun this stage and the later ones even if up to date",
+    )
     p.set_defaults(func=cmd_curate)
 
 

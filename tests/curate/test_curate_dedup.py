@@ -90,18 +90,24 @@ def test_protected_match_removes_the_whole_group() -> None:
     feats = at_angles([0, 5, 60, 120])
     protect = at_angles([62, -90])
     threshold = math.cos(math.radians(10))
-    res = deduplicate(feats, list("abcd"), threshold, protect_feats=protect,
-                      file_size=lambda p: 1)
+    res = deduplicate(feats, list("abcd"), threshold, protect_feats=protect, file_size=lambda p: 1)
     assert res.keep.tolist() == [True, False, False, True]
     assert res.dropped_protected.tolist() == [False, False, True, False]
     assert res.protect_match[2] == 0
     # the protected image near 5 degrees condemns 0 and 5 together
-    res = deduplicate(feats, list("abcd"), threshold, protect_feats=at_angles([7]),
-                      file_size=lambda p: 1)
+    res = deduplicate(
+        feats, list("abcd"), threshold, protect_feats=at_angles([7]), file_size=lambda p: 1
+    )
     assert res.keep.tolist() == [False, False, True, True]
     # a stricter protect threshold spares them
-    res = deduplicate(feats, list("abcd"), threshold, protect_feats=at_angles([7]),
-                      protect_threshold=0.9999, file_size=lambda p: 1)
+    res = deduplicate(
+        feats,
+        list("abcd"),
+        threshold,
+        protect_feats=at_angles([7]),
+        protect_threshold=0.9999,
+        file_size=lambda p: 1,
+    )
     assert res.keep.tolist() == [True, False, True, True]
 
 
@@ -141,8 +147,7 @@ def test_approximate_indexes_find_planted_copies(index: str) -> None:
 
 def test_search_restricted_to_rows_returns_database_row_numbers() -> None:
     feats = at_angles([0, 10, 20, 30, 40])
-    sims, rows = NeighborIndex(feats, "torch", rows=np.array([4, 1, 3])).search(
-        at_angles([12]), 3)
+    sims, rows = NeighborIndex(feats, "torch", rows=np.array([4, 1, 3])).search(at_angles([12]), 3)
     assert rows.tolist() == [[1, 3, 4]]
     assert NeighborIndex(feats, "flat", rows=[]).search(at_angles([0]), 3)[1].shape == (1, 0)
 
@@ -152,5 +157,9 @@ def test_pair_scores_count_same_group_pairs() -> None:
     assert pair_scores(truth, truth)["precision"] == pair_scores(truth, truth)["recall"] == 1
     s = pair_scores(np.array([0, 0, 2, 3, 3, 3]), truth)  # 1 of 3 pairs in group 0, 1 of 1
     assert (s["precision"], s["recall"]) == (2 / 4, 2 / 4)
-    assert pair_scores(np.arange(6), truth) == {"precision": 1.0, "recall": 0.0,
-                                               "predicted_pairs": 0, "true_pairs": 4}
+    assert pair_scores(np.arange(6), truth) == {
+        "precision": 1.0,
+        "recall": 0.0,
+        "predicted_pairs": 0,
+        "true_pairs": 4,
+    }

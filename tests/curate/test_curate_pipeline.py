@@ -38,8 +38,9 @@ def test_outputs_and_complete_provenance(pools: dict, tiny_model, tmp_path: Path
     records = [json.loads(x) for x in read_lines(out / "duplicates.jsonl")]
     protected = [r for r in records if r["type"] == "protected"]
     assert [r["protected_match"] for r in protected] == [str(pools["protect"] / "test_image.jpg")]
-    assert any(r["type"] == "group" and r["kept"] == str(pools["pool"] / "c0_0.jpg")
-               for r in records)
+    assert any(
+        r["type"] == "group" and r["kept"] == str(pools["pool"] / "c0_0.jpg") for r in records
+    )
 
     keep = read_lines(out / "keep.txt")
     prov = [json.loads(x) for x in read_lines(out / "curation.jsonl")]
@@ -54,8 +55,10 @@ def test_outputs_and_complete_provenance(pools: dict, tiny_model, tmp_path: Path
     c = summary["counts"]
     assert (c["pool_images"], c["queries"], c["protected_images"]) == (9, 2, 1)
     assert c["after_dedup"] == len(dedup_keep) == 7 and c["selected"] == len(keep)
-    assert c["pool_images"] == c["after_dedup"] + c["removed_as_duplicates"] + \
-        c["removed_by_protected_sets"]
+    assert (
+        c["pool_images"]
+        == c["after_dedup"] + c["removed_as_duplicates"] + c["removed_by_protected_sets"]
+    )
     assert sum(summary["histograms"]["pool_nearest_neighbour_similarity"]["counts"]) == 9
     assert (out / "summary.png").stat().st_size > 0
 
@@ -71,8 +74,7 @@ def test_rerun_skips_finished_stages_and_from_stage_forces(
     # new parameters rerun their stage and the later ones, never the embedding
     res = run(pools, out, tiny_model, mode="kmeans", n_clusters=2)
     assert (res.ran, res.skipped) == (["retrieve", "summary"], ["embed", "dedup"])
-    assert all(json.loads(x)["cluster"] is not None
-               for x in read_lines(out / "curation.jsonl"))
+    assert all(json.loads(x)["cluster"] is not None for x in read_lines(out / "curation.jsonl"))
     res = run(pools, out, tiny_model, threshold=0.5, mode="kmeans", n_clusters=2)
     assert res.ran == ["dedup", "retrieve", "summary"]
     # a crash during retrieval: no record, partial outputs; the rerun redoes only that
@@ -81,8 +83,9 @@ def test_rerun_skips_finished_stages_and_from_stage_forces(
     res = run(pools, out, tiny_model, threshold=0.5, mode="kmeans", n_clusters=2)
     assert res.ran == ["retrieve", "summary"] and (out / "keep.txt").is_file()
     assert emb.stat().st_mtime_ns == stamp
-    res = run(pools, out, tiny_model, threshold=0.5, mode="kmeans", n_clusters=2,
-              from_stage="embed")
+    res = run(
+        pools, out, tiny_model, threshold=0.5, mode="kmeans", n_clusters=2, from_stage="embed"
+    )
     assert res.ran == ["embed", "dedup", "retrieve", "summary"]
     assert emb.stat().st_mtime_ns != stamp
     # a changed pool (a new image) is embedded again
@@ -97,8 +100,9 @@ def test_pool_of_only_duplicates(pools: dict, tiny_model, tmp_path: Path) -> Non
     for i in range(11):
         (dups / f"d{i:02d}.jpg").write_bytes(image)
     with pytest.warns(RuntimeWarning, match="one duplicate group holds 11 of the 11"):
-        res = curate(dups, pools["queries"], tmp_path / "out", tiny_model, crop_size=CROP,
-                     progress=False)
+        res = curate(
+            dups, pools["queries"], tmp_path / "out", tiny_model, crop_size=CROP, progress=False
+        )
     assert read_lines(tmp_path / "out" / "dedup_keep.txt") == [str(dups / "d00.jpg")]
     assert read_lines(res.keep_file) == [str(dups / "d00.jpg")]
     assert (res.counts["duplicate_groups"], res.counts["removed_as_duplicates"]) == (1, 10)
@@ -115,8 +119,13 @@ def test_empty_or_missing_inputs_fail_before_any_work(
     with pytest.raises(FileNotFoundError, match=r"queries: .*nowhere.*does not exist"):
         curate(pools["pool"], tmp_path / "nowhere", tmp_path / "o2", tiny_model)
     with pytest.raises(FileNotFoundError, match=r"protect-0: "):
-        curate(pools["pool"], pools["queries"], tmp_path / "o3", tiny_model,
-               protect=[tmp_path / "gone"])
+        curate(
+            pools["pool"],
+            pools["queries"],
+            tmp_path / "o3",
+            tiny_model,
+            protect=[tmp_path / "gone"],
+        )
     with pytest.raises(ValueError, match="unknown mode"):
         curate(pools["pool"], pools["queries"], tmp_path / "o4", tiny_model, mode="knn")
     assert not (tmp_path / "o1" / "embeddings").exists()
@@ -125,9 +134,23 @@ def test_empty_or_missing_inputs_fail_before_any_work(
 def test_cli_curate(pools: dict, tiny_model, tmp_path: Path, capsys) -> None:
     weights = export_backbone(tiny_model, tmp_path / "tiny.safetensors")
     out = tmp_path / "out"
-    args = ["curate", "--pool", str(pools["pool"]), "--queries", str(pools["queries"]),
-            "--out", str(out), "--model", str(weights), "--crop-size", str(CROP),
-            "--per-query", "1", "--protect", str(pools["protect"])]
+    args = [
+        "curate",
+        "--pool",
+        str(pools["pool"]),
+        "--queries",
+        str(pools["queries"]),
+        "--out",
+        str(out),
+        "--model",
+        str(weights),
+        "--crop-size",
+        str(CROP),
+        "--per-query",
+        "1",
+        "--protect",
+        str(pools["protect"]),
+    ]
     assert main(args) == 0
     assert "selected" in capsys.readouterr().out
     assert 1 <= len(read_lines(out / "keep.txt")) <= 2
@@ -148,12 +171,23 @@ def test_torchrun_ranks_share_the_embedding(
 ) -> None:
     weights = export_backbone(tiny_model, tmp_path / "tiny.safetensors")
     args = [str(pools["pool"]), str(pools["queries"])]
-    curate(*args, tmp_path / "single", str(weights), crop_size=CROP, shard_size=4,
-           threshold=0.999, device="cpu", precision="fp32", progress=False)
+    curate(
+        *args,
+        tmp_path / "single",
+        str(weights),
+        crop_size=CROP,
+        shard_size=4,
+        threshold=0.999,
+        device="cpu",
+        precision="fp32",
+        progress=False,
+    )
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(crop=CROP))
     torchrun([script, *args, tmp_path / "double", weights])
     for name in ("dedup_keep.txt", "keep.txt", "curation.jsonl"):
         assert read_lines(tmp_path / "double" / name) == read_lines(tmp_path / "single" / name)
-    assert json.loads((tmp_path / "double" / "stages" / "embed.json").read_text())["key"] == \
-        json.loads((tmp_path / "single" / "stages" / "embed.json").read_text())["key"]
+    assert (
+        json.loads((tmp_path / "double" / "stages" / "embed.json").read_text())["key"]
+        == json.loads((tmp_path / "single" / "stages" / "embed.json").read_text())["key"]
+    )

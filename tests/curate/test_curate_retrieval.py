@@ -82,7 +82,9 @@ def test_cluster_hits_sample_the_query_cluster_reproducibly() -> None:
     again = cluster_hits(feats, queries, km, 3, seed=5)
     assert again.row.tolist() == hits.row.tolist()
     everything = cluster_hits(feats, queries, km, 50, seed=5)  # more than a cluster holds
-    assert sorted(everything.row[everything.query == 0].tolist()) == np.flatnonzero(
-        labels == 2).tolist()
+    assert (
+        sorted(everything.row[everything.query == 0].tolist())
+        == np.flatnonzero(labels == 2).tolist()
+    )
     records = provenance(hits, [str(i) for i in range(len(feats))], ["q0", "q1"])
     assert {r["cluster"] for r in records} == set(hits.cluster.tolist())

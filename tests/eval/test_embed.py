@@ -39,7 +39,9 @@ def test_embed_resumes_after_interruption_without_duplicate_or_missing_rows(
         embed(tiny_vit, InterruptAt(few_images, at=9), out, chunk_size=4, **FP32)
     work = tmp_path / "feats.npy.chunks"
     assert sorted(p.name for p in work.glob("*.npz")) == [
-        "000000000-000000004.npz", "000000004-000000008.npz"]
+        "000000000-000000004.npz",
+        "000000004-000000008.npz",
+    ]
     assert not out.exists()
 
     counter = ForwardCounter(tiny_vit)

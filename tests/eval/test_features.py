@@ -21,12 +21,17 @@ FP32 = {"crop_size": CROP, "precision": "fp32", "device": "cpu", "progress": Fal
 
 def test_all_kinds_have_the_right_shapes_and_the_listing_order(few_images, tiny_vit):
     listed = [line.split("\t")[0] for line in few_images.read_text().splitlines()]
-    out = {k: extract_features(tiny_vit, few_images, kind=k, batch_size=5, **FP32)
-           for k in ("cls", "avgpool", "cls+avgpool", "last4")}
+    out = {
+        k: extract_features(tiny_vit, few_images, kind=k, batch_size=5, **FP32)
+        for k in ("cls", "avgpool", "cls+avgpool", "last4")
+    }
     dim = tiny_vit.embed_dim
     assert {k: tuple(v.features.shape) for k, v in out.items()} == {
-        "cls": (14, dim), "avgpool": (14, dim), "cls+avgpool": (14, 2 * dim),
-        "last4": (14, 4 * dim)}
+        "cls": (14, dim),
+        "avgpool": (14, dim),
+        "cls+avgpool": (14, 2 * dim),
+        "last4": (14, 4 * dim),
+    }
     for result in out.values():
         assert result.paths == listed
         assert result.labels.tolist() == [0] * 7 + [1] * 7
@@ -63,7 +68,11 @@ def test_crop_that_does_not_tile_names_both_numbers(few_images, tiny_vit):
 def test_embed_writes_npy_with_sidecars_and_npz(few_images, tiny_vit, tmp_path):
     result = embed(tiny_vit, few_images, tmp_path / "feats.npy", chunk_size=4, **FP32)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("feats")) == [
-        "feats.labels.npy", "feats.meta.json", "feats.npy", "feats.paths.txt"]
+        "feats.labels.npy",
+        "feats.meta.json",
+        "feats.npy",
+        "feats.paths.txt",
+    ]
     assert np.load(tmp_path / "feats.npy").shape == (14, tiny_vit.embed_dim)
     back = load_features(tmp_path / "feats.npy")
     assert torch.equal(back.features, result.features) and back.paths == result.paths
@@ -93,8 +102,13 @@ def test_unreadable_image_is_left_out_and_listed(imagenette, tmp_path, tiny_vit)
 
 def test_cache_extracts_once_per_model_data_and_kind(few_images, tiny_vit, tmp_path):
     counter = ForwardCounter(tiny_vit)
-    opts = {"crop_size": CROP, "precision": "fp32", "device": "cpu", "progress": False,
-            "cache_dir": tmp_path / "cache"}
+    opts = {
+        "crop_size": CROP,
+        "precision": "fp32",
+        "device": "cpu",
+        "progress": False,
+        "cache_dir": tmp_path / "cache",
+    }
     first = cached_features(tiny_vit, few_images, **opts)
     assert counter.images == 14
     second = cached_features(tiny_vit, few_images, **opts)

@@ -74,10 +74,18 @@ def test_chunked_equals_unchunked():
     train, train_labels = _clusters(60, 10, 32, seed=2, noise=1.5)
     val, val_labels = _clusters(20, 10, 32, seed=3, noise=1.5)
     # 4 query chunks x 5 train chunks (both with a partial last one); k=150 > a train chunk
-    whole = knn_classify(train, train_labels, val, val_labels, ks=(5, 10, 150),
-                         chunk_size=10_000, train_chunk_size=10_000)
-    chunked = knn_classify(train, train_labels, val, val_labels, ks=(5, 10, 150),
-                           chunk_size=64, train_chunk_size=128)
+    whole = knn_classify(
+        train,
+        train_labels,
+        val,
+        val_labels,
+        ks=(5, 10, 150),
+        chunk_size=10_000,
+        train_chunk_size=10_000,
+    )
+    chunked = knn_classify(
+        train, train_labels, val, val_labels, ks=(5, 10, 150), chunk_size=64, train_chunk_size=128
+    )
     assert whole.rows == chunked.rows
     assert 20.0 < whole.row(10).top1 < 100.0  # a non-trivial case
 
@@ -113,8 +121,9 @@ def test_faiss_agrees_with_torch():
     train, train_labels = _clusters(60, 10, 32, seed=4, noise=1.5)
     val, val_labels = _clusters(20, 10, 32, seed=5, noise=1.5)
     ref = knn_classify(train, train_labels, val, val_labels, ks=(10, 20, 100, 200))
-    fast = knn_classify(train, train_labels, val, val_labels, ks=(10, 20, 100, 200),
-                        backend="faiss")
+    fast = knn_classify(
+        train, train_labels, val, val_labels, ks=(10, 20, 100, 200), backend="faiss"
+    )
     assert fast.backend == "faiss"
     for a, b in zip(ref.rows, fast.rows, strict=True):
         assert (a.k, a.k_used) == (b.k, b.k_used)
@@ -127,8 +136,12 @@ def test_result_json_round_trip(tmp_path):
     result.save_json(tmp_path / "knn.json")
     data = json.loads((tmp_path / "knn.json").read_text())
     assert data["protocol"] == "dino-weighted-knn"
-    assert data["rows"][0] == {"k": 10, "k_used": 10, "top1": result.rows[0].top1,
-                               "top5": result.rows[0].top5}
+    assert data["rows"][0] == {
+        "k": 10,
+        "k_used": 10,
+        "top1": result.rows[0].top1,
+        "top5": result.rows[0].top5,
+    }
 
 
 def test_errors_name_the_problem():

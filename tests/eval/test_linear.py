@@ -39,7 +39,8 @@ def test_batched_grid_equals_independent_sgd_with_cosine():
         b = torch.zeros(3, requires_grad=True)
         opt = torch.optim.SGD([w, b], lr=lr, momentum=0.9, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+            opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total))
+        )
         for order in orders:
             for s in range(0, len(x), batch):
                 idx = order[s : s + batch]
@@ -74,8 +75,16 @@ def test_lr_is_selected_on_train_holdout_not_on_val():
 
 def test_diverged_lr_is_never_chosen():
     x, y = _separable(300, 16, 3, seed=3)
-    result = linear_probe(x[:250], y[:250], x[250:], y[250:], lrs=(0.1, 1e38), epochs=5,
-                          batch_size=32, standardize=False)
+    result = linear_probe(
+        x[:250],
+        y[:250],
+        x[250:],
+        y[250:],
+        lrs=(0.1, 1e38),
+        epochs=5,
+        batch_size=32,
+        standardize=False,
+    )
     assert result.lr == 0.1 and result.details["holdout_top1_by_lr"]["1e+38"] == 0.0
 
 

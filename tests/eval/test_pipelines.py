@@ -23,20 +23,44 @@ def colours(tmp_path):
 def test_knn_and_fast_linear_share_one_extraction(colours, tiny_vit, tmp_path):
     counter = ForwardCounter(tiny_vit)
     cache = tmp_path / "cache"
-    knn = run_knn(tiny_vit, colours / "train", colours / "val", kind="cls", ks=(5, 20),
-                  cache_dir=cache, out_json=tmp_path / "knn.json", **OPTS)
+    knn = run_knn(
+        tiny_vit,
+        colours / "train",
+        colours / "val",
+        kind="cls",
+        ks=(5, 20),
+        cache_dir=cache,
+        out_json=tmp_path / "knn.json",
+        **OPTS,
+    )
     assert counter.images == 16 + 6
     assert [(r.k, r.k_used, r.top1) for r in knn.rows] == [(5, 5, 100.0), (20, 16, 100.0)]
     assert json.loads((tmp_path / "knn.json").read_text())["extra"]["kind"] == "cls"
-    lin = run_linear(tiny_vit, colours / "train", colours / "val", kind="cls", epochs=10,
-                     batch_size=8, cache_dir=cache, **OPTS)
+    lin = run_linear(
+        tiny_vit,
+        colours / "train",
+        colours / "val",
+        kind="cls",
+        epochs=10,
+        batch_size=8,
+        cache_dir=cache,
+        **OPTS,
+    )
     assert counter.images == 16 + 6  # the linear probe read the cached features
     assert lin.protocol == "linear-fast" and lin.top1 == 100.0
 
 
 def test_dino_linear_protocol_learns_colours(colours, tiny_vit):
-    result = linear_probe_images(tiny_vit, colours / "train", colours / "val", kind="last4",
-                                 epochs=5, lr=2.0, batch_size=8, **OPTS)
+    result = linear_probe_images(
+        tiny_vit,
+        colours / "train",
+        colours / "val",
+        kind="last4",
+        epochs=5,
+        lr=2.0,
+        batch_size=8,
+        **OPTS,
+    )
     assert result.protocol == "dino-linear" and result.top1 == 100.0
     assert result.details["n_last_blocks"] == 4 and result.details["scaled_lr"] == 2.0 * 8 / 256
     assert result.top5 is None  # 2 classes
@@ -45,11 +69,11 @@ def test_dino_linear_protocol_learns_colours(colours, tiny_vit):
 def test_mismatched_classes_are_refused(imagenette, colours, tiny_vit, tmp_path):
     write_file_list(imagenette, tmp_path / "nette.txt", per_class=2)
     with pytest.raises(ValueError, match="different classes"):
-        run_knn(tiny_vit, colours / "train", tmp_path / "nette.txt", cache_dir=tmp_path / "c",
-                **OPTS)
+        run_knn(
+            tiny_vit, colours / "train", tmp_path / "nette.txt", cache_dir=tmp_path / "c", **OPTS
+        )
     with pytest.raises(ValueError, match="different classes"):
-        linear_probe_images(tiny_vit, colours / "train", tmp_path / "nette.txt", epochs=1,
-                            **OPTS)
+        linear_probe_images(tiny_vit, colours / "train", tmp_path / "nette.txt", epochs=1, **OPTS)
     with pytest.raises(ValueError, match="protocol"):
         run_linear(tiny_vit, colours / "train", colours / "val", protocol="svm", **OPTS)
 

@@ -69,8 +69,12 @@ def test_colour_distortion_reaches_the_multicrop_transform(tmp_path, image_list)
     from dinolab.train.builders import build_data
 
     cfg = build_config(
-        ["crops.jitter=[0.8,0.8,0.8,0.5]", "crops.jitter_p=1.0", "crops.gray_p=0.5",
-         f"data.path={image_list}"]  # fmt: skip
+        [
+            "crops.jitter=[0.8,0.8,0.8,0.5]",
+            "crops.jitter_p=1.0",
+            "crops.gray_p=0.5",
+            f"data.path={image_list}",
+        ]  # fmt: skip
     )
     dataset, _ = build_data(cfg, tmp_path)
     transform = dataset.transform

@@ -67,16 +67,25 @@ def kmeans(
         raise ValueError(f"unknown k-means backend {backend!r}; use one of {KMEANS_BACKENDS}")
     rows = np.arange(len(feats)) if rows is None else np.unique(np.asarray(rows, np.int64))
     if not 1 <= k <= len(rows):
-        raise ValueError(f"k-means needs 1 <= K <= number of images ({len(rows)}), got K={k}; "
-                         "lower the number of clusters")
+        raise ValueError(
+            f"k-means needs 1 <= K <= number of images ({len(rows)}), got K={k}; "
+            "lower the number of clusters"
+        )
     rng = np.random.default_rng(seed)
     n_train = min(len(rows), k * max_points_per_centroid)
     train = l2_normalize(feats[np.sort(rng.choice(rows, n_train, replace=False))])
     if backend == "faiss" or (backend == "auto" and have_faiss()):
         import faiss
 
-        km = faiss.Kmeans(train.shape[1], k, niter=niter, seed=seed, spherical=True,
-                          max_points_per_centroid=max_points_per_centroid, verbose=False)
+        km = faiss.Kmeans(
+            train.shape[1],
+            k,
+            niter=niter,
+            seed=seed,
+            spherical=True,
+            max_points_per_centroid=max_points_per_centroid,
+            verbose=False,
+        )
         km.train(train)
         centroids = l2_normalize(km.centroids)
     else:

@@ -57,8 +57,9 @@ class UnionFind:
 
     def labels(self) -> np.ndarray:
         """Per element, the smallest element of its set (a stable component id)."""
-        roots = np.fromiter((self.find(i) for i in range(len(self.parent))), np.int64,
-                            len(self.parent))
+        roots = np.fromiter(
+            (self.find(i) for i in range(len(self.parent))), np.int64, len(self.parent)
+        )
         smallest = np.full(len(roots), len(roots), np.int64)
         np.minimum.at(smallest, roots, np.arange(len(roots)))
         return smallest[roots]
@@ -209,16 +210,28 @@ def deduplicate(
         raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
     protect_threshold = threshold if protect_threshold is None else protect_threshold
     pairs, pair_sims, nn_sim = duplicate_pairs(
-        feats, threshold, k=k, index=index, shard_size=shard_size, **index_options)
+        feats, threshold, k=k, index=index, shard_size=shard_size, **index_options
+    )
     component = connected_components(len(feats), pairs)
     keep = choose_representatives(component, paths, file_size)
     if protect_feats is not None and len(protect_feats):
         protect_sim, protect_match = protected_matches(
-            feats, protect_feats, index=index, shard_size=shard_size)
+            feats, protect_feats, index=index, shard_size=shard_size
+        )
     else:
         protect_sim = np.full(len(feats), -np.inf, np.float32)
         protect_match = np.full(len(feats), -1, np.int64)
     hit = protect_sim >= np.float32(protect_threshold)
     dropped = np.isin(component, component[hit])
-    return DedupResult(component, keep & ~dropped, pairs, pair_sims, nn_sim, protect_sim,
-                       protect_match, dropped, float(threshold), float(protect_threshold))
+    return DedupResult(
+        component,
+        keep & ~dropped,
+        pairs,
+        pair_sims,
+        nn_sim,
+        protect_sim,
+        protect_match,
+        dropped,
+        float(threshold),
+        float(protect_threshold),
+    )

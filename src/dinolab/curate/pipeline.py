@@ -61,8 +61,10 @@ class CurationResult:
         """Counts per stage for the command line."""
         width = max((len(k) for k in self.counts), default=0)
         lines = [f"{k:<{width}}  {v}" for k, v in self.counts.items()]
-        lines.append(f"stages run: {', '.join(self.ran) or 'none'}; skipped (up to date): "
-                     f"{', '.join(self.skipped) or 'none'}")
+        lines.append(
+            f"stages run: {', '.join(self.ran) or 'none'}; skipped (up to date): "
+            f"{', '.join(self.skipped) or 'none'}"
+        )
         lines.append(f"selection: {self.keep_file}")
         return "\n".join(lines)
 
@@ -117,8 +119,12 @@ class _Stages:
     def is_fresh(self, stage: str, key: str, outputs: Sequence[Path]) -> bool:
         """Recorded with this key, all outputs present, and not forced."""
         rec = self.record(stage)
-        return (not self.forced(stage) and rec is not None and rec["key"] == key
-                and all(p.exists() for p in outputs))
+        return (
+            not self.forced(stage)
+            and rec is not None
+            and rec["key"] == key
+            and all(p.exists() for p in outputs)
+        )
 
     def settle(self, stage: str, fresh: bool) -> bool:
         """Note a skip, or drop the old record of a stage about to run (so that a crash while
@@ -133,8 +139,12 @@ class _Stages:
         return self.settle(stage, self.is_fresh(stage, key, outputs))
 
     def finish(self, stage: str, key: str, params: dict, started: float) -> None:
-        rec = {"key": key, "params": params, "seconds": round(time.perf_counter() - started, 3),
-               "peak_rss_mb": round(_peak_rss_mb(), 1)}
+        rec = {
+            "key": key,
+            "params": params,
+            "seconds": round(time.perf_counter() - started, 3),
+            "peak_rss_mb": round(_peak_rss_mb(), 1),
+        }
         _write_atomic(self.dir / f"{stage}.json", json.dumps(rec, indent=2) + "\n")
         self.ran.append(stage)
 
@@ -151,7 +161,12 @@ def _listing(role: str, source: str | os.PathLike):
 
 
 def _embed_stage(
-    stages: _Stages, out: Path, sets: dict[str, str | os.PathLike], model, weights, opts: dict,
+    stages: _Stages,
+    out: Path,
+    sets: dict[str, str | os.PathLike],
+    model,
+    weights,
+    opts: dict,
     progress: bool,
 ) -> dict[str, str]:
     """Embeddings of every set; returns each set's key. Only missing or stale sets run."""
@@ -164,11 +179,16 @@ def _embed_stage(
     precision = str(resolve_precision(opts["precision"], resolve_device(opts["device"])))
     keys = {}
     for name, ds in listings.items():
-        keys[name] = _key({
-            "model": identity, "listing": listing_identity([str(p) for p in ds.paths], None),
-            "kind": opts["kind"], "crop_size": opts["crop_size"],
-            "resize_size": opts["resize_size"], "precision": precision,
-        })
+        keys[name] = _key(
+            {
+                "model": identity,
+                "listing": listing_identity([str(p) for p in ds.paths], None),
+                "kind": opts["kind"],
+                "crop_size": opts["crop_size"],
+                "resize_size": opts["resize_size"],
+                "precision": precision,
+            }
+        )
     files = {name: out / "embeddings" / f"{name}.npy" for name in sets}
     previous = (stages.record("embed") or {}).get("params", {}).get("sets", {})
     fresh = stages.is_fresh("embed", _key(keys), list(files.values()))
@@ -222,8 +242,13 @@ def _read_embeddings(out: Path, name: str) -> tuple[np.ndarray, list[str]]:
 
 # ---------------------------------------------------------------------- stage 2: dedup
 def _dedup_stage(
-    out: Path, protect_names: list[str], threshold: float, protect_threshold: float | None,
-    k: int, index: str, shard_size: int,
+    out: Path,
+    protect_names: list[str],
+    threshold: float,
+    protect_threshold: float | None,
+    k: int,
+    index: str,
+    shard_size: int,
 ) -> dict:
     """Writes dedup.npz, duplicates.jsonl, dedup_keep.txt; returns what the record adds."""
     feats, paths = _read_embeddings(out, "pool")
@@ -233,29 +258,52 @@ def _dedup_stage(
         parts = [_read_embeddings(out, n) for n in protect_names]
         protect_feats = np.concatenate([np.asarray(f) for f, _ in parts])
         protect_paths = [p for _, ps in parts for p in ps]
-    res = deduplicate(feats, paths, threshold, protect_feats=protect_feats,
-                      protect_threshold=protect_threshold, k=k, index=index,
-                      shard_size=shard_size)
-    _save_npz(out / "dedup.npz", component=res.component, keep=res.keep, pairs=res.pairs,
-              pair_sims=res.pair_sims, nn_sim=res.nn_sim, protect_sim=res.protect_sim,
-              protect_match=res.protect_match, dropped_protected=res.dropped_protected)
+    res = deduplicate(
+        feats,
+        paths,
+        threshold,
+        protect_feats=protect_feats,
+        protect_threshold=protect_threshold,
+        k=k,
+        index=index,
+        shard_size=shard_size,
+    )
+    _save_npz(
+        out / "dedup.npz",
+        component=res.component,
+        keep=res.keep,
+        pairs=res.pairs,
+        pair_sims=res.pair_sims,
+        nn_sim=res.nn_sim,
+        protect_sim=res.protect_sim,
+        protect_match=res.protect_match,
+        dropped_protected=res.dropped_protected,
+    )
     records = []
     for members in res.groups().values():
         kept = members[res.keep[members]]
         in_group = np.isin(res.pairs[:, 0], members)
-        records.append({
-            "type": "group", "size": len(members),
-            "kept": paths[kept[0]] if len(kept) else None,
-            "removed": [paths[i] for i in members if not res.keep[i]],
-            "max_similarity": round(float(res.pair_sims[in_group].max()), 6),
-            "min_similarity": round(float(res.pair_sims[in_group].min()), 6),
-            "dropped_by_protected_set": bool(res.dropped_protected[members[0]]),
-        })
+        records.append(
+            {
+                "type": "group",
+                "size": len(members),
+                "kept": paths[kept[0]] if len(kept) else None,
+                "removed": [paths[i] for i in members if not res.keep[i]],
+                "max_similarity": round(float(res.pair_sims[in_group].max()), 6),
+                "min_similarity": round(float(res.pair_sims[in_group].min()), 6),
+                "dropped_by_protected_set": bool(res.dropped_protected[members[0]]),
+            }
+        )
     hit = res.protect_sim >= np.float32(res.protect_threshold)
     for i in np.flatnonzero(hit):
-        records.append({"type": "protected", "removed": paths[i],
-                        "protected_match": protect_paths[res.protect_match[i]],
-                        "similarity": round(float(res.protect_sim[i]), 6)})
+        records.append(
+            {
+                "type": "protected",
+                "removed": paths[i],
+                "protected_match": protect_paths[res.protect_match[i]],
+                "similarity": round(float(res.protect_sim[i]), 6),
+            }
+        )
     _write_jsonl(out / "duplicates.jsonl", records)
     _write_lines(out / "dedup_keep.txt", [paths[i] for i in np.flatnonzero(res.keep)])
     largest = max((len(m) for m in res.groups().values()), default=0)
@@ -265,14 +313,21 @@ def _dedup_stage(
             f"they are all copies of one image, threshold {threshold:g} is too low for this "
             "model (its similarities crowd near 1): raise --threshold (see the nearest-"
             "neighbour histogram in summary.png) or use a stronger model; "
-            "benchmarks/curation.py calibrates it on planted copies", RuntimeWarning,
-            stacklevel=3)
+            "benchmarks/curation.py calibrates it on planted copies",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return {"index_used": resolve_index_kind(index, len(paths))}
 
 
 # ---------------------------------------------------------------------- stage 3: retrieve
 def _retrieve_stage(
-    out: Path, mode: str, per_query: int, n_clusters: int | None, index: str, seed: int,
+    out: Path,
+    mode: str,
+    per_query: int,
+    n_clusters: int | None,
+    index: str,
+    seed: int,
     shard_size: int,
 ) -> dict:
     pool, pool_paths = _read_embeddings(out, "pool")
@@ -283,16 +338,25 @@ def _retrieve_stage(
     if len(rows) == 0:
         hits = Hits.empty()
         if mode == "kmeans":
-            _save_npz(out / "clusters.npz", centroids=np.zeros((0, pool.shape[1]), np.float32),
-                      assign=np.full(len(pool), -1), sim=np.full(len(pool), np.nan))
+            _save_npz(
+                out / "clusters.npz",
+                centroids=np.zeros((0, pool.shape[1]), np.float32),
+                assign=np.full(len(pool), -1),
+                sim=np.full(len(pool), np.nan),
+            )
     elif mode == "nn":
         info["index_used"] = resolve_index_kind(index, len(rows))
-        hits = nearest_hits(pool, queries, per_query, rows=rows, index=index,
-                            shard_size=shard_size)
+        hits = nearest_hits(pool, queries, per_query, rows=rows, index=index, shard_size=shard_size)
     else:
         k = min(n_clusters or max(1, round(len(rows) ** 0.5)), len(rows))
-        km = kmeans(pool, k, rows=rows, seed=seed, shard_size=shard_size,
-                    backend="torch" if index == "torch" else "auto")
+        km = kmeans(
+            pool,
+            k,
+            rows=rows,
+            seed=seed,
+            shard_size=shard_size,
+            backend="torch" if index == "torch" else "auto",
+        )
         _save_npz(out / "clusters.npz", centroids=km.centroids, assign=km.assign, sim=km.sim)
         info["n_clusters"] = k
         hits = cluster_hits(pool, queries, km, per_query, seed=seed)
@@ -436,28 +500,47 @@ def curate(
     sets = {"pool": pool, "queries": queries}
     sets.update({f"protect-{i}": p for i, p in enumerate(protect)})
     protect_names = [n for n in sets if n.startswith("protect-")]
-    opts = {"kind": kind, "crop_size": crop_size, "resize_size": resize_size,
-            "batch_size": batch_size, "device": device, "precision": precision,
-            "num_workers": num_workers, "chunk_size": min(4096, shard_size)}
+    opts = {
+        "kind": kind,
+        "crop_size": crop_size,
+        "resize_size": resize_size,
+        "batch_size": batch_size,
+        "device": device,
+        "precision": precision,
+        "num_workers": num_workers,
+        "chunk_size": min(4096, shard_size),
+    }
     keys = _embed_stage(stages, out, sets, model, weights, opts, progress)
     result = CurationResult(out, stages.ran, stages.skipped)
     if _rank() != 0:
         return result  # under torchrun the other ranks only help embedding
 
-    dedup_params = {"threshold": threshold, "protect_threshold": protect_threshold,
-                    "k": dedup_k, "index": index, "pool": keys["pool"],
-                    "protect": [keys[n] for n in protect_names]}
+    dedup_params = {
+        "threshold": threshold,
+        "protect_threshold": protect_threshold,
+        "k": dedup_k,
+        "index": index,
+        "pool": keys["pool"],
+        "protect": [keys[n] for n in protect_names],
+    }
     dedup_key = _key(dedup_params)
     dedup_out = [out / "dedup.npz", out / "duplicates.jsonl", out / "dedup_keep.txt"]
     if not stages.up_to_date("dedup", dedup_key, dedup_out):
         started = time.perf_counter()
-        info = _dedup_stage(out, protect_names, threshold, protect_threshold, dedup_k, index,
-                            shard_size)
+        info = _dedup_stage(
+            out, protect_names, threshold, protect_threshold, dedup_k, index, shard_size
+        )
         stages.finish("dedup", dedup_key, {**dedup_params, **info}, started)
 
-    retrieve_params = {"mode": mode, "per_query": per_query, "seed": seed, "index": index,
-                       "n_clusters": n_clusters, "dedup": dedup_key,
-                       "queries": keys["queries"]}
+    retrieve_params = {
+        "mode": mode,
+        "per_query": per_query,
+        "seed": seed,
+        "index": index,
+        "n_clusters": n_clusters,
+        "dedup": dedup_key,
+        "queries": keys["queries"],
+    }
     retrieve_key = _key(retrieve_params)
     retrieve_out = [out / "keep.txt", out / "curation.jsonl"]
     if mode == "kmeans":

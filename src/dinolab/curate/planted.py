@@ -100,6 +100,9 @@ def pair_scores(component: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     predicted, actual = _pairs_within(component), _pairs_within(truth)
     joint = np.unique(np.stack([component, truth], 1), axis=0, return_inverse=True)[1]
     both = _pairs_within(joint.reshape(-1))
-    return {"precision": both / predicted if predicted else 1.0,
-            "recall": both / actual if actual else 1.0,
-            "predicted_pairs": predicted, "true_pairs": actual}
+    return {
+        "precision": both / predicted if predicted else 1.0,
+        "recall": both / actual if actual else 1.0,
+        "predicted_pairs": predicted,
+        "true_pairs": actual,
+    }

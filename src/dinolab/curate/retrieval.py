@@ -44,8 +44,13 @@ def _hits(parts: list[tuple[np.ndarray, ...]]) -> Hits:
     if not parts:
         parts = [tuple(np.zeros(0) for _ in range(5))]
     q, r, s, k, c = (np.concatenate(x) for x in zip(*parts, strict=True))
-    return Hits(q.astype(np.int64), r.astype(np.int64), s.astype(np.float32), k.astype(np.int64),
-                c.astype(np.int64))
+    return Hits(
+        q.astype(np.int64),
+        r.astype(np.int64),
+        s.astype(np.float32),
+        k.astype(np.int64),
+        c.astype(np.int64),
+    )
 
 
 def nearest_hits(
@@ -68,8 +73,9 @@ def nearest_hits(
         found = nbrs >= 0
         q = np.broadcast_to(np.arange(offset, offset + len(shard))[:, None], nbrs.shape)
         rank = np.broadcast_to(np.arange(nbrs.shape[1])[None], nbrs.shape)
-        parts.append((q[found], nbrs[found], sims[found], rank[found],
-                      np.full(int(found.sum()), -1)))
+        parts.append(
+            (q[found], nbrs[found], sims[found], rank[found], np.full(int(found.sum()), -1))
+        )
     return _hits(parts)
 
 
@@ -95,14 +101,19 @@ def cluster_hits(
             continue
         sims = l2_normalize(pool_feats[pick]) @ l2_normalize(query_feats[qi : qi + 1])[0]
         order = np.argsort(-sims, kind="stable")
-        parts.append((np.full(len(pick), qi), pick[order], sims[order], np.arange(len(pick)),
-                      np.full(len(pick), c)))
+        parts.append(
+            (
+                np.full(len(pick), qi),
+                pick[order],
+                sims[order],
+                np.arange(len(pick)),
+                np.full(len(pick), c),
+            )
+        )
     return _hits(parts)
 
 
-def provenance(
-    hits: Hits, pool_paths: Sequence[str], query_paths: Sequence[str]
-) -> list[dict]:
+def provenance(hits: Hits, pool_paths: Sequence[str], query_paths: Sequence[str]) -> list[dict]:
     """One record per selected pool image (ascending row): its best source (`query`,
     `similarity`, `cluster`) and every source in `sources`, most similar first."""
     by_row: dict[int, list[int]] = {}
@@ -111,13 +122,26 @@ def provenance(
     records = []
     for r in sorted(by_row):
         order = sorted(by_row[r], key=lambda i: (-float(hits.similarity[i]), int(hits.query[i])))
-        sources = [{
-            "query": query_paths[int(hits.query[i])], "query_index": int(hits.query[i]),
-            "similarity": round(float(hits.similarity[i]), 6), "rank": int(hits.rank[i]),
-            "cluster": int(hits.cluster[i]) if hits.cluster[i] >= 0 else None,
-        } for i in order]
+        sources = [
+            {
+                "query": query_paths[int(hits.query[i])],
+                "query_index": int(hits.query[i]),
+                "similarity": round(float(hits.similarity[i]), 6),
+                "rank": int(hits.rank[i]),
+                "cluster": int(hits.cluster[i]) if hits.cluster[i] >= 0 else None,
+            }
+            for i in order
+        ]
         best = sources[0]
-        records.append({"path": pool_paths[r], "pool_index": r, "query": best["query"],
-                        "query_index": best["query_index"], "similarity": best["similarity"],
-                        "cluster": best["cluster"], "sources": sources})
+        records.append(
+            {
+                "path": pool_paths[r],
+                "pool_index": r,
+                "query": best["query"],
+                "query_index": best["query_index"],
+                "similarity": best["similarity"],
+                "cluster": best["cluster"],
+                "sources": sources,
+            }
+        )
     return records

@@ -51,8 +51,10 @@ def _faiss():
     try:
         import faiss
     except ImportError as e:
-        raise ImportError("this index needs faiss: pip install 'dinolab[faiss]' (or faiss-cpu), "
-                          "or use index='torch' (exact, slower on large pools)") from e
+        raise ImportError(
+            "this index needs faiss: pip install 'dinolab[faiss]' (or faiss-cpu), "
+            "or use index='torch' (exact, slower on large pools)"
+        ) from e
     return faiss
 
 
@@ -106,8 +108,9 @@ class NeighborIndex:
         self.kind = resolve_index_kind(index, len(self.rows))
         self.dim = database.shape[1]
         self.nprobe = nprobe
-        self._faiss_index = None if self.kind == "torch" else self._build_faiss(
-            nlist, hnsw_m, ef_search, seed)
+        self._faiss_index = (
+            None if self.kind == "torch" else self._build_faiss(nlist, hnsw_m, ef_search, seed)
+        )
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -161,10 +164,13 @@ class NeighborIndex:
         best_i = torch.zeros((len(q), 0), dtype=torch.long)
         for offset, shard in self.shards():
             db = torch.from_numpy(shard)
-            s, i = zip(*(
-                (q[b : b + QUERY_BLOCK] @ db.T).topk(min(k, len(db)), dim=1)
-                for b in range(0, len(q), QUERY_BLOCK)
-            ), strict=True)
+            s, i = zip(
+                *(
+                    (q[b : b + QUERY_BLOCK] @ db.T).topk(min(k, len(db)), dim=1)
+                    for b in range(0, len(q), QUERY_BLOCK)
+                ),
+                strict=True,
+            )
             merged_s = torch.cat([best_s, torch.cat(s)], 1)
             merged_i = torch.cat([best_i, torch.cat(i) + offset], 1)
             best_s, order = merged_s.topk(min(k, merged_s.shape[1]), dim=1)

@@ -103,8 +103,10 @@ def _as_dataset(data: Any, crop_size: int, resize_size: int | None) -> Dataset:
 
         return ImageDataset(data, transform=EvalTransform(crop_size, resize_size))
     if getattr(data, "transform", "") is None:
-        raise ValueError("the dataset has no transform, so it yields PIL images; build it with "
-                         "transform=dinolab.data.transforms.EvalTransform(crop_size)")
+        raise ValueError(
+            "the dataset has no transform, so it yields PIL images; build it with "
+            "transform=dinolab.data.transforms.EvalTransform(crop_size)"
+        )
     if not hasattr(data, "paths"):
         raise TypeError(
             "data must be a folder, a .txt/.csv file list, or a dataset with a .paths list "
@@ -216,13 +218,24 @@ def _prepare_work_dir(work_dir: Path, manifest: dict, rank: int) -> int:
 
 @torch.inference_mode()
 def _run_chunk(
-    model: nn.Module, dataset: Dataset, start: int, end: int, kind: str, batch_size: int,
-    num_workers: int, device: torch.device, dtype: torch.dtype, bar: tqdm,
+    model: nn.Module,
+    dataset: Dataset,
+    start: int,
+    end: int,
+    kind: str,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    bar: tqdm,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features of rows [start, end) and the rows among them whose image could not be read."""
     loader = DataLoader(
-        Subset(dataset, range(start, end)), batch_size=batch_size, shuffle=False,
-        num_workers=num_workers, pin_memory=device.type == "cuda",
+        Subset(dataset, range(start, end)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
     )
     parts = []
     for images, _ in loader:
@@ -280,16 +293,22 @@ def extract_features(
         num_workers = min(8, os.cpu_count() or 1) if dev.type == "cuda" else 0
     rank, world = _dist_info()
     if world > 1 and work_dir is None:
-        raise ValueError("extraction under torchrun exchanges rows through files: pass "
-                         "work_dir= (embed and cached_features do this for you)")
+        raise ValueError(
+            "extraction under torchrun exchanges rows through files: pass "
+            "work_dir= (embed and cached_features do this for you)"
+        )
     paths = [str(p) for p in dataset.paths]
     labels = _labels_of(dataset)
     n = len(paths)
     meta = {
-        "format_version": FORMAT_VERSION, "kind": kind, "crop_size": crop_size,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "crop_size": crop_size,
         "resize_size": resize_size,
-        "precision": str(dtype).removeprefix("torch."), "num_images": n,
-        "model": model_identity(source), "data": str(getattr(dataset, "source", "")),
+        "precision": str(dtype).removeprefix("torch."),
+        "num_images": n,
+        "model": model_identity(source),
+        "data": str(getattr(dataset, "source", "")),
         "classes": list(getattr(dataset, "classes", []) or []),
     }
     was_training = model.training
@@ -297,8 +316,9 @@ def extract_features(
     try:
         if work_dir is None:
             bar = tqdm(total=n, desc=f"features ({kind})", disable=not progress, unit="img")
-            feats, skipped = _run_chunk(model, dataset, 0, n, kind, batch_size, num_workers,
-                                        dev, dtype, bar)
+            feats, skipped = _run_chunk(
+                model, dataset, 0, n, kind, batch_size, num_workers, dev, dtype, bar
+            )
             bar.close()
             return _assemble(feats, set(int(i) for i in skipped), paths, labels, meta)
         work = Path(work_dir)
@@ -308,11 +328,17 @@ def extract_features(
         mine = ranges[rank * len(ranges) // world : (rank + 1) * len(ranges) // world]
         todo = [(s, e) for s, e in mine if not (work / _chunk_name(s, e)).is_file()]
         total, left = sum(e - s for s, e in mine), sum(e - s for s, e in todo)
-        bar = tqdm(total=total, initial=total - left, desc=f"features ({kind})",
-                   disable=not progress or rank != 0, unit="img")
+        bar = tqdm(
+            total=total,
+            initial=total - left,
+            desc=f"features ({kind})",
+            disable=not progress or rank != 0,
+            unit="img",
+        )
         for s, e in todo:
-            feats, skipped = _run_chunk(model, dataset, s, e, kind, batch_size, num_workers,
-                                        dev, dtype, bar)
+            feats, skipped = _run_chunk(
+                model, dataset, s, e, kind, batch_size, num_workers, dev, dtype, bar
+            )
             _save_atomic_npz(work / _chunk_name(s, e), features=feats, skipped=skipped)
         bar.close()
         _barrier()
@@ -322,13 +348,18 @@ def extract_features(
 
 
 def _merge_chunks(
-    work: Path, ranges: list[tuple[int, int]], paths: list[str], labels: list[int] | None,
+    work: Path,
+    ranges: list[tuple[int, int]],
+    paths: list[str],
+    labels: list[int] | None,
     meta: dict,
 ) -> Features:
     missing = [_chunk_name(s, e) for s, e in ranges if not (work / _chunk_name(s, e)).is_file()]
     if missing:
-        raise RuntimeError(f"chunks missing in {work} after extraction: {missing[:5]}; rerun "
-                           "the same command to compute them")
+        raise RuntimeError(
+            f"chunks missing in {work} after extraction: {missing[:5]}; rerun "
+            "the same command to compute them"
+        )
     feats, skipped = [], set()
     for s, e in ranges:
         with np.load(work / _chunk_name(s, e)) as z:
@@ -344,8 +375,12 @@ def _assemble(
     """Drop the rows of unreadable images (their row holds another image's features)."""
     keep = [i for i in range(len(paths)) if i not in skipped]
     out = torch.from_numpy(np.ascontiguousarray(feats[keep], dtype=np.float32))
-    meta = {**meta, "num_images": len(keep), "dim": int(out.shape[1]) if out.ndim == 2 else 0,
-            "skipped": [paths[i] for i in sorted(skipped)]}
+    meta = {
+        **meta,
+        "num_images": len(keep),
+        "dim": int(out.shape[1]) if out.ndim == 2 else 0,
+        "skipped": [paths[i] for i in sorted(skipped)],
+    }
     lab = torch.tensor([labels[i] for i in keep], dtype=torch.long) if labels else None
     return Features(out, lab, [paths[i] for i in keep], meta)
 
@@ -363,8 +398,11 @@ def save_features(result: Features, out: str | os.PathLike) -> list[Path]:
     feats = result.features.numpy().astype(np.float32, copy=False)
     meta_text = json.dumps(result.meta, indent=2)
     if out.suffix == ".npz":
-        arrays = {"features": feats, "paths": np.asarray(result.paths, dtype=str),
-                  "meta": np.asarray(meta_text)}
+        arrays = {
+            "features": feats,
+            "paths": np.asarray(result.paths, dtype=str),
+            "meta": np.asarray(meta_text),
+        }
         if result.labels is not None:
             arrays["labels"] = result.labels.numpy()
         _save_atomic_npz(out, **arrays)
@@ -392,8 +430,12 @@ def load_features(path: str | os.PathLike) -> Features:
     if path.suffix == ".npz":
         with np.load(path) as z:
             labels = torch.from_numpy(z["labels"]) if "labels" in z else None
-            return Features(torch.from_numpy(z["features"]), labels, [str(p) for p in z["paths"]],
-                            json.loads(str(z["meta"])))
+            return Features(
+                torch.from_numpy(z["features"]),
+                labels,
+                [str(p) for p in z["paths"]],
+                json.loads(str(z["meta"])),
+            )
     if path.suffix != ".npy":
         raise ValueError(f"unsupported features file {path.name}: expected .npy or .npz")
     labels_path = _sidecar(path, ".labels.npy")
@@ -431,9 +473,18 @@ def embed(
     _init_distributed_from_env(device)
     work = out.with_name(out.name + ".chunks")
     result = extract_features(
-        model, data, kind=kind, batch_size=batch_size, crop_size=crop_size,
-        resize_size=resize_size, device=device, precision=precision, num_workers=num_workers,
-        chunk_size=chunk_size, work_dir=work, progress=progress,
+        model,
+        data,
+        kind=kind,
+        batch_size=batch_size,
+        crop_size=crop_size,
+        resize_size=resize_size,
+        device=device,
+        precision=precision,
+        num_workers=num_workers,
+        chunk_size=chunk_size,
+        work_dir=work,
+        progress=progress,
     )
     rank, _ = _dist_info()
     if rank == 0:
@@ -484,7 +535,9 @@ def cached_features(
     key_parts = {
         "model": model_identity(model),
         "listing": listing_identity([str(p) for p in dataset.paths], _labels_of(dataset)),
-        "kind": kind, "crop_size": crop_size, "resize_size": resize_size,
+        "kind": kind,
+        "crop_size": crop_size,
+        "resize_size": resize_size,
         "precision": str(resolve_precision(precision, resolve_device(device))),
     }
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:20]
@@ -492,5 +545,14 @@ def cached_features(
     path = root / f"{kind.replace('+', '_')}-{crop_size}-{key}.npz"
     if path.is_file():
         return load_features(path)
-    return embed(model, dataset, path, kind=kind, crop_size=crop_size, resize_size=resize_size,
-                 device=device, precision=precision, **kwargs)
+    return embed(
+        model,
+        dataset,
+        path,
+        kind=kind,
+        crop_size=crop_size,
+        resize_size=resize_size,
+        device=device,
+        precision=precision,
+        **kwargs,
+    )

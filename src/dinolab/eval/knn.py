@@ -110,8 +110,10 @@ def knn_classify(
     if num_classes is None:
         num_classes = int(max(train_labels.max(), val_labels.max())) + 1
     elif int(max(train_labels.max(), val_labels.max())) >= num_classes:
-        raise ValueError(f"labels go up to {int(max(train_labels.max(), val_labels.max()))} but "
-                         f"num_classes={num_classes}; pass num_classes=None to infer it")
+        raise ValueError(
+            f"labels go up to {int(max(train_labels.max(), val_labels.max()))} but "
+            f"num_classes={num_classes}; pass num_classes=None to infer it"
+        )
     dev = torch.device(device) if device is not None else train_feats.device
     train_n = F.normalize(train_feats.to(dev, torch.float32), dim=1)
     val_n = F.normalize(val_feats.to(dev, torch.float32), dim=1)
@@ -130,13 +132,21 @@ def knn_classify(
     for k in ks:
         k_used = min(k, k_max)
         top1, top5 = _vote_accuracy(
-            sims[:, :k_used], neighbour_labels[:, :k_used], val_labels, temperature,
-            num_classes, chunk_size,
+            sims[:, :k_used],
+            neighbour_labels[:, :k_used],
+            val_labels,
+            temperature,
+            num_classes,
+            chunk_size,
         )
         rows.append(KNNRow(k=k, k_used=k_used, top1=top1, top5=top5))
     return KNNResult(
-        rows=rows, temperature=temperature, num_train=train_n.shape[0], num_val=val_n.shape[0],
-        num_classes=num_classes, backend=backend,
+        rows=rows,
+        temperature=temperature,
+        num_train=train_n.shape[0],
+        num_val=val_n.shape[0],
+        num_classes=num_classes,
+        backend=backend,
     )
 
 
@@ -161,22 +171,45 @@ def run_knn(
 ) -> KNNResult:
     """`dinolab knn`: features of both folders (through the feature cache), then the DINO
     weighted k-NN. Writes `out_json` when given."""
-    opts = {"kind": kind, "crop_size": crop_size, "resize_size": resize_size,
-            "batch_size": batch_size, "device": device, "precision": precision,
-            "num_workers": num_workers, "cache_dir": cache_dir, "progress": progress}
+    opts = {
+        "kind": kind,
+        "crop_size": crop_size,
+        "resize_size": resize_size,
+        "batch_size": batch_size,
+        "device": device,
+        "precision": precision,
+        "num_workers": num_workers,
+        "cache_dir": cache_dir,
+        "progress": progress,
+    }
     tr, va = cached_features(model, train, **opts), cached_features(model, val, **opts)
     if tr.labels is None or va.labels is None:
-        raise ValueError("k-NN needs labelled train and val data: class folders "
-                         "(root/<class>/*.jpg) or file lists with a label column")
+        raise ValueError(
+            "k-NN needs labelled train and val data: class folders "
+            "(root/<class>/*.jpg) or file lists with a label column"
+        )
     if tr.meta["classes"] != va.meta["classes"]:
         diff = sorted(set(tr.meta["classes"]) ^ set(va.meta["classes"]))[:5]
-        raise ValueError(f"train and val have different classes (e.g. {diff}); give both "
-                         "the same class folders")
-    result = knn_classify(tr.features, tr.labels, va.features, va.labels, ks=ks,
-                          temperature=temperature, num_classes=len(tr.meta["classes"]) or None,
-                          backend=backend, device=resolve_device(device))
-    result.extra = {"kind": kind, "crop_size": crop_size, "precision": tr.meta["precision"],
-                    "model": "<module>" if isinstance(model, nn.Module) else str(model)}
+        raise ValueError(
+            f"train and val have different classes (e.g. {diff}); give both the same class folders"
+        )
+    result = knn_classify(
+        tr.features,
+        tr.labels,
+        va.features,
+        va.labels,
+        ks=ks,
+        temperature=temperature,
+        num_classes=len(tr.meta["classes"]) or None,
+        backend=backend,
+        device=resolve_device(device),
+    )
+    result.extra = {
+        "kind": kind,
+        "crop_size": crop_size,
+        "precision": tr.meta["precision"],
+        "model": "<module>" if isinstance(model, nn.Module) else str(model),
+    }
     if out_json is not None:
         result.save_json(out_json)
     return result
@@ -184,16 +217,22 @@ def run_knn(
 
 def _check_inputs(train_feats, train_labels, val_feats, val_labels, ks, temperature) -> None:
     if train_feats.ndim != 2 or val_feats.ndim != 2 or train_feats.shape[1] != val_feats.shape[1]:
-        raise ValueError(f"features must be (N, D) with the same D; got train "
-                         f"{tuple(train_feats.shape)} and val {tuple(val_feats.shape)}")
+        raise ValueError(
+            f"features must be (N, D) with the same D; got train "
+            f"{tuple(train_feats.shape)} and val {tuple(val_feats.shape)}"
+        )
     if len(train_labels) != len(train_feats) or len(val_labels) != len(val_feats):
-        raise ValueError(f"one label per feature row needed: train {len(train_feats)} rows / "
-                         f"{len(train_labels)} labels, val {len(val_feats)} / {len(val_labels)}")
+        raise ValueError(
+            f"one label per feature row needed: train {len(train_feats)} rows / "
+            f"{len(train_labels)} labels, val {len(val_feats)} / {len(val_labels)}"
+        )
     if len(train_feats) == 0 or len(val_feats) == 0:
         raise ValueError("k-NN needs at least one train and one val feature")
     if min(int(train_labels.min()), int(val_labels.min())) < 0:
-        raise ValueError("k-NN needs labelled data (labels >= 0); an unlabelled folder has "
-                         "label -1: use a class-per-subfolder layout")
+        raise ValueError(
+            "k-NN needs labelled data (labels >= 0); an unlabelled folder has "
+            "label -1: use a class-per-subfolder layout"
+        )
     if not ks or min(ks) < 1:
         raise ValueError(f"ks must be positive integers, got {ks}")
     if temperature <= 0:
@@ -227,8 +266,10 @@ def _search_faiss(
     try:
         import faiss
     except ImportError as e:
-        raise ImportError("backend='faiss' needs faiss: pip install 'dinolab[faiss]' "
-                          "(or faiss-cpu), or use backend='torch'") from e
+        raise ImportError(
+            "backend='faiss' needs faiss: pip install 'dinolab[faiss]' "
+            "(or faiss-cpu), or use backend='torch'"
+        ) from e
     index = faiss.IndexFlatIP(train.shape[1])
     index.add(train.cpu().contiguous().numpy())
     sims, idx = index.search(val.cpu().contiguous().numpy(), k)
@@ -256,7 +297,9 @@ def _vote_accuracy(
     hits1 = hits5 = 0
     for q in range(0, sims.shape[0], chunk_size):
         scores = weighted_votes(
-            sims[q : q + chunk_size], neighbour_labels[q : q + chunk_size], temperature,
+            sims[q : q + chunk_size],
+            neighbour_labels[q : q + chunk_size],
+            temperature,
             num_classes,
         )
         target = targets[q : q + chunk_size]

@@ -111,8 +111,10 @@ def linear_probe(
     if len(train_feats) != len(train_labels) or len(val_feats) != len(val_labels):
         raise ValueError("one label per feature row needed")
     if min(int(train_labels.min()), int(val_labels.min())) < 0:
-        raise ValueError("the linear probe needs labelled data (labels >= 0); an unlabelled "
-                         "folder has label -1: use a class-per-subfolder layout")
+        raise ValueError(
+            "the linear probe needs labelled data (labels >= 0); an unlabelled "
+            "folder has label -1: use a class-per-subfolder layout"
+        )
     if not 0.0 < holdout_fraction < 1.0:
         raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
     if num_classes is None:
@@ -125,14 +127,21 @@ def linear_probe(
 
     fit_idx, hold_idx = _stratified_split(y_train.cpu(), holdout_fraction, seed)
     if len(hold_idx) == 0:
-        raise ValueError(f"no held-out train images at holdout_fraction={holdout_fraction}: "
-                         "every class needs >= 2 train images (or raise holdout_fraction)")
+        raise ValueError(
+            f"no held-out train images at holdout_fraction={holdout_fraction}: "
+            "every class needs >= 2 train images (or raise holdout_fraction)"
+        )
     fit_idx, hold_idx = fit_idx.to(device), hold_idx.to(device)
     scale = batch_size / 256.0
     mean, std = _stats(x_train[fit_idx], standardize)
     grid = train_batched_linear(
-        (x_train[fit_idx] - mean) / std, y_train[fit_idx], [lr * scale for lr in lrs],
-        num_classes, epochs, batch_size, seed,
+        (x_train[fit_idx] - mean) / std,
+        y_train[fit_idx],
+        [lr * scale for lr in lrs],
+        num_classes,
+        epochs,
+        batch_size,
+        seed,
     )
     hold_logits = grid((x_train[hold_idx] - mean) / std)
     holdout_top1, holdout_loss = {}, {}
@@ -145,20 +154,35 @@ def linear_probe(
 
     mean, std = _stats(x_train, standardize)
     final = train_batched_linear(
-        (x_train - mean) / std, y_train, [best_lr * scale], num_classes, epochs, batch_size, seed,
+        (x_train - mean) / std,
+        y_train,
+        [best_lr * scale],
+        num_classes,
+        epochs,
+        batch_size,
+        seed,
     )
     top1, top5 = topk_accuracy(final((x_val - mean) / std)[0], y_val)
     return LinearResult(
-        protocol=FAST_PROTOCOL, top1=top1, top5=top5, lr=best_lr, epochs=epochs,
-        batch_size=batch_size, num_train=len(x_train), num_val=len(x_val),
+        protocol=FAST_PROTOCOL,
+        top1=top1,
+        top5=top5,
+        lr=best_lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        num_train=len(x_train),
+        num_val=len(x_val),
         num_classes=num_classes,
         details={
-            "holdout_fraction": holdout_fraction, "num_holdout": len(hold_idx),
+            "holdout_fraction": holdout_fraction,
+            "num_holdout": len(hold_idx),
             "holdout_top1_by_lr": {str(lr): acc for lr, acc in holdout_top1.items()},
             "holdout_loss_by_lr": {  # None: diverged
                 str(lr): loss if math.isfinite(loss) else None for lr, loss in holdout_loss.items()
             },
-            "standardize": standardize, "lr_is_per_256_images": True, "seed": seed,
+            "standardize": standardize,
+            "lr_is_per_256_images": True,
+            "seed": seed,
         },
     )
 
@@ -292,15 +316,14 @@ def linear_probe_images(
         classifier.bias.zero_()
     classifier.to(dev)
     scaled_lr = lr * batch_size / 256.0
-    optimizer = torch.optim.SGD(classifier.parameters(), scaled_lr, momentum=0.9,
-                                weight_decay=0.0)
+    optimizer = torch.optim.SGD(classifier.parameters(), scaled_lr, momentum=0.9, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min=0)
-    bar = tqdm(total=epochs * len(train_ds), desc="linear (dino)", disable=not progress,
-               unit="img")
+    bar = tqdm(total=epochs * len(train_ds), desc="linear (dino)", disable=not progress, unit="img")
     for epoch in range(epochs):
         train_ds.set_epoch(epoch)
-        loader = DataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=g,
-                            num_workers=num_workers)
+        loader = DataLoader(
+            train_ds, batch_size=batch_size, shuffle=True, generator=g, num_workers=num_workers
+        )
         for images, targets in loader:
             loss = F.cross_entropy(classifier(features(images)), targets.to(dev))
             optimizer.zero_grad()
@@ -317,25 +340,42 @@ def linear_probe_images(
             targets.append(y)
     top1, top5 = topk_accuracy(torch.cat(logits), torch.cat(targets))
     return LinearResult(
-        protocol=DINO_PROTOCOL, top1=top1, top5=top5, lr=lr, epochs=epochs,
-        batch_size=batch_size, num_train=len(train_ds), num_val=len(val_ds),
+        protocol=DINO_PROTOCOL,
+        top1=top1,
+        top5=top5,
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        num_train=len(train_ds),
+        num_val=len(val_ds),
         num_classes=num_classes,
-        details={"kind": kind, "n_last_blocks": n_last_blocks, "avgpool_patchtokens": avgpool,
-                 "scaled_lr": scaled_lr, "lr_is_per_256_images": True, "crop_size": crop_size,
-                 "seed": seed, "val_accuracy_after_epoch": epochs},
+        details={
+            "kind": kind,
+            "n_last_blocks": n_last_blocks,
+            "avgpool_patchtokens": avgpool,
+            "scaled_lr": scaled_lr,
+            "lr_is_per_256_images": True,
+            "crop_size": crop_size,
+            "seed": seed,
+            "val_accuracy_after_epoch": epochs,
+        },
     )
 
 
 def _check_labelled_pair(train, val) -> int:
     """Train and val must be labelled with the same classes (else label i means two things)."""
     if not train.classes or not val.classes:
-        raise ValueError("linear probes need labelled train and val data: class folders "
-                         "(root/<class>/*.jpg) or file lists with a label column")
+        raise ValueError(
+            "linear probes need labelled train and val data: class folders "
+            "(root/<class>/*.jpg) or file lists with a label column"
+        )
     if list(train.classes) != list(val.classes):
-        raise ValueError(f"train and val have different classes ({len(train.classes)} vs "
-                         f"{len(val.classes)}; first differences: "
-                         f"{sorted(set(train.classes) ^ set(val.classes))[:5]}); give both the "
-                         "same class folders")
+        raise ValueError(
+            f"train and val have different classes ({len(train.classes)} vs "
+            f"{len(val.classes)}; first differences: "
+            f"{sorted(set(train.classes) ^ set(val.classes))[:5]}); give both the "
+            "same class folders"
+        )
     return len(train.classes)
 
 
@@ -365,27 +405,55 @@ def run_linear(
     if protocol == "fast":
         if kind not in FEATURE_KINDS:
             raise ValueError(f"unknown feature kind {kind!r}; choose one of {FEATURE_KINDS}")
-        opts = {"kind": kind, "crop_size": crop_size, "resize_size": resize_size,
-                "device": device, "precision": precision, "num_workers": num_workers,
-                "cache_dir": cache_dir, "progress": progress}
+        opts = {
+            "kind": kind,
+            "crop_size": crop_size,
+            "resize_size": resize_size,
+            "device": device,
+            "precision": precision,
+            "num_workers": num_workers,
+            "cache_dir": cache_dir,
+            "progress": progress,
+        }
         tr, va = cached_features(model, train, **opts), cached_features(model, val, **opts)
         if tr.meta["classes"] != va.meta["classes"]:
-            raise ValueError("train and val have different classes; give both the same "
-                             "class folders")
+            raise ValueError(
+                "train and val have different classes; give both the same class folders"
+            )
         if tr.labels is None or va.labels is None:
-            raise ValueError("linear probes need labelled train and val data: class folders "
-                             "(root/<class>/*.jpg) or file lists with a label column")
+            raise ValueError(
+                "linear probes need labelled train and val data: class folders "
+                "(root/<class>/*.jpg) or file lists with a label column"
+            )
         result = linear_probe(
-            tr.features, tr.labels, va.features, va.labels, lrs=lrs, epochs=epochs,
-            batch_size=batch_size or 256, num_classes=len(tr.meta["classes"]) or None,
-            seed=seed, device=resolve_device(device),
+            tr.features,
+            tr.labels,
+            va.features,
+            va.labels,
+            lrs=lrs,
+            epochs=epochs,
+            batch_size=batch_size or 256,
+            num_classes=len(tr.meta["classes"]) or None,
+            seed=seed,
+            device=resolve_device(device),
         )
         result.details.update(kind=kind, crop_size=crop_size)
     elif protocol == "dino":
         result = linear_probe_images(
-            model, train, val, kind=kind, epochs=epochs, lr=lr, batch_size=batch_size or 128,
-            crop_size=crop_size, resize_size=resize_size, device=device, precision=precision,
-            num_workers=num_workers, seed=seed, progress=progress,
+            model,
+            train,
+            val,
+            kind=kind,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size or 128,
+            crop_size=crop_size,
+            resize_size=resize_size,
+            device=device,
+            precision=precision,
+            num_workers=num_workers,
+            seed=seed,
+            progress=progress,
         )
     else:
         raise ValueError(f"unknown linear protocol {protocol!r}; use 'fast' or 'dino'")

@@ -42,7 +42,7 @@ class EmbeddingMap:
 
 
 def resolve_method(method: str) -> str:
-    """"auto" is UMAP when installed, else t-SNE; a method whose package is missing is an error
+    """ "auto" is UMAP when installed, else t-SNE; a method whose package is missing is an error
     that names the package."""
     if method not in METHODS:
         raise ValueError(f"unknown projection {method!r}; choose one of {', '.join(METHODS)}")

@@ -155,8 +155,10 @@ def list_images(sources: list[ImageSource] | ImageSource, limit: int | None = No
     items = [sources] if isinstance(sources, str | os.PathLike | Image.Image) else list(sources)
     found: list = []
     for item in items:
-        if isinstance(item, Image.Image) or Path(item).is_file() and not str(item).endswith(
-            (".txt", ".csv")
+        if (
+            isinstance(item, Image.Image)
+            or Path(item).is_file()
+            and not str(item).endswith((".txt", ".csv"))
         ):
             found.append(item)
         else:
