@@ -60,7 +60,7 @@ def run_case(name: str, precision: str, device: str, steps: int, warmup: int) ->
             f"model.arch={arch}", f"model.patch_size={patch}", f"crops.global_size={gsize}",
             f"crops.local_size={lsize}", f"crops.n_local={n_local}", f"optim.batch_size={batch}",
             f"head.out_dim={out_dim}", f"precision={precision}", f"device={device}",
-            "optim.epochs=2", "optim.warmup_epochs=0",
+            "optim.epochs=2", "optim.warmup_epochs=0", "optim.freeze_last_layer_epochs=0",
         ]
     )  # fmt: skip
     torch.manual_seed(0)
@@ -71,16 +71,16 @@ def run_case(name: str, precision: str, device: str, steps: int, warmup: int) ->
         "local_crops": torch.randn(n_local * batch, 3, lsize, lsize, device=dev),
     }
     for _ in range(warmup):
-        trainer._train_step(batch_data, epoch=1)
+        trainer._train_step(batch_data)
     times = []
     for _ in range(steps):
         _sync(dev.type)
         t = time.perf_counter()
-        trainer._train_step(batch_data, epoch=1)
+        trainer._train_step(batch_data)
         _sync(dev.type)
         times.append(time.perf_counter() - t)
     with FlopCounterMode(display=False) as counter:
-        trainer._train_step(batch_data, epoch=1)
+        trainer._train_step(batch_data)
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**30
     else:

@@ -143,3 +143,21 @@ def test_classifier_train_transform() -> None:
     a, b = t(img, generator=_g(5)), t(img, generator=_g(5))
     assert a.shape == (3, 64, 64) and torch.equal(a, b)
     assert not torch.equal(a, t(img, generator=_g(6)))
+
+
+def test_blur_sigma_scales_with_the_crop_size() -> None:
+    """48/24-px crops get the blur a 224/96-px crop gets, relative to their width; the paper's
+    sizes keep the paper's 0.1-2 px; blur_reference=None keeps absolute pixels."""
+
+    def sigmas(t: MultiCropTransform, views: slice) -> list[float]:
+        draws = [t.sample(160, 160, _g(s)) for s in range(200)]
+        return [p.blur_sigma for d in draws for p in d[views] if p.blur_sigma is not None]
+
+    paper = MultiCropTransform(224, 96, n_local=2)
+    small = MultiCropTransform(48, 24, n_local=2)
+    absolute = MultiCropTransform(48, 24, n_local=2, blur_reference=None)
+    for views, factor in ((slice(0, 2), 48 / 224), (slice(2, 4), 24 / 96)):
+        ref, got, same = sigmas(paper, views), sigmas(small, views), sigmas(absolute, views)
+        assert 0.1 <= min(ref) and max(ref) <= 2.0
+        np.testing.assert_allclose(got, np.array(ref) * factor)  # same draws, scaled
+        np.testing.assert_allclose(same, ref)

@@ -233,10 +233,12 @@ def test_trainer_groups_with_the_dinov2_preset(tmp_path):
     trained = {n for n, p in trainer.student.named_parameters() if p.requires_grad}
     assert seen == trained and "backbone.register_tokens" in seen
     peak = 0.004 * math.sqrt(2 / 1024)  # sqrt scaling from a batch of 1024
-    assert trainer.lr.max() == pytest.approx(peak)
+    assert trainer.schedules.lr.max() == pytest.approx(peak)
     for step, last_layer_frozen in ((2, True), (3, False)):
-        lr, wd = float(trainer.lr[step]), float(trainer.wd[step])
-        apply_optim_schedules(trainer.optimizer, lr, wd, float(trainer.last_layer_lr[step]))
+        lr, wd = float(trainer.schedules.lr[step]), float(trainer.schedules.wd[step])
+        apply_optim_schedules(
+            trainer.optimizer, lr, wd, float(trainer.schedules.last_layer_lr[step])
+        )
         for group in trainer.optimizer.param_groups:
             base = 0.0 if group["is_last_layer"] and last_layer_frozen else lr
             assert group["lr"] == pytest.approx(base * group["lr_multiplier"])

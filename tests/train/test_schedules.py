@@ -87,3 +87,78 @@ def test_freeze_schedule() -> None:
     frozen = freeze_schedule(lr, 3)
     assert np.all(frozen[:3] == 0.0) and np.array_equal(frozen[3:], lr[3:])
     assert lr[0] == 1.0  # the original is untouched
+
+
+def _run(overrides: list[str], iters_per_epoch: int):
+    from dinolab.train.config import build_config
+    from dinolab.train.schedules import build_run_schedules
+
+    return build_run_schedules(build_config(overrides), iters_per_epoch)
+
+
+def test_fraction_schedules_equal_the_epoch_form() -> None:
+    """warmup 2 of 10 epochs == warmup_fraction 0.2, and so for every run-length-aware key."""
+    epochs = ["optim.epochs=10", "optim.warmup_epochs=2", "optim.freeze_last_layer_epochs=1"]
+    fractions = [
+        "optim.epochs=10",
+        "optim.warmup_epochs=7",  # ignored: the fraction replaces it
+        "optim.warmup_fraction=0.2",
+        "optim.freeze_last_layer_epochs=5",
+        "optim.freeze_last_layer_fraction=0.1",
+    ]
+    a, b = _run(epochs, 13), _run(fractions, 13)
+    np.testing.assert_array_equal(a.lr, b.lr)
+    assert a.freeze_last_layer_iters == b.freeze_last_layer_iters == 13
+    # Teacher temperature: the fraction form ramps per iteration, like DINOv2's epoch form.
+    from dinolab.train.schedules import teacher_temp_schedule
+
+    t = _run(["optim.epochs=10", "dino.warmup_teacher_temp_fraction=0.3"], 13).teacher_temp
+    np.testing.assert_allclose(t, teacher_temp_schedule(0.04, 0.07, 3, 10, 13, per_epoch=False))
+
+
+@pytest.mark.parametrize("total", [10, 10_000])
+def test_run_length_schedules_have_sane_endpoints(total: int) -> None:
+    s = _run(
+        [
+            "optim.epochs=1",
+            "optim.lr=0.001",
+            "optim.min_lr=1e-6",
+            "optim.warmup_fraction=0.1",
+            "optim.freeze_last_layer_fraction=0.05",
+            "optim.momentum_teacher_half_life=0.05",
+            "dino.warmup_teacher_temp_fraction=0.2",
+        ],
+        total,
+    )
+    peak = 0.001 * 64 / 256
+    assert len(s.lr) == len(s.momentum) == len(s.teacher_temp) == total
+    assert s.lr[0] == 0.0 and s.lr.max() == pytest.approx(peak)
+    assert s.lr[round(0.1 * total)] == pytest.approx(peak)  # the cosine starts at the peak
+    assert np.all(np.diff(s.lr[: round(0.1 * total)]) > 0)
+    assert s.lr[-1] < peak / 10
+    assert s.freeze_last_layer_iters == round(0.05 * total)
+    assert s.teacher_temp[0] == pytest.approx(0.04) and s.teacher_temp[-1] == pytest.approx(0.07)
+    # The teacher forgets its random init whatever the run length (< 1% of it remains).
+    assert s.momentum[0] == pytest.approx(0.5 ** (1 / (0.05 * total)))
+    assert s.momentum[-1] <= 1.0
+    assert s.teacher_init_share[-1] < 0.01
+
+
+def test_teacher_age_of_a_constant_momentum() -> None:
+    from dinolab.train.schedules import teacher_age
+
+    share, age = teacher_age(np.full(1000, 0.9))
+    np.testing.assert_allclose(share[:3], [0.9, 0.81, 0.729])
+    np.testing.assert_allclose(age[:2], [0.9, 0.9 * 1.9])
+    assert age[-1] == pytest.approx(0.9 / 0.1)  # steady state m / (1 - m)
+    frozen_share, frozen_age = teacher_age(np.ones(5))
+    np.testing.assert_array_equal(frozen_share, np.ones(5))  # a frozen teacher stays the init
+    np.testing.assert_array_equal(frozen_age, [1, 2, 3, 4, 5])
+
+
+def test_paper_momentum_keeps_the_init_in_a_short_run() -> None:
+    """The issue's finding: 0.99 -> 1 over a 365-step run leaves ~16% of the random init."""
+    from dinolab.train.schedules import teacher_age
+
+    share, _ = teacher_age(cosine_schedule(0.99, 1.0, 365))
+    assert 0.14 < share[-1] < 0.18

@@ -19,6 +19,7 @@ class ViewSpec:
     scale: tuple[float, float]
     blur_p: float
     solarize_p: float
+    blur_scale: float = 1.0  # the drawn sigma is multiplied by this (crop size / reference)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ class MultiCropTransform:
     Defaults are DINO's (global scale 0.4-1.0, local 96 px at 0.05-0.4); DINOv2 uses
     ``global_scale=(0.32, 1.0)`` and ``local_size=98`` for patch size 14.
 
+    The blur sigma is in pixels of a crop of ``blur_reference`` (global, local) size, the papers'
+    224 and 96 px, and scales with the actual crop size: a 48-px crop gets the blur a 224-px crop
+    gets, relative to its width (the same 0.1-2 px would be 4.7x stronger and turn many small
+    crops into colour blobs). ``blur_reference=None`` keeps the sigma in absolute pixels.
+
     ``__call__(img, generator=g)`` returns ``2 + n_local`` CHW float tensors, globals first.
     ``sample(width, height, generator)`` returns the random parameters of every view
     without touching pixels; ``__call__`` is exactly ``sample`` followed by ``apply``.
@@ -65,6 +71,7 @@ class MultiCropTransform:
         gray_p: float = 0.2,
         blur_p: tuple[float, float, float] = (1.0, 0.1, 0.5),
         blur_sigma: tuple[float, float] = (0.1, 2.0),
+        blur_reference: tuple[int, int] | None = (224, 96),
         solarize_p: float = 0.2,
         solarize_threshold: int = 128,
         ratio: tuple[float, float] = A.DEFAULT_RATIO,
@@ -77,10 +84,12 @@ class MultiCropTransform:
             if not 0 < lo <= hi <= 1:
                 raise ValueError(f"{name} must satisfy 0 < low <= high <= 1, got {(lo, hi)}")
         self.n_local = n_local
+        ref_global, ref_local = blur_reference or (global_size, local_size)
+        g_blur, l_blur = global_size / ref_global, local_size / ref_local
         self.views = [
-            ViewSpec(global_size, tuple(global_scale), blur_p[0], 0.0),
-            ViewSpec(global_size, tuple(global_scale), blur_p[1], solarize_p),
-        ] + [ViewSpec(local_size, tuple(local_scale), blur_p[2], 0.0)] * n_local
+            ViewSpec(global_size, tuple(global_scale), blur_p[0], 0.0, g_blur),
+            ViewSpec(global_size, tuple(global_scale), blur_p[1], solarize_p, g_blur),
+        ] + [ViewSpec(local_size, tuple(local_scale), blur_p[2], 0.0, l_blur)] * n_local
         self.flip_p, self.jitter_p, self.jitter = flip_p, jitter_p, tuple(jitter)
         self.gray_p, self.blur_sigma = gray_p, tuple(blur_sigma)
         self.solarize_threshold, self.ratio = solarize_threshold, tuple(ratio)
@@ -107,6 +116,8 @@ class MultiCropTransform:
         jitter = A.draw_jitter(*self.jitter, generator=g) if A.bernoulli(g, self.jitter_p) else None
         gray = A.bernoulli(g, self.gray_p)
         blur = A.uniform(g, *self.blur_sigma) if A.bernoulli(g, spec.blur_p) else None
+        if blur is not None:
+            blur *= spec.blur_scale
         sol = A.bernoulli(g, spec.solarize_p)
         return ViewParams(box, flip, jitter, gray, blur, sol)
 

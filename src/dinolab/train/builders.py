@@ -47,6 +47,8 @@ def _multicrop(cfg: DictConfig, global_size: int) -> MultiCropTransform:
         jitter=tuple(c.jitter),
         jitter_p=c.jitter_p,
         gray_p=c.gray_p,
+        blur_sigma=tuple(c.blur_sigma),
+        blur_reference=tuple(c.blur_reference) if c.blur_reference is not None else None,
     )
 
 

@@ -57,6 +57,11 @@ class CropsConfig:
     jitter: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.2, 0.1])
     jitter_p: float = 0.8
     gray_p: float = 0.2
+    # Gaussian blur sigma range in pixels of a (global, local) crop of blur_reference size; it
+    # scales with the actual crop sizes (48-px crops get the paper's relative blur). null:
+    # the sigma is in absolute pixels whatever the crop size.
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    blur_reference: list[int] | None = field(default_factory=lambda: [224, 96])
     # High-resolution adaptation (DINOv2): the last fraction of the epochs uses global crops of
     # highres_global_size (position embeddings are interpolated); 0 = off.
     highres_fraction: float = 0.0
@@ -88,6 +93,13 @@ class OptimConfig:
     patch_embed_lr_mult: float = 1.0  # DINOv2 uses 0.2
     momentum_teacher: float = 0.996
     momentum_teacher_end: float = 1.0
+    # Run-length-aware forms (fractions of the whole run; when set they replace the epoch or
+    # momentum keys above), so one recipe is sane for a 5-minute and a 5-hour run.
+    warmup_fraction: float | None = None  # lr warmup
+    freeze_last_layer_fraction: float | None = None  # the head's last layer gets no gradient
+    # Half-life of the teacher EMA at the start of the cosine, as a fraction of the run:
+    # momentum_teacher = 0.5 ** (1 / (half_life * total_steps)).
+    momentum_teacher_half_life: float | None = None
 
 
 @dataclass
@@ -96,6 +108,7 @@ class DINOLossConfig:
     warmup_teacher_temp: float = 0.04
     teacher_temp: float = 0.07
     warmup_teacher_temp_epochs: int = 30
+    warmup_teacher_temp_fraction: float | None = None  # replaces the epochs: share of the run
     center_momentum: float = 0.9
 
 
@@ -272,9 +285,30 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("optim.freeze_last_layer_epochs and _iters must be 0 or more")
     _validate_highres(cfg)
     _validate_dinov2(cfg.dinov2)
+    _validate_fractions(cfg)
     if not 0 <= cfg.optim.momentum_teacher <= cfg.optim.momentum_teacher_end <= 1:
         raise ConfigError(
             "optim.momentum_teacher must satisfy 0 <= momentum_teacher <= momentum_teacher_end <= 1"
+        )
+
+
+FRACTIONS = (
+    "optim.warmup_fraction",
+    "optim.freeze_last_layer_fraction",
+    "dino.warmup_teacher_temp_fraction",
+)
+
+
+def _validate_fractions(cfg: DictConfig) -> None:
+    for key in FRACTIONS:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not 0 <= value <= 1:
+            raise ConfigError(f"{key}={value} must be a share of the run in [0, 1] (or null)")
+    half_life = cfg.optim.momentum_teacher_half_life
+    if half_life is not None and not 0 < half_life <= 1:
+        raise ConfigError(
+            f"optim.momentum_teacher_half_life={half_life} must be a share of the run in (0, 1], "
+            "e.g. 0.05 (or null to use optim.momentum_teacher)"
         )
 
 
@@ -288,6 +322,15 @@ def _validate_colour(c: DictConfig) -> None:
     for key in ("jitter_p", "gray_p"):
         if not 0 <= c[key] <= 1:
             raise ConfigError(f"crops.{key}={c[key]} must be a probability in [0, 1]")
+    sigma = list(c.blur_sigma)
+    if len(sigma) != 2 or not 0 < sigma[0] <= sigma[1]:
+        raise ConfigError(f"crops.blur_sigma={sigma} must be two numbers 0 < min <= max")
+    ref = c.blur_reference
+    if ref is not None and (len(ref) != 2 or min(ref) <= 0):
+        raise ConfigError(
+            f"crops.blur_reference={list(ref)} must be two positive crop sizes (global, local), "
+            "e.g. [224, 96], or null for sigmas in absolute pixels"
+        )
 
 
 def _validate_highres(cfg: DictConfig) -> None:

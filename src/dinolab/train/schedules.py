@@ -17,9 +17,11 @@ recipes built from it:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from omegaconf import DictConfig
 
 
 def cosine_schedule(
@@ -105,3 +107,103 @@ def freeze_schedule(schedule: np.ndarray, freeze_iters: int) -> np.ndarray:
     frozen = np.array(schedule, dtype=np.float64)
     frozen[:freeze_iters] = 0.0
     return frozen
+
+
+def phase_iters(epochs: int, fraction: float | None, iters_per_epoch: int, total_iters: int) -> int:
+    """Length in iterations of a warmup or freeze, given in epochs or (when `fraction` is not
+    None) as a fraction of the whole run, so one recipe fits a 5-minute and a 5-hour run alike.
+    Never longer than the run."""
+    iters = round(fraction * total_iters) if fraction is not None else epochs * iters_per_epoch
+    return min(int(iters), total_iters)
+
+
+def half_life_momentum(half_life_fraction: float, total_iters: int) -> float:
+    """The EMA momentum whose half-life is `half_life_fraction` of a run of `total_iters`:
+    0.5 ** (1 / (fraction * total_iters)).
+
+    The paper's 0.996 is a half-life of 173 steps, a blink in 125k ImageNet steps but half of a
+    350-step CPU run, where a teacher annealed towards 1 keeps a sixth of its random init."""
+    return 0.5 ** (1.0 / max(half_life_fraction * total_iters, 1e-9))
+
+
+def teacher_age(momentum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the EMA teacher is made of after each iteration of a momentum schedule.
+
+    Returns (init_share, age): the weight the random initialisation still has in the teacher,
+    prod(m[:t+1]), and the weighted mean age in steps of the student snapshots averaged into
+    it, age[t] = m[t] * (age[t-1] + 1). A teacher whose init_share stays high at the end of a
+    run has not forgotten its random weights (what k-NN then scores).
+    """
+    m = np.asarray(momentum, dtype=np.float64)
+    age = np.empty_like(m)
+    current = 0.0
+    for i, mi in enumerate(m):
+        current = mi * (current + 1.0)
+        age[i] = current
+    return np.cumprod(m), age
+
+
+@dataclass(frozen=True)
+class RunSchedules:
+    """Every per-iteration value of a training run, indexed by the global iteration."""
+
+    lr: np.ndarray
+    last_layer_lr: np.ndarray  # DINOv2's freeze: lr 0 for the first iterations
+    wd: np.ndarray
+    momentum: np.ndarray
+    teacher_temp: np.ndarray
+    freeze_last_layer_iters: int  # DINO's freeze: the last layer gets no gradient
+    teacher_init_share: np.ndarray
+    teacher_age: np.ndarray
+
+
+def build_run_schedules(cfg: DictConfig, iters_per_epoch: int) -> RunSchedules:
+    """The schedules of a config (`optim`, `dino` sections) for a run of `optim.epochs` epochs.
+
+    Warmups and freezes longer than the run are cut to the run (short runs of a long recipe
+    just work); the `*_fraction` keys, when set, replace their epoch counterparts.
+    """
+    o, d = cfg.optim, cfg.dino
+    total = o.epochs * iters_per_epoch
+
+    def phase(epochs: int, fraction: float | None) -> int:
+        return phase_iters(epochs, fraction, iters_per_epoch, total)
+
+    lr = cosine_schedule(
+        scale_lr(o.lr, o.batch_size, o.lr_scaling),
+        o.min_lr,
+        total,
+        warmup_iters=phase(o.warmup_epochs, o.warmup_fraction),
+    )
+    momentum_start = o.momentum_teacher
+    if o.momentum_teacher_half_life is not None:
+        momentum_start = half_life_momentum(o.momentum_teacher_half_life, total)
+    momentum = cosine_schedule(momentum_start, max(momentum_start, o.momentum_teacher_end), total)
+    if d.warmup_teacher_temp_fraction is None:
+        teacher_temp = teacher_temp_schedule(
+            d.warmup_teacher_temp,
+            d.teacher_temp,
+            min(d.warmup_teacher_temp_epochs, o.epochs),
+            o.epochs,
+            iters_per_epoch,
+            per_epoch=True,  # as DINO's reference: one temperature per epoch
+        )
+    else:  # a fraction of the run: per iteration (DINOv2's form)
+        warmup = phase(0, d.warmup_teacher_temp_fraction)
+        teacher_temp = np.concatenate(
+            (
+                np.linspace(d.warmup_teacher_temp, d.teacher_temp, warmup),
+                np.full(total - warmup, d.teacher_temp),
+            )
+        )
+    init_share, age = teacher_age(momentum)
+    return RunSchedules(
+        lr=lr,
+        last_layer_lr=freeze_schedule(lr, o.freeze_last_layer_iters),
+        wd=cosine_schedule(o.weight_decay, o.weight_decay_end, total),
+        momentum=momentum,
+        teacher_temp=teacher_temp,
+        freeze_last_layer_iters=phase(o.freeze_last_layer_epochs, o.freeze_last_layer_fraction),
+        teacher_init_share=init_share,
+        teacher_age=age,
+    )

@@ -116,32 +116,11 @@ class Trainer:
         )
         self.optimizer = torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
-        self._build_schedules()
+        self.schedules = schedules.build_run_schedules(cfg, self.iters_per_epoch)
         self.monitor = CollapseMonitor()
         self.step = 0
         self._saved_step = -1
         self._interrupted = False
-
-    # ----------------------------------------------------------------- schedules
-    def _build_schedules(self) -> None:
-        o, d, ipe, total = self.cfg.optim, self.cfg.dino, self.iters_per_epoch, self.total_iters
-        lr = schedules.scale_lr(o.lr, o.batch_size, o.lr_scaling)
-        # Warmups longer than the run are cut to the run (short runs of a long recipe just work).
-        warmup_iters = min(o.warmup_epochs, o.epochs) * ipe
-        self.lr = schedules.cosine_schedule(lr, o.min_lr, total, warmup_iters=warmup_iters)
-        # DINOv2's freeze: the last layer's lr is 0 for the first iterations (DINO instead drops
-        # its gradient for whole epochs, see _train_step).
-        self.last_layer_lr = schedules.freeze_schedule(self.lr, o.freeze_last_layer_iters)
-        self.wd = schedules.cosine_schedule(o.weight_decay, o.weight_decay_end, total)
-        self.momentum = schedules.cosine_schedule(o.momentum_teacher, o.momentum_teacher_end, total)
-        self.teacher_temp = schedules.teacher_temp_schedule(
-            d.warmup_teacher_temp,
-            d.teacher_temp,
-            min(d.warmup_teacher_temp_epochs, o.epochs),
-            o.epochs,
-            ipe,
-            per_epoch=True,  # as DINO's reference: one temperature per epoch
-        )
 
     # ----------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
@@ -211,7 +190,7 @@ class Trainer:
                     self.dataset.set_epoch(epoch)
                 tick = time.perf_counter()
                 for batch in self._loader(sampler):
-                    record = self._train_step(batch, epoch)
+                    record = self._train_step(batch)
                     self.step += 1
                     bar.update(1)
                     now = time.perf_counter()
@@ -251,15 +230,15 @@ class Trainer:
             prefetch_factor=4 if workers else None,
         )
 
-    def _train_step(self, batch: dict[str, Any], epoch: int) -> dict[str, Any]:
-        it = self.step
+    def _train_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        it, s = self.step, self.schedules
         apply_optim_schedules(
-            self.optimizer, float(self.lr[it]), float(self.wd[it]), float(self.last_layer_lr[it])
+            self.optimizer, float(s.lr[it]), float(s.wd[it]), float(s.last_layer_lr[it])
         )
         batch = _to_device(batch, self.device)
 
         with autocast(self.device, self.dtype):
-            losses = self.method(batch, teacher_temp=float(self.teacher_temp[it]), step=it)
+            losses = self.method(batch, teacher_temp=float(s.teacher_temp[it]), step=it)
         loss = losses["loss"]
         self._check_finite(loss)
 
@@ -267,11 +246,11 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         self._clip_gradients()
-        if epoch < self.cfg.optim.freeze_last_layer_epochs:
+        if it < s.freeze_last_layer_iters:
             self._drop_last_layer_grads()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.method.update_teacher(float(self.momentum[it]))
+        self.method.update_teacher(float(s.momentum[it]))
         return {k: v for k, v in losses.items() if k != "loss"}
 
     def _check_finite(self, loss: torch.Tensor) -> None:
@@ -308,17 +287,19 @@ class Trainer:
                     p.grad = None
 
     def _log(self, record: dict[str, Any], epoch: int, images_per_s: float, bar: tqdm) -> dict:
-        it = self.step - 1
+        it, s = self.step - 1, self.schedules
         teacher_probs = self.method.monitor_inputs()["teacher_probs"]
         stats, warning = self.monitor.step(teacher_probs, record.get("dino_loss"))
         record = {
             "step": self.step,
             "epoch": epoch,
             **{k: float(v) for k, v in record.items()},
-            "lr": float(self.lr[it]),
-            "wd": float(self.wd[it]),
-            "momentum": float(self.momentum[it]),
-            "teacher_temp": float(self.teacher_temp[it]),
+            "lr": float(s.lr[it]),
+            "wd": float(s.wd[it]),
+            "momentum": float(s.momentum[it]),
+            "teacher_temp": float(s.teacher_temp[it]),
+            "teacher_age": float(s.teacher_age[it]),
+            "teacher_init_share": float(s.teacher_init_share[it]),
             **stats,
             "images_per_s": images_per_s,
             "memory_mb": _peak_memory_mb(self.device),
