@@ -19,6 +19,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.max_steps is not None:
         overrides.append(f"max_steps={args.max_steps}")
     if args.resume is not None:
+        if args.budget is not None:
+            raise ValueError("--budget sets the epochs of a new run; drop it with --resume")
         if args.out is not None and args.out != args.resume:
             raise ValueError("--resume RUN_DIR continues in RUN_DIR; drop --out")
         saved = load_config(f"{args.resume}/config.yaml")
@@ -30,7 +32,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides.append(f"out={args.out}")
         cfg = build_config(overrides)
     try:
-        run_training(cfg, resume=args.resume is not None)
+        run_training(cfg, resume=args.resume is not None, budget_minutes=args.budget)
     except TrainingDiverged as err:
         print(f"dinolab train: {err}", file=sys.stderr)
         return 3
@@ -222,6 +224,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="folder of images (nested or class-per-folder) or a file list")
     p.add_argument("--out", help="run directory (config, checkpoints, logs, exported weights)")
     p.add_argument("--max-steps", type=int, help="stop once this many steps are done in total")
+    p.add_argument(
+        "--budget",
+        type=float,
+        metavar="MINUTES",
+        help="train for about this long: times a few real steps, then sets optim.epochs so the "
+        "whole schedule (warmups, cosine) ends inside the budget, and says what it chose",
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
     p.set_defaults(func=cmd_train)
 

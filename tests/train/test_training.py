@@ -15,7 +15,7 @@ import torch
 
 from dinolab.train.builders import build_data, build_method
 from dinolab.train.checkpoint import load_checkpoint
-from dinolab.train.config import build_config
+from dinolab.train.config import build_config, load_config
 from dinolab.train.trainer import Trainer, TrainingDiverged, run_training
 
 
@@ -197,3 +197,20 @@ def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
     missing = tmp_path / "nope"
     assert main(["train", "--data", str(missing), "--out", str(tmp_path / "r")]) == 2
     assert str(missing) in capsys.readouterr().err
+
+
+def test_budget_times_real_steps_then_fits_the_schedule(tiny, image_list, tmp_path, capsys):
+    """`--budget`: a real probe (then removed), epochs chosen, the run ends its own schedule.
+    (How many epochs fit is tested with a fake step time in test_budget.py.)"""
+    cfg = tiny_config(tiny, image_list, tmp_path / "run", "optim.epochs=100")
+    run_training(cfg, budget_minutes=0.05)
+    err = capsys.readouterr().err
+    assert "--budget 0.05 min" in err and "s/step measured" in err
+    assert "training 1 epoch of" in err and "exceeds the budget" in err
+    saved = load_config(tmp_path / "run" / "config.yaml")
+    assert saved.optim.epochs == 1
+    iters_per_epoch = len(build_data(cfg, tmp_path / "run")[0]) // cfg.optim.batch_size
+    assert read_log(tmp_path / "run")[-1]["step"] == iters_per_epoch  # the schedule's end
+    assert not (tmp_path / "run" / ".budget_probe").exists()
+    with pytest.raises(ValueError, match="resumed run"):
+        run_training(cfg, resume=True, budget_minutes=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import signal
 import sys
 import time
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from dinolab.device import autocast, resolve_device, resolve_precision
 from dinolab.hub import export_backbone
 from dinolab.train import schedules
+from dinolab.train.budget import fit_epochs, step_seconds_from_log
 from dinolab.train.checkpoint import (
     CHECKPOINT_NAME,
     load_checkpoint,
@@ -33,7 +35,7 @@ from dinolab.train.checkpoint import (
     set_rng_state,
 )
 from dinolab.train.config import save_config
-from dinolab.train.distributed import DistEnv, init_distributed
+from dinolab.train.distributed import DistEnv, barrier, init_distributed
 from dinolab.train.monitor import CollapseMonitor
 from dinolab.train.param_groups import apply_optim_schedules, param_groups
 
@@ -362,12 +364,39 @@ def _truncate_log(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
-def run_training(cfg: DictConfig, resume: bool = False) -> dict[str, Any]:
-    """Build data, method and trainer from a config and train; the `dinolab train` entry point."""
+def run_training(
+    cfg: DictConfig, resume: bool = False, budget_minutes: float | None = None
+) -> dict[str, Any]:
+    """Build data, method and trainer from a config and train; the `dinolab train` entry point.
+
+    `budget_minutes`: first time a few real steps, then set `optim.epochs` so the whole
+    schedule ends inside the budget (see train/budget.py); `cfg` is updated in place.
+    """
     from dinolab.train.builders import build_data, build_method
 
     env = init_distributed(resolve_device(cfg.device).type)
     dataset, collate_fn = build_data(cfg, Path(cfg.out))
+    if budget_minutes is not None:
+        if resume:
+            raise ValueError("--budget sets the epochs of a new run; a resumed run keeps its own")
+
+        def time_steps(probe: DictConfig) -> float:
+            torch.manual_seed(probe.seed)
+            Trainer(probe, build_method(probe), dataset, collate_fn, env).fit()
+            barrier()
+            step_s = step_seconds_from_log(Path(probe.out) / "log.jsonl", probe.optim.batch_size)
+            barrier()
+            if env.is_main:
+                shutil.rmtree(probe.out, ignore_errors=True)
+            return step_s
+
+        message = fit_epochs(cfg, budget_minutes, len(dataset) // cfg.optim.batch_size, time_steps)
+        if env.enabled:  # every rank trains rank 0's choice
+            chosen = [cfg.optim.epochs]
+            torch.distributed.broadcast_object_list(chosen, src=0)
+            cfg.optim.epochs = chosen[0]
+        if env.is_main:
+            print(message, file=sys.stderr)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (the teacher too)
     method = build_method(cfg)
     torch.manual_seed(cfg.seed + env.rank)  # then per-rank randomness (drop-path)

@@ -1,0 +1,75 @@
+"""`dinolab train --budget MINUTES`: fit the number of epochs to a wall-clock budget.
+
+A laptop user thinks in minutes, not epochs, and a schedule cut off by a timer never anneals
+(its lr never decays, its teacher never settles). So the run first times a few real steps
+(data loading included) on a throwaway copy, then sets `optim.epochs` so that every cosine
+schedule ends inside what is left of the budget, and says what it chose.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+CALIBRATION_STEPS = 10
+WARMUP_STEPS = 2  # the first steps start DataLoader workers and warm caches: not timed
+
+
+def epochs_for_budget(budget_s: float, step_s: float, iters_per_epoch: int, spent_s: float) -> int:
+    """The most whole epochs of `iters_per_epoch` steps of `step_s` seconds that fit in what is
+    left of `budget_s` after `spent_s`; at least 1 (the caller warns when even 1 overshoots)."""
+    if budget_s <= 0 or step_s <= 0:
+        raise ValueError(f"budget ({budget_s} s) and step time ({step_s} s) must be positive")
+    return max(1, math.floor((budget_s - spent_s) / (step_s * iters_per_epoch)))
+
+
+def step_seconds_from_log(log_path: Path, batch_size: int) -> float:
+    """Median seconds per step of a probe run's log.jsonl (logged every step, warmup left out)."""
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line]
+    rates = [r["images_per_s"] for r in records[WARMUP_STEPS:] or records]
+    return batch_size / statistics.median(rates)
+
+
+def fit_epochs(
+    cfg: DictConfig,
+    minutes: float,
+    iters_per_epoch: int,
+    time_steps: Callable[[DictConfig], float],
+    clock: Callable[[], float] = time.perf_counter,
+) -> str:
+    """Set `cfg.optim.epochs` for a budget of `minutes`, counting the probe against it.
+
+    `time_steps(probe_cfg)` runs the probe and returns seconds per step. Returns the sentence
+    that tells the user what was chosen.
+    """
+    if minutes <= 0:
+        raise ValueError(f"--budget {minutes:g}: give the training time in minutes, e.g. 10")
+    start = clock()
+    probe = copy.deepcopy(cfg)
+    probe.out = str(Path(cfg.out) / ".budget_probe")
+    probe.max_steps = CALIBRATION_STEPS
+    probe.log_every = 1
+    probe.checkpoint_every = CALIBRATION_STEPS * 1000
+    step_s = time_steps(probe)
+    spent = clock() - start
+    epochs = epochs_for_budget(minutes * 60, step_s, iters_per_epoch, spent)
+    cfg.optim.epochs = epochs
+    total_min = (spent + epochs * iters_per_epoch * step_s) / 60
+    message = (
+        f"--budget {minutes:g} min: {step_s:.2f} s/step measured ({CALIBRATION_STEPS} steps); "
+        f"training {epochs} epoch{'s' if epochs > 1 else ''} of {iters_per_epoch} steps "
+        f"(about {total_min:.1f} min with the measurement)"
+    )
+    if total_min > minutes * 1.05:
+        message += (
+            f". Even one epoch exceeds the budget: use a smaller model, fewer local crops, "
+            f"a smaller optim.batch_size or a longer --budget"
+        )
+    return message
