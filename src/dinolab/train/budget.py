@@ -69,7 +69,7 @@ def fit_epochs(
     )
     if total_min > minutes * 1.05:
         message += (
-            f". Even one epoch exceeds the budget: use a smaller model, fewer local crops, "
-            f"a smaller optim.batch_size or a longer --budget"
+            ". Even one epoch exceeds the budget: use a smaller model, fewer local crops, "
+            "a smaller optim.batch_size or a longer --budget"
         )
     return message
