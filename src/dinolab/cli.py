@@ -18,6 +18,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"data.path={args.data}")
     if args.max_steps is not None:
         overrides.append(f"max_steps={args.max_steps}")
+    if args.knn_val is not None:
+        overrides.append(f"eval.knn_val={args.knn_val}")
     if args.resume is not None:
         if args.budget is not None:
             raise ValueError("--budget sets the epochs of a new run; drop it with --resume")
@@ -230,6 +232,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="MINUTES",
         help="train for about this long: times a few real steps, then sets optim.epochs so the "
         "whole schedule (warmups, cosine) ends inside the budget, and says what it chose",
+    )
+    p.add_argument(
+        "--knn-val",
+        metavar="DIR",
+        help="labelled images to score the teacher on while training (online k-NN each epoch, "
+        "or every eval.every steps; the memory bank is --data, or eval.knn_train=DIR)",
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
     p.set_defaults(func=cmd_train)

@@ -214,3 +214,36 @@ def test_budget_times_real_steps_then_fits_the_schedule(tiny, image_list, tmp_pa
     assert not (tmp_path / "run" / ".budget_probe").exists()
     with pytest.raises(ValueError, match="resumed run"):
         run_training(cfg, resume=True, budget_minutes=1)
+
+
+def _labelled_list(imagenette: Path, split: str, per_class: int, out: Path) -> Path:
+    rows = []
+    for class_dir in sorted((imagenette / split).iterdir())[:4]:
+        rows += [f"{p}\t{class_dir.name}" for p in sorted(class_dir.iterdir())[:per_class]]
+    out.write_text("\n".join(rows) + "\n")
+    return out
+
+
+def test_online_knn_equals_dinolab_knn(tiny, image_list, imagenette, tmp_path):
+    """The k-NN logged while training equals `dinolab knn` on the teacher exported then."""
+    from dinolab.eval import run_knn
+
+    train = _labelled_list(imagenette, "train", 8, tmp_path / "train.txt")
+    val = _labelled_list(imagenette, "val", 6, tmp_path / "val.txt")
+    cfg = tiny_config(
+        tiny, image_list, tmp_path / "run", "optim.epochs=2", "log_every=100",
+        f"eval.knn_train={train}", f"eval.knn_val={val}", "eval.crop_size=48",
+    )  # fmt: skip
+    run_training(cfg)
+    log = read_log(tmp_path / "run")
+    knn_steps = [r["step"] for r in log if "knn_top1" in r]
+    assert knn_steps == [4, 8]  # each epoch's end (64 images, batch 16), logged off-cycle
+    offline = run_knn(tmp_path / "run", train, val, ks=(20,), crop_size=48, progress=False)
+    assert log[-1]["knn_top1"] == pytest.approx(offline.rows[0].top1)
+    assert "knn_top5" not in log[-1] and offline.rows[0].top5 is None  # 4 classes
+
+
+def test_online_knn_refuses_unlabelled_images(tiny, image_list, tmp_path):
+    cfg = tiny_config(tiny, image_list, tmp_path / "run", f"eval.knn_val={image_list}")
+    with pytest.raises(ValueError, match="labelled"):
+        run_training(cfg)

@@ -129,6 +129,17 @@ class DINOv2Config:
 
 
 @dataclass
+class EvalConfig:
+    """Online k-NN of the teacher while training (off unless knn_val is set): weighted k-NN
+    (k=20, T=0.07) of labelled images, logged to log.jsonl, shown in the bar and the report."""
+
+    knn_val: str | None = None  # labelled folder or list scored
+    knn_train: str | None = None  # the labelled memory bank; null = data.path (class folders)
+    every: int = 0  # steps between evaluations; 0 = at the end of each epoch
+    crop_size: int | None = None  # null = crops.global_size
+
+
+@dataclass
 class TrainConfig:
     method: str = "dino"
     preset: str | None = None
@@ -146,6 +157,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     dino: DINOLossConfig = field(default_factory=DINOLossConfig)
     dinov2: DINOv2Config = field(default_factory=DINOv2Config)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -286,6 +298,7 @@ def validate(cfg: DictConfig) -> None:
     _validate_highres(cfg)
     _validate_dinov2(cfg.dinov2)
     _validate_fractions(cfg)
+    _validate_eval(cfg)
     if not 0 <= cfg.optim.momentum_teacher <= cfg.optim.momentum_teacher_end <= 1:
         raise ConfigError(
             "optim.momentum_teacher must satisfy 0 <= momentum_teacher <= momentum_teacher_end <= 1"
@@ -310,6 +323,19 @@ def _validate_fractions(cfg: DictConfig) -> None:
             f"optim.momentum_teacher_half_life={half_life} must be a share of the run in (0, 1], "
             "e.g. 0.05 (or null to use optim.momentum_teacher)"
         )
+
+
+def _validate_eval(cfg: DictConfig) -> None:
+    e, patch = cfg.eval, cfg.model.patch_size
+    if e.every < 0:
+        raise ConfigError(f"eval.every={e.every} must be 0 (each epoch's end) or a step count")
+    if e.crop_size is not None and (e.crop_size <= 0 or e.crop_size % patch):
+        raise ConfigError(
+            f"eval.crop_size={e.crop_size} must be a positive multiple of model.patch_size="
+            f"{patch}, e.g. eval.crop_size={max(1, round(e.crop_size / patch)) * patch}"
+        )
+    if e.knn_train is not None and e.knn_val is None:
+        raise ConfigError("eval.knn_train is set but eval.knn_val is not: give both (or neither)")
 
 
 def _validate_colour(c: DictConfig) -> None:

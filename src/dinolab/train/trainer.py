@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from dinolab.device import autocast, resolve_device, resolve_precision
+from dinolab.eval.online_knn import OnlineKNN
 from dinolab.hub import export_backbone
 from dinolab.train import schedules
 from dinolab.train.budget import fit_epochs, step_seconds_from_log
@@ -120,6 +121,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.schedules = schedules.build_run_schedules(cfg, self.iters_per_epoch)
         self.monitor = CollapseMonitor()
+        self.knn = _online_knn(cfg) if self.env.is_main else None
+        self._last_knn: float | None = None
         self.step = 0
         self._saved_step = -1
         self._interrupted = False
@@ -198,7 +201,14 @@ class Trainer:
                     now = time.perf_counter()
                     images_per_s = cfg.optim.batch_size / max(now - tick, 1e-9)
                     tick = now
-                    if self.step % cfg.log_every == 0 or self.step == stop_at:
+                    if self.knn is not None and self._knn_due(stop_at):
+                        record.update(self.knn(self.method.teacher_backbone, self.dtype))
+                        self._last_knn = record["knn_top1"]
+                    if (
+                        self.step % cfg.log_every == 0
+                        or self.step == stop_at
+                        or "knn_top1" in record
+                    ):
                         record = self._log(record, epoch, images_per_s, bar)
                     if self.step % cfg.checkpoint_every == 0:
                         self.save()
@@ -217,6 +227,10 @@ class Trainer:
                 )
             raise KeyboardInterrupt
         return record
+
+    def _knn_due(self, stop_at: int) -> bool:
+        every = self.cfg.eval.every or self.iters_per_epoch
+        return self.step % every == 0 or self.step == stop_at
 
     def _loader(self, sampler: ResumableSampler) -> DataLoader:
         workers = self.cfg.data.num_workers
@@ -311,11 +325,13 @@ class Trainer:
         if self.env.is_main:
             with open(self.run_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            knn = {} if self._last_knn is None else {"knn": f"{self._last_knn:.1f}%"}
             bar.set_postfix(
                 loss=f"{record.get('dino_loss', float('nan')):.4f}",
                 lr=f"{record['lr']:.2e}",
                 t_temp=f"{record['teacher_temp']:.3f}",
                 img_s=f"{images_per_s:.1f}",
+                **knn,
             )
             if warning:
                 tqdm.write(f"WARNING (step {self.step}): {warning}", file=sys.stderr)
@@ -334,6 +350,15 @@ def unwrap_method_state(method: nn.Module, student: nn.Module) -> dict[str, Any]
     state = {k: v for k, v in method.state_dict().items() if not k.startswith("student.")}
     state["student"] = student.state_dict()
     return state
+
+
+def _online_knn(cfg: DictConfig) -> OnlineKNN | None:
+    """The online k-NN evaluator the `eval` section asks for (decodes its images once)."""
+    e = cfg.eval
+    if e.knn_val is None:
+        return None
+    train = e.knn_train or cfg.data.path
+    return OnlineKNN(train, e.knn_val, crop_size=e.crop_size or cfg.crops.global_size)
 
 
 def _grads(module: nn.Module) -> list[torch.Tensor]:

@@ -38,9 +38,12 @@ REPORT_NAME = "report.html"
 
 # (panel title, [(log key, y axis: "left"/"right")]); panels without data are left out
 _PANELS: list[tuple[str, list[tuple[str, str]]]] = [
+    ("online k-NN of the teacher (%)", [("knn_top1", "left"), ("knn_top5", "left")]),
     ("learning rate (left) and weight decay (right)", [("lr", "left"), ("wd", "right")]),
     ("teacher temperature (left) and EMA momentum (right)",
      [("teacher_temp", "left"), ("momentum", "right")]),
+    ("teacher EMA: mean age in steps (left), share of the random init (right)",
+     [("teacher_age", "left"), ("teacher_init_share", "right")]),
     ("entropy of teacher outputs (nats)", [("teacher_entropy", "left"), ("batch_entropy", "left")]),
     ("KL divergences (nats)", [("kl_teacher_student", "left"), ("kl_mean_uniform", "left")]),
     ("throughput: images/s (left), peak memory MB (right)",
