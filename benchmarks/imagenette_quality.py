@@ -3,19 +3,24 @@
     .venv/bin/python benchmarks/imagenette_quality.py                          # 30 min
     .venv/bin/python benchmarks/imagenette_quality.py --preset imagenette_cpu_dino  # DINO
     .venv/bin/python benchmarks/imagenette_quality.py --budget 10              # quicker look
+    .venv/bin/python benchmarks/imagenette_quality.py --split tune --epochs 3  # tune a recipe
 
-The schedule must end inside the budget (a cut-off cosine never anneals), so the run first
-times a few real training steps, then sets the number of epochs that fits the remaining
-budget, and trains the `imagenette_cpu` preset (DINOv2; or --preset) to its end. It prints
-one table: a random-init ViT of the same size, raw pixels at a few thumbnail sizes, and the
-trained model, all scored by the same weighted k-NN (k=20, T=0.07) on the 3,925 val images.
+The schedule must end inside the budget (a cut-off cosine never anneals), so training runs
+with `dinolab train --budget`: it times a few real steps, then sets the number of epochs that
+fits, and trains the `imagenette_cpu` preset (DINOv2; or --preset) to its end. `--epochs N`
+fixes the epochs instead (comparable across machines and loads). It prints one table: a
+random-init model of the same architecture, raw pixels at a few thumbnail sizes, and the
+trained model, all scored by the same weighted k-NN (k=20, T=0.07).
+
+`--split val` (default) trains on all of train and scores the 3,925 val images. `--split tune`
+holds out every 10th image of each class of *train* (947 images) as the scoring set and trains
+and builds the k-NN memory on the other 90%: tune recipes there, and score val once per recipe.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -29,15 +34,28 @@ from dinolab.train.config import build_config
 from dinolab.train.trainer import run_training
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenette2_sq160"
-CALIBRATION_STEPS = 12
 # Tiny thumbnails are the stronger pixel baseline here (8 px: 38.6%, 32 px: 37.0%, 48 px:
 # 35.8%), so several sizes are scored and "vs pixels" compares with the best of them.
 PIXEL_SIZES = (8, 16, 32)
+TUNE_EVERY = 10  # --split tune scores every 10th train image of each class
 
 
-def pixel_features(folder: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def tune_split(data: Path, out: Path) -> tuple[Path, Path]:
+    """File lists (path<TAB>class) of 90% / 10% of each class of data/train, by sorted name."""
+    train, held_out = [], []
+    for class_dir in sorted(p for p in (data / "train").iterdir() if p.is_dir()):
+        for i, path in enumerate(sorted(class_dir.iterdir())):
+            (held_out if i % TUNE_EVERY == 0 else train).append(f"{path}\t{class_dir.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    lists = out / "tune_train.txt", out / "tune_heldout.txt"
+    for path, rows in zip(lists, (train, held_out), strict=True):
+        path.write_text("\n".join(rows) + "\n")
+    return lists
+
+
+def pixel_features(data: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw pixels of the centre crop (resized to `size`), flattened: the no-learning baseline."""
-    dataset = ImageDataset(folder, transform=EvalTransform(crop_size=size, resize_size=size))
+    dataset = ImageDataset(data, transform=EvalTransform(crop_size=size, resize_size=size))
     rows = [dataset[i] for i in range(len(dataset))]
     return torch.stack([r[0].flatten() for r in rows]), torch.tensor([r[1] for r in rows])
 
@@ -52,77 +70,76 @@ def knn_top1(model, train: Path, val: Path, size: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=30.0, help="training minutes (default 30)")
+    parser.add_argument("--epochs", type=int, help="train this many epochs instead of a budget")
     parser.add_argument("--preset", default="imagenette_cpu", help="default: imagenette_cpu")
+    parser.add_argument("--split", choices=("val", "tune"), default="val")
     parser.add_argument(
         "--eval-size",
         type=int,
         default=80,
-        help="crop size both ViTs (random-init and trained) are scored at, default 80: models "
+        help="crop size the models (random-init and trained) are scored at, default 80: models "
         "trained on 48-px random-resized crops score 1.6-3.6 points higher at 80 px than at 48 "
         "(train-test resolution discrepancy, FixRes)",
+    )
+    parser.add_argument(
+        "--skip-baselines", action="store_true", help="score the trained model only"
     )
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=Path("runs/imagenette_quality"))
     parser.add_argument("overrides", nargs="*", help="extra key=value config overrides")
     args = parser.parse_args()
-    train_dir, val_dir = args.data / "train", args.data / "val"
     run_dir = args.out / args.preset
     shutil.rmtree(run_dir, ignore_errors=True)
-    base = [f"preset={args.preset}", f"data.path={train_dir}", *args.overrides]
-    patch = build_config(base).model.patch_size
+    if args.split == "tune":
+        train_dir, val_dir = tune_split(args.data, args.out / "lists")
+    else:
+        train_dir, val_dir = args.data / "train", args.data / "val"
+    base = [f"preset={args.preset}", f"data.path={train_dir}", f"out={run_dir}", *args.overrides]
+    cfg = build_config(base + ([f"optim.epochs={args.epochs}"] if args.epochs else []))
+    patch = cfg.model.patch_size
     if args.eval_size % patch:  # found now, not after the training budget is spent
         parser.error(
             f"--eval-size {args.eval_size} is not a multiple of the patch size {patch}; "
             f"use e.g. --eval-size {max(1, round(args.eval_size / patch)) * patch}"
         )
 
-    # 1. Time real steps (data loading included) to fit the schedule into the budget.
-    start = time.perf_counter()
-    probe = build_config([*base, f"out={run_dir}_probe", f"max_steps={CALIBRATION_STEPS}"])
-    run_training(probe)
-    log = [json.loads(line) for line in (Path(f"{run_dir}_probe") / "log.jsonl").open()]
-    shutil.rmtree(f"{run_dir}_probe")
-    step_s = probe.optim.batch_size / sorted(r["images_per_s"] for r in log)[len(log) // 2]
-    iters_per_epoch = 9469 // probe.optim.batch_size
-    left = args.budget * 60 - (time.perf_counter() - start)
-    epochs = max(1, math.floor(left / (step_s * iters_per_epoch)))
-    print(
-        f"{step_s:.2f} s/step measured: {epochs} epochs of {iters_per_epoch} steps fit the budget"
-    )
-
-    # 2. Train to the end of the schedule.
-    cfg = build_config([*base, f"out={run_dir}", f"optim.epochs={epochs}"])
     t = time.perf_counter()
-    run_training(cfg)
-    minutes = (time.perf_counter() - t + args.budget * 60 - left) / 60
+    run_training(cfg, budget_minutes=None if args.epochs else args.budget)
+    minutes = (time.perf_counter() - t) / 60
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").open()]
+    speed = sorted(r["images_per_s"] for r in log)[len(log) // 2]
 
-    # 3. Score everything with the same k-NN.
     size = args.eval_size
-    torch.manual_seed(cfg.seed)
-    random_init = build_backbone(cfg, drop_path_rate=0.0).eval()
-    rows = [("random-init ViT (same size)", *knn_top1(random_init, train_dir, val_dir, size))]
-    pixel_rows = []
-    for px in PIXEL_SIZES:
-        px_train, y_train = pixel_features(train_dir, px)
-        px_val, y_val = pixel_features(val_dir, px)
-        pixel = knn_classify(px_train, y_train, px_val, y_val, ks=(20,)).rows[0]
-        pixel_rows.append((f"raw pixels ({px}x{px} RGB)", pixel.top1, pixel.top5))
-    rows += pixel_rows
+    rows, pixel_rows = [], []
+    if not args.skip_baselines:
+        torch.manual_seed(cfg.seed)
+        random_init = build_backbone(cfg, drop_path_rate=0.0).eval()
+        rows.append(("random-init (same arch)", *knn_top1(random_init, train_dir, val_dir, size)))
+        for px in PIXEL_SIZES:
+            px_train, y_train = pixel_features(train_dir, px)
+            px_val, y_val = pixel_features(val_dir, px)
+            pixel = knn_classify(px_train, y_train, px_val, y_val, ks=(20,)).rows[0]
+            pixel_rows.append((f"raw pixels ({px}x{px} RGB)", pixel.top1, pixel.top5))
+        rows += pixel_rows
     rows.append(
         (f"dinolab {cfg.method} ({minutes:.0f} min)", *knn_top1(run_dir, train_dir, val_dir, size))
     )
 
     arch = f"{cfg.model.arch}/{cfg.model.patch_size} depth {cfg.model.depth or 'default'}"
     print(
-        f"\nImagenette val, weighted k-NN k=20 (T=0.07); {arch}, trained at "
-        f"{cfg.crops.global_size} px, scored at {size} px, {epochs} epochs"
+        f"\nImagenette {'held-out 10% of train' if args.split == 'tune' else 'val'}, weighted "
+        f"k-NN k=20 (T=0.07); {arch}, trained at {cfg.crops.global_size} px, scored at {size} "
+        f"px; {cfg.optim.epochs} epochs in {minutes:.1f} min ({speed:.1f} img/s median)"
     )
-    best_pixels = max(top1 for _, top1, _ in pixel_rows)
+    best_pixels = max((top1 for _, top1, _ in pixel_rows), default=None)
     print(f"{'features':<32} {'top-1':>7} {'top-5':>7} {'vs random':>10} {'vs pixels':>10}")
     for name, top1, top5 in rows:
-        ratios = f"{top1 / rows[0][1]:9.2f}x {top1 / best_pixels:9.2f}x"
+        ratios = ""
+        if best_pixels is not None:
+            ratios = f"{top1 / rows[0][1]:9.2f}x {top1 / best_pixels:9.2f}x"
         print(f"{name:<32} {top1:7.2f} {top5:7.2f} {ratios}")
-    (run_dir / "quality.json").write_text(json.dumps({"rows": rows, "epochs": epochs}, indent=2))
+    summary = {"rows": rows, "epochs": cfg.optim.epochs, "minutes": minutes, "images_per_s": speed}
+    (run_dir / "quality.json").write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from dinolab.demo import run_demo
 
-    run_demo(args.out, max_steps=args.max_steps)
+    run_demo(args.out, max_steps=args.max_steps, overrides=args.overrides)
     return 0
 
 
@@ -247,6 +247,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train a tiny ViT on built-in synthetic data and evaluate it")
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     p.add_argument("--max-steps", type=int, help="stop training early (quick check)")
+    p.add_argument("overrides", nargs="*", help="key=value changes to the demo preset")
     p.set_defaults(func=cmd_demo)
 
 

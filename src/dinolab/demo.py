@@ -47,18 +47,24 @@ def _resumable(out: Path, cfg: DictConfig) -> bool:
     return False
 
 
-def run_demo(out: str | Path = "runs/demo", max_steps: int | None = None) -> dict[str, dict]:
-    """Train the demo model (resuming if a previous demo was cut short), evaluate, report."""
+def run_demo(
+    out: str | Path = "runs/demo",
+    max_steps: int | None = None,
+    overrides: list[str] | None = None,
+) -> dict[str, dict]:
+    """Train the demo model (resuming if a previous demo was cut short), evaluate, report.
+
+    `overrides`: key=value changes to the `demo` preset (a changed recipe retrains)."""
     from dinolab.eval.knn import run_knn
     from dinolab.eval.segmentation import attention_iou
     from dinolab.methods.dino import build_backbone
     from dinolab.viz.report import write_report
 
     out = Path(out)
-    overrides = ["preset=demo", f"out={out}"]
+    keys = ["preset=demo", *(overrides or []), f"out={out}"]
     if max_steps is not None:
-        overrides.append(f"max_steps={max_steps}")
-    cfg = build_config(overrides)
+        keys.append(f"max_steps={max_steps}")
+    cfg = build_config(keys)
     size = cfg.crops.global_size
     train = _shapes(out / DATA_DIR, "train", TRAIN_PER_CLASS, size, seed=0)
     val = _shapes(out / DATA_DIR, "val", VAL_PER_CLASS, size, seed=1)
