@@ -22,13 +22,16 @@ from dinolab.train.trainer import run_training
 DATA_DIR = "data"
 TRAIN_PER_CLASS = 200
 VAL_PER_CLASS = 50
+CLUTTER = 1.0  # background texture of the shapes (see data.synthetic.render_shape)
 
 
-def _shapes(root: Path, split: str, per_class: int, size: int, seed: int) -> Path:
+def _shapes(root: Path, split: str, per_class: int, size: int, seed: int, clutter: float) -> Path:
     """The demo images of one split (written once; reused by later demos)."""
     images = root / split / "images"
     if not images.is_dir():
-        make_shapes_dataset(root, n_per_class=per_class, size=size, seed=seed, split=split)
+        make_shapes_dataset(
+            root, n_per_class=per_class, size=size, seed=seed, split=split, clutter=clutter
+        )
     return images
 
 
@@ -51,6 +54,7 @@ def run_demo(
     out: str | Path = "runs/demo",
     max_steps: int | None = None,
     overrides: list[str] | None = None,
+    clutter: float = CLUTTER,
 ) -> dict[str, dict]:
     """Train the demo model (resuming if a previous demo was cut short), evaluate, report.
 
@@ -66,8 +70,8 @@ def run_demo(
         keys.append(f"max_steps={max_steps}")
     cfg = build_config(keys)
     size = cfg.crops.global_size
-    train = _shapes(out / DATA_DIR, "train", TRAIN_PER_CLASS, size, seed=0)
-    val = _shapes(out / DATA_DIR, "val", VAL_PER_CLASS, size, seed=1)
+    train = _shapes(out / DATA_DIR, "train", TRAIN_PER_CLASS, size, seed=0, clutter=clutter)
+    val = _shapes(out / DATA_DIR, "val", VAL_PER_CLASS, size, seed=1, clutter=clutter)
     cfg.data.path = str(train)
 
     print(f"Training the demo ViT on {train} (run directory {out})")

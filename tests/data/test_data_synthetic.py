@@ -75,3 +75,28 @@ def test_written_folder_reads_as_classes_and_masks_stay_apart(tmp_path: Path) ->
     assert ds.classes[ds[k][1]] == "star"
     with pytest.raises(ValueError, match="images"):
         mask_path_for(tmp_path / "x.png")
+
+
+def test_clutter_scales_the_background_texture() -> None:
+    """clutter=0 leaves a smooth background (the object is the only edge); 1 is the default."""
+
+    def background_roughness(clutter: float) -> float:
+        ds = SyntheticShapes(4, size=64, seed=5, clutter=clutter)
+        rough = []
+        for i in range(len(ds)):
+            s = ds.sample(i)
+            # 4x4 box means average the per-pixel noise away and keep the texture
+            arr = np.asarray(s.image, dtype=float).reshape(16, 4, 16, 4, 3).mean((1, 3))
+            background = ~s.mask.reshape(16, 4, 16, 4).any((1, 3))
+            grad = np.abs(np.diff(arr, axis=1)).sum(-1)  # horizontal colour change per cell
+            rough.append(grad[background[:, 1:] & background[:, :-1]].mean())
+        return float(np.mean(rough))
+
+    plain, default = background_roughness(0.0), background_roughness(1.0)
+    assert plain < 0.5 * default
+    assert np.array_equal(
+        np.asarray(SyntheticShapes(2, seed=1, clutter=1.0)[3][0]),
+        np.asarray(SyntheticShapes(2, seed=1)[3][0]),
+    )
+    with pytest.raises(ValueError, match="clutter"):
+        SyntheticShapes(1, clutter=1.5)

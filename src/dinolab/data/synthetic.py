@@ -100,8 +100,9 @@ def _coverage(name: str, size: int, cx: float, cy: float, scale: float, angle: f
     return np.asarray(small, dtype=np.float32) / 255.0
 
 
-def _background(size: int, rng: np.random.Generator) -> np.ndarray:
-    """Float RGB (size, size, 3) in 0..255: gradient + grating + blotches + line clutter."""
+def _background(size: int, rng: np.random.Generator, clutter: float = 1.0) -> np.ndarray:
+    """Float RGB (size, size, 3) in 0..255: gradient + grating + blotches + line clutter, the
+    last three scaled by `clutter` (0: a plain colour gradient)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     theta = rng.uniform(0, 2 * math.pi)
     ramp = (np.cos(theta) * xx + np.sin(theta) * yy)[..., None]
@@ -109,31 +110,32 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
     img = c0 + (c1 - c0) * (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
     phi, freq = rng.uniform(0, 2 * math.pi), rng.uniform(3, 10)
     grating = np.sin(2 * math.pi * freq * (np.cos(phi) * xx + np.sin(phi) * yy))[..., None]
-    img = img + grating * rng.uniform(5, 20) * rng.choice([-1.0, 1.0], 3)
+    img = img + grating * rng.uniform(5, 20) * rng.choice([-1.0, 1.0], 3) * clutter
     blotch = Image.fromarray(rng.uniform(0, 255, (6, 6, 3)).astype(np.uint8), "RGB")
     blotch_arr = np.asarray(blotch.resize((size, size), Image.Resampling.BICUBIC), np.float32)
-    img = img * 0.7 + blotch_arr * 0.3
-    clutter = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
-    draw = ImageDraw.Draw(clutter)
-    for _ in range(int(rng.integers(4, 10))):  # thin strokes: edges everywhere, no shapes
+    img = img * (1 - 0.3 * clutter) + blotch_arr * 0.3 * clutter
+    canvas = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(round(int(rng.integers(4, 10)) * clutter)):  # thin strokes: edges, no shapes
         x0, y0 = rng.uniform(0, size, 2)
         length, a = rng.uniform(0.1, 0.4) * size, rng.uniform(0, 2 * math.pi)
         end = (x0 + length * math.cos(a), y0 + length * math.sin(a))
         colour = tuple(int(v) for v in rng.integers(0, 256, 3))
         draw.line([(x0, y0), end], fill=colour, width=max(1, size // 64))
-    return np.asarray(clutter, dtype=np.float32)
+    return np.asarray(canvas, dtype=np.float32)
 
 
 def render_shape(
-    name: str, size: int = 64, rng: np.random.Generator | None = None
+    name: str, size: int = 64, rng: np.random.Generator | None = None, clutter: float = 1.0
 ) -> tuple[Image.Image, np.ndarray]:
     """One image of shape ``name`` and its object mask (bool, size x size).
 
+    ``clutter`` in [0, 1] scales the background's texture (grating, blotches, strokes).
     The object's area is drawn independently of the class (equal-area scaling), its colour
     is kept at least 90 RGB units from the background under it so it stays visible.
     """
     rng = rng if rng is not None else np.random.default_rng()
-    bg = _background(size, rng)
+    bg = _background(size, rng, clutter)
     # The object is the main thing in the picture (as in photos people train on), so the
     # views DINO compares share it more than they share the background texture.
     eq_radius = rng.uniform(0.2, 0.3) * size  # radius of a circle of the same area
@@ -187,7 +189,11 @@ class SyntheticShapes:
         seed: int = 0,
         classes: tuple[str, ...] | list[str] | None = None,
         split: str | None = "train",
+        clutter: float = 1.0,
     ) -> None:
+        if not 0 <= clutter <= 1:
+            raise ValueError(f"clutter must be in [0, 1] (0: plain background), got {clutter}")
+        self.clutter = clutter
         self.classes = list(classes) if classes is not None else list(DEFAULT_CLASSES)
         for c in self.classes:
             _unit_outline(c)  # raises for unknown names
@@ -207,7 +213,7 @@ class SyntheticShapes:
             raise IndexError(f"index {index} out of range for {len(self)} items")
         label = index % len(self.classes)
         rng = np.random.default_rng([self.seed, _split_key(self.split), index])
-        image, mask = render_shape(self.classes[label], self.size, rng)
+        image, mask = render_shape(self.classes[label], self.size, rng, self.clutter)
         return ShapeSample(image, mask, label, self.classes[label])
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
@@ -225,6 +231,7 @@ def make_shapes_dataset(
     seed: int = 0,
     classes: tuple[str, ...] | list[str] | None = None,
     split: str | None = "train",
+    clutter: float = 1.0,
 ) -> Path:
     """Write the demo set to disk and return its image folder (give that to ImageDataset).
 
@@ -233,7 +240,7 @@ def make_shapes_dataset(
     ``<split>`` level). The image folder is a class-per-folder tree and holds no masks.
     Use ``mask_path_for`` / ``load_mask`` to go from an image to its mask.
     """
-    data = SyntheticShapes(n_per_class, size, seed, classes, split)
+    data = SyntheticShapes(n_per_class, size, seed, classes, split, clutter)
     base = Path(root) / split if split else Path(root)
     images, masks = base / "images", base / "masks"
     for i in range(len(data)):
