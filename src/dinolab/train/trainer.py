@@ -204,6 +204,7 @@ class Trainer:
                     if self.knn is not None and self._knn_due(stop_at):
                         record.update(self.knn(self.method.teacher_backbone, self.dtype))
                         self._last_knn = record["knn_top1"]
+                        tick = time.perf_counter()  # the evaluation is not training time
                     if (
                         self.step % cfg.log_every == 0
                         or self.step == stop_at
