@@ -104,3 +104,26 @@ def test_batchnorms_become_sync_on_gpus_and_stay_on_cpu():
     assert isinstance(synced.student.backbone.bn1, nn.SyncBatchNorm)
     assert isinstance(synced.teacher.backbone.layer1[0].bn2, nn.SyncBatchNorm)
     assert list(synced.state_dict()) == keys
+
+
+def test_hybrid_trains_with_dino_then_knn_and_attention(tiny, image_list, tmp_path):
+    from dinolab.eval import extract_features, knn_classify
+    from dinolab.models import HybridVisionTransformer
+    from dinolab.viz.attention import attention_maps
+
+    hybrid = ["model.arch=vit_hybrid_tiny", "model.hybrid_trunk=resnet18", "model.depth=1"]
+    cfg = build_config([*tiny, *hybrid, f"data.path={image_list}", f"out={tmp_path / 'run'}"]
+                       + ["max_steps=2"])  # fmt: skip
+    assert cfg.model.patch_size == 8  # tiny's patch 8: the trunk's first two stages
+    run_training(cfg)
+    model = dinolab.load(tmp_path / "run")
+    assert isinstance(model, HybridVisionTransformer)
+    feats = extract_features(model, image_list, crop_size=40, progress=False)  # a 5x5 map
+    assert feats.features.shape == (64, 192)
+    classes = sorted({Path(p).parent.name for p in feats.paths})
+    labels = torch.tensor([classes.index(Path(p).parent.name) for p in feats.paths])
+    top1 = knn_classify(feats.features, labels, feats.features, labels, ks=(1,))
+    assert top1.rows[0].top1 > 50  # each image finds itself
+    first = image_list.read_text().splitlines()[0]
+    maps = attention_maps(model, first, short_side=32)
+    assert maps.heads.shape == (3, 4, 4)  # the grid is the feature map's
