@@ -6,9 +6,10 @@
 
 The schedule must end inside the budget (a cut-off cosine never anneals), so the run first
 times a few real training steps, then sets the number of epochs that fits the remaining
-budget, and trains the `imagenette_cpu` preset (DINOv2; or --preset) to its end. It prints
-one table: a random-init ViT of the same size, raw pixels at a few thumbnail sizes, and the
-trained model, all scored by the same weighted k-NN (k=20, T=0.07) on the 3,925 val images.
+budget, and trains the `imagenette_cpu` preset (DINOv2; or --preset, e.g. the ResNet-18 of
+imagenette_cpu_resnet) to its end. It prints one table: a random-init backbone of the same
+architecture, raw pixels at a few thumbnail sizes, and the trained model, all scored by the same
+weighted k-NN (k=20, T=0.07) on the 3,925 val images.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 
 from dinolab.data import EvalTransform, ImageDataset
 from dinolab.eval import extract_features, knn_classify
+from dinolab.eval.features import input_multiple
 from dinolab.methods.dino import build_backbone
 from dinolab.train.config import build_config
 from dinolab.train.trainer import run_training
@@ -57,7 +59,7 @@ def main() -> None:
         "--eval-size",
         type=int,
         default=80,
-        help="crop size both ViTs (random-init and trained) are scored at, default 80: models "
+        help="crop size both models (random-init and trained) are scored at, default 80: models "
         "trained on 48-px random-resized crops score 1.6-3.6 points higher at 80 px than at 48 "
         "(train-test resolution discrepancy, FixRes)",
     )
@@ -69,9 +71,9 @@ def main() -> None:
     run_dir = args.out / args.preset
     shutil.rmtree(run_dir, ignore_errors=True)
     base = [f"preset={args.preset}", f"data.path={train_dir}", *args.overrides]
-    patch = build_config(base).model.patch_size
-    if args.eval_size % patch:  # found now, not after the training budget is spent
-        parser.error(
+    patch = input_multiple(build_backbone(build_config(base), drop_path_rate=0.0))
+    if args.eval_size % patch:  # found now, not after the training budget is spent (a ResNet
+        parser.error(  # takes any size: its multiple is 1)
             f"--eval-size {args.eval_size} is not a multiple of the patch size {patch}; "
             f"use e.g. --eval-size {max(1, round(args.eval_size / patch)) * patch}"
         )
@@ -100,7 +102,8 @@ def main() -> None:
     size = args.eval_size
     torch.manual_seed(cfg.seed)
     random_init = build_backbone(cfg, drop_path_rate=0.0).eval()
-    rows = [("random-init ViT (same size)", *knn_top1(random_init, train_dir, val_dir, size))]
+    family = "ResNet" if cfg.model.arch.startswith("resnet") else "ViT"
+    rows = [(f"random-init {family} (same arch)", *knn_top1(random_init, train_dir, val_dir, size))]
     pixel_rows = []
     for px in PIXEL_SIZES:
         px_train, y_train = pixel_features(train_dir, px)
@@ -112,7 +115,10 @@ def main() -> None:
         (f"dinolab {cfg.method} ({minutes:.0f} min)", *knn_top1(run_dir, train_dir, val_dir, size))
     )
 
-    arch = f"{cfg.model.arch}/{cfg.model.patch_size} depth {cfg.model.depth or 'default'}"
+    if family == "ResNet":
+        arch = f"{cfg.model.arch} ({cfg.model.stem} stem)"
+    else:
+        arch = f"{cfg.model.arch}/{cfg.model.patch_size} depth {cfg.model.depth or 'default'}"
     print(
         f"\nImagenette val, weighted k-NN k=20 (T=0.07); {arch}, trained at "
         f"{cfg.crops.global_size} px, scored at {size} px, {epochs} epochs"
