@@ -7,10 +7,11 @@
 
 The schedule must end inside the budget (a cut-off cosine never anneals), so training runs
 with `dinolab train --budget`: it times a few real steps, then sets the number of epochs that
-fits, and trains the `imagenette_cpu` preset (DINOv2; or --preset) to its end. `--epochs N`
-fixes the epochs instead (comparable across machines and loads). It prints one table: a
-random-init model of the same architecture, raw pixels at a few thumbnail sizes, and the
-trained model, all scored by the same weighted k-NN (k=20, T=0.07).
+fits, and trains the `imagenette_cpu` preset (DINOv2; or --preset, e.g. the ResNet-18 of
+imagenette_cpu_resnet) to its end. `--epochs N` fixes the epochs instead (comparable across
+machines and loads). It prints one table: a random-init backbone of the same architecture, raw
+pixels at a few thumbnail sizes, and the trained model, all scored by the same weighted k-NN
+(k=20, T=0.07).
 
 `--split val` (default) trains on all of train and scores the 3,925 val images. `--split tune`
 holds out every 10th image of each class of *train* (947 images) as the scoring set and trains
@@ -29,6 +30,7 @@ import torch
 
 from dinolab.data import EvalTransform, ImageDataset
 from dinolab.eval import extract_features, knn_classify
+from dinolab.eval.features import input_multiple
 from dinolab.methods.dino import build_backbone
 from dinolab.train.config import build_config
 from dinolab.train.trainer import run_training
@@ -77,7 +79,7 @@ def main() -> None:
         "--eval-size",
         type=int,
         default=80,
-        help="crop size the models (random-init and trained) are scored at, default 80: models "
+        help="crop size both models (random-init and trained) are scored at, default 80: models "
         "trained on 48-px random-resized crops score 1.6-3.6 points higher at 80 px than at 48 "
         "(train-test resolution discrepancy, FixRes)",
     )
@@ -96,9 +98,9 @@ def main() -> None:
         train_dir, val_dir = args.data / "train", args.data / "val"
     base = [f"preset={args.preset}", f"data.path={train_dir}", f"out={run_dir}", *args.overrides]
     cfg = build_config(base + ([f"optim.epochs={args.epochs}"] if args.epochs else []))
-    patch = cfg.model.patch_size
-    if args.eval_size % patch:  # found now, not after the training budget is spent
-        parser.error(
+    patch = input_multiple(build_backbone(cfg, drop_path_rate=0.0))
+    if args.eval_size % patch:  # found now, not after the training budget is spent (a ResNet
+        parser.error(  # takes any size: its multiple is 1)
             f"--eval-size {args.eval_size} is not a multiple of the patch size {patch}; "
             f"use e.g. --eval-size {max(1, round(args.eval_size / patch)) * patch}"
         )
@@ -111,10 +113,12 @@ def main() -> None:
 
     size = args.eval_size
     rows, pixel_rows = [], []
+    family = "ResNet" if cfg.model.arch.startswith("resnet") else "ViT"
     if not args.skip_baselines:
         torch.manual_seed(cfg.seed)
         random_init = build_backbone(cfg, drop_path_rate=0.0).eval()
-        rows.append(("random-init (same arch)", *knn_top1(random_init, train_dir, val_dir, size)))
+        name = f"random-init {family} (same arch)"
+        rows.append((name, *knn_top1(random_init, train_dir, val_dir, size)))
         for px in PIXEL_SIZES:
             px_train, y_train = pixel_features(train_dir, px)
             px_val, y_val = pixel_features(val_dir, px)
@@ -125,7 +129,10 @@ def main() -> None:
         (f"dinolab {cfg.method} ({minutes:.0f} min)", *knn_top1(run_dir, train_dir, val_dir, size))
     )
 
-    arch = f"{cfg.model.arch}/{cfg.model.patch_size} depth {cfg.model.depth or 'default'}"
+    if family == "ResNet":
+        arch = f"{cfg.model.arch} ({cfg.model.stem} stem)"
+    else:
+        arch = f"{cfg.model.arch}/{cfg.model.patch_size} depth {cfg.model.depth or 'default'}"
     print(
         f"\nImagenette {'held-out 10% of train' if args.split == 'tune' else 'val'}, weighted "
         f"k-NN k=20 (T=0.07); {arch}, trained at {cfg.crops.global_size} px, scored at {size} "

@@ -9,8 +9,14 @@ masked training), but DINO v1 never had one. When a checkpoint has the v1 layout
 ``mask_token`` and no LayerScale), the loader adds the token at its initial value (zeros) before
 the strict load, so all other keys must still match exactly.
 
+ResNets (``dino_resnet50``): the official file has torchvision's keys without ``fc`` (DINO sets
+it to Identity); a ``fc.weight``/``fc.bias`` classifier (torchvision's supervised files) is
+dropped, every other key must match strictly. ``.pth`` files with the ResNet layout are
+recognised by their keys, their stage depths and stem read from the shapes.
+
 Export format (``format_version`` 1): ``name.safetensors`` with the backbone state dict and a
-sibling ``name.json`` holding ``{"arch": "vit", "config": model.config, "format_version": 1}``.
+sibling ``name.json`` holding ``{"arch": family, "config": model.config, "format_version": 1}``,
+family "vit", "resnet" or "vit_hybrid" (`dinolab.models.FAMILIES`).
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import Tensor
+from torch import Tensor, nn
 
+from dinolab.models import FAMILIES, build_model
 from dinolab.models.layers import swiglu_hidden_dim
-from dinolab.models.vit import VisionTransformer, build_model
+from dinolab.models.resnet import infer_resnet_config, is_resnet_state
 
 FORMAT_VERSION = 1
 RUN_BACKBONE = "teacher_backbone.safetensors"
@@ -51,6 +58,7 @@ HUB_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "dinov2_vitb14_reg4": ("vit_base", {**_DINO_V2, **_REG4}),
     "dinov2_vitl14_reg4": ("vit_large", {**_DINO_V2, **_REG4}),
     "dinov2_vitg14_reg4": ("vit_giant2", {**_DINO_V2, **_SWIGLU, **_REG4}),
+    "dino_resnet50": ("resnet50", {}),
 }
 # torch.hub spells the register models "dinov2_vits14_reg"; accept that spelling too.
 _ALIASES = {name.removesuffix("4"): name for name in HUB_MODELS if name.endswith("_reg4")}
@@ -67,7 +75,7 @@ def _canonical(name: str) -> str:
     return name
 
 
-def create_model(name: str, **overrides: Any) -> VisionTransformer:
+def create_model(name: str, **overrides: Any) -> nn.Module:
     """The official architecture ``name`` (e.g. ``dinov2_vits14_reg4``), randomly initialised."""
     arch, kwargs = HUB_MODELS[_canonical(name)]
     return build_model(arch, **{**kwargs, **overrides})
@@ -160,12 +168,13 @@ def infer_config(state: Mapping[str, Tensor]) -> dict[str, Any]:
 
 def _shape_signature(config: Mapping[str, Any]) -> tuple:
     keys = ("img_size", "patch_size", "embed_dim", "depth", "num_register_tokens", "ffn_layer")
-    return tuple(config[k] for k in keys) + (config["init_values"] is not None,)
+    keys += ("block", "layers", "stem", "num_stages")  # ResNets
+    return tuple(config.get(k) for k in keys) + (config.get("init_values") is not None,)
 
 
 def _matching_hub_name(state: Mapping[str, Tensor]) -> str | None:
     try:
-        want = _shape_signature(infer_config(state))
+        want = _shape_signature(_infer_any_config(state)[1])
     except (ValueError, KeyError):
         return None
     for name in HUB_MODELS:
@@ -183,17 +192,35 @@ def _with_v1_mask_token(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return state
 
 
+def _infer_any_config(state: Mapping[str, Tensor]) -> tuple[str, dict[str, Any]]:
+    """(family, constructor keywords) of a backbone state dict: a ResNet or a ViT."""
+    if is_resnet_state(state):
+        return "resnet", infer_resnet_config(state)
+    return "vit", infer_config(state)
+
+
+def _without_classifier(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A ResNet's ``fc`` classifier is not part of the backbone (DINO sets it to Identity)."""
+    if not is_resnet_state(state):
+        return state
+    return {k: v for k, v in state.items() if k not in ("fc.weight", "fc.bias")}
+
+
 def _build_loaded(
-    config: Mapping[str, Any], state: dict[str, Tensor], what: str, name: str | None = None
-) -> VisionTransformer:
-    """``VisionTransformer(**config)`` holding ``state`` (strict), in eval mode.
+    config: Mapping[str, Any],
+    state: dict[str, Tensor],
+    what: str,
+    name: str | None = None,
+    family: str = "vit",
+) -> nn.Module:
+    """``FAMILIES[family](**config)`` holding ``state`` (strict), in eval mode.
 
     Built on the meta device and filled by assignment: no time spent on a random init that
     the checkpoint overwrites (ViT-g has 1.1B parameters). Mismatches raise an error that lists
     the differences and names the hub model the keys do fit, if any.
     """
     with torch.device("meta"):
-        model = VisionTransformer(**config)
+        model = FAMILIES[family](**config)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -212,7 +239,7 @@ def _build_loaded(
         hint = (
             f" The keys fit {guess!r}: load the file with that name."
             if guess and guess != name
-            else " Check that the file is a ViT backbone of the intended model."
+            else f" Check that the file is a {family} backbone of the intended model."
         )
         raise CheckpointMismatchError(
             f"checkpoint does not fit {what}. Missing keys ({len(missing)}): {listed(missing)}. "
@@ -226,7 +253,7 @@ def _build_loaded(
 
 def load_official(
     name: str, path: str | os.PathLike, which: str = "teacher", **overrides: Any
-) -> VisionTransformer:
+) -> nn.Module:
     """Official DINO / DINOv2 weights into the ``create_model(name)`` architecture, strictly.
 
     ``which`` picks the teacher (default) or student backbone of a training checkpoint.
@@ -234,28 +261,34 @@ def load_official(
     """
     name = _canonical(name)
     state = _with_v1_mask_token(extract_backbone(_read_torch_file(Path(path)), which))
+    state = _without_classifier(state)
     with torch.device("meta"):
-        config = create_model(name, **overrides).config
+        model = create_model(name, **overrides)
     arch, kwargs = HUB_MODELS[name]
     return _build_loaded(
-        config, state, f"{name!r} (assumed {arch} with {kwargs}) from {path}", name
+        model.config,
+        state,
+        f"{name!r} (assumed {arch} with {kwargs}) from {path}",
+        name,
+        getattr(model, "family", "vit"),
     )
 
 
 # -------------------------------------------------------------------------- our format
-def export_backbone(model: VisionTransformer, path: str | os.PathLike) -> Path:
+def export_backbone(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write ``path`` (.safetensors) and its sibling .json so `load` can rebuild the model."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"export path must end in .safetensors, got {path}")
     if not isinstance(getattr(model, "config", None), dict):
         raise TypeError(
-            "export_backbone needs a dinolab VisionTransformer (with .config); "
+            "export_backbone needs a dinolab backbone (with .config); "
             "unwrap DDP/compile wrappers first (model.module / model._orig_mod)"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"arch": "vit", "config": model.config, "format_version": FORMAT_VERSION}
+    family = getattr(model, "family", "vit")
+    meta = {"arch": family, "config": model.config, "format_version": FORMAT_VERSION}
     for target, write in (
         (path, lambda tmp: save_file(tensors, str(tmp))),
         (path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(meta, indent=2))),
@@ -266,7 +299,7 @@ def export_backbone(model: VisionTransformer, path: str | os.PathLike) -> Path:
     return path
 
 
-def _load_exported(path: Path, overrides: Mapping[str, Any]) -> VisionTransformer:
+def _load_exported(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
     meta_path = path.with_suffix(".json")
     if not path.is_file():
         raise FileNotFoundError(f"weights not found: {path}; check the path")
@@ -276,24 +309,29 @@ def _load_exported(path: Path, overrides: Mapping[str, Any]) -> VisionTransforme
             " Export with dinolab.hub.export_backbone to write both files"
         )
     meta = json.loads(meta_path.read_text())
-    if meta.get("arch") != "vit" or meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("arch") not in FAMILIES or meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(
-            f"{meta_path}: expected arch 'vit' and format_version {FORMAT_VERSION}, "
-            f"got {meta.get('arch')!r} / {meta.get('format_version')!r}"
+            f"{meta_path}: expected arch in {sorted(FAMILIES)} and format_version "
+            f"{FORMAT_VERSION}, got {meta.get('arch')!r} / {meta.get('format_version')!r}"
         )
     config = {**meta["config"], **overrides}
-    return _build_loaded(config, load_file(str(path)), f"the config in {meta_path}")
+    return _build_loaded(
+        config, load_file(str(path)), f"the config in {meta_path}", family=meta["arch"]
+    )
 
 
-def _load_pth(path: Path, overrides: Mapping[str, Any]) -> VisionTransformer:
-    state = _with_v1_mask_token(extract_backbone(_read_torch_file(path)))
-    config = {**infer_config(state), **overrides}
-    return _build_loaded(config, state, f"the architecture inferred from its shapes ({config})")
+def _load_pth(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
+    state = _without_classifier(_with_v1_mask_token(extract_backbone(_read_torch_file(path))))
+    family, inferred = _infer_any_config(state)
+    config = {**inferred, **overrides}
+    return _build_loaded(
+        config, state, f"the architecture inferred from its shapes ({config})", family=family
+    )
 
 
 def load(
     source: str | os.PathLike, weights: str | os.PathLike | None = None, **overrides: Any
-) -> VisionTransformer:
+) -> nn.Module:
     """A backbone in eval mode from a run directory, a .safetensors export, an official .pth
     checkpoint (architecture inferred from its shapes), or a hub name plus ``weights=`` path.
 

@@ -53,6 +53,11 @@ def linear_input(
 ) -> torch.Tensor:
     """DINO linear-eval input: normed [CLS] of the last `n_last_blocks` blocks, concatenated,
     plus (avgpool) the mean normed patch token of the last block (DINOv2 concatenation order)."""
+    if n_last_blocks > 1 and getattr(model, "family", "vit") == "resnet":
+        raise ValueError(
+            f"kind 'last{n_last_blocks}' concatenates blocks of one width; a ResNet's stages "
+            "differ in width: use kind 'cls' (its pooled feature, DINO's ResNet protocol)"
+        )
     outputs = model.get_intermediate_layers(images, n_last_blocks, return_class_token=True)
     feats = [cls for _, cls in outputs]
     if avgpool:
@@ -72,6 +77,11 @@ def compute_features(model: nn.Module, images: torch.Tensor, kind: str = "cls") 
         return out["x_norm_clstoken"]
     avg = out["x_norm_patchtokens"].mean(1)
     return avg if kind == "avgpool" else torch.cat([out["x_norm_clstoken"], avg], dim=-1)
+
+
+def input_multiple(model: nn.Module) -> int:
+    """Image sides a model takes are multiples of this: a ViT's patch size, 1 for a ResNet."""
+    return int(getattr(model, "input_multiple", model.patch_size))
 
 
 def check_crop_size(crop_size: int, patch_size: int) -> None:
@@ -281,12 +291,12 @@ def extract_features(
         raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
     source = model
     model = load_model(model)
-    check_crop_size(crop_size, model.patch_size)  # before scanning a possibly huge folder
+    check_crop_size(crop_size, input_multiple(model))  # before scanning a possibly huge folder
     dataset = _as_dataset(data, crop_size, resize_size)
     transform = getattr(dataset, "transform", None)
     crop_size = getattr(transform, "crop_size", crop_size)
     resize_size = getattr(transform, "resize_size", resize_size)
-    check_crop_size(crop_size, model.patch_size)
+    check_crop_size(crop_size, input_multiple(model))
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
     if num_workers is None:

@@ -32,6 +32,7 @@ from dinolab.eval.features import (
     FEATURE_KINDS,
     cached_features,
     check_crop_size,
+    input_multiple,
     linear_input,
     load_model,
 )
@@ -295,7 +296,7 @@ def linear_probe_images(
         raise ValueError(f"the DINO protocol takes kind in {sorted(_DINO_INPUTS)}, got {kind!r}")
     n_last_blocks, avgpool = _DINO_INPUTS[kind]
     model = load_model(model)
-    check_crop_size(crop_size, model.patch_size)
+    check_crop_size(crop_size, input_multiple(model))
     train_ds = ImageDataset(train_data, transform=ClassifierTrainTransform(crop_size), seed=seed)
     val_ds = ImageDataset(val_data, transform=EvalTransform(crop_size, resize_size))
     num_classes = _check_labelled_pair(train_ds, val_ds)

@@ -14,6 +14,17 @@ class StudentTeacher(nn.Module):
 
     The teacher never trains: it stays in eval mode (no drop-path) and only follows the
     student through `update_teacher`, called by the Trainer after each optimizer step.
+
+    BatchNorm (ResNets, the hybrid's trunk, heads with ``use_bn``) is the exception, as in the
+    official DINO code, whose teacher is never put in eval mode: while the method trains, the
+    teacher's BatchNorm layers are in train mode. They normalise with the statistics of the
+    teacher's own batch (global crops; across processes under SyncBatchNorm), and their running
+    statistics are the teacher's own, updated by its forward passes (momentum 0.1). The EMA
+    covers parameters only: buffers are neither copied from the student nor averaged (the
+    reference's `param_k.data.mul_(m).add_(...)` loop runs over `parameters()`). So the running
+    statistics the exported teacher is evaluated with were measured on the teacher's EMA weights
+    rather than on the student's, which see other crops (local ones too) through other weights;
+    and an eval-mode teacher would normalise with running statistics that lag its weights.
     """
 
     student: nn.Module
@@ -22,6 +33,9 @@ class StudentTeacher(nn.Module):
     def train(self, mode: bool = True) -> StudentTeacher:
         super().train(mode)
         self.teacher.eval()
+        for module in self.teacher.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.train(mode)
         return self
 
     @torch.no_grad()

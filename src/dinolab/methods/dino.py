@@ -37,11 +37,16 @@ class MultiCropNetwork(nn.Module):
 
 
 def build_backbone(cfg: DictConfig, drop_path_rate: float) -> nn.Module:
-    """The ViT a config describes, with its native grid at the global crop size."""
-    depth = {} if cfg.model.depth is None else {"depth": cfg.model.depth}
+    """The backbone a config describes, with its native grid at the global crop size."""
+    m = cfg.model
+    if m.arch.startswith("resnet"):
+        return build_model(m.arch, stem=m.stem, img_size=cfg.crops.global_size)
+    depth = {} if m.depth is None else {"depth": m.depth}
+    hybrid = {"trunk": m.hybrid_trunk, "stem": m.stem} if m.arch.startswith("vit_hybrid") else {}
     return build_model(
         cfg.model.arch,
         **depth,
+        **hybrid,
         patch_size=cfg.model.patch_size,
         img_size=cfg.crops.global_size,
         drop_path_rate=drop_path_rate,
@@ -71,7 +76,8 @@ class DINO(StudentTeacher):
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__()
         backbone = build_backbone(cfg, drop_path_rate=cfg.model.drop_path_rate)
-        backbone.mask_token.requires_grad_(False)  # DINO never masks (DDP needs every param used)
+        if hasattr(backbone, "mask_token"):  # DINO never masks (DDP needs every param used)
+            backbone.mask_token.requires_grad_(False)
         self.student = MultiCropNetwork(backbone, build_head(cfg, backbone.embed_dim))
         teacher_backbone = build_backbone(cfg, drop_path_rate=0.0)
         self.teacher = MultiCropNetwork(teacher_backbone, copy.deepcopy(self.student.head))

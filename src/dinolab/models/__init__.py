@@ -1,22 +1,61 @@
-"""ViT backbone (official DINO / DINOv2 parameter layout) and the DINO projection head."""
+"""Backbones (ViT in the official DINO / DINOv2 layout, ResNet in torchvision's, the ViT paper's
+hybrid) and the DINO projection head.
+
+Every backbone has the same token view: ``forward_features`` -> dict with ``x_norm_clstoken``
+and ``x_norm_patchtokens``, plus ``embed_dim``, ``patch_size`` (the feature-map cell in pixels),
+``grid_size`` and a JSON-able ``config`` that rebuilds it through ``FAMILIES[model.family]``.
+"""
+
+from typing import Any
+
+from torch import nn
 
 from dinolab.models.heads import DINOHead
+from dinolab.models.hybrid import HYBRID_ARCHS, HybridVisionTransformer
+from dinolab.models.resnet import RESNET_SPECS, ResNet, build_resnet
 from dinolab.models.vit import (
     ARCHS,
     VisionTransformer,
-    build_model,
     vit_base,
     vit_giant2,
     vit_large,
     vit_small,
     vit_tiny,
 )
+from dinolab.models.vit import build_model as build_vit
+
+# the class a saved `family` (export .json "arch") is rebuilt with: FAMILIES[family](**config)
+FAMILIES: dict[str, type[nn.Module]] = {
+    "vit": VisionTransformer,
+    "resnet": ResNet,
+    "vit_hybrid": HybridVisionTransformer,
+}
+ALL_ARCHS = (*ARCHS, *RESNET_SPECS, *HYBRID_ARCHS)
+
+
+def build_model(arch: str, **kwargs: Any) -> nn.Module:
+    """Any named backbone: ``vit_small`` (``ARCHS``), ``resnet50``, ``vit_hybrid_small``..."""
+    if arch in RESNET_SPECS:
+        return build_resnet(arch, **kwargs)
+    if arch in HYBRID_ARCHS:
+        return HYBRID_ARCHS[arch](**kwargs)
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ALL_ARCHS)}")
+    return build_vit(arch, **kwargs)
+
 
 __all__ = [
+    "ALL_ARCHS",
     "ARCHS",
     "DINOHead",
+    "FAMILIES",
+    "HYBRID_ARCHS",
+    "HybridVisionTransformer",
+    "RESNET_SPECS",
+    "ResNet",
     "VisionTransformer",
     "build_model",
+    "build_resnet",
     "vit_base",
     "vit_giant2",
     "vit_large",

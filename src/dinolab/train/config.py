@@ -31,6 +31,12 @@ class ModelConfig:
     num_register_tokens: int = 0
     ffn_layer: str = "mlp"
     qkv_bias: bool = True
+    # ResNets and the hybrid's trunk: "imagenet" (7x7/2 conv + max-pool, stride 32) or "cifar"
+    # (3x3/1 conv, no pool, stride 8: for images of <= 64 px). A ResNet ignores patch_size.
+    stem: str = "imagenet"
+    # vit_hybrid_*: the ResNet whose first stages embed the patches; patch_size (the trunk's
+    # stride) picks how many stages: 4/8/16/32 with the imagenet stem, 1/2/4/8 with cifar.
+    hybrid_trunk: str = "resnet50"
 
 
 @dataclass
@@ -81,6 +87,9 @@ class OptimConfig:
     batch_size: int = 64  # global: summed over all processes
     lr: float = 0.0005  # base lr for a batch of 256, scaled by `lr_scaling`
     lr_scaling: str = "linear"
+    # adamw (DINO's ViTs); sgd (momentum 0.9) or lars (momentum 0.9, trust ratio 0.001 on
+    # weights of 2+ dims): DINO's ResNet-50 recipes
+    optimizer: str = "adamw"
     min_lr: float = 1e-6
     warmup_epochs: int = 10
     weight_decay: float = 0.04
@@ -164,8 +173,15 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "method": ("dino", "dinov2"),
     "device": ("auto", "cpu", "cuda"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
-    "model.arch": ("vit_tiny", "vit_small", "vit_base", "vit_large", "vit_giant2"),
+    "model.arch": (
+        *("vit_tiny", "vit_small", "vit_base", "vit_large", "vit_giant2"),
+        *("resnet18", "resnet34", "resnet50"),
+        *("vit_hybrid_tiny", "vit_hybrid_small", "vit_hybrid_base"),
+    ),
     "model.ffn_layer": ("mlp", "swiglu"),
+    "model.stem": ("imagenet", "cifar"),
+    "model.hybrid_trunk": ("resnet18", "resnet34", "resnet50"),
+    "optim.optimizer": ("adamw", "sgd", "lars"),
     "data.on_error": ("skip", "raise"),
     "optim.lr_scaling": ("linear", "sqrt"),
     "optim.clip_mode": ("per_param", "global", "per_module"),
@@ -278,9 +294,10 @@ def validate(cfg: DictConfig) -> None:
     _validate_colour(cfg.crops)
     if cfg.crops.n_local < 0:
         raise ConfigError(f"crops.n_local={cfg.crops.n_local} must be 0 or more")
+    _validate_arch(cfg)
     for key in ("crops.global_size", "crops.local_size"):
         size = OmegaConf.select(cfg, key)
-        if size % cfg.model.patch_size:
+        if size % cfg.model.patch_size and not is_resnet(cfg.model.arch):
             raise ConfigError(
                 f"{key}={size} is not a multiple of model.patch_size={cfg.model.patch_size}; "
                 f"use e.g. {key}={max(1, size // cfg.model.patch_size) * cfg.model.patch_size}"
@@ -326,7 +343,7 @@ def _validate_fractions(cfg: DictConfig) -> None:
 
 
 def _validate_eval(cfg: DictConfig) -> None:
-    e, patch = cfg.eval, cfg.model.patch_size
+    e, patch = cfg.eval, 1 if is_resnet(cfg.model.arch) else cfg.model.patch_size
     if e.every < 0:
         raise ConfigError(f"eval.every={e.every} must be 0 (each epoch's end) or a step count")
     if e.crop_size is not None and (e.crop_size <= 0 or e.crop_size % patch):
@@ -336,6 +353,28 @@ def _validate_eval(cfg: DictConfig) -> None:
         )
     if e.knn_train is not None and e.knn_val is None:
         raise ConfigError("eval.knn_train is set but eval.knn_val is not: give both (or neither)")
+
+
+def is_resnet(arch: str) -> bool:
+    """A plain ResNet: any input size, no patch tokens of its own, no mask token."""
+    return arch.startswith("resnet")
+
+
+def _validate_arch(cfg: DictConfig) -> None:
+    arch = cfg.model.arch
+    if is_resnet(arch) and cfg.method == "dinov2":
+        raise ConfigError(
+            f"method=dinov2 needs patch tokens and a mask token (iBOT masks patches), which "
+            f"model.arch={arch} does not have; use method=dino with a ResNet (the DINO paper's "
+            "ResNet-50 recipe), or a ViT / vit_hybrid_* arch for DINOv2"
+        )
+    if arch.startswith("vit_hybrid"):
+        from dinolab.models.hybrid import trunk_stages
+
+        try:
+            trunk_stages(cfg.model.patch_size, cfg.model.stem)
+        except ValueError as err:
+            raise ConfigError(f"model.patch_size={cfg.model.patch_size}: {err}") from None
 
 
 def _validate_colour(c: DictConfig) -> None:

@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from dinolab.train.checkpoint import (
 from dinolab.train.config import save_config
 from dinolab.train.distributed import DistEnv, barrier, init_distributed
 from dinolab.train.monitor import CollapseMonitor
+from dinolab.train.optim import build_optimizer
 from dinolab.train.param_groups import apply_optim_schedules, param_groups
 
 EXPORT_NAME = "teacher_backbone.safetensors"
@@ -105,6 +107,8 @@ class Trainer:
             )
         self.total_iters = cfg.optim.epochs * self.iters_per_epoch
 
+        if self.env.enabled:
+            method = sync_batchnorms(method, self.device)
         self.method = method.to(self.device)
         self.student = self.method.student
         if self.env.enabled:
@@ -117,7 +121,7 @@ class Trainer:
             lr_decay_rate=cfg.optim.layerwise_decay,
             patch_embed_lr_mult=cfg.optim.patch_embed_lr_mult,
         )
-        self.optimizer = torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0)
+        self.optimizer = build_optimizer(cfg.optim.optimizer, groups)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.schedules = schedules.build_run_schedules(cfg, self.iters_per_epoch)
         self.monitor = CollapseMonitor()
@@ -344,6 +348,23 @@ class Trainer:
         self._interrupted = True
         if self.env.is_main:
             tqdm.write("Ctrl-C: finishing this step and saving a checkpoint (again to abort)...")
+
+
+def sync_batchnorms(method: nn.Module, device: torch.device) -> nn.Module:
+    """Under torchrun, BatchNorm layers (student and teacher) become SyncBatchNorm, so batch
+    statistics cover the global batch, as DINO's reference. PyTorch syncs them on GPUs only: on
+    CPU they stay per process (a warning says so). State-dict keys do not change."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in method.modules()):
+        return method
+    if device.type != "cuda":
+        warnings.warn(
+            "SyncBatchNorm runs on GPUs only: on CPU each process normalises with its own "
+            "batch statistics (optim.batch_size / processes images)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return method
+    return nn.SyncBatchNorm.convert_sync_batchnorm(method)
 
 
 def unwrap_method_state(method: nn.Module, student: nn.Module) -> dict[str, Any]:

@@ -176,7 +176,11 @@ def run_analysis(
 
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
-    model = load_model(model).to(resolve_device(device))
+    from dinolab.viz.attention import require_attention
+
+    model = load_model(model)
+    require_attention(model)
+    model = model.to(resolve_device(device))
     prepared = analysis_images(model, images, n_images, short_side)
     out = Path(out_dir)
     distances = attention_distances(model, prepared)

@@ -68,6 +68,20 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+class NoAttentionError(ValueError):
+    """The model has no self-attention (a convnet such as a ResNet)."""
+
+
+def require_attention(model: nn.Module) -> None:
+    """Raise NoAttentionError, pointing to `dinolab pca`, for a model without self-attention."""
+    if not hasattr(model, "get_self_attention"):
+        raise NoAttentionError(
+            f"{type(model).__name__} is a convnet: it has no self-attention to show. Its last "
+            "feature map is what it looks at: `dinolab pca RUN IMAGE` shows the PCA of that map "
+            "upsampled to the image (a vit_hybrid_* arch has attention over a ResNet's map)"
+        )
+
+
 def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -120,6 +134,7 @@ def attention_maps(
     the other side keeps the aspect ratio; both are rounded to multiples of the patch size.
     ``query`` (x, y in [0, 1]): use the patch there as the query instead of [CLS].
     """
+    require_attention(model)
     if not isinstance(image, PreparedImage):
         image = prepare_image(image, model.patch_size, short_side or model_short_side(model))
     with evaluating(model):
@@ -230,7 +245,9 @@ def run_attention(
     if query is not None:
         query_patch(query, (1, 1))
     paths = list_images(images)
-    model = load_model(model).to(resolve_device(device))
+    model = load_model(model)
+    require_attention(model)
+    model = model.to(resolve_device(device))
     written = []
     for path, name in zip(paths, unique_names(paths), strict=True):
         maps = attention_maps(model, path, threshold, short_side, query, block)

@@ -232,8 +232,12 @@ def pictures_html(
         for p, name in zip(paths, unique_names(paths), strict=True)
     ]
     parts = ["<h3>[CLS] attention of the last block</h3>"]
-    parts += [_img(plot_attention(attention_maps(model, im)), f"attention {im.name}")
-              for im in prepared]  # fmt: skip
+    if hasattr(model, "get_self_attention"):
+        parts += [_img(plot_attention(attention_maps(model, im)), f"attention {im.name}")
+                  for im in prepared]  # fmt: skip
+    else:
+        parts.append("<p>None: a convnet has no attention; the PCA below shows its last "
+                     "feature map.</p>")  # fmt: skip
     parts.append("<h3>PCA of patch features (joint over the images)</h3>")
     parts.append(_img(plot_pca(patch_pca(model, prepared)), "patch PCA"))
     return "".join(parts)
