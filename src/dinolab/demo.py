@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -23,15 +24,14 @@ DATA_DIR = "data"
 TRAIN_PER_CLASS = 200
 VAL_PER_CLASS = 50
 CLUTTER = 1.0  # background texture of the shapes (see data.synthetic.render_shape)
+PATTERNED = False  # objects filled with their class's pattern
 
 
-def _shapes(root: Path, split: str, per_class: int, size: int, seed: int, clutter: float) -> Path:
+def _shapes(root: Path, split: str, per_class: int, size: int, seed: int, **style: Any) -> Path:
     """The demo images of one split (written once; reused by later demos)."""
     images = root / split / "images"
     if not images.is_dir():
-        make_shapes_dataset(
-            root, n_per_class=per_class, size=size, seed=seed, split=split, clutter=clutter
-        )
+        make_shapes_dataset(root, per_class, size, seed, split=split, **style)
     return images
 
 
@@ -55,6 +55,7 @@ def run_demo(
     max_steps: int | None = None,
     overrides: list[str] | None = None,
     clutter: float = CLUTTER,
+    patterned: bool = PATTERNED,
 ) -> dict[str, dict]:
     """Train the demo model (resuming if a previous demo was cut short), evaluate, report.
 
@@ -70,8 +71,9 @@ def run_demo(
         keys.append(f"max_steps={max_steps}")
     cfg = build_config(keys)
     size = cfg.crops.global_size
-    train = _shapes(out / DATA_DIR, "train", TRAIN_PER_CLASS, size, seed=0, clutter=clutter)
-    val = _shapes(out / DATA_DIR, "val", VAL_PER_CLASS, size, seed=1, clutter=clutter)
+    style = {"clutter": clutter, "patterned": patterned}
+    train = _shapes(out / DATA_DIR, "train", TRAIN_PER_CLASS, size, seed=0, **style)
+    val = _shapes(out / DATA_DIR, "val", VAL_PER_CLASS, size, seed=1, **style)
     cfg.data.path = str(train)
 
     print(f"Training the demo ViT on {train} (run directory {out})")

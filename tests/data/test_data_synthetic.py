@@ -100,3 +100,19 @@ def test_clutter_scales_the_background_texture() -> None:
     )
     with pytest.raises(ValueError, match="clutter"):
         SyntheticShapes(1, clutter=1.5)
+
+
+def test_patterned_objects_carry_their_class_pattern() -> None:
+    """patterned=True: class k is filled with PATTERNS[k] in two random colours; the solid class
+    keeps one colour. Colours stay random, so only shape and pattern tell the class."""
+    from dinolab.data.synthetic import PATTERNS
+
+    ds = SyntheticShapes(3, size=64, seed=2, patterned=True)
+    for i in range(len(ds)):
+        s = ds.sample(i)
+        pixels = np.asarray(s.image, dtype=float)[s.mask]
+        spread = np.linalg.norm(pixels - pixels.mean(0), axis=1)
+        two_tone = np.mean(spread > 40) > 0.15  # far from the mean colour: the second tone
+        assert two_tone == (PATTERNS[s.label] != "solid"), (s.name, PATTERNS[s.label])
+    colours = [np.asarray(ds[i][0], float)[ds.mask(i)].mean(0) for i in range(0, 18, 6)]
+    assert np.ptp(np.array(colours), axis=0).max() > 30  # same class, different colours

@@ -125,12 +125,56 @@ def _background(size: int, rng: np.random.Generator, clutter: float = 1.0) -> np
     return np.asarray(canvas, dtype=np.float32)
 
 
+# Fill patterns of patterned objects (one per class: the class is its shape and its pattern).
+PATTERNS = ("solid", "stripes", "checker", "dots", "rings", "grid")
+
+
+def _pattern(kind: str, size: int, cx: float, cy: float, rng: np.random.Generator) -> np.ndarray:
+    """A two-tone fill in {0, 1} (size x size) at a random angle, period and phase."""
+    period = rng.uniform(5, 8) * size / 48
+    angle, phase = rng.uniform(0, math.pi), rng.uniform(0, 2 * math.pi, 2)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    u = 2 * math.pi * ((xx - cx) * math.cos(angle) + (yy - cy) * math.sin(angle)) / period
+    v = 2 * math.pi * (-(xx - cx) * math.sin(angle) + (yy - cy) * math.cos(angle)) / period
+    if kind == "solid":
+        return np.zeros((size, size), np.float32)
+    if kind == "stripes":
+        return (np.sin(u + phase[0]) > 0).astype(np.float32)
+    if kind == "checker":
+        return (np.sin(u + phase[0]) * np.sin(v + phase[1]) > 0).astype(np.float32)
+    if kind == "dots":
+        return (np.sin(u + phase[0]) * np.sin(v + phase[1]) > 0.5).astype(np.float32)
+    if kind == "rings":
+        r = 2 * math.pi * np.hypot(xx - cx, yy - cy) / period
+        return (np.sin(r + phase[0]) > 0).astype(np.float32)
+    if kind == "grid":
+        lines = (np.abs(np.sin(u / 2 + phase[0])) < 0.35) | (
+            np.abs(np.sin(v / 2 + phase[1])) < 0.35
+        )
+        return lines.astype(np.float32)
+    raise ValueError(f"unknown pattern {kind!r}; choose from {', '.join(PATTERNS)}")
+
+
+def _far_colour(reference: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random colour at least 90 RGB units from `reference` (black or white if none is)."""
+    for _ in range(20):
+        colour = rng.uniform(0, 255, 3)
+        if np.linalg.norm(colour - reference) >= 90:
+            return colour
+    return np.where(reference > 127, 0.0, 255.0)
+
+
 def render_shape(
-    name: str, size: int = 64, rng: np.random.Generator | None = None, clutter: float = 1.0
+    name: str,
+    size: int = 64,
+    rng: np.random.Generator | None = None,
+    clutter: float = 1.0,
+    pattern: str = "solid",
 ) -> tuple[Image.Image, np.ndarray]:
     """One image of shape ``name`` and its object mask (bool, size x size).
 
     ``clutter`` in [0, 1] scales the background's texture (grating, blotches, strokes).
+    ``pattern`` fills the object with two random colours in one of PATTERNS.
     The object's area is drawn independently of the class (equal-area scaling), its colour
     is kept at least 90 RGB units from the background under it so it stays visible.
     """
@@ -147,14 +191,11 @@ def render_shape(
     alpha = _coverage(name, size, cx, cy, scale, rng.uniform(0, 2 * math.pi))
     mask = alpha >= 0.5
     under = bg[mask].mean(axis=0) if mask.any() else bg.mean(axis=(0, 1))
-    colour = rng.uniform(0, 255, 3)
-    for _ in range(20):
-        if np.linalg.norm(colour - under) >= 90:
-            break
-        colour = rng.uniform(0, 255, 3)
-    else:
-        colour = np.where(under > 127, 0.0, 255.0)
+    colour = _far_colour(under, rng)
     obj = colour + rng.normal(0, 8, (size, size, 3))  # mild texture on the object too
+    if pattern != "solid":
+        fill = _pattern(pattern, size, cx, cy, rng)[..., None]
+        obj = obj * (1 - fill) + _far_colour(colour, rng) * fill
     img = bg * (1 - alpha[..., None]) + obj * alpha[..., None]
     img = img + rng.normal(0, 4, img.shape)
     return Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8), "RGB"), mask
@@ -190,10 +231,11 @@ class SyntheticShapes:
         classes: tuple[str, ...] | list[str] | None = None,
         split: str | None = "train",
         clutter: float = 1.0,
+        patterned: bool = False,
     ) -> None:
         if not 0 <= clutter <= 1:
             raise ValueError(f"clutter must be in [0, 1] (0: plain background), got {clutter}")
-        self.clutter = clutter
+        self.clutter, self.patterned = clutter, patterned
         self.classes = list(classes) if classes is not None else list(DEFAULT_CLASSES)
         for c in self.classes:
             _unit_outline(c)  # raises for unknown names
@@ -213,7 +255,8 @@ class SyntheticShapes:
             raise IndexError(f"index {index} out of range for {len(self)} items")
         label = index % len(self.classes)
         rng = np.random.default_rng([self.seed, _split_key(self.split), index])
-        image, mask = render_shape(self.classes[label], self.size, rng, self.clutter)
+        pattern = PATTERNS[label % len(PATTERNS)] if self.patterned else "solid"
+        image, mask = render_shape(self.classes[label], self.size, rng, self.clutter, pattern)
         return ShapeSample(image, mask, label, self.classes[label])
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
@@ -232,6 +275,7 @@ def make_shapes_dataset(
     classes: tuple[str, ...] | list[str] | None = None,
     split: str | None = "train",
     clutter: float = 1.0,
+    patterned: bool = False,
 ) -> Path:
     """Write the demo set to disk and return its image folder (give that to ImageDataset).
 
@@ -240,7 +284,7 @@ def make_shapes_dataset(
     ``<split>`` level). The image folder is a class-per-folder tree and holds no masks.
     Use ``mask_path_for`` / ``load_mask`` to go from an image to its mask.
     """
-    data = SyntheticShapes(n_per_class, size, seed, classes, split, clutter)
+    data = SyntheticShapes(n_per_class, size, seed, classes, split, clutter, patterned)
     base = Path(root) / split if split else Path(root)
     images, masks = base / "images", base / "masks"
     for i in range(len(data)):
