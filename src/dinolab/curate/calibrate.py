@@ -142,9 +142,10 @@ def choose_threshold(
     )  # fmt: skip
     if share > max_duplicate_share:
         result.reason = (
-            f"cannot calibrate {what}: {share:.0%} of the {n} sampled images sit as close to a "
-            "neighbour as to their own re-encoded copy, so this model does not separate "
-            "copies from distinct images (or the pool is mostly duplicates); " + FIXES
+            f"cannot calibrate {what}: {share:.0%} of the {n} sampled images sit as close to "
+            "their nearest other image as re-encoded or resized copies sit to their "
+            "originals, so this model does not separate copies from distinct images (or "
+            "the pool is mostly duplicates); " + FIXES
         )
     elif recall < min_recall:
         result.reason = (

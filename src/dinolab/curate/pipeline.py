@@ -620,9 +620,13 @@ def _draw_calibration(ax, arrays: dict, record: dict, which: str = "threshold") 
     gaps_neg = np.clip(1.0 - neg[np.isfinite(neg)].astype(np.float64), 1e-7, 2.0)
     both = np.concatenate([gaps_pos, gaps_neg])
     bins = np.logspace(np.log10(both.min()) - 0.01, np.log10(both.max()) + 0.01, HIST_BINS + 1)
-    ax.hist(gaps_neg, bins=bins, alpha=0.6, color="tab:blue", label="nearest other image")
-    ax.hist(gaps_pos, bins=bins, alpha=0.6, color="tab:orange", label="edited copy")
+    ax.hist(gaps_pos, bins=bins, alpha=0.5, color="tab:orange", label="edited copy")
+    ax.hist(gaps_neg, bins=bins, alpha=0.7, color="tab:blue", label="nearest other image")
     ax.set_xscale("log")
+    from matplotlib.ticker import LogFormatter, NullFormatter
+
+    ax.xaxis.set_major_formatter(LogFormatter())  # plain labels: mathtext costs seconds
+    ax.xaxis.set_minor_formatter(NullFormatter())
     rec = record.get(which) or {}
     if rec.get("threshold") is not None:
         ax.axvline(1 - rec["threshold"], color="tab:red", ls="--",
@@ -635,6 +639,17 @@ def _draw_calibration(ax, arrays: dict, record: dict, which: str = "threshold") 
         ax.set_title(f"calibration ({record['sample_size']} sampled images): {which}")
 
 
+def _save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    # fixed margins: tight_layout measures every tick label (seconds with log axes)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.15, top=0.9, wspace=0.3)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def _plot_calibration_file(path: Path, arrays: dict, record: dict) -> None:
     import matplotlib
 
@@ -645,11 +660,7 @@ def _plot_calibration_file(path: Path, arrays: dict, record: dict) -> None:
     fig, axes = plt.subplots(1, len(which), figsize=(5 * len(which), 3.6), squeeze=False)
     for ax, w in zip(axes[0], which, strict=True):
         _draw_calibration(ax, arrays, record, w)
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save_figure(fig, path)
 
 
 def _plot_summary(
@@ -675,11 +686,7 @@ def _plot_summary(
     axes[0].set(title="pool: similarity to nearest other image", xlabel="cosine", ylabel="images")
     axes[1].hist(sims, bins=_bin_edges(sims), color="tab:green")
     axes[1].set(title="selected: similarity to their query", xlabel="cosine", ylabel="images")
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------- the pipeline
