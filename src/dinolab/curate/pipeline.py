@@ -269,6 +269,7 @@ def _calibrate_stage(
     protect_names: list[str],
     sample_size: int,
     seed: int,
+    shard_size: int,
     progress: bool,
 ) -> tuple[str, dict | None]:
     """Calibration of the thresholds on edited copies of a pool sample (runs on every rank:
@@ -295,7 +296,7 @@ def _calibrate_stage(
         loaded = _load_model(model, weights)
         embed(loaded, str(work / "copies"), work / "copies.npy", progress=progress, **opts)
         if _rank() == 0:
-            _calibrate(out, work, protect_names, opts["chunk_size"])
+            _calibrate(out, work, protect_names, shard_size)
             stages.finish("calibrate", key, params, started)
     if _rank() != 0:
         return key, None
@@ -778,7 +779,7 @@ def curate(
     if threshold == "auto" or (protect_names and _protect_auto(threshold, protect_threshold)):
         calib_key, calib = _calibrate_stage(
             stages, out, keys, model, weights, opts, protect_names, calibration_sample, seed,
-            progress,
+            shard_size, progress,
         )  # fmt: skip
     result = CurationResult(out, stages.ran, stages.skipped)
     if _rank() != 0:
