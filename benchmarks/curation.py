@@ -6,10 +6,11 @@
 real: a pool of `--unique` distinct Imagenette train images (balanced over the 10 classes) plus
   2 edited copies (crop, JPEG, flip, resize, colour shift; planted in a temporary folder) of
   `--duplicated` of them runs through `dinolab.curate.curate` with the trained model and with a
-  randomly initialised one of the same architecture. Reported: pairwise precision / recall of the
-  duplicate groups at the default threshold and over a threshold sweep; for retrieval, queries are
-  Imagenette val images of 3 classes and the share of selected pool images of those classes
-  (chance: 3/10) in nn and kmeans mode; seconds per pipeline stage.
+  randomly initialised one of the same architecture. Reported: the `--threshold auto` value and
+  its calibration, pairwise precision / recall of the duplicate groups and distinct images lost
+  at auto, at the old fixed 0.9 and over a threshold sweep; for retrieval, queries are Imagenette
+  val images of 3 classes and the share of selected pool images of those classes (chance: 3/10)
+  in nn and kmeans mode; seconds per pipeline stage. `--edits resize jpeg` plants only those.
 scale: `--n` synthetic embeddings (clusters plus 1% noisy copies) in a .npy read through a
   memory map; each stage (dedup with each index kind, k-means, nn retrieval of 1000 queries)
   runs in its own subprocess so its peak RSS is its own. Approximate indexes report the recall of
@@ -28,6 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from dinolab.curate.planted import EDITS
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENETTE = ROOT.parent / "shared" / "data" / "imagenette2_sq160"
@@ -69,7 +72,7 @@ def _recall_per_edit(component: np.ndarray, paths: list[str], group: np.ndarray)
 
 
 def run_real(args: argparse.Namespace) -> None:
-    from dinolab.curate import DEFAULT_THRESHOLD, curate, deduplicate
+    from dinolab.curate import CalibrationError, curate, deduplicate
     from dinolab.curate.planted import pair_scores, plant_duplicates
 
     rng = np.random.default_rng(0)
@@ -78,7 +81,10 @@ def run_real(args: argparse.Namespace) -> None:
     classes = sorted(set(source_class))
     query_classes = classes[:QUERY_CLASSES]
     tmp = Path(tempfile.mkdtemp(prefix="dinolab_curation_"))
-    planted = plant_duplicates(sources, tmp / "pool", n_duplicated=args.duplicated, seed=0)
+    planted = plant_duplicates(
+        sources, tmp / "pool", n_duplicated=args.duplicated, copies=args.copies,
+        edits=args.edits, seed=0,
+    )  # fmt: skip
     queries = tmp / "queries"
     for cls in query_classes:
         (queries / cls).mkdir(parents=True)
@@ -88,53 +94,64 @@ def run_real(args: argparse.Namespace) -> None:
     print(
         f"pool: {len(planted.paths)} images ({len(sources)} distinct, {planted.n_copies} "
         f"planted copies); queries: {args.queries_per_class} val images of each of "
-        f"{query_classes}; crop {args.crop}"
+        f"{query_classes}; crop {args.crop}; planted edits {', '.join(args.edits)}"
     )
 
-    sweep = [0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998]
+    def lost(keep: np.ndarray) -> int:
+        return len(set(planted.group.tolist())) - len(set(planted.group[keep].tolist()))
+
+    sweep = [0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999]
     for name, model in _models(args.model).items():
         out = tmp / "out" / name.split()[0]
         t0 = time.perf_counter()
-        res = curate(tmp / "pool", queries, out, model, crop_size=args.crop, progress=False)
+        try:
+            res = curate(tmp / "pool", queries, out, model, crop_size=args.crop, progress=False)
+        except CalibrationError as err:
+            print(f"\n== {name}: auto stopped: {err}")
+            continue
         wall = time.perf_counter() - t0
         with np.load(out / "dedup.npz") as z:
-            component = z["component"]
+            component, keep = z["component"], z["keep"]
         scores = pair_scores(component, planted.group)
-        stage_s = json.loads((out / "summary.json").read_text())["stage_seconds"]
+        summary = json.loads((out / "summary.json").read_text())
+        stage_s = summary["stage_seconds"]
+        calib = summary["calibration"]["threshold"]
+        auto = calib["threshold"]
         print(
             f"\n== {name}: pipeline {wall:.1f} s ("
-            + ", ".join(f"{k} {v:.2f} s" for k, v in stage_s.items())
+            + ", ".join(f"{k} {v:.2f} s" for k, v in stage_s.items() if v is not None)
             + ")"
         )
         print(
-            f"dedup at default threshold {DEFAULT_THRESHOLD}: precision "
-            f"{scores['precision']:.3f}  recall {scores['recall']:.3f}  (predicted pairs "
-            f"{scores['predicted_pairs']}, planted pairs {scores['true_pairs']}); kept "
-            f"{res.counts['after_dedup']} of {res.counts['pool_images']}"
+            f"auto threshold {auto:.6f} from {calib['sample_size']} sampled images x "
+            f"{len(calib['recall_per_edit'])} edits: recall on the sample {calib['recall']:.2f} "
+            f"({', '.join(f'{e} {v:.2f}' for e, v in calib['recall_per_edit'].items())}), "
+            f"estimated duplicate share {calib['duplicate_share']:.2f}"
+        )
+        print(
+            f"dedup at auto: precision {scores['precision']:.3f}  recall {scores['recall']:.3f}  "
+            f"(predicted pairs {scores['predicted_pairs']}, planted pairs "
+            f"{scores['true_pairs']}); kept {res.counts['after_dedup']} of "
+            f"{res.counts['pool_images']}; distinct images lost {lost(keep)}; per edit: "
+            + _recall_per_edit(component, planted.paths, planted.group)
         )
         feats = np.load(out / "embeddings" / "pool.npy", mmap_mode="r")
         paths = (out / "embeddings" / "pool.paths.txt").read_text().splitlines()
-        print(f"{'threshold':>9}  {'precision':>9}  {'recall':>6}  {'F1':>5}  {'kept':>5}")
-        best = (-1.0, DEFAULT_THRESHOLD)
-        for t in sweep:
+        print(f"{'threshold':>9}  {'precision':>9}  {'recall':>6}  {'F1':>5}  {'kept':>5}  lost")
+        for t in sorted([*sweep, auto]):
             d = deduplicate(feats, paths, t)
             s = pair_scores(d.component, planted.group)
             f1 = 2 * s["precision"] * s["recall"] / max(1e-9, s["precision"] + s["recall"])
-            best = max(best, (f1, t))
             print(
-                f"{t:9.3f}  {s['precision']:9.3f}  {s['recall']:6.3f}  {f1:5.3f}  "
-                f"{int(d.keep.sum()):5d}"
+                f"{t:9.6g}  {s['precision']:9.3f}  {s['recall']:6.3f}  {f1:5.3f}  "
+                f"{int(d.keep.sum()):5d}  {lost(d.keep)}" + ("  <- auto" if t == auto else "")
             )
-        print(
-            f"per edit at {best[1]}: "
-            + _recall_per_edit(deduplicate(feats, paths, best[1]).component, paths, planted.group)
-        )
         print(f"retrieval (chance {QUERY_CLASSES / len(classes):.2f}; per query {args.per_query})")
         print(
             f"{'threshold':>9}  {'mode':>6}  {'after dedup':>11}  {'selected':>8}  "
             f"{'in query classes':>16}"
         )
-        for t in sorted({DEFAULT_THRESHOLD, best[1]}):
+        for t in ("auto", 0.9):
             for mode in ("nn", "kmeans"):
                 r = curate(
                     tmp / "pool",
@@ -150,7 +167,7 @@ def run_real(args: argparse.Namespace) -> None:
                 kept = (out / "keep.txt").read_text().splitlines()
                 share = np.mean([pool_class[p] in query_classes for p in kept]) if kept else 0
                 print(
-                    f"{t:9.3f}  {mode:>6}  {r.counts['after_dedup']:11d}  {len(kept):8d}  "
+                    f"{t:>9}  {mode:>6}  {r.counts['after_dedup']:11d}  {len(kept):8d}  "
                     f"{share:16.3f}"
                 )
     print(f"\n(files in {tmp}; delete when done)")
@@ -280,6 +297,8 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "runs" / "demo"))
     parser.add_argument("--unique", type=int, default=500)
     parser.add_argument("--duplicated", type=int, default=100)
+    parser.add_argument("--copies", type=int, default=2, help="planted copies per duplicated")
+    parser.add_argument("--edits", nargs="+", default=list(EDITS), choices=EDITS)
     parser.add_argument("--queries-per-class", type=int, default=10)
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--per-query", type=int, default=4)

@@ -146,7 +146,8 @@ def cmd_curate(args: argparse.Namespace) -> int:
     result = curate(
         args.pool, args.queries, args.out, args.model, weights=args.weights,
         protect=args.protect or (), threshold=args.threshold,
-        protect_threshold=args.protect_threshold, mode=args.mode, per_query=args.per_query,
+        protect_threshold=args.protect_threshold, calibration_sample=args.calibration_sample,
+        mode=args.mode, per_query=args.per_query,
         n_clusters=args.clusters, dedup_k=args.dedup_k, index=args.index, kind=args.kind,
         crop_size=args.crop_size, resize_size=args.resize_size, batch_size=args.batch_size,
         device=args.device, precision=args.precision, num_workers=args.workers, seed=args.seed,
@@ -361,6 +362,15 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def _cosine_or_auto(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a cosine or 'auto', got {text!r}") from None
+
+
 def _add_curate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "curate",
@@ -388,11 +398,24 @@ def _add_curate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--threshold",
-        type=float,
-        default=0.9,
-        help="cosine similarity at or above which two images are duplicates",
+        type=_cosine_or_auto,
+        default="auto",
+        help="cosine similarity at or above which two images are duplicates, or auto "
+        "(default): calibrated on edited copies of a pool sample; the run stops, before "
+        "deduplicating, when the model cannot separate copies from distinct images",
     )
-    p.add_argument("--protect-threshold", type=float, help="for --protect (default: --threshold)")
+    p.add_argument(
+        "--protect-threshold",
+        type=_cosine_or_auto,
+        help="for --protect: a cosine or auto (default: --threshold; auto calibrates it "
+        "against the protected sets)",
+    )
+    p.add_argument(
+        "--calibration-sample",
+        type=int,
+        default=100,
+        help="pool images whose edited copies (5 each) calibrate the auto thresholds",
+    )
     p.add_argument("--mode", default="nn", choices=("nn", "kmeans"))
     p.add_argument(
         "--per-query",
@@ -418,7 +441,7 @@ def _add_curate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="k-means and sampling seed")
     p.add_argument(
         "--from-stage",
-        choices=("embed", "dedup", "retrieve", "summary"),
+        choices=("embed", "calibrate", "dedup", "retrieve", "summary"),
         help="rerun this stage and the later ones even if up to date",
     )
     p.set_defaults(func=cmd_curate)

@@ -9,7 +9,7 @@ import pytest
 from curate_helpers import CROP
 
 from dinolab.cli import main
-from dinolab.curate import curate
+from dinolab.curate import CalibrationError, curate
 from dinolab.data import ImageDataset
 from dinolab.hub import export_backbone
 
@@ -99,9 +99,19 @@ def test_pool_of_only_duplicates(pools: dict, tiny_model, tmp_path: Path) -> Non
     image = (pools["pool"] / "c1_2.jpg").read_bytes()
     for i in range(11):
         (dups / f"d{i:02d}.jpg").write_bytes(image)
+    # auto cannot tell a pool of copies from a model that sees no differences: it stops
+    with pytest.raises(CalibrationError, match="100% of the 11 sampled images.*mostly dup"):
+        curate(dups, pools["queries"], tmp_path / "out", tiny_model, crop_size=CROP)
+    assert not (tmp_path / "out" / "dedup_keep.txt").exists()
     with pytest.warns(RuntimeWarning, match="one duplicate group holds 11 of the 11"):
         res = curate(
-            dups, pools["queries"], tmp_path / "out", tiny_model, crop_size=CROP, progress=False
+            dups,
+            pools["queries"],
+            tmp_path / "out",
+            tiny_model,
+            crop_size=CROP,
+            progress=False,
+            threshold=0.9,
         )
     assert read_lines(tmp_path / "out" / "dedup_keep.txt") == [str(dups / "d00.jpg")]
     assert read_lines(res.keep_file) == [str(dups / "d00.jpg")]
@@ -160,7 +170,7 @@ def test_cli_curate(pools: dict, tiny_model, tmp_path: Path, capsys) -> None:
 
 WORKER = """
 import sys
-from dinolab.curate import curate
+from dinolab.curate import CalibrationError, curate
 curate(*sys.argv[1:5], crop_size={crop}, shard_size=4, threshold=0.999, device="cpu",
        precision="fp32", progress=False)
 """

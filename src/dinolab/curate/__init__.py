@@ -3,6 +3,7 @@ set, keep provenance. `curate` runs the resumable pipeline behind `dinolab curat
 (search, dedup, clusters, retrieval) work on any (N, D) embeddings, memory-mapped ones too.
 """
 
+from dinolab.curate.calibrate import Calibration, CalibrationError, choose_threshold
 from dinolab.curate.clusters import KMeansResult, kmeans
 from dinolab.curate.dedup import (
     DEFAULT_K,
@@ -26,6 +27,8 @@ __all__ = [
     "INDEX_KINDS",
     "MODES",
     "STAGES",
+    "Calibration",
+    "CalibrationError",
     "CurationResult",
     "DedupResult",
     "Hits",
@@ -33,6 +36,7 @@ __all__ = [
     "NeighborIndex",
     "UnionFind",
     "choose_representatives",
+    "choose_threshold",
     "cluster_hits",
     "connected_components",
     "curate",

@@ -3,13 +3,20 @@
 Stages, each reading only the files the previous one wrote into OUTDIR:
 1. embed     embeddings/{pool,queries,protect-N}.npy (+ .paths.txt, .meta.json) through
              dinolab.eval.embed: chunked and resumable, sharded over ranks under torchrun
-             (only rank 0 runs the later stages).
+             (only rank 0 runs the stages after calibrate).
+1b. calibrate (only for `threshold="auto"` / `protect_threshold="auto"`) calibration.json,
+             calibration.npz (and calibration.png when it fails): one edited copy per
+             edit of a sample of the pool, written to calibration/copies/ and embedded like
+             the pool; the thresholds that separate copies from distinct neighbours
+             (dinolab.curate.calibrate). When the model cannot separate them the run stops
+             with CalibrationError before deduplicating.
 2. dedup     dedup.npz (components, scores), duplicates.jsonl (groups, protected hits),
              dedup_keep.txt (the pool after deduplication).
 3. retrieve  keep.txt (the selection, one absolute path per line: `dinolab train --data
              keep.txt`), curation.jsonl (provenance of every selected image), clusters.npz
              (kmeans mode).
-4. summary   summary.json (counts per stage, parameters, histograms), summary.png.
+4. summary   summary.json (counts per stage, parameters, calibration, histograms),
+             summary.png.
 A stage writes stages/<stage>.json last, holding a key made of its parameters and its inputs'
 keys (embeddings: model identity and the listing of paths, sizes and mtimes). A rerun skips a
 stage whose record exists with the same key and whose outputs are present, so a crash in stage
@@ -23,6 +30,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -33,12 +41,20 @@ import numpy as np
 import torch.distributed as dist
 from torch import nn
 
+from dinolab.curate.calibrate import DEFAULT_SAMPLE, CalibrationError, choose_threshold
 from dinolab.curate.clusters import kmeans
-from dinolab.curate.dedup import DEFAULT_K, DEFAULT_THRESHOLD, deduplicate
+from dinolab.curate.dedup import DEFAULT_K, deduplicate
+from dinolab.curate.planted import EDITS, save_edited_copy
 from dinolab.curate.retrieval import Hits, cluster_hits, nearest_hits, provenance
-from dinolab.curate.search import DEFAULT_SHARD, INDEX_KINDS, resolve_index_kind
+from dinolab.curate.search import (
+    DEFAULT_SHARD,
+    INDEX_KINDS,
+    NeighborIndex,
+    l2_normalize,
+    resolve_index_kind,
+)
 
-STAGES = ("embed", "dedup", "retrieve", "summary")
+STAGES = ("embed", "calibrate", "dedup", "retrieve", "summary")
 MODES = ("nn", "kmeans")
 HIST_BINS = 50
 GIANT_GROUP_SHARE = 0.1  # a duplicate group this large a share of the pool means a bad threshold
@@ -52,6 +68,7 @@ class CurationResult:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     counts: dict = field(default_factory=dict)
+    thresholds: dict = field(default_factory=dict)
 
     @property
     def keep_file(self) -> Path:
@@ -61,6 +78,7 @@ class CurationResult:
         """Counts per stage for the command line."""
         width = max((len(k) for k in self.counts), default=0)
         lines = [f"{k:<{width}}  {v}" for k, v in self.counts.items()]
+        lines += [f"{k}: {v}" for k, v in self.thresholds.items()]
         lines.append(
             f"stages run: {', '.join(self.ran) or 'none'}; skipped (up to date): "
             f"{', '.join(self.skipped) or 'none'}"
@@ -238,6 +256,145 @@ def _read_embeddings(out: Path, name: str) -> tuple[np.ndarray, list[str]]:
     path = out / "embeddings" / f"{name}.npy"
     paths = path.with_name(f"{name}.paths.txt").read_text().splitlines()
     return np.load(path, mmap_mode="r"), paths
+
+
+# ---------------------------------------------------------------------- stage 1b: calibrate
+def _calibrate_stage(
+    stages: _Stages,
+    out: Path,
+    keys: dict[str, str],
+    model,
+    weights,
+    opts: dict,
+    protect_names: list[str],
+    sample_size: int,
+    seed: int,
+    shard_size: int,
+    progress: bool,
+) -> tuple[str, dict | None]:
+    """Calibration of the thresholds on edited copies of a pool sample (runs on every rank:
+    the copies are embedded like the pool); returns its key and, on rank 0, calibration.json."""
+    params = {
+        "pool": keys["pool"],
+        "protect": [keys[n] for n in protect_names],
+        "sample_size": sample_size,
+        "seed": seed,
+        "edits": list(EDITS),
+    }
+    key = _key(params)
+    files = [out / "calibration.json", out / "calibration.npz"]
+    fresh = stages.is_fresh("calibrate", key, files)
+    _barrier()  # every rank has read the record before rank 0 may drop it
+    if not stages.settle("calibrate", fresh):
+        started = time.perf_counter()
+        work = out / "calibration"
+        if _rank() == 0:
+            _write_calibration_copies(out, work, sample_size, seed, opts)
+        _barrier()
+        from dinolab.eval.features import embed
+
+        loaded = _load_model(model, weights)
+        embed(loaded, str(work / "copies"), work / "copies.npy", progress=progress, **opts)
+        if _rank() == 0:
+            _calibrate(out, work, protect_names, shard_size)
+            stages.finish("calibrate", key, params, started)
+    if _rank() != 0:
+        return key, None
+    return key, json.loads(files[0].read_text())
+
+
+def _write_calibration_copies(
+    out: Path, work: Path, sample_size: int, seed: int, opts: dict
+) -> None:
+    """One copy per edit of `sample_size` pool images (seeded), named <pool row>_<edit>.jpg.
+    Large photos are first shrunk to 4x the embedding's resize (the embedding sees no more)."""
+    from PIL import Image
+
+    from dinolab.data.folders import load_image
+
+    paths = _read_embeddings(out, "pool")[1]
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(paths), min(len(paths), sample_size), replace=False))
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "copies").mkdir(parents=True)
+    limit = 4 * (opts["resize_size"] or round(opts["crop_size"] * 256 / 224))
+    for row in rows.tolist():
+        try:
+            img = load_image(paths[row])
+        except Exception:  # noqa: BLE001 - an image that decoded once may be gone: skip it
+            continue
+        if min(img.size) > limit:
+            f = limit / min(img.size)
+            img = img.resize(
+                (round(img.width * f), round(img.height * f)), Image.Resampling.LANCZOS
+            )
+        for edit in EDITS:
+            save_edited_copy(img, edit, rng, work / "copies" / f"{row:09d}_{edit}.jpg")
+
+
+def _calibrate(out: Path, work: Path, protect_names: list[str], shard_size: int) -> None:
+    """Similarities of copies and of nearest neighbours -> calibration.json/.npz/.png."""
+    feats, _ = _read_embeddings(out, "pool")
+    copies = np.load(work / "copies.npy")
+    names = [Path(p).stem for p in (work / "copies.paths.txt").read_text().splitlines()]
+    source = np.array([int(n.split("_")[0]) for n in names], np.int64)
+    edits = np.array([n.split("_")[1] for n in names], dtype=str)
+    pos = (l2_normalize(copies) * l2_normalize(np.asarray(feats[source]))).sum(1)
+    sample = np.unique(source)
+    queries = l2_normalize(np.asarray(feats[sample]))
+    # exact search (a sample of queries is cheap even over a large memory-mapped pool)
+    sims, nbrs = NeighborIndex(feats, "torch", shard_size=shard_size).search(
+        queries, 2, normalized=True
+    )
+    other = (nbrs >= 0) & (nbrs != sample[:, None])
+    neg = np.where(other, sims, -np.inf).max(1).astype(np.float32)
+    calib = {"threshold": choose_threshold(pos, edits, neg, what="--threshold")}
+    arrays = {"copy_sim": pos, "copy_edit": edits, "copy_source": source, "sample": sample}
+    arrays["nearest_sim"] = neg
+    if protect_names:
+        protect = np.concatenate([np.asarray(_read_embeddings(out, n)[0]) for n in protect_names])
+        neg_p = NeighborIndex(protect, "torch", shard_size=shard_size).search(
+            queries, 1, normalized=True
+        )[0][:, 0]
+        calib["protect_threshold"] = choose_threshold(pos, edits, neg_p, what="--protect-threshold")
+        arrays["nearest_protected_sim"] = neg_p
+    _save_npz(out / "calibration.npz", **arrays)
+    record = {
+        "sample_size": len(sample),
+        "copies_per_image": len(EDITS),
+        "edits": list(EDITS),
+        **{k: c.to_dict() for k, c in calib.items()},
+    }
+    _write_atomic(out / "calibration.json", json.dumps(record, indent=2) + "\n")
+    if not all(c.separable for c in calib.values()):  # else summary.png draws them
+        _plot_calibration_file(out / "calibration.png", arrays, record)
+
+
+def _resolve_thresholds(
+    calib: dict | None, threshold, protect_threshold, protect_names: list[str], out: Path
+) -> tuple[float, float | None]:
+    """Numbers for the dedup stage; CalibrationError when an "auto" one cannot be had."""
+    wanted = {}
+    if threshold == "auto":
+        wanted["threshold"] = None
+    if protect_names and _protect_auto(threshold, protect_threshold):
+        wanted["protect_threshold"] = None
+    for name in wanted:
+        rec = (calib or {}).get(name)
+        if rec is None or not rec["separable"]:
+            reason = rec["reason"] if rec else f"no calibration of {name}"
+            raise CalibrationError(
+                f"{reason}. Nothing was deduplicated; the two similarity histograms are in "
+                f"{out / 'calibration.png'}"
+            )
+        wanted[name] = rec["threshold"]
+    thr = wanted.get("threshold", threshold)
+    pthr = wanted.get("protect_threshold", protect_threshold) if protect_names else None
+    return float(thr), None if pthr is None else float(pthr)
+
+
+def _protect_auto(threshold, protect_threshold) -> bool:
+    return protect_threshold == "auto" or (protect_threshold is None and threshold == "auto")
 
 
 # ---------------------------------------------------------------------- stage 2: dedup
@@ -419,18 +576,110 @@ def _summary_stage(out: Path, stages: _Stages, protect_names: list[str]) -> dict
         "pool_nearest_neighbour_similarity": _histogram(nn_sim, threshold),
         "selected_similarity_to_query": _histogram(sims),
     }
+    calib = None
+    if dedup_rec and dedup_rec["params"].get("calibration"):
+        summary["calibration"] = json.loads((out / "calibration.json").read_text())
+        with np.load(out / "calibration.npz") as z:
+            calib = {k: z[k] for k in z.files}
+        for name, values in _calibration_sets(calib):
+            summary["histograms"][f"calibration_{name}"] = _log_histogram(values)
     _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    _plot_summary(out / "summary.png", nn_sim, sims, threshold)
+    _plot_summary(out / "summary.png", nn_sim, sims, threshold, calib, summary.get("calibration"))
     return counts
 
 
-def _plot_summary(path: Path, nn_sim: np.ndarray, sims: np.ndarray, threshold: float | None):
+def _calibration_sets(calib: dict) -> list[tuple[str, np.ndarray]]:
+    sets = [
+        ("copy_similarity", calib["copy_sim"]),
+        ("nearest_neighbour_similarity", calib["nearest_sim"]),
+    ]
+    if "nearest_protected_sim" in calib:
+        sets.append(("nearest_protected_similarity", calib["nearest_protected_sim"]))
+    return sets
+
+
+def _log_bin_edges(values: np.ndarray) -> np.ndarray:
+    """Ascending cosine edges spaced evenly in log(1 - cosine): near-copies sit at 1 - 1e-4,
+    distinct images of a weak model at 1 - 1e-2, both invisible on a linear axis."""
+    gaps = np.clip(1.0 - values[np.isfinite(values)].astype(np.float64), 1e-7, 2.0)
+    low, high = (gaps.min(), gaps.max()) if len(gaps) else (1e-7, 2.0)
+    edges = np.logspace(np.log10(low) - 0.01, np.log10(high) + 0.01, HIST_BINS + 1)
+    return (1.0 - edges)[::-1]
+
+
+def _log_histogram(values: np.ndarray) -> dict:
+    values = values[np.isfinite(values)]
+    counts, edges = np.histogram(values, bins=_log_bin_edges(values))
+    return {"bin_edges": [float(e) for e in edges], "counts": counts.tolist()}
+
+
+def _draw_calibration(ax, arrays: dict, record: dict, which: str = "threshold") -> None:
+    """Both histograms on a log(1 - cosine) axis with the calibrated threshold."""
+    neg_key = "nearest_sim" if which == "threshold" else "nearest_protected_sim"
+    pos, neg = arrays["copy_sim"], arrays[neg_key]
+    gaps_pos = np.clip(1.0 - pos.astype(np.float64), 1e-7, 2.0)
+    gaps_neg = np.clip(1.0 - neg[np.isfinite(neg)].astype(np.float64), 1e-7, 2.0)
+    both = np.concatenate([gaps_pos, gaps_neg])
+    bins = np.logspace(np.log10(both.min()) - 0.01, np.log10(both.max()) + 0.01, HIST_BINS + 1)
+    ax.hist(gaps_pos, bins=bins, alpha=0.5, color="tab:orange", label="edited copy")
+    ax.hist(gaps_neg, bins=bins, alpha=0.7, color="tab:blue", label="nearest other image")
+    ax.set_xscale("log")
+    from matplotlib.ticker import LogFormatter, NullFormatter
+
+    ax.xaxis.set_major_formatter(LogFormatter())  # plain labels: mathtext costs seconds
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    rec = record.get(which) or {}
+    if rec.get("threshold") is not None:
+        ax.axvline(1 - rec["threshold"], color="tab:red", ls="--",
+                   label=f"auto {rec['threshold']:.6g} (recall {rec['recall']:.2f})")  # fmt: skip
+    else:
+        ax.set_title("cannot separate: no threshold", color="tab:red")
+    ax.legend(loc="upper left", fontsize=7)
+    ax.set(xlabel="1 - cosine (log)", ylabel="sampled images / copies")
+    if rec.get("threshold") is not None:
+        ax.set_title(f"calibration ({record['sample_size']} sampled images): {which}")
+
+
+def _save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    # fixed margins: tight_layout measures every tick label (seconds with log axes)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.15, top=0.9, wspace=0.3)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _plot_calibration_file(path: Path, arrays: dict, record: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    which = [w for w in ("threshold", "protect_threshold") if w in record]
+    fig, axes = plt.subplots(1, len(which), figsize=(5 * len(which), 3.6), squeeze=False)
+    for ax, w in zip(axes[0], which, strict=True):
+        _draw_calibration(ax, arrays, record, w)
+    _save_figure(fig, path)
+
+
+def _plot_summary(
+    path: Path,
+    nn_sim: np.ndarray,
+    sims: np.ndarray,
+    threshold: float | None,
+    calib: dict | None = None,
+    record: dict | None = None,
+):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3 if calib else 2, figsize=(15 if calib else 10, 3.6))
+    if calib:
+        _draw_calibration(axes[2], calib, record)
     axes[0].hist(nn_sim, bins=_bin_edges(nn_sim, threshold), color="tab:blue")
     if threshold is not None:
         axes[0].axvline(threshold, color="tab:red", ls="--", label=f"threshold {threshold:g}")
@@ -438,14 +687,21 @@ def _plot_summary(path: Path, nn_sim: np.ndarray, sims: np.ndarray, threshold: f
     axes[0].set(title="pool: similarity to nearest other image", xlabel="cosine", ylabel="images")
     axes[1].hist(sims, bins=_bin_edges(sims), color="tab:green")
     axes[1].set(title="selected: similarity to their query", xlabel="cosine", ylabel="images")
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------- the pipeline
+def _describe(value: float, asked, calib: dict | None, name: str) -> str:
+    if asked != "auto" or calib is None:
+        return f"{value:g}"
+    rec = calib[name]
+    edits = ", ".join(f"{e} {v:.2f}" for e, v in rec["recall_per_edit"].items())
+    return (
+        f"{value:.6g} (auto, from {rec['sample_size']} sampled images: recall {rec['recall']:.2f}"
+        f" of their edited copies [{edits}], precision {rec['precision']:.3f})"
+    )
+
+
 def curate(
     pool: str | os.PathLike,
     queries: str | os.PathLike,
@@ -454,8 +710,9 @@ def curate(
     *,
     weights: str | os.PathLike | None = None,
     protect: Sequence[str | os.PathLike] = (),
-    threshold: float = DEFAULT_THRESHOLD,
-    protect_threshold: float | None = None,
+    threshold: float | str = "auto",
+    protect_threshold: float | str | None = None,
+    calibration_sample: int = DEFAULT_SAMPLE,
     mode: str = "nn",
     per_query: int = 4,
     n_clusters: int | None = None,
@@ -476,8 +733,11 @@ def curate(
     """Deduplicate `pool` (folder or file list) and select from it what resembles `queries`.
 
     `model`: run directory, .safetensors / .pth file, official name with `weights=`, or a
-    module. `protect`: folders/lists whose near-duplicates (>= `protect_threshold`, default
-    `threshold`) are removed from the pool. `mode` "nn": `per_query` nearest pool images per
+    module. `threshold`: cosine at or above which two pool images are duplicates, or "auto":
+    calibrated on edited copies of `calibration_sample` pool images (dinolab.curate.calibrate;
+    CalibrationError when the model cannot separate them). `protect`: folders/lists whose
+    near-duplicates (>= `protect_threshold`, default `threshold`, calibrated on its own when
+    "auto") are removed from the pool. `mode` "nn": `per_query` nearest pool images per
     query; "kmeans": `per_query` images sampled from each query's cluster among `n_clusters`
     (default sqrt of the deduplicated pool). `index`: see dinolab.curate.search. Outputs and
     stage skipping: see the module docstring.
@@ -491,8 +751,12 @@ def curate(
     if per_query < 1 or dedup_k < 1 or (n_clusters is not None and n_clusters < 1):
         raise ValueError("per_query, dedup_k and n_clusters must be >= 1")
     for name, t in (("threshold", threshold), ("protect_threshold", protect_threshold)):
-        if t is not None and not -1.0 <= t <= 1.0:
+        if isinstance(t, str) and t != "auto":
+            raise ValueError(f"{name} is a cosine similarity in [-1, 1] or 'auto', got {t!r}")
+        if t is not None and t != "auto" and not -1.0 <= t <= 1.0:
             raise ValueError(f"{name} is a cosine similarity in [-1, 1], got {t}")
+    if calibration_sample < 1:
+        raise ValueError(f"calibration_sample must be >= 1, got {calibration_sample}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _join_torchrun(device)
@@ -511,13 +775,29 @@ def curate(
         "chunk_size": min(4096, shard_size),
     }
     keys = _embed_stage(stages, out, sets, model, weights, opts, progress)
+    calib_key, calib = None, None
+    if threshold == "auto" or (protect_names and _protect_auto(threshold, protect_threshold)):
+        calib_key, calib = _calibrate_stage(
+            stages, out, keys, model, weights, opts, protect_names, calibration_sample, seed,
+            shard_size, progress,
+        )  # fmt: skip
     result = CurationResult(out, stages.ran, stages.skipped)
     if _rank() != 0:
         return result  # under torchrun the other ranks only help embedding
+    thr, pthr = _resolve_thresholds(calib, threshold, protect_threshold, protect_names, out)
+    result.thresholds = {"threshold": _describe(thr, threshold, calib, "threshold")}
+    if protect_names:
+        p_asked = protect_threshold if protect_threshold is not None else threshold
+        result.thresholds["protect_threshold"] = _describe(
+            thr if pthr is None else pthr, p_asked, calib, "protect_threshold"
+        )
 
     dedup_params = {
-        "threshold": threshold,
-        "protect_threshold": protect_threshold,
+        "threshold": thr,
+        "protect_threshold": pthr,
+        "threshold_asked": threshold,
+        "protect_threshold_asked": protect_threshold,
+        "calibration": calib_key,
         "k": dedup_k,
         "index": index,
         "pool": keys["pool"],
@@ -527,9 +807,7 @@ def curate(
     dedup_out = [out / "dedup.npz", out / "duplicates.jsonl", out / "dedup_keep.txt"]
     if not stages.up_to_date("dedup", dedup_key, dedup_out):
         started = time.perf_counter()
-        info = _dedup_stage(
-            out, protect_names, threshold, protect_threshold, dedup_k, index, shard_size
-        )
+        info = _dedup_stage(out, protect_names, thr, pthr, dedup_k, index, shard_size)
         stages.finish("dedup", dedup_key, {**dedup_params, **info}, started)
 
     retrieve_params = {

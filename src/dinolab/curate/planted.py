@@ -40,6 +40,15 @@ def edit_image(img: Image.Image, edit: str, rng: np.random.Generator) -> Image.I
     raise ValueError(f"unknown edit {edit!r}; choose from {', '.join(EDITS)}")
 
 
+def save_edited_copy(
+    img: Image.Image, edit: str, rng: np.random.Generator, path: str | os.PathLike
+) -> None:
+    """Write `edit` of `img` to `path` as JPEG (quality 30-70 for the JPEG edit, else 90)."""
+    copy = edit_image(img, edit, rng)
+    quality = int(rng.integers(30, 71)) if edit == "jpeg" else 90
+    copy.save(path, quality=quality)
+
+
 @dataclass
 class PlantedPool:
     """`paths` of the pool (sorted) and `group[i]`: the index of the source image of path i
@@ -78,10 +87,8 @@ def plant_duplicates(
             continue
         for c in range(copies):
             edit = edits[(i + c) % len(edits)]
-            copy = edit_image(img, edit, rng)
-            quality = int(rng.integers(30, 71)) if edit == "jpeg" else 90
             path = out / f"img{i:06d}_copy{c}_{edit}.jpg"
-            copy.save(path, quality=quality)
+            save_edited_copy(img, edit, rng, path)
             written.append((str(path), i))
             n_copies += 1
     written.sort()
