@@ -18,9 +18,17 @@ from dinolab.viz.attention import attention_maps
 
 # The CPU preset shrunk: 2 blocks, 32 px global / 16 px local crops, 8 images a step (8 steps
 # an epoch on 64 images). Everything DINOv2 stays on: registers, iBOT, KoLeo, Sinkhorn-Knopp,
-# layer-wise decay, per-module clipping, sqrt scaling, last-layer freeze by iterations.
+# layer-wise decay, per-module clipping, sqrt scaling, last-layer freeze by iterations. The
+# schedules are given in epochs/iterations here (the preset's run-length forms are tested in
+# tests/train/test_schedules.py).
 TINY_DINOV2 = [
     "preset=imagenette_cpu",
+    "optim.layerwise_decay=0.9",
+    "optim.patch_embed_lr_mult=0.2",
+    "optim.warmup_fraction=null",
+    "optim.freeze_last_layer_fraction=null",
+    "optim.momentum_teacher_half_life=null",
+    "optim.momentum_teacher=0.99",
     "model.depth=2",
     "head.out_dim=256",
     "head.hidden_dim=128",
