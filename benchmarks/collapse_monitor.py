@@ -27,8 +27,8 @@ from PIL import Image
 from torch import nn
 
 from dinolab.losses import DINOLoss
+from dinolab.methods.ema import ema_update
 from dinolab.models import DINOHead, VisionTransformer
-from dinolab.train.ema import ema_update
 from dinolab.train.monitor import CollapseMonitor
 from dinolab.train.param_groups import apply_optim_schedules, param_groups
 from dinolab.train.schedules import cosine_schedule, teacher_temp_schedule

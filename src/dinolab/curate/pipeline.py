@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import time
 import warnings
 from collections.abc import Sequence
@@ -30,13 +29,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch.distributed as dist
 from torch import nn
 
 from dinolab.curate.clusters import kmeans
 from dinolab.curate.dedup import DEFAULT_K, DEFAULT_THRESHOLD, deduplicate
 from dinolab.curate.retrieval import Hits, cluster_hits, nearest_hits, provenance
 from dinolab.curate.search import DEFAULT_SHARD, INDEX_KINDS, resolve_index_kind
+from dinolab.data.folders import ImageDataset
+from dinolab.device import peak_rss_mb, resolve_device, resolve_precision
+from dinolab.distributed import barrier, join, rank
+from dinolab.eval.features import embed, listing_identity, model_identity
+from dinolab.hub import load_model
+from dinolab.io import atomic_write, atomic_write_text
 
 STAGES = ("embed", "dedup", "retrieve", "summary")
 MODES = ("nn", "kmeans")
@@ -74,14 +78,8 @@ def _key(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_lines(path: Path, lines: Sequence[str]) -> None:
-    _write_atomic(path, "".join(line + "\n" for line in lines))
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
 def _write_jsonl(path: Path, records: Sequence[dict]) -> None:
@@ -89,14 +87,7 @@ def _write_jsonl(path: Path, records: Sequence[dict]) -> None:
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 class _Stages:
@@ -131,7 +122,7 @@ class _Stages:
         it runs leaves no record); returns `fresh`."""
         if fresh:
             self.skipped.append(stage)
-        elif _rank() == 0:
+        elif rank() == 0:
             (self.dir / f"{stage}.json").unlink(missing_ok=True)
         return fresh
 
@@ -143,17 +134,15 @@ class _Stages:
             "key": key,
             "params": params,
             "seconds": round(time.perf_counter() - started, 3),
-            "peak_rss_mb": round(_peak_rss_mb(), 1),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
         }
-        _write_atomic(self.dir / f"{stage}.json", json.dumps(rec, indent=2) + "\n")
+        atomic_write_text(self.dir / f"{stage}.json", json.dumps(rec, indent=2) + "\n")
         self.ran.append(stage)
 
 
 # ---------------------------------------------------------------------- stage 1: embed
 def _listing(role: str, source: str | os.PathLike):
     """The dataset of one input, with absolute paths; errors name the option at fault."""
-    from dinolab.data.folders import ImageDataset
-
     try:
         return ImageDataset(Path(source).expanduser().absolute())
     except (FileNotFoundError, ValueError) as err:
@@ -170,9 +159,6 @@ def _embed_stage(
     progress: bool,
 ) -> dict[str, str]:
     """Embeddings of every set; returns each set's key. Only missing or stale sets run."""
-    from dinolab.device import resolve_device, resolve_precision
-    from dinolab.eval.features import embed, listing_identity, model_identity
-
     started = time.perf_counter()
     listings = {name: _listing(name, src) for name, src in sets.items()}  # all errors first
     identity = model_identity(weights if weights is not None else model)
@@ -192,7 +178,7 @@ def _embed_stage(
     files = {name: out / "embeddings" / f"{name}.npy" for name in sets}
     previous = (stages.record("embed") or {}).get("params", {}).get("sets", {})
     fresh = stages.is_fresh("embed", _key(keys), list(files.values()))
-    _barrier()  # every rank has read the record before rank 0 may drop it
+    barrier()  # every rank has read the record before rank 0 may drop it
     if stages.settle("embed", fresh):
         return keys
     loaded = None
@@ -201,37 +187,11 @@ def _embed_stage(
         if done and not stages.forced("embed"):
             continue
         if loaded is None:
-            loaded = _load_model(model, weights)
+            loaded = load_model(model, weights)
         embed(loaded, str(ds.source), files[name], progress=progress, **opts)
-    if _rank() == 0:
+    if rank() == 0:
         stages.finish("embed", _key(keys), {"sets": keys, "model": identity}, started)
     return keys
-
-
-def _load_model(model, weights) -> nn.Module:
-    if isinstance(model, nn.Module):
-        return model
-    from dinolab.hub import load
-
-    return load(model, weights=weights) if weights is not None else load(model)
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _join_torchrun(device: str) -> None:
-    """Under torchrun, join the process group before the ranks look at stage records."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        from dinolab.device import resolve_device
-        from dinolab.train.distributed import init_distributed
-
-        init_distributed(resolve_device(device).type)
-
-
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
 
 
 def _read_embeddings(out: Path, name: str) -> tuple[np.ndarray, list[str]]:
@@ -419,7 +379,7 @@ def _summary_stage(out: Path, stages: _Stages, protect_names: list[str]) -> dict
         "pool_nearest_neighbour_similarity": _histogram(nn_sim, threshold),
         "selected_similarity_to_query": _histogram(sims),
     }
-    _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     _plot_summary(out / "summary.png", nn_sim, sims, threshold)
     return counts
 
@@ -439,10 +399,8 @@ def _plot_summary(path: Path, nn_sim: np.ndarray, sims: np.ndarray, threshold: f
     axes[1].hist(sims, bins=_bin_edges(sims), color="tab:green")
     axes[1].set(title="selected: similarity to their query", xlabel="cosine", ylabel="images")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------- the pipeline
@@ -495,7 +453,7 @@ def curate(
             raise ValueError(f"{name} is a cosine similarity in [-1, 1], got {t}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _join_torchrun(device)
+    join(device)
     stages = _Stages(out, from_stage)
     sets = {"pool": pool, "queries": queries}
     sets.update({f"protect-{i}": p for i, p in enumerate(protect)})
@@ -512,7 +470,7 @@ def curate(
     }
     keys = _embed_stage(stages, out, sets, model, weights, opts, progress)
     result = CurationResult(out, stages.ran, stages.skipped)
-    if _rank() != 0:
+    if rank() != 0:
         return result  # under torchrun the other ranks only help embedding
 
     dedup_params = {

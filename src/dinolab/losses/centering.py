@@ -10,9 +10,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
+from dinolab.distributed import is_distributed, world_size
 
 
 @torch.no_grad()
@@ -24,9 +22,9 @@ def batch_center(x: Tensor) -> Tensor:
     """
     total = x.float().sum(dim=0, keepdim=True)
     count = x.shape[0]
-    if _distributed():
+    if is_distributed():
         dist.all_reduce(total)
-        count *= dist.get_world_size()
+        count *= world_size()
     return total / count
 
 
@@ -55,19 +53,19 @@ def sinkhorn_knopp(teacher_logits: Tensor, teacher_temp: float, n_iterations: in
     scaled = teacher_logits.float() / teacher_temp
     shift = scaled.max()
     n_samples = torch.tensor(float(scaled.shape[0]), device=scaled.device)
-    if _distributed():
+    if is_distributed():
         dist.all_reduce(shift, op=dist.ReduceOp.MAX)
         dist.all_reduce(n_samples)
     q = scaled.sub_(shift).exp_().t()  # K x B, the paper's notation; in place: one buffer
     n_prototypes = q.shape[0]
 
     total = q.sum()
-    if _distributed():
+    if is_distributed():
         dist.all_reduce(total)
     q /= total
     for _ in range(n_iterations):
         row_sums = q.sum(dim=1, keepdim=True)  # mass of each prototype
-        if _distributed():
+        if is_distributed():
             dist.all_reduce(row_sums)
         q /= row_sums
         q /= n_prototypes

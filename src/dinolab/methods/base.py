@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dinolab.train.distributed import unwrap
-from dinolab.train.ema import ema_update
+from dinolab.distributed import unwrap
+from dinolab.methods.ema import ema_update
 
 
 class StudentTeacher(nn.Module):

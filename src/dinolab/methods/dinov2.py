@@ -19,12 +19,12 @@ import warnings
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from dinolab.data import MaskGenerator, draw_batch_masks
 from dinolab.data.folders import item_seed
+from dinolab.distributed import rank, world_size
 from dinolab.losses import DINOLoss, KoLeoLoss, iBOTPatchLoss, masks_weight, sinkhorn_knopp
 from dinolab.methods.base import StudentTeacher
 from dinolab.methods.dino import build_backbone, build_head
@@ -83,14 +83,6 @@ class DINOv2Network(nn.Module):
         return {"cls": cls_global, "cls_logits": logits[:n_cls], "patch_logits": logits[n_cls:]}
 
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 class DINOv2(StudentTeacher):
     """Student (trained), teacher (EMA of the student, no drop-path, no gradient) and losses."""
 
@@ -106,11 +98,11 @@ class DINOv2(StudentTeacher):
         self.koleo_weight = float(d.koleo_loss_weight)
         self.mask_probability = float(d.mask_probability)
         self.mask_ratio = (float(d.mask_ratio[0]), float(d.mask_ratio[1]))
-        batch_per_process = cfg.optim.batch_size // _world_size()
+        batch_per_process = cfg.optim.batch_size // world_size()
         if self.koleo_weight > 0 and batch_per_process < 2:
             warnings.warn(
                 f"KoLeo needs at least 2 images per process, got {batch_per_process} "
-                f"(optim.batch_size={cfg.optim.batch_size} over {_world_size()} processes): "
+                f"(optim.batch_size={cfg.optim.batch_size} over {world_size()} processes): "
                 "KoLeo is off for this run; raise optim.batch_size or set "
                 "dinov2.koleo_loss_weight=0 to silence this",
                 RuntimeWarning,
@@ -174,7 +166,7 @@ class DINOv2(StudentTeacher):
         """
         n, _, height, width = global_crops.shape
         grid = (height // self.patch_size, width // self.patch_size)
-        g = torch.Generator().manual_seed(item_seed(self.seed + MASK_STREAM, step, _rank()))
+        g = torch.Generator().manual_seed(item_seed(self.seed + MASK_STREAM, step, rank()))
         return draw_batch_masks(
             n, self.mask_generator(grid), self.mask_probability, self.mask_ratio, generator=g
         )

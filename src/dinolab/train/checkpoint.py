@@ -1,42 +1,22 @@
 """Atomic checkpoints and exact resume.
 
-A checkpoint is written to a temporary file in the same directory, flushed and fsynced, then
-renamed over the old one: a crash or SIGKILL at any moment leaves either the previous complete
-checkpoint or the new complete one, never a half-written file. Everything stored is made of
-tensors and plain Python values, so it loads with `torch.load(weights_only=True)`.
+A checkpoint is written with `dinolab.io.atomic_write` (temporary file, fsync, rename): a crash
+or SIGKILL at any moment leaves either the previous complete checkpoint or the new complete one,
+never a half-written file. Everything stored is made of tensors and plain Python values, so it
+loads with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dinolab.io import atomic_write
+
 CHECKPOINT_NAME = "checkpoint.pt"
-
-
-def atomic_write(path: str | Path, write: Any) -> None:
-    """Call `write(file_object)` into a temp file beside `path`, fsync, then rename over `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

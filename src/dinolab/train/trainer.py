@@ -9,7 +9,6 @@ the export of the teacher backbone.
 from __future__ import annotations
 
 import json
-import resource
 import signal
 import sys
 import time
@@ -22,8 +21,9 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from dinolab.device import autocast, resolve_device, resolve_precision
-from dinolab.hub import export_backbone
+from dinolab.device import autocast, peak_memory_mb, resolve_device, resolve_precision
+from dinolab.distributed import DistEnv, init_distributed
+from dinolab.hub import RUN_BACKBONE, export_backbone
 from dinolab.train import schedules
 from dinolab.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -33,11 +33,8 @@ from dinolab.train.checkpoint import (
     set_rng_state,
 )
 from dinolab.train.config import save_config
-from dinolab.train.distributed import DistEnv, init_distributed
 from dinolab.train.monitor import CollapseMonitor
 from dinolab.train.param_groups import apply_optim_schedules, param_groups
-
-EXPORT_NAME = "teacher_backbone.safetensors"
 
 NONFINITE_ADVICE = """\
 The loss became {value} at step {step}; training stopped and the last good checkpoint was kept.
@@ -160,7 +157,7 @@ class Trainer:
         if self.env.is_main and self._saved_step != self.step:
             self._saved_step = self.step
             save_checkpoint(self.run_dir / CHECKPOINT_NAME, self._state())
-            export_backbone(self.method.teacher_backbone, self.run_dir / EXPORT_NAME)
+            export_backbone(self.method.teacher_backbone, self.run_dir / RUN_BACKBONE)
 
     def resume(self) -> None:
         """Continue exactly where the checkpoint in run_dir stopped."""
@@ -321,7 +318,7 @@ class Trainer:
             "teacher_temp": float(self.teacher_temp[it]),
             **stats,
             "images_per_s": images_per_s,
-            "memory_mb": _peak_memory_mb(self.device),
+            "memory_mb": peak_memory_mb(self.device),
         }
         if warning:
             record["collapse_warning"] = warning
@@ -363,12 +360,6 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
         k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
         for k, v in batch.items()
     }
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from dinolab.io import atomic_write_text
 from dinolab.viz.images import (
     ImageSource,
     data_uri,
@@ -298,8 +299,4 @@ def write_report(
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>dinolab report: {html.escape(run.resolve().name)}</title>"
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")  # fmt: skip
-    out = run / REPORT_NAME
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return atomic_write_text(run / REPORT_NAME, page)
