@@ -36,9 +36,9 @@ from dinolab.curate.dedup import DEFAULT_K, DEFAULT_THRESHOLD, deduplicate
 from dinolab.curate.retrieval import Hits, cluster_hits, nearest_hits, provenance
 from dinolab.curate.search import DEFAULT_SHARD, INDEX_KINDS, resolve_index_kind
 from dinolab.data.folders import ImageDataset
-from dinolab.device import peak_rss_mb, resolve_device, resolve_precision
+from dinolab.device import peak_rss_mb
 from dinolab.distributed import barrier, join, rank
-from dinolab.eval.features import embed, listing_identity, model_identity
+from dinolab.eval.features import FeatureOptions, embed, listing_identity, model_identity
 from dinolab.hub import load_model
 from dinolab.io import atomic_write, atomic_write_text
 
@@ -162,19 +162,11 @@ def _embed_stage(
     started = time.perf_counter()
     listings = {name: _listing(name, src) for name, src in sets.items()}  # all errors first
     identity = model_identity(weights if weights is not None else model)
-    precision = str(resolve_precision(opts["precision"], resolve_device(opts["device"])))
-    keys = {}
-    for name, ds in listings.items():
-        keys[name] = _key(
-            {
-                "model": identity,
-                "listing": listing_identity([str(p) for p in ds.paths], None),
-                "kind": opts["kind"],
-                "crop_size": opts["crop_size"],
-                "resize_size": opts["resize_size"],
-                "precision": precision,
-            }
-        )
+    options = FeatureOptions(**{k: v for k, v in opts.items() if k != "chunk_size"})
+    keys = {
+        name: options.cache_key(identity, listing_identity([str(p) for p in ds.paths], None))[:24]
+        for name, ds in listings.items()
+    }
     files = {name: out / "embeddings" / f"{name}.npy" for name in sets}
     previous = (stages.record("embed") or {}).get("params", {}).get("sets", {})
     fresh = stages.is_fresh("embed", _key(keys), list(files.values()))
@@ -458,16 +450,10 @@ def curate(
     sets = {"pool": pool, "queries": queries}
     sets.update({f"protect-{i}": p for i, p in enumerate(protect)})
     protect_names = [n for n in sets if n.startswith("protect-")]
-    opts = {
-        "kind": kind,
-        "crop_size": crop_size,
-        "resize_size": resize_size,
-        "batch_size": batch_size,
-        "device": device,
-        "precision": precision,
-        "num_workers": num_workers,
-        "chunk_size": min(4096, shard_size),
-    }
+    options = FeatureOptions(
+        kind, crop_size, resize_size, batch_size, device, precision, num_workers
+    )
+    opts = {**options.kwargs(), "chunk_size": min(4096, shard_size)}
     keys = _embed_stage(stages, out, sets, model, weights, opts, progress)
     result = CurationResult(out, stages.ran, stages.skipped)
     if rank() != 0:

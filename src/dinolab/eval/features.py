@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -41,6 +42,47 @@ from dinolab.io import atomic_write, atomic_write_text
 FEATURE_KINDS = ("cls", "avgpool", "cls+avgpool", "last4")
 FORMAT_VERSION = 1
 CACHE_ENV = "DINOLAB_CACHE_DIR"
+
+
+@dataclass(frozen=True)
+class FeatureOptions:
+    """How features are computed: which ones (`kind`), from which pixels (`crop_size` centre crop
+    after resizing the shorter side to `resize_size`, default crop*256/224), and how (batch,
+    device, precision, loader workers). Built once (the CLI does it from its flags) and handed to
+    every feature user; `cache_key` is the one identity of features computed with them."""
+
+    kind: str = "cls"
+    crop_size: int = 224
+    resize_size: int | None = None
+    batch_size: int = 64
+    device: str = "auto"
+    precision: str = "auto"
+    num_workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in FEATURE_KINDS:
+            raise ValueError(
+                f"unknown feature kind {self.kind!r}; choose one of {', '.join(FEATURE_KINDS)}"
+            )
+
+    def kwargs(self) -> dict[str, Any]:
+        """The options as keyword arguments of `extract_features`, `embed`, `cached_features`."""
+        return asdict(self)
+
+    def cache_key(self, model_id: str, listing_id: str) -> str:
+        """What identifies features of these options, a model (`model_identity`) and a data
+        listing (`listing_identity`): equal keys, equal features. Batch size, workers and the
+        device do not change the numbers and are left out; the precision resolved on the device
+        is in."""
+        parts = {
+            "model": model_id,
+            "listing": listing_id,
+            "kind": self.kind,
+            "crop_size": self.crop_size,
+            "resize_size": self.resize_size,
+            "precision": str(resolve_precision(self.precision, resolve_device(self.device))),
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 class Features(NamedTuple):
@@ -488,15 +530,9 @@ def cached_features(
     weight file's path, mtime and size (a model object: its weights' hash), so retraining
     invalidates it. Other keyword arguments go to `embed`."""
     dataset = _as_dataset(data, crop_size, resize_size)
-    key_parts = {
-        "model": model_identity(model),
-        "listing": listing_identity([str(p) for p in dataset.paths], _labels_of(dataset)),
-        "kind": kind,
-        "crop_size": crop_size,
-        "resize_size": resize_size,
-        "precision": str(resolve_precision(precision, resolve_device(device))),
-    }
-    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:20]
+    options = FeatureOptions(kind, crop_size, resize_size, device=device, precision=precision)
+    listing = listing_identity([str(p) for p in dataset.paths], _labels_of(dataset))
+    key = options.cache_key(model_identity(model), listing)[:20]
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir(model)
     path = root / f"{kind.replace('+', '_')}-{crop_size}-{key}.npz"
     if path.is_file():

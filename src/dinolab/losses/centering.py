@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from dinolab.distributed import is_distributed, world_size
 
@@ -32,6 +33,31 @@ def batch_center(x: Tensor) -> Tensor:
 def ema_center(center: Tensor, new_center: Tensor, momentum: float) -> Tensor:
     """EMA step of a center: momentum * center + (1 - momentum) * new_center."""
     return center * momentum + new_center * (1 - momentum)
+
+
+class CenteredTeacherLoss(nn.Module):
+    """What the DINO and iBOT losses share: the student temperature and the teacher's EMA center,
+    a (1, K) buffer (so it checkpoints and resumes), with the centred, sharpened teacher softmax.
+    Subclasses decide which batch mean the center follows (`update_center`)."""
+
+    center: Tensor
+
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
+        super().__init__()
+        self.student_temp = student_temp
+        self.center_momentum = center_momentum
+        self.register_buffer("center", torch.zeros(1, out_dim))
+
+    @torch.no_grad()
+    def softmax_center_teacher(self, teacher_out: Tensor, teacher_temp: float) -> Tensor:
+        """Teacher probabilities: softmax((t - center) / teacher_temp), fp32, current center."""
+        with torch.autocast(device_type=teacher_out.device.type, enabled=False):
+            return F.softmax((teacher_out.float() - self.center) / teacher_temp, dim=-1)
+
+    @torch.no_grad()
+    def _follow(self, batch_mean: Tensor) -> None:
+        """center <- m * center + (1 - m) * batch_mean."""
+        self.center.copy_(ema_center(self.center, batch_mean, self.center_momentum))
 
 
 @torch.no_grad()

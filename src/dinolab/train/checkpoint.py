@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 
 from dinolab.io import atomic_write
 
@@ -49,3 +50,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# Keys a checkpoint may lack and still resume; everything else must match the method exactly
+# (a missing teacher or center is an error, not a silent re-initialisation). None today: add a
+# key here, with the reason, when a newer method gains state that older checkpoints lack.
+OPTIONAL_METHOD_KEYS: frozenset[str] = frozenset()
+
+
+def method_state(method: nn.Module) -> dict[str, Any]:
+    """The method's state dict with the student's under one key, ``"student"`` (the layout of
+    every dinolab checkpoint: the student loads on its own, with or without DDP)."""
+    state = {k: v for k, v in method.state_dict().items() if not k.startswith("student.")}
+    state["student"] = cast(nn.Module, method.student).state_dict()
+    return state
+
+
+def load_method_state(method: nn.Module, state: dict[str, Any]) -> None:
+    """Load what `method_state` wrote, strictly (except OPTIONAL_METHOD_KEYS)."""
+    flat = {k: v for k, v in state.items() if k != "student"}
+    flat.update({f"student.{k}": v for k, v in state.get("student", {}).items()})
+    result = method.load_state_dict(flat, strict=False)
+    missing = sorted(set(result.missing_keys) - OPTIONAL_METHOD_KEYS)
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"the checkpoint does not fit this method: missing {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''}, unexpected {sorted(result.unexpected_keys)[:5]}"
+            f"{' ...' if len(result.unexpected_keys) > 5 else ''}; resume with the config the "
+            "run was started with (RUN_DIR/config.yaml)"
+        )

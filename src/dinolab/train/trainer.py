@@ -24,10 +24,14 @@ from tqdm import tqdm
 from dinolab.device import autocast, peak_memory_mb, resolve_device, resolve_precision
 from dinolab.distributed import DistEnv, init_distributed
 from dinolab.hub import RUN_BACKBONE, export_backbone
+from dinolab.methods import TEACHER_PROBS
 from dinolab.train import schedules
+from dinolab.train.builders import build_data, build_method
 from dinolab.train.checkpoint import (
     CHECKPOINT_NAME,
     load_checkpoint,
+    load_method_state,
+    method_state,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -101,9 +105,12 @@ class Trainer:
 
         self.method = method.to(self.device)
         self.student = self.method.student
+        # What a step calls: the method itself, or (torchrun) the Trainer's own DDP wrapper of
+        # it, which averages the student's gradients (the teacher has none).
+        self.model: nn.Module = self.method
         if self.env.enabled:
-            self.method.student = nn.parallel.DistributedDataParallel(
-                self.student, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(
+                self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         groups = param_groups(
             self.student,
@@ -143,7 +150,7 @@ class Trainer:
     # ----------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
         return {
-            "method": unwrap_method_state(self.method, self.student),
+            "method": method_state(self.method),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "step": self.step,
@@ -162,9 +169,7 @@ class Trainer:
     def resume(self) -> None:
         """Continue exactly where the checkpoint in run_dir stopped."""
         state = load_checkpoint(self.run_dir / CHECKPOINT_NAME)
-        method_state = state["method"]
-        self.student.load_state_dict(method_state.pop("student"))
-        self.method.load_state_dict(method_state, strict=False)
+        load_method_state(self.method, state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -256,7 +261,7 @@ class Trainer:
         batch = _to_device(batch, self.device)
 
         with autocast(self.device, self.dtype):
-            losses = self.method(batch, teacher_temp=float(self.teacher_temp[it]), step=it)
+            losses = self.model(batch, teacher_temp=float(self.teacher_temp[it]), step=it)
         loss = losses["loss"]
         self._check_finite(loss)
 
@@ -269,7 +274,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.method.update_teacher(float(self.momentum[it]))
-        return {k: v for k, v in losses.items() if k != "loss"}
+        return {k: v for k, v in losses.items() if k != "loss"}  # teacher_probs: for _log
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         bad = (~torch.isfinite(loss.detach())).float()
@@ -306,7 +311,7 @@ class Trainer:
 
     def _log(self, record: dict[str, Any], epoch: int, images_per_s: float, bar: tqdm) -> dict:
         it = self.step - 1
-        teacher_probs = self.method.monitor_inputs()["teacher_probs"]
+        teacher_probs = record.pop(TEACHER_PROBS)
         stats, warning = self.monitor.step(teacher_probs, record.get("dino_loss"))
         record = {
             "step": self.step,
@@ -343,13 +348,6 @@ class Trainer:
             tqdm.write("Ctrl-C: finishing this step and saving a checkpoint (again to abort)...")
 
 
-def unwrap_method_state(method: nn.Module, student: nn.Module) -> dict[str, Any]:
-    """The method's state with the student stored unwrapped (loadable with or without DDP)."""
-    state = {k: v for k, v in method.state_dict().items() if not k.startswith("student.")}
-    state["student"] = student.state_dict()
-    return state
-
-
 def _grads(module: nn.Module) -> list[torch.Tensor]:
     return [p for p in module.parameters() if p.grad is not None]
 
@@ -374,8 +372,6 @@ def _truncate_log(path: Path, step: int) -> None:
 
 def run_training(cfg: DictConfig, resume: bool = False) -> dict[str, Any]:
     """Build data, method and trainer from a config and train; the `dinolab train` entry point."""
-    from dinolab.train.builders import build_data, build_method
-
     env = init_distributed(resolve_device(cfg.device).type)
     dataset, collate_fn = build_data(cfg, Path(cfg.out))
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (the teacher too)
