@@ -27,8 +27,8 @@ from PIL import Image
 from torch import nn
 
 from dinolab.losses import DINOLoss
+from dinolab.methods.ema import ema_update
 from dinolab.models import DINOHead, VisionTransformer
-from dinolab.train.ema import ema_update
 from dinolab.train.monitor import CollapseMonitor
 from dinolab.train.param_groups import apply_optim_schedules, param_groups
 from dinolab.train.schedules import cosine_schedule, teacher_temp_schedule
@@ -106,6 +106,7 @@ def run(
         apply_optim_schedules(optimizer, float(lr[it]), float(wd[it]), 0.0 if it < 20 else None)
         with torch.no_grad():
             t_out = teacher([globals_])
+        t_probs = loss_fn.softmax_center_teacher(t_out, float(temps[it]))
         loss = loss_fn(student([globals_, locals_]), t_out, float(temps[it]))
         optimizer.zero_grad()
         loss.backward()
@@ -113,7 +114,7 @@ def run(
         optimizer.step()
         ema_update(teacher, student, float(momentum[it]))
         if (it + 1) % log_every == 0:
-            stats, warning = monitor.step(**loss_fn.monitor_inputs(), loss=loss)
+            stats, warning = monitor.step(t_probs, loss=loss)
             if warning and first_warning is None:
                 first_warning, first_at = warning, it + 1
     return {"stats": stats, "warning": first_warning, "at": first_at, "loss": loss.item()}

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dinolab.losses import DINOLoss, sinkhorn_knopp
+from dinolab.methods.ema import ema_update
 from dinolab.models import DINOHead, vit_small
-from dinolab.train.ema import ema_update
 
 
 def best_ms(a: Callable[[], object], b: Callable[[], object], repeats: int) -> tuple[float, float]:

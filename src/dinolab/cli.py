@@ -7,6 +7,9 @@ import sys
 from collections.abc import Callable
 
 USER_ERRORS = (ValueError, OSError, ImportError)
+# dinolab.eval.FEATURE_KINDS, spelled here so that building the parser imports no torch
+# (tests/test_cli.py checks that the two agree).
+FEATURE_KINDS = ("cls", "avgpool", "cls+avgpool", "last4")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -162,7 +165,7 @@ def _add_feature_options(p: argparse.ArgumentParser, default_kind: str = "cls") 
     p.add_argument(
         "--kind",
         default=default_kind,
-        choices=("cls", "avgpool", "cls+avgpool", "last4"),
+        choices=FEATURE_KINDS,
         help=f"which features (default {default_kind}; last4 = CLS of the last 4 blocks)",
     )
     p.add_argument("--crop-size", type=int, default=224, help="centre crop (multiple of patch)")
@@ -346,7 +349,7 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
         choices=("auto", "tsne", "umap", "pca"),
         help="auto: UMAP when installed, else t-SNE",
     )
-    p.add_argument("--kind", default="cls", choices=("cls", "avgpool", "cls+avgpool", "last4"))
+    p.add_argument("--kind", default="cls", choices=FEATURE_KINDS)
     p.add_argument("--crop-size", type=int, help="default: the model's native resolution")
     p.add_argument("--no-html", action="store_true", help="write the PNG only")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -431,7 +434,7 @@ def _add_curate(sub: argparse._SubParsersAction) -> None:
         choices=("auto", "torch", "flat", "ivf", "hnsw"),
         help="auto: exact faiss up to 100k images, IVF above",
     )
-    p.add_argument("--kind", default="cls", choices=("cls", "avgpool", "cls+avgpool", "last4"))
+    p.add_argument("--kind", default="cls", choices=FEATURE_KINDS)
     p.add_argument("--crop-size", type=int, default=224, help="centre crop (multiple of patch)")
     p.add_argument("--resize-size", type=int, help="shorter side before the crop (crop*256/224)")
     p.add_argument("--batch-size", type=int, default=64)

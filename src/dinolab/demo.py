@@ -16,9 +16,13 @@ import torch
 from omegaconf import DictConfig
 
 from dinolab.data import make_shapes_dataset
+from dinolab.eval.knn import run_knn
+from dinolab.eval.segmentation import attention_iou
+from dinolab.methods.dino import build_backbone
 from dinolab.train.checkpoint import CHECKPOINT_NAME
 from dinolab.train.config import build_config, load_config
 from dinolab.train.trainer import run_training
+from dinolab.viz.report import write_report
 
 DATA_DIR = "data"
 TRAIN_PER_CLASS = 200
@@ -60,11 +64,6 @@ def run_demo(
     """Train the demo model (resuming if a previous demo was cut short), evaluate, report.
 
     `overrides`: key=value changes to the `demo` preset (a changed recipe retrains)."""
-    from dinolab.eval.knn import run_knn
-    from dinolab.eval.segmentation import attention_iou
-    from dinolab.methods.dino import build_backbone
-    from dinolab.viz.report import write_report
-
     out = Path(out)
     keys = ["preset=demo", *(overrides or []), f"out={out}"]
     if max_steps is not None:

@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
+from dinolab.io import atomic_write_bytes, atomic_write_text
 from dinolab.models import FAMILIES, build_model
 from dinolab.models.layers import swiglu_hidden_dim
 from dinolab.models.resnet import infer_resnet_config, is_resnet_state
@@ -289,13 +290,8 @@ def export_backbone(model: nn.Module, path: str | os.PathLike) -> Path:
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     family = getattr(model, "family", "vit")
     meta = {"arch": family, "config": model.config, "format_version": FORMAT_VERSION}
-    for target, write in (
-        (path, lambda tmp: save_file(tensors, str(tmp))),
-        (path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(meta, indent=2))),
-    ):
-        tmp = target.with_name(target.name + ".tmp")
-        write(tmp)
-        os.replace(tmp, target)
+    atomic_write_bytes(path, save(tensors))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
     return path
 
 
@@ -373,3 +369,13 @@ def load(
         f"cannot load {path}: expected a run directory, a .safetensors file, an "
         "official .pth checkpoint, or a model name"
     )
+
+
+def load_model(
+    model: nn.Module | str | os.PathLike, weights: str | os.PathLike | None = None
+) -> nn.Module:
+    """A model object as is; anything else (run directory, weights file, hub name with
+    ``weights=``) through `load`. The one entry point of every command that takes a model."""
+    if isinstance(model, nn.Module):
+        return model
+    return load(model) if weights is None else load(model, weights=weights)

@@ -27,6 +27,7 @@ def hand_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 def test_hand_computed_loss_and_center() -> None:
     student, teacher = hand_inputs()
     loss_fn = DINOLoss(2)
+    probs = loss_fn.softmax_center_teacher(teacher, teacher_temp=1.0)  # before the call's update
     loss = loss_fn(student, teacher, teacher_temp=1.0)
     # pairs (teacher iq, student v), v != iq:
     # (0,1): H(3/4, 1/4) = ln4 - 3/4 ln3      (0,2): -(3/4 ln1/4 + 1/4 ln3/4) = ln4 - 1/4 ln3
@@ -35,10 +36,9 @@ def test_hand_computed_loss_and_center() -> None:
     assert loss.item() == pytest.approx(expected, abs=1e-6)
     # center after the call: 0.9 * 0 + 0.1 * batch mean of the raw teacher outputs
     torch.testing.assert_close(loss_fn.center, torch.tensor([[0.1 * LN3 / 2, 0.0]]))
-    # the probabilities used are exposed for the collapse monitor
-    torch.testing.assert_close(
-        loss_fn.monitor_inputs()["teacher_probs"], torch.tensor([[0.75, 0.25], [0.5, 0.5]])
-    )
+    # the probabilities the loss used (what a method hands the collapse monitor)
+    torch.testing.assert_close(probs, torch.tensor([[0.75, 0.25], [0.5, 0.5]]))
+    assert loss_fn.forward_probs(student, probs).item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_second_step_uses_previous_center() -> None:
@@ -141,5 +141,3 @@ def test_shape_errors_name_the_layout() -> None:
         DINOLoss(3)(torch.randn(6, 3), torch.randn(3, 3), 0.04)
     with pytest.raises(ValueError, match="n_crops"):
         DINOLoss(3)(torch.randn(5, 3), torch.randn(4, 3), 0.04)
-    with pytest.raises(RuntimeError, match="call the loss first"):
-        DINOLoss(3).monitor_inputs()

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import shutil
 import time
 import warnings
@@ -38,7 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch.distributed as dist
 from torch import nn
 
 from dinolab.curate.calibrate import DEFAULT_SAMPLE, CalibrationError, choose_threshold
@@ -53,6 +51,12 @@ from dinolab.curate.search import (
     l2_normalize,
     resolve_index_kind,
 )
+from dinolab.data.folders import ImageDataset, load_image
+from dinolab.device import peak_rss_mb
+from dinolab.distributed import barrier, join, rank
+from dinolab.eval.features import FeatureOptions, embed, listing_identity, model_identity
+from dinolab.hub import load_model
+from dinolab.io import atomic_write, atomic_write_text
 
 STAGES = ("embed", "calibrate", "dedup", "retrieve", "summary")
 MODES = ("nn", "kmeans")
@@ -92,14 +96,8 @@ def _key(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_lines(path: Path, lines: Sequence[str]) -> None:
-    _write_atomic(path, "".join(line + "\n" for line in lines))
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
 def _write_jsonl(path: Path, records: Sequence[dict]) -> None:
@@ -107,14 +105,7 @@ def _write_jsonl(path: Path, records: Sequence[dict]) -> None:
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 class _Stages:
@@ -149,7 +140,7 @@ class _Stages:
         it runs leaves no record); returns `fresh`."""
         if fresh:
             self.skipped.append(stage)
-        elif _rank() == 0:
+        elif rank() == 0:
             (self.dir / f"{stage}.json").unlink(missing_ok=True)
         return fresh
 
@@ -161,17 +152,15 @@ class _Stages:
             "key": key,
             "params": params,
             "seconds": round(time.perf_counter() - started, 3),
-            "peak_rss_mb": round(_peak_rss_mb(), 1),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
         }
-        _write_atomic(self.dir / f"{stage}.json", json.dumps(rec, indent=2) + "\n")
+        atomic_write_text(self.dir / f"{stage}.json", json.dumps(rec, indent=2) + "\n")
         self.ran.append(stage)
 
 
 # ---------------------------------------------------------------------- stage 1: embed
 def _listing(role: str, source: str | os.PathLike):
     """The dataset of one input, with absolute paths; errors name the option at fault."""
-    from dinolab.data.folders import ImageDataset
-
     try:
         return ImageDataset(Path(source).expanduser().absolute())
     except (FileNotFoundError, ValueError) as err:
@@ -188,29 +177,18 @@ def _embed_stage(
     progress: bool,
 ) -> dict[str, str]:
     """Embeddings of every set; returns each set's key. Only missing or stale sets run."""
-    from dinolab.device import resolve_device, resolve_precision
-    from dinolab.eval.features import embed, listing_identity, model_identity
-
     started = time.perf_counter()
     listings = {name: _listing(name, src) for name, src in sets.items()}  # all errors first
     identity = model_identity(weights if weights is not None else model)
-    precision = str(resolve_precision(opts["precision"], resolve_device(opts["device"])))
-    keys = {}
-    for name, ds in listings.items():
-        keys[name] = _key(
-            {
-                "model": identity,
-                "listing": listing_identity([str(p) for p in ds.paths], None),
-                "kind": opts["kind"],
-                "crop_size": opts["crop_size"],
-                "resize_size": opts["resize_size"],
-                "precision": precision,
-            }
-        )
+    options = FeatureOptions(**{k: v for k, v in opts.items() if k != "chunk_size"})
+    keys = {
+        name: options.cache_key(identity, listing_identity([str(p) for p in ds.paths], None))[:24]
+        for name, ds in listings.items()
+    }
     files = {name: out / "embeddings" / f"{name}.npy" for name in sets}
     previous = (stages.record("embed") or {}).get("params", {}).get("sets", {})
     fresh = stages.is_fresh("embed", _key(keys), list(files.values()))
-    _barrier()  # every rank has read the record before rank 0 may drop it
+    barrier()  # every rank has read the record before rank 0 may drop it
     if stages.settle("embed", fresh):
         return keys
     loaded = None
@@ -219,37 +197,11 @@ def _embed_stage(
         if done and not stages.forced("embed"):
             continue
         if loaded is None:
-            loaded = _load_model(model, weights)
+            loaded = load_model(model, weights)
         embed(loaded, str(ds.source), files[name], progress=progress, **opts)
-    if _rank() == 0:
+    if rank() == 0:
         stages.finish("embed", _key(keys), {"sets": keys, "model": identity}, started)
     return keys
-
-
-def _load_model(model, weights) -> nn.Module:
-    if isinstance(model, nn.Module):
-        return model
-    from dinolab.hub import load
-
-    return load(model, weights=weights) if weights is not None else load(model)
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _join_torchrun(device: str) -> None:
-    """Under torchrun, join the process group before the ranks look at stage records."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        from dinolab.device import resolve_device
-        from dinolab.train.distributed import init_distributed
-
-        init_distributed(resolve_device(device).type)
-
-
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
 
 
 def _read_embeddings(out: Path, name: str) -> tuple[np.ndarray, list[str]]:
@@ -284,21 +236,19 @@ def _calibrate_stage(
     key = _key(params)
     files = [out / "calibration.json", out / "calibration.npz"]
     fresh = stages.is_fresh("calibrate", key, files)
-    _barrier()  # every rank has read the record before rank 0 may drop it
+    barrier()  # every rank has read the record before rank 0 may drop it
     if not stages.settle("calibrate", fresh):
         started = time.perf_counter()
         work = out / "calibration"
-        if _rank() == 0:
+        if rank() == 0:
             _write_calibration_copies(out, work, sample_size, seed, opts)
-        _barrier()
-        from dinolab.eval.features import embed
-
-        loaded = _load_model(model, weights)
+        barrier()
+        loaded = load_model(model, weights)
         embed(loaded, str(work / "copies"), work / "copies.npy", progress=progress, **opts)
-        if _rank() == 0:
+        if rank() == 0:
             _calibrate(out, work, protect_names, shard_size)
             stages.finish("calibrate", key, params, started)
-    if _rank() != 0:
+    if rank() != 0:
         return key, None
     return key, json.loads(files[0].read_text())
 
@@ -309,8 +259,6 @@ def _write_calibration_copies(
     """One copy per edit of `sample_size` pool images (seeded), named <pool row>_<edit>.jpg.
     Large photos are first shrunk to 4x the embedding's resize (the embedding sees no more)."""
     from PIL import Image
-
-    from dinolab.data.folders import load_image
 
     paths = _read_embeddings(out, "pool")[1]
     rng = np.random.default_rng(seed)
@@ -365,7 +313,7 @@ def _calibrate(out: Path, work: Path, protect_names: list[str], shard_size: int)
         "edits": list(EDITS),
         **{k: c.to_dict() for k, c in calib.items()},
     }
-    _write_atomic(out / "calibration.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out / "calibration.json", json.dumps(record, indent=2) + "\n")
     if not all(c.separable for c in calib.values()):  # else summary.png draws them
         _plot_calibration_file(out / "calibration.png", arrays, record)
 
@@ -583,7 +531,7 @@ def _summary_stage(out: Path, stages: _Stages, protect_names: list[str]) -> dict
             calib = {k: z[k] for k in z.files}
         for name, values in _calibration_sets(calib):
             summary["histograms"][f"calibration_{name}"] = _log_histogram(values)
-    _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     _plot_summary(out / "summary.png", nn_sim, sims, threshold, calib, summary.get("calibration"))
     return counts
 
@@ -645,10 +593,8 @@ def _save_figure(fig, path: Path) -> None:
 
     # fixed margins: tight_layout measures every tick label (seconds with log axes)
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.15, top=0.9, wspace=0.3)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _plot_calibration_file(path: Path, arrays: dict, record: dict) -> None:
@@ -759,21 +705,15 @@ def curate(
         raise ValueError(f"calibration_sample must be >= 1, got {calibration_sample}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _join_torchrun(device)
+    join(device)
     stages = _Stages(out, from_stage)
     sets = {"pool": pool, "queries": queries}
     sets.update({f"protect-{i}": p for i, p in enumerate(protect)})
     protect_names = [n for n in sets if n.startswith("protect-")]
-    opts = {
-        "kind": kind,
-        "crop_size": crop_size,
-        "resize_size": resize_size,
-        "batch_size": batch_size,
-        "device": device,
-        "precision": precision,
-        "num_workers": num_workers,
-        "chunk_size": min(4096, shard_size),
-    }
+    options = FeatureOptions(
+        kind, crop_size, resize_size, batch_size, device, precision, num_workers
+    )
+    opts = {**options.kwargs(), "chunk_size": min(4096, shard_size)}
     keys = _embed_stage(stages, out, sets, model, weights, opts, progress)
     calib_key, calib = None, None
     if threshold == "auto" or (protect_names and _protect_auto(threshold, protect_threshold)):
@@ -782,7 +722,7 @@ def curate(
             shard_size, progress,
         )  # fmt: skip
     result = CurationResult(out, stages.ran, stages.skipped)
-    if _rank() != 0:
+    if rank() != 0:
         return result  # under torchrun the other ranks only help embedding
     thr, pthr = _resolve_thresholds(calib, threshold, protect_threshold, protect_names, out)
     result.thresholds = {"threshold": _describe(thr, threshold, calib, "threshold")}

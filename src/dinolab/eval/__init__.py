@@ -6,6 +6,7 @@ Cached features live under ``<run dir>/features/`` for a run directory, else und
 
 from dinolab.eval.features import (
     FEATURE_KINDS,
+    FeatureOptions,
     Features,
     cached_features,
     compute_features,
@@ -28,6 +29,7 @@ from dinolab.eval.segmentation import SegmentationResult, attention_iou, jaccard
 
 __all__ = [
     "FEATURE_KINDS",
+    "FeatureOptions",
     "Features",
     "KNNResult",
     "KNNRow",

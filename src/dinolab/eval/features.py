@@ -21,21 +21,68 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from dinolab.data.folders import ImageDataset
+from dinolab.data.transforms import EvalTransform
 from dinolab.device import autocast, resolve_device, resolve_precision
+from dinolab.distributed import barrier, join, world_size
+from dinolab.distributed import rank as dist_rank
+from dinolab.hub import RUN_BACKBONE, load_model
+from dinolab.io import atomic_write, atomic_write_text
 
 FEATURE_KINDS = ("cls", "avgpool", "cls+avgpool", "last4")
 FORMAT_VERSION = 1
 CACHE_ENV = "DINOLAB_CACHE_DIR"
+
+
+@dataclass(frozen=True)
+class FeatureOptions:
+    """How features are computed: which ones (`kind`), from which pixels (`crop_size` centre crop
+    after resizing the shorter side to `resize_size`, default crop*256/224), and how (batch,
+    device, precision, loader workers). Built once (the CLI does it from its flags) and handed to
+    every feature user; `cache_key` is the one identity of features computed with them."""
+
+    kind: str = "cls"
+    crop_size: int = 224
+    resize_size: int | None = None
+    batch_size: int = 64
+    device: str = "auto"
+    precision: str = "auto"
+    num_workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in FEATURE_KINDS:
+            raise ValueError(
+                f"unknown feature kind {self.kind!r}; choose one of {', '.join(FEATURE_KINDS)}"
+            )
+
+    def kwargs(self) -> dict[str, Any]:
+        """The options as keyword arguments of `extract_features`, `embed`, `cached_features`."""
+        return asdict(self)
+
+    def cache_key(self, model_id: str, listing_id: str) -> str:
+        """What identifies features of these options, a model (`model_identity`) and a data
+        listing (`listing_identity`): equal keys, equal features. Batch size, workers and the
+        device do not change the numbers and are left out; the precision resolved on the device
+        is in."""
+        parts = {
+            "model": model_id,
+            "listing": listing_id,
+            "kind": self.kind,
+            "crop_size": self.crop_size,
+            "resize_size": self.resize_size,
+            "precision": str(resolve_precision(self.precision, resolve_device(self.device))),
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 class Features(NamedTuple):
@@ -95,22 +142,10 @@ def check_crop_size(crop_size: int, patch_size: int) -> None:
 
 
 # ---------------------------------------------------------------------- data and identity
-def load_model(model: nn.Module | str | os.PathLike) -> nn.Module:
-    """A model object as is; a run directory or weights file through dinolab.hub.load."""
-    if isinstance(model, nn.Module):
-        return model
-    from dinolab.hub import load
-
-    return load(model)
-
-
 def _as_dataset(data: Any, crop_size: int, resize_size: int | None) -> Dataset:
     """A folder / file list becomes an ImageDataset with the eval transform (resize, centre crop).
     A dataset object is used as is (its own transform decides the size)."""
     if isinstance(data, str | os.PathLike):
-        from dinolab.data.folders import ImageDataset
-        from dinolab.data.transforms import EvalTransform
-
         return ImageDataset(data, transform=EvalTransform(crop_size, resize_size))
     if getattr(data, "transform", "") is None:
         raise ValueError(
@@ -143,8 +178,6 @@ def model_identity(model: nn.Module | str | os.PathLike) -> str:
     if not path.exists():
         return f"name:{model}"
     if path.is_dir():
-        from dinolab.hub import RUN_BACKBONE
-
         path = path / RUN_BACKBONE
     files = [path] + ([path.with_suffix(".json")] if path.suffix == ".safetensors" else [])
     return "file:" + ";".join(_file_identity(p) for p in files if p.exists())
@@ -180,30 +213,8 @@ def _chunk_name(start: int, end: int) -> str:
     return f"{start:09d}-{end:09d}.npz"
 
 
-def _save_atomic_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _dist_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _prepare_work_dir(work_dir: Path, manifest: dict, rank: int) -> int:
@@ -221,8 +232,8 @@ def _prepare_work_dir(work_dir: Path, manifest: dict, rank: int) -> int:
                     "another output path"
                 )
         else:
-            _write_text_atomic(path, json.dumps(manifest, indent=2))
-    _barrier()
+            atomic_write_text(path, json.dumps(manifest, indent=2))
+    barrier()
     return int(json.loads(path.read_text())["chunk_size"])
 
 
@@ -301,7 +312,7 @@ def extract_features(
     dtype = resolve_precision(precision, dev)
     if num_workers is None:
         num_workers = min(8, os.cpu_count() or 1) if dev.type == "cuda" else 0
-    rank, world = _dist_info()
+    rank, world = dist_rank(), world_size()
     if world > 1 and work_dir is None:
         raise ValueError(
             "extraction under torchrun exchanges rows through files: pass "
@@ -349,9 +360,9 @@ def extract_features(
             feats, skipped = _run_chunk(
                 model, dataset, s, e, kind, batch_size, num_workers, dev, dtype, bar
             )
-            _save_atomic_npz(work / _chunk_name(s, e), features=feats, skipped=skipped)
+            _save_npz(work / _chunk_name(s, e), features=feats, skipped=skipped)
         bar.close()
-        _barrier()
+        barrier()
         return _merge_chunks(work, ranges, paths, labels, meta)
     finally:
         model.train(was_training)
@@ -415,22 +426,18 @@ def save_features(result: Features, out: str | os.PathLike) -> list[Path]:
         }
         if result.labels is not None:
             arrays["labels"] = result.labels.numpy()
-        _save_atomic_npz(out, **arrays)
+        _save_npz(out, **arrays)
         return [out]
     if out.suffix != ".npy":
         raise ValueError(f"unsupported output {out.name}: use a .npy or .npz file name")
     written = [out, _sidecar(out, ".paths.txt"), _sidecar(out, ".meta.json")]
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, feats)
-    os.replace(tmp, out)
-    _write_text_atomic(written[1], "".join(p + "\n" for p in result.paths))
+    atomic_write(out, lambda f: np.save(f, feats))
+    atomic_write_text(written[1], "".join(p + "\n" for p in result.paths))
     if result.labels is not None:
+        labels = result.labels.numpy()
         written.append(_sidecar(out, ".labels.npy"))
-        with open(tmp, "wb") as f:
-            np.save(f, result.labels.numpy())
-        os.replace(tmp, written[-1])
-    _write_text_atomic(written[2], meta_text + "\n")
+        atomic_write(written[-1], lambda f: np.save(f, labels))
+    atomic_write_text(written[2], meta_text + "\n")
     return written
 
 
@@ -480,7 +487,7 @@ def embed(
         raise ValueError(f"unsupported output {out.name}: use a .npy or .npz file name")
     if isinstance(model, str | os.PathLike) and not Path(model).exists():
         raise FileNotFoundError(f"model {model} not found; pass a run directory or weights file")
-    _init_distributed_from_env(device)
+    join(device)
     work = out.with_name(out.name + ".chunks")
     result = extract_features(
         model,
@@ -496,21 +503,12 @@ def embed(
         work_dir=work,
         progress=progress,
     )
-    rank, _ = _dist_info()
-    if rank == 0:
+    if dist_rank() == 0:
         save_features(result, out)
-    _barrier()  # every rank has read the chunks before they go
-    if rank == 0:
+    barrier()  # every rank has read the chunks before they go
+    if dist_rank() == 0:
         shutil.rmtree(work, ignore_errors=True)
     return result
-
-
-def _init_distributed_from_env(device: str) -> None:
-    """Under torchrun, join the process group (gloo on CPU) unless the caller already did."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        from dinolab.train.distributed import init_distributed
-
-        init_distributed(resolve_device(device).type)
 
 
 # ---------------------------------------------------------------------- cache
@@ -542,15 +540,9 @@ def cached_features(
     weight file's path, mtime and size (a model object: its weights' hash), so retraining
     invalidates it. Other keyword arguments go to `embed`."""
     dataset = _as_dataset(data, crop_size, resize_size)
-    key_parts = {
-        "model": model_identity(model),
-        "listing": listing_identity([str(p) for p in dataset.paths], _labels_of(dataset)),
-        "kind": kind,
-        "crop_size": crop_size,
-        "resize_size": resize_size,
-        "precision": str(resolve_precision(precision, resolve_device(device))),
-    }
-    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:20]
+    options = FeatureOptions(kind, crop_size, resize_size, device=device, precision=precision)
+    listing = listing_identity([str(p) for p in dataset.paths], _labels_of(dataset))
+    key = options.cache_key(model_identity(model), listing)[:20]
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir(model)
     path = root / f"{kind.replace('+', '_')}-{crop_size}-{key}.npz"
     if path.is_file():

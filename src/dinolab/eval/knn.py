@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dinolab.device import resolve_device
-from dinolab.eval.features import cached_features
+from dinolab.eval.features import FeatureOptions, cached_features
 
 KNN_PROTOCOL = "dino-weighted-knn"
 DEFAULT_KS = (10, 20, 100, 200)
@@ -171,17 +171,10 @@ def run_knn(
 ) -> KNNResult:
     """`dinolab knn`: features of both folders (through the feature cache), then the DINO
     weighted k-NN. Writes `out_json` when given."""
-    opts = {
-        "kind": kind,
-        "crop_size": crop_size,
-        "resize_size": resize_size,
-        "batch_size": batch_size,
-        "device": device,
-        "precision": precision,
-        "num_workers": num_workers,
-        "cache_dir": cache_dir,
-        "progress": progress,
-    }
+    options = FeatureOptions(
+        kind, crop_size, resize_size, batch_size, device, precision, num_workers
+    ).kwargs()
+    opts = {**options, "cache_dir": cache_dir, "progress": progress}
     tr, va = cached_features(model, train, **opts), cached_features(model, val, **opts)
     if tr.labels is None or va.labels is None:
         raise ValueError(

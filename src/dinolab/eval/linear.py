@@ -27,9 +27,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from dinolab.data.folders import ImageDataset
+from dinolab.data.transforms import ClassifierTrainTransform, EvalTransform
 from dinolab.device import autocast, resolve_device, resolve_precision
 from dinolab.eval.features import (
-    FEATURE_KINDS,
+    FeatureOptions,
     cached_features,
     check_crop_size,
     input_multiple,
@@ -289,9 +291,6 @@ def linear_probe_images(
     `lr` is per 256 images (DINO's default 0.001); the backbone runs every epoch on fresh
     augmentations, so this is slow on CPU: "linear-fast" is the everyday probe.
     """
-    from dinolab.data.folders import ImageDataset
-    from dinolab.data.transforms import ClassifierTrainTransform, EvalTransform
-
     if kind not in _DINO_INPUTS:
         raise ValueError(f"the DINO protocol takes kind in {sorted(_DINO_INPUTS)}, got {kind!r}")
     n_last_blocks, avgpool = _DINO_INPUTS[kind]
@@ -404,18 +403,12 @@ def run_linear(
     """`dinolab linear`: protocol "fast" (cached features, lr grid `lrs`, batch 256 by default)
     or "dino" (images, one `lr`, batch 128 by default). Writes `out_json` when given."""
     if protocol == "fast":
-        if kind not in FEATURE_KINDS:
-            raise ValueError(f"unknown feature kind {kind!r}; choose one of {FEATURE_KINDS}")
-        opts = {
-            "kind": kind,
-            "crop_size": crop_size,
-            "resize_size": resize_size,
-            "device": device,
-            "precision": precision,
-            "num_workers": num_workers,
-            "cache_dir": cache_dir,
-            "progress": progress,
-        }
+        options = FeatureOptions(
+            kind, crop_size, resize_size, device=device, precision=precision,
+            num_workers=num_workers,
+        ).kwargs()  # fmt: skip
+        options.pop("batch_size")  # the probe's batch, not the extraction's
+        opts = {**options, "cache_dir": cache_dir, "progress": progress}
         tr, va = cached_features(model, train, **opts), cached_features(model, val, **opts)
         if tr.meta["classes"] != va.meta["classes"]:
             raise ValueError(

@@ -1,7 +1,7 @@
 """How well self-attention segments objects without labels (DINO paper, Table 9 / Fig. 4).
 
 Each head's [CLS] attention of the last block is thresholded to keep ``threshold`` of its mass
-(`dinolab.viz.attention.mass_mask`), upsampled to pixels (nearest) and compared with the object's
+(`dinolab.eval.attention.mass_mask`), upsampled to pixels (nearest) and compared with the object's
 ground-truth mask by the Jaccard index (IoU). Scores are means over images: per head, the best
 head (chosen by that mean, as in the paper), and the mask of the mean attention over heads.
 Images come with masks in the demo layout (`dinolab.data.make_shapes_dataset`: ``mask_path_for``).
@@ -18,6 +18,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from torch import nn
+
+from dinolab.data.images import list_images, model_short_side, prepare_image
+from dinolab.data.synthetic import mask_path_for
+from dinolab.device import resolve_device
+from dinolab.eval.attention import attention_maps, mass_mask, upsample
+from dinolab.hub import load_model
 
 PROTOCOL = "dino-attention-jaccard"
 
@@ -64,8 +70,6 @@ class SegmentationResult:
 
 def _mask_at(path: Path, size: tuple[int, int]) -> np.ndarray:
     """The ground-truth mask of a demo image, resized (nearest) to the model input size."""
-    from dinolab.data.synthetic import mask_path_for
-
     try:
         mask_file: Path | None = mask_path_for(path)
     except ValueError:
@@ -93,11 +97,6 @@ def attention_iou(
     ``size``: shorter side the images are resized to (default the model's native resolution);
     ``max_images``: evaluate that many, picked evenly over the sorted listing.
     """
-    from dinolab.device import resolve_device
-    from dinolab.eval.features import load_model
-    from dinolab.viz.attention import attention_maps, mass_mask
-    from dinolab.viz.images import list_images, model_short_side, prepare_image, upsample
-
     mass_mask(np.ones(1), threshold)  # validate before any work
     if isinstance(images, str | os.PathLike) and (Path(images) / "images").is_dir():
         images = Path(images) / "images"  # a split folder holding images/ and masks/

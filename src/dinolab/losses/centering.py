@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
+from dinolab.distributed import is_distributed, world_size
 
 
 @torch.no_grad()
@@ -24,9 +23,9 @@ def batch_center(x: Tensor) -> Tensor:
     """
     total = x.float().sum(dim=0, keepdim=True)
     count = x.shape[0]
-    if _distributed():
+    if is_distributed():
         dist.all_reduce(total)
-        count *= dist.get_world_size()
+        count *= world_size()
     return total / count
 
 
@@ -34,6 +33,31 @@ def batch_center(x: Tensor) -> Tensor:
 def ema_center(center: Tensor, new_center: Tensor, momentum: float) -> Tensor:
     """EMA step of a center: momentum * center + (1 - momentum) * new_center."""
     return center * momentum + new_center * (1 - momentum)
+
+
+class CenteredTeacherLoss(nn.Module):
+    """What the DINO and iBOT losses share: the student temperature and the teacher's EMA center,
+    a (1, K) buffer (so it checkpoints and resumes), with the centred, sharpened teacher softmax.
+    Subclasses decide which batch mean the center follows (`update_center`)."""
+
+    center: Tensor
+
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
+        super().__init__()
+        self.student_temp = student_temp
+        self.center_momentum = center_momentum
+        self.register_buffer("center", torch.zeros(1, out_dim))
+
+    @torch.no_grad()
+    def softmax_center_teacher(self, teacher_out: Tensor, teacher_temp: float) -> Tensor:
+        """Teacher probabilities: softmax((t - center) / teacher_temp), fp32, current center."""
+        with torch.autocast(device_type=teacher_out.device.type, enabled=False):
+            return F.softmax((teacher_out.float() - self.center) / teacher_temp, dim=-1)
+
+    @torch.no_grad()
+    def _follow(self, batch_mean: Tensor) -> None:
+        """center <- m * center + (1 - m) * batch_mean."""
+        self.center.copy_(ema_center(self.center, batch_mean, self.center_momentum))
 
 
 @torch.no_grad()
@@ -55,19 +79,19 @@ def sinkhorn_knopp(teacher_logits: Tensor, teacher_temp: float, n_iterations: in
     scaled = teacher_logits.float() / teacher_temp
     shift = scaled.max()
     n_samples = torch.tensor(float(scaled.shape[0]), device=scaled.device)
-    if _distributed():
+    if is_distributed():
         dist.all_reduce(shift, op=dist.ReduceOp.MAX)
         dist.all_reduce(n_samples)
     q = scaled.sub_(shift).exp_().t()  # K x B, the paper's notation; in place: one buffer
     n_prototypes = q.shape[0]
 
     total = q.sum()
-    if _distributed():
+    if is_distributed():
         dist.all_reduce(total)
     q /= total
     for _ in range(n_iterations):
         row_sums = q.sum(dim=1, keepdim=True)  # mass of each prototype
-        if _distributed():
+        if is_distributed():
             dist.all_reduce(row_sums)
         q /= row_sums
         q /= n_prototypes

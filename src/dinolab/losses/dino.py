@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from dinolab.losses.centering import batch_center, ema_center
+from dinolab.losses.centering import CenteredTeacherLoss, batch_center
 
 N_GLOBAL_CROPS = 2
 
@@ -28,34 +28,17 @@ def _no_autocast(x: Tensor) -> torch.autocast:
     return torch.autocast(device_type=x.device.type, enabled=False)
 
 
-class DINOLoss(nn.Module):
+class DINOLoss(CenteredTeacherLoss):
     """DINO [CLS] loss with an EMA center; the center is a buffer so it checkpoints and resumes.
 
-    After each call, `last_teacher_probs` holds the teacher probabilities the loss used (detached,
-    fp32, (2B, K)) for the collapse monitor; `monitor_inputs()` returns them as keyword
-    arguments of `CollapseMonitor.step`.
+    The loss keeps no record of a call: a method that needs the teacher probabilities (for the
+    collapse monitor) computes them with `softmax_center_teacher` and calls `forward_probs`.
     """
-
-    center: Tensor
-
-    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
-        super().__init__()
-        self.student_temp = student_temp
-        self.center_momentum = center_momentum
-        self.register_buffer("center", torch.zeros(1, out_dim))
-        self.last_teacher_probs: Tensor | None = None
-
-    @torch.no_grad()
-    def softmax_center_teacher(self, teacher_out: Tensor, teacher_temp: float) -> Tensor:
-        """Teacher probabilities: softmax((t - center) / teacher_temp), fp32, current center."""
-        with _no_autocast(teacher_out):
-            return F.softmax((teacher_out.float() - self.center) / teacher_temp, dim=-1)
 
     @torch.no_grad()
     def update_center(self, teacher_out: Tensor) -> None:
         """center <- m * center + (1 - m) * mean of the raw teacher outputs over all processes."""
-        new = ema_center(self.center, batch_center(teacher_out), self.center_momentum)
-        self.center.copy_(new)
+        self._follow(batch_center(teacher_out))
 
     def forward_probs(self, student_out: Tensor, teacher_probs: Tensor) -> Tensor:
         """Cross-entropy of the student against given teacher probabilities (e.g. Sinkhorn-Knopp).
@@ -66,12 +49,11 @@ class DINOLoss(nn.Module):
         student view v) with v != iq.
         """
         n_crops, batch = self._check_shapes(student_out, teacher_probs)
-        teacher_probs = teacher_probs.detach()
-        self.last_teacher_probs = teacher_probs.float()
+        teacher_probs = teacher_probs.detach().float()
         with _no_autocast(student_out):
             log_p = F.log_softmax(student_out.float() / self.student_temp, dim=-1)
             log_p = log_p.reshape(n_crops, batch, -1)
-            q = self.last_teacher_probs.reshape(N_GLOBAL_CROPS, batch, -1)
+            q = teacher_probs.reshape(N_GLOBAL_CROPS, batch, -1)
             # Summing the pairs per student view: global view 0 is paired with teacher view 1
             # and vice versa, each local view with both. Elementwise products only, so no TF32
             # matmul can round the fp32 loss.
@@ -86,14 +68,6 @@ class DINOLoss(nn.Module):
         loss = self.forward_probs(student_out, teacher_probs)
         self.update_center(teacher_out)
         return loss
-
-    def monitor_inputs(self) -> dict[str, Tensor]:
-        """{"teacher_probs": the last call's teacher probabilities}, for CollapseMonitor.step."""
-        if self.last_teacher_probs is None:
-            raise RuntimeError(
-                "DINOLoss.monitor_inputs() was called before any loss call: call the loss first"
-            )
-        return {"teacher_probs": self.last_teacher_probs}
 
     @staticmethod
     def _check_shapes(student_out: Tensor, teacher: Tensor) -> tuple[int, int]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from dinolab.losses.centering import batch_center, ema_center, sinkhorn_knopp
+from dinolab.losses.centering import CenteredTeacherLoss, batch_center, sinkhorn_knopp
 
 
 def masks_weight(masks: Tensor) -> Tensor:
@@ -22,26 +22,12 @@ def masks_weight(masks: Tensor) -> Tensor:
     return per_image.unsqueeze(-1).expand_as(masks)[masks]
 
 
-class iBOTPatchLoss(nn.Module):
+class iBOTPatchLoss(CenteredTeacherLoss):
     """iBOT patch loss over masked patches; the EMA center is a (1, K) buffer.
 
-    (DINOv2 stores it as (1, 1, K); the values are the same.)
+    (DINOv2 stores it as (1, 1, K); the values are the same.) `softmax_center_teacher` gives the
+    (M, K) teacher probabilities of the masked patches' logits.
     """
-
-    center: Tensor
-
-    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
-        super().__init__()
-        self.student_temp = student_temp
-        self.center_momentum = center_momentum
-        self.register_buffer("center", torch.zeros(1, out_dim))
-
-    @torch.no_grad()
-    def softmax_center_teacher(self, teacher_patch_logits: Tensor, teacher_temp: float) -> Tensor:
-        """(M, K) teacher probabilities softmax((t - center) / teacher_temp), fp32."""
-        with torch.autocast(device_type=teacher_patch_logits.device.type, enabled=False):
-            centered = teacher_patch_logits.float() - self.center
-            return F.softmax(centered / teacher_temp, dim=-1)
 
     @torch.no_grad()
     def sinkhorn_knopp_teacher(
@@ -54,8 +40,7 @@ class iBOTPatchLoss(nn.Module):
     def update_center(self, teacher_patch_logits: Tensor) -> None:
         """EMA of the mean masked-patch logits (the mean of each process's mean, as DINOv2)."""
         local_mean = teacher_patch_logits.float().mean(dim=0, keepdim=True)
-        new = ema_center(self.center, batch_center(local_mean), self.center_momentum)
-        self.center.copy_(new)
+        self._follow(batch_center(local_mean))
 
     def forward_masked(
         self,

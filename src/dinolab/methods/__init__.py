@@ -4,7 +4,19 @@ DINO ([CLS] self-distillation over multi-crop views) and DINOv2 (DINO plus the i
 masked-patch loss, KoLeo and Sinkhorn-Knopp centering) share the Trainer.
 """
 
+from dinolab.methods.base import TEACHER_PROBS, StudentTeacher
 from dinolab.methods.dino import DINO, MultiCropNetwork, build_backbone, build_head
 from dinolab.methods.dinov2 import DINOv2, DINOv2Network
+from dinolab.methods.ema import ema_update
 
-__all__ = ["DINO", "DINOv2", "DINOv2Network", "MultiCropNetwork", "build_backbone", "build_head"]
+__all__ = [
+    "DINO",
+    "TEACHER_PROBS",
+    "DINOv2",
+    "DINOv2Network",
+    "MultiCropNetwork",
+    "StudentTeacher",
+    "build_backbone",
+    "build_head",
+    "ema_update",
+]

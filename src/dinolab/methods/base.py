@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
-from dinolab.train.distributed import unwrap
-from dinolab.train.ema import ema_update
+from dinolab.distributed import unwrap
+from dinolab.methods.ema import ema_update
+
+# The key of a Method's output holding the statistics its collapse monitor reads.
+TEACHER_PROBS = "teacher_probs"
 
 
 class StudentTeacher(nn.Module):
     """Subclasses set `student` and `teacher` (same architecture, each with a `backbone`).
+
+    The contract with the Trainer: `forward(batch, teacher_temp, step)` returns a dict with
+    `loss` (the tensor to minimise), scalar tensors worth logging (detached), and
+    `teacher_probs` (TEACHER_PROBS: the detached fp32 (2B, K) teacher probabilities of this
+    step's global crops, what `CollapseMonitor` reads); nothing is kept between calls for the
+    Trainer to fetch. The Trainer may wrap the whole method (DDP) but never replaces its
+    attributes; it trains `student`'s parameters.
 
     The teacher never trains: it stays in eval mode (no drop-path) and only follows the
     student through `update_teacher`, called by the Trainer after each optimizer step.
@@ -44,4 +56,4 @@ class StudentTeacher(nn.Module):
 
     @property
     def teacher_backbone(self) -> nn.Module:
-        return self.teacher.backbone
+        return cast(nn.Module, self.teacher.backbone)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from dinolab.losses import DINOLoss
-from dinolab.methods.base import StudentTeacher
+from dinolab.methods.base import TEACHER_PROBS, StudentTeacher
 from dinolab.models import DINOHead, build_model
 
 
@@ -57,16 +57,20 @@ def build_backbone(cfg: DictConfig, drop_path_rate: float) -> nn.Module:
     )
 
 
-def build_head(cfg: DictConfig, in_dim: int) -> DINOHead:
+def build_head(
+    cfg: DictConfig, in_dim: int, out_dim: int | None = None, bottleneck_dim: int | None = None
+) -> DINOHead:
+    """The projection head `cfg.head` describes; `out_dim` / `bottleneck_dim` replace the
+    config's (DINOv2's separate iBOT head has its own)."""
     h = cfg.head
     return DINOHead(
         in_dim,
-        h.out_dim,
+        out_dim or h.out_dim,
         use_bn=h.use_bn,
         norm_last_layer=h.norm_last_layer,
         nlayers=h.nlayers,
         hidden_dim=h.hidden_dim,
-        bottleneck_dim=h.bottleneck_dim,
+        bottleneck_dim=bottleneck_dim or h.bottleneck_dim,
     )
 
 
@@ -90,7 +94,8 @@ class DINO(StudentTeacher):
         )
 
     def forward(self, batch: dict[str, Any], teacher_temp: float, step: int) -> dict[str, Tensor]:
-        """Losses of one batch: `loss` (to minimise) plus the numbers worth logging.
+        """One batch: `loss` (to minimise), the numbers worth logging and `teacher_probs` (see
+        `StudentTeacher`).
 
         `step` (the global iteration) seeds any per-step randomness a method draws itself;
         DINO draws none.
@@ -103,10 +108,9 @@ class DINO(StudentTeacher):
         )
         with torch.no_grad():
             teacher_out = self.teacher([global_crops])
+            teacher_out = teacher_out.float()
+            teacher_probs = self.loss.softmax_center_teacher(teacher_out, teacher_temp)
         student_out = self.student(crops)
-        loss = self.loss(student_out.float(), teacher_out.float(), teacher_temp)
-        return {"loss": loss, "dino_loss": loss.detach()}
-
-    def monitor_inputs(self) -> dict[str, Tensor]:
-        """What the collapse monitor reads after a step (teacher probabilities and center)."""
-        return self.loss.monitor_inputs()
+        loss = self.loss.forward_probs(student_out.float(), teacher_probs)
+        self.loss.update_center(teacher_out)  # the next step sees the new center
+        return {"loss": loss, "dino_loss": loss.detach(), TEACHER_PROBS: teacher_probs}

@@ -19,17 +19,16 @@ import warnings
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from dinolab.data import MaskGenerator, draw_batch_masks
 from dinolab.data.folders import item_seed
+from dinolab.distributed import rank, world_size
 from dinolab.losses import DINOLoss, KoLeoLoss, iBOTPatchLoss, masks_weight, sinkhorn_knopp
-from dinolab.methods.base import StudentTeacher
+from dinolab.losses.statistics import entropy
+from dinolab.methods.base import TEACHER_PROBS, StudentTeacher
 from dinolab.methods.dino import build_backbone, build_head
-from dinolab.models import DINOHead
-from dinolab.train.monitor import entropy
 
 N_GLOBAL_CROPS = 2
 MASK_STREAM = 0x6D61736B  # added to the seed so masks and augmentations draw unrelated streams
@@ -83,14 +82,6 @@ class DINOv2Network(nn.Module):
         return {"cls": cls_global, "cls_logits": logits[:n_cls], "patch_logits": logits[n_cls:]}
 
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 class DINOv2(StudentTeacher):
     """Student (trained), teacher (EMA of the student, no drop-path, no gradient) and losses."""
 
@@ -106,11 +97,11 @@ class DINOv2(StudentTeacher):
         self.koleo_weight = float(d.koleo_loss_weight)
         self.mask_probability = float(d.mask_probability)
         self.mask_ratio = (float(d.mask_ratio[0]), float(d.mask_ratio[1]))
-        batch_per_process = cfg.optim.batch_size // _world_size()
+        batch_per_process = cfg.optim.batch_size // world_size()
         if self.koleo_weight > 0 and batch_per_process < 2:
             warnings.warn(
                 f"KoLeo needs at least 2 images per process, got {batch_per_process} "
-                f"(optim.batch_size={cfg.optim.batch_size} over {_world_size()} processes): "
+                f"(optim.batch_size={cfg.optim.batch_size} over {world_size()} processes): "
                 "KoLeo is off for this run; raise optim.batch_size or set "
                 "dinov2.koleo_loss_weight=0 to silence this",
                 RuntimeWarning,
@@ -127,16 +118,7 @@ class DINOv2(StudentTeacher):
         ibot_dim = cfg.head.out_dim
         if self.do_ibot and d.ibot_separate_head:
             ibot_dim = d.ibot_out_dim or cfg.head.out_dim
-            h = cfg.head
-            ibot_head = DINOHead(
-                backbone.embed_dim,
-                ibot_dim,
-                use_bn=h.use_bn,
-                norm_last_layer=h.norm_last_layer,
-                nlayers=h.nlayers,
-                hidden_dim=h.hidden_dim,
-                bottleneck_dim=d.ibot_bottleneck_dim or h.bottleneck_dim,
-            )
+            ibot_head = build_head(cfg, backbone.embed_dim, ibot_dim, d.ibot_bottleneck_dim)
         self.student = DINOv2Network(backbone, dino_head, ibot_head)
         self.teacher = DINOv2Network(
             build_backbone(cfg, drop_path_rate=0.0),
@@ -174,7 +156,7 @@ class DINOv2(StudentTeacher):
         """
         n, _, height, width = global_crops.shape
         grid = (height // self.patch_size, width // self.patch_size)
-        g = torch.Generator().manual_seed(item_seed(self.seed + MASK_STREAM, step, _rank()))
+        g = torch.Generator().manual_seed(item_seed(self.seed + MASK_STREAM, step, rank()))
         return draw_batch_masks(
             n, self.mask_generator(grid), self.mask_probability, self.mask_ratio, generator=g
         )
@@ -206,8 +188,9 @@ class DINOv2(StudentTeacher):
 
     # ------------------------------------------------------------------ step
     def forward(self, batch: dict[str, Any], teacher_temp: float, step: int) -> dict[str, Tensor]:
-        """Losses of one batch: `loss` (to minimise) plus the unweighted terms, detached, and
-        `ibot_kl_teacher_student` (iBOT loss minus the teacher's weighted patch entropy).
+        """Losses of one batch: `loss` (to minimise) plus the unweighted terms, detached,
+        `ibot_kl_teacher_student` (iBOT loss minus the teacher's weighted patch entropy) and
+        `teacher_probs`, the teacher's [CLS] probabilities (see `StudentTeacher`).
 
         loss = dino_loss_weight * dino_loss + ibot_loss_weight * ibot_loss
              + koleo_loss_weight * (sum of KoLeo over the 2 global crops)   (as the reference)
@@ -251,7 +234,7 @@ class DINOv2(StudentTeacher):
             koleo = sum(koleo_per_crop)
             loss = loss + self.koleo_weight * koleo
             losses["koleo_loss"] = koleo.detach() / N_GLOBAL_CROPS
-        return {"loss": loss, **losses}
+        return {"loss": loss, **losses, TEACHER_PROBS: cls_probs.detach().float()}
 
     def _koleo(self, features: Tensor) -> Tensor:
         if features.shape[0] < 2:
@@ -260,10 +243,6 @@ class DINOv2(StudentTeacher):
                 "optim.batch_size or set dinov2.koleo_loss_weight=0"
             )
         return self.koleo_loss(features)
-
-    def monitor_inputs(self) -> dict[str, Tensor]:
-        """What the collapse monitor reads after a step: the teacher's [CLS] probabilities."""
-        return self.dino_loss.monitor_inputs()
 
 
 def _float(x: Tensor | None) -> Tensor | None:

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from dinolab.data import ImageDataset, MultiCropCollate, MultiCropTransform
+from dinolab.methods import DINO, DINOv2
 
 SKIPPED_LOG = "skipped_images.txt"
 
@@ -87,8 +88,5 @@ class HighResPhase:
 
 def build_method(cfg: DictConfig) -> nn.Module:
     """The Method named by `cfg.method`."""
-    from dinolab.methods.dino import DINO
-    from dinolab.methods.dinov2 import DINOv2
-
     methods = {"dino": DINO, "dinov2": DINOv2}
     return methods[cfg.method](cfg)

@@ -9,7 +9,6 @@ the export of the teacher backbone.
 from __future__ import annotations
 
 import json
-import resource
 import shutil
 import signal
 import sys
@@ -24,25 +23,27 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from dinolab.device import autocast, resolve_device, resolve_precision
+from dinolab.device import autocast, peak_memory_mb, resolve_device, resolve_precision
+from dinolab.distributed import DistEnv, barrier, init_distributed
 from dinolab.eval.online_knn import OnlineKNN
-from dinolab.hub import export_backbone
+from dinolab.hub import RUN_BACKBONE, export_backbone
+from dinolab.methods import TEACHER_PROBS
 from dinolab.train import schedules
 from dinolab.train.budget import fit_epochs, step_seconds_from_log
+from dinolab.train.builders import build_data, build_method
 from dinolab.train.checkpoint import (
     CHECKPOINT_NAME,
     load_checkpoint,
+    load_method_state,
+    method_state,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
 from dinolab.train.config import save_config
-from dinolab.train.distributed import DistEnv, barrier, init_distributed
 from dinolab.train.monitor import CollapseMonitor
 from dinolab.train.optim import build_optimizer
 from dinolab.train.param_groups import apply_optim_schedules, param_groups
-
-EXPORT_NAME = "teacher_backbone.safetensors"
 
 NONFINITE_ADVICE = """\
 The loss became {value} at step {step}; training stopped and the last good checkpoint was kept.
@@ -111,9 +112,12 @@ class Trainer:
             method = sync_batchnorms(method, self.device)
         self.method = method.to(self.device)
         self.student = self.method.student
+        # What a step calls: the method itself, or (torchrun) the Trainer's own DDP wrapper of
+        # it, which averages the student's gradients (the teacher has none).
+        self.model: nn.Module = self.method
         if self.env.enabled:
-            self.method.student = nn.parallel.DistributedDataParallel(
-                self.student, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(
+                self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         groups = param_groups(
             self.student,
@@ -134,7 +138,7 @@ class Trainer:
     # ----------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
         return {
-            "method": unwrap_method_state(self.method, self.student),
+            "method": method_state(self.method),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "step": self.step,
@@ -148,14 +152,12 @@ class Trainer:
         if self.env.is_main and self._saved_step != self.step:
             self._saved_step = self.step
             save_checkpoint(self.run_dir / CHECKPOINT_NAME, self._state())
-            export_backbone(self.method.teacher_backbone, self.run_dir / EXPORT_NAME)
+            export_backbone(self.method.teacher_backbone, self.run_dir / RUN_BACKBONE)
 
     def resume(self) -> None:
         """Continue exactly where the checkpoint in run_dir stopped."""
         state = load_checkpoint(self.run_dir / CHECKPOINT_NAME)
-        method_state = state["method"]
-        self.student.load_state_dict(method_state.pop("student"))
-        self.method.load_state_dict(method_state, strict=False)
+        load_method_state(self.method, state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -259,7 +261,7 @@ class Trainer:
         batch = _to_device(batch, self.device)
 
         with autocast(self.device, self.dtype):
-            losses = self.method(batch, teacher_temp=float(s.teacher_temp[it]), step=it)
+            losses = self.model(batch, teacher_temp=float(s.teacher_temp[it]), step=it)
         loss = losses["loss"]
         self._check_finite(loss)
 
@@ -272,7 +274,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.method.update_teacher(float(s.momentum[it]))
-        return {k: v for k, v in losses.items() if k != "loss"}
+        return {k: v for k, v in losses.items() if k != "loss"}  # teacher_probs: for _log
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         bad = (~torch.isfinite(loss.detach())).float()
@@ -309,7 +311,7 @@ class Trainer:
 
     def _log(self, record: dict[str, Any], epoch: int, images_per_s: float, bar: tqdm) -> dict:
         it, s = self.step - 1, self.schedules
-        teacher_probs = self.method.monitor_inputs()["teacher_probs"]
+        teacher_probs = record.pop(TEACHER_PROBS)
         stats, warning = self.monitor.step(teacher_probs, record.get("dino_loss"))
         record = {
             "step": self.step,
@@ -323,7 +325,7 @@ class Trainer:
             "teacher_init_share": float(s.teacher_init_share[it]),
             **stats,
             "images_per_s": images_per_s,
-            "memory_mb": _peak_memory_mb(self.device),
+            "memory_mb": peak_memory_mb(self.device),
         }
         if warning:
             record["collapse_warning"] = warning
@@ -367,13 +369,6 @@ def sync_batchnorms(method: nn.Module, device: torch.device) -> nn.Module:
     return nn.SyncBatchNorm.convert_sync_batchnorm(method)
 
 
-def unwrap_method_state(method: nn.Module, student: nn.Module) -> dict[str, Any]:
-    """The method's state with the student stored unwrapped (loadable with or without DDP)."""
-    state = {k: v for k, v in method.state_dict().items() if not k.startswith("student.")}
-    state["student"] = student.state_dict()
-    return state
-
-
 def _online_knn(cfg: DictConfig) -> OnlineKNN | None:
     """The online k-NN evaluator the `eval` section asks for (decodes its images once)."""
     e = cfg.eval
@@ -395,12 +390,6 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     }
 
 
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _truncate_log(path: Path, step: int) -> None:
     """Drop log records written after the checkpoint we resume from (they will be redone)."""
     if not path.exists():
@@ -419,8 +408,6 @@ def run_training(
     `budget_minutes`: first time a few real steps, then set `optim.epochs` so the whole
     schedule ends inside the budget (see train/budget.py); `cfg` is updated in place.
     """
-    from dinolab.train.builders import build_data, build_method
-
     env = init_distributed(resolve_device(cfg.device).type)
     dataset, collate_fn = build_data(cfg, Path(cfg.out))
     if budget_minutes is not None:

@@ -22,17 +22,18 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from dinolab.viz.attention import evaluating, model_device
-from dinolab.viz.images import (
+from dinolab.data.images import (
     ImageSource,
     PreparedImage,
-    blank_axes,
     list_images,
     model_short_side,
-    new_figure,
     prepare_image,
-    save_figure,
 )
+from dinolab.data.synthetic import SyntheticShapes
+from dinolab.device import resolve_device
+from dinolab.eval.attention import evaluating, model_device
+from dinolab.hub import load_model
+from dinolab.viz.images import blank_axes, new_figure, save_figure
 from dinolab.viz.pca import minmax, pca
 
 
@@ -153,8 +154,6 @@ def analysis_images(
     """``n_images`` picked from ``images`` (files, folders, lists), or synthetic demo shapes."""
     side = short_side or model_short_side(model)
     if images is None:
-        from dinolab.data.synthetic import SyntheticShapes
-
         shapes = SyntheticShapes(n_per_class=n_images, size=max(16, side), split="analysis")
         sources: list = [shapes[i][0] for i in range(n_images)]
     else:
@@ -171,9 +170,6 @@ def run_analysis(
     device: str = "auto",
 ) -> list[Path]:
     """`dinolab analyze`: the three figures and ``analysis.npz`` with their arrays."""
-    from dinolab.device import resolve_device
-    from dinolab.eval.features import load_model
-
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
     from dinolab.viz.attention import require_attention

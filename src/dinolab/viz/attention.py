@@ -1,165 +1,49 @@
-"""Self-attention maps of a ViT: where [CLS] (or any query patch) looks, per head.
+"""Pictures of self-attention maps (the DINO paper's figures), per head, with their masks.
 
-The DINO paper's pictures (its visualize_attention.py): the last block's attention of [CLS] on
-the patch tokens, per head, and masks keeping the most attended patches that together hold a
-given share of the attention mass (sort, cumulative sum, keep the top until the mass reaches the
-threshold, default 0.6). Register tokens and [CLS] itself are left out of the maps; each head's
-map is renormalised over the patches (its `patch_share` says how much attention they got).
+The maps and masks themselves are numbers computed in `dinolab.eval.attention` (re-exported
+here); this module draws them and writes them to files.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from dinolab.viz.images import (
-    ImageSource,
-    PreparedImage,
-    blank_axes,
-    dimmed_outside,
-    list_images,
-    model_short_side,
-    new_figure,
-    prepare_image,
-    save_figure,
-    unique_names,
+from dinolab.data.images import ImageSource, list_images
+from dinolab.device import resolve_device
+from dinolab.eval.attention import (
+    AttentionMaps,
+    NoAttentionError,
+    attention_maps,
+    evaluating,
+    mass_mask,
+    model_device,
+    query_patch,
+    require_attention,
     upsample,
 )
+from dinolab.hub import load_model
+from dinolab.viz.images import blank_axes, dimmed_outside, new_figure, save_figure, unique_names
 
-
-def mass_mask(weights: np.ndarray | torch.Tensor, threshold: float = 0.6) -> np.ndarray:
-    """Boolean mask over the last axis: the largest weights whose sum first reaches
-    ``threshold`` of the total (the smallest such set; ties broken by position).
-
-    A weight is kept when the mass of the weights ranked above it is still below the threshold,
-    the same set as DINO's ascending ``cumsum > 1 - threshold``.
-    """
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold is a share of the attention mass in (0, 1], got {threshold}")
-    w = np.asarray(weights, dtype=np.float64)
-    w = w / w.sum(axis=-1, keepdims=True)
-    order = np.argsort(-w, axis=-1, kind="stable")
-    ranked = np.take_along_axis(w, order, axis=-1)
-    before = np.cumsum(ranked, axis=-1) - ranked
-    keep_ranked = before < threshold
-    mask = np.empty_like(keep_ranked)
-    np.put_along_axis(mask, order, keep_ranked, axis=-1)
-    return mask
-
-
-@contextlib.contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode (no drop-path) and no autograd for the duration; the old mode comes back."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield model
-    finally:
-        model.train(was_training)
-
-
-class NoAttentionError(ValueError):
-    """The model has no self-attention (a convnet such as a ResNet)."""
-
-
-def require_attention(model: nn.Module) -> None:
-    """Raise NoAttentionError, pointing to `dinolab pca`, for a model without self-attention."""
-    if not hasattr(model, "get_self_attention"):
-        raise NoAttentionError(
-            f"{type(model).__name__} is a convnet: it has no self-attention to show. Its last "
-            "feature map is what it looks at: `dinolab pca RUN IMAGE` shows the PCA of that map "
-            "upsampled to the image (a vit_hybrid_* arch has attention over a ResNet's map)"
-        )
-
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-@dataclass
-class AttentionMaps:
-    """Attention of one query token on the patches of one image, per head, on the patch grid.
-
-    ``heads`` (heads, h, w) sums to 1 per head; ``patch_share`` (heads,) is the part of the
-    query's attention that went to patches before renormalising (the rest went to [CLS] and
-    registers); ``masks`` keep ``threshold`` of each head's mass; ``mean_map``/``mean_mask`` do
-    the same for the mean over heads. ``query`` is None for [CLS], else the (row, col) patch.
-    """
-
-    image: PreparedImage
-    heads: np.ndarray
-    patch_share: np.ndarray
-    masks: np.ndarray
-    mean_map: np.ndarray
-    mean_mask: np.ndarray
-    threshold: float
-    block: int
-    query: tuple[int, int] | None = None
-
-    @property
-    def num_heads(self) -> int:
-        return self.heads.shape[0]
-
-
-def query_patch(query: tuple[float, float], grid: tuple[int, int]) -> tuple[int, int]:
-    """(row, col) of the patch under relative coordinates ``query`` = (x, y) in [0, 1]."""
-    x, y = query
-    if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
-        raise ValueError(f"query is (x, y) relative to the image size, in [0, 1]; got {query}")
-    h, w = grid
-    return min(int(y * h), h - 1), min(int(x * w), w - 1)
-
-
-def attention_maps(
-    model: nn.Module,
-    image: ImageSource | PreparedImage,
-    threshold: float = 0.6,
-    short_side: int | None = None,
-    query: tuple[float, float] | None = None,
-    block: int = -1,
-) -> AttentionMaps:
-    """Per-head attention maps of ``block`` (default the last) for one image.
-
-    ``short_side``: the image's shorter side in pixels (default: the model's native resolution),
-    the other side keeps the aspect ratio; both are rounded to multiples of the patch size.
-    ``query`` (x, y in [0, 1]): use the patch there as the query instead of [CLS].
-    """
-    require_attention(model)
-    if not isinstance(image, PreparedImage):
-        image = prepare_image(image, model.patch_size, short_side or model_short_side(model))
-    with evaluating(model):
-        attn = model.get_self_attention(image.tensor.to(model_device(model)), [block])[0]
-    attn = attn[0].float().cpu().numpy()  # (heads, N, N)
-    prefix = 1 + model.num_register_tokens
-    h, w = image.grid
-    if attn.shape[-1] != prefix + h * w:
-        raise RuntimeError(f"attention has {attn.shape[-1]} tokens, expected {prefix + h * w}")
-    where = None if query is None else query_patch(query, (h, w))
-    row = attn[:, 0 if where is None else prefix + where[0] * w + where[1], prefix:]
-    share = row.sum(axis=-1)
-    heads = (row / share[:, None]).reshape(-1, h, w)
-    mean_map = heads.mean(axis=0)
-    return AttentionMaps(
-        image=image,
-        heads=heads,
-        patch_share=share,
-        masks=mass_mask(heads.reshape(len(heads), -1), threshold).reshape(heads.shape),
-        mean_map=mean_map,
-        mean_mask=mass_mask(mean_map.reshape(-1), threshold).reshape(h, w),
-        threshold=threshold,
-        block=block % len(model.blocks),
-        query=where,
-    )
+__all__ = [
+    "AttentionMaps",
+    "NoAttentionError",
+    "attention_maps",
+    "evaluating",
+    "mass_mask",
+    "model_device",
+    "plot_attention",
+    "query_patch",
+    "require_attention",
+    "run_attention",
+    "save_attention",
+]
 
 
 def plot_attention(maps: AttentionMaps, mode: str = "nearest") -> Figure:
@@ -236,9 +120,6 @@ def run_attention(
     device: str = "auto",
 ) -> list[Path]:
     """`dinolab attention`: figure and arrays for every image (files, folders or lists)."""
-    from dinolab.device import resolve_device
-    from dinolab.eval.features import load_model
-
     if mode not in ("nearest", "smooth"):
         raise ValueError(f"upsample mode must be 'nearest' or 'smooth', got {mode!r}")
     mass_mask(np.ones(1), threshold)  # validate before loading anything

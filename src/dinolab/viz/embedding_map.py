@@ -22,6 +22,10 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from torch import nn
 
+from dinolab.data.folders import load_image
+from dinolab.data.images import model_short_side
+from dinolab.eval.features import cached_features, default_cache_dir
+from dinolab.hub import load_model
 from dinolab.viz.images import data_uri, new_figure, save_figure
 from dinolab.viz.pca import pca
 
@@ -104,9 +108,6 @@ def compute_map(
 ) -> EmbeddingMap:
     """Features of every image under ``data`` (cached, see `dinolab.eval.cached_features`),
     projected to 2-D. ``crop_size`` defaults to the model's native resolution."""
-    from dinolab.eval.features import cached_features, default_cache_dir, load_model
-    from dinolab.viz.images import model_short_side
-
     method = resolve_method(method)  # before any feature extraction
     loaded = load_model(model)
     feats = cached_features(
@@ -152,8 +153,6 @@ def plot_map(result: EmbeddingMap) -> Figure:
 
 def _thumbnail_uri(path: str, size: int) -> str:
     from PIL import Image
-
-    from dinolab.data.folders import load_image
 
     img = load_image(path, lambda w, h: (size, size))
     img.thumbnail((size, size), Image.Resampling.BICUBIC)

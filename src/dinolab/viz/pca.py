@@ -29,20 +29,17 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import nn
 
-from dinolab.viz.attention import evaluating, model_device
-from dinolab.viz.images import (
+from dinolab.data.images import (
     ImageSource,
     PreparedImage,
-    blank_axes,
-    dimmed_outside,
     list_images,
     model_short_side,
-    new_figure,
     prepare_image,
-    save_figure,
-    unique_names,
-    upsample,
 )
+from dinolab.device import resolve_device
+from dinolab.eval.attention import evaluating, model_device, upsample
+from dinolab.hub import load_model
+from dinolab.viz.images import blank_axes, dimmed_outside, new_figure, save_figure, unique_names
 
 SIGN_RULES = ("border", "minority")
 
@@ -256,9 +253,6 @@ def run_pca(
     joint_foreground: bool = False,
 ) -> list[Path]:
     """`dinolab pca`: one figure per image, or with ``joint`` one figure and one PCA for all."""
-    from dinolab.device import resolve_device
-    from dinolab.eval.features import load_model
-
     if sign_rule not in SIGN_RULES:
         raise ValueError(f"unknown sign rule {sign_rule!r}; choose one of {', '.join(SIGN_RULES)}")
     paths = list_images(images)

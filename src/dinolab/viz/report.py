@@ -23,6 +23,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from dinolab.eval.attention import attention_maps
+from dinolab.hub import load
+from dinolab.io import atomic_write_text
+from dinolab.viz.attention import plot_attention
 from dinolab.viz.images import (
     ImageSource,
     data_uri,
@@ -33,6 +37,7 @@ from dinolab.viz.images import (
     prepare_image,
     unique_names,
 )
+from dinolab.viz.pca import patch_pca, plot_pca
 
 REPORT_NAME = "report.html"
 
@@ -211,10 +216,6 @@ def pictures_html(
     short_side: int | None = None,
 ) -> str:
     """Attention maps per image and one joint PCA figure, or a note saying why there are none."""
-    from dinolab.hub import load
-    from dinolab.viz.attention import attention_maps, plot_attention
-    from dinolab.viz.pca import patch_pca, plot_pca
-
     if images is None:
         data_path = config.get("data", {}).get("path") if config else None
         images = training_data(run_dir, config)
@@ -305,8 +306,4 @@ def write_report(
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>dinolab report: {html.escape(run.resolve().name)}</title>"
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")  # fmt: skip
-    out = run / REPORT_NAME
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return atomic_write_text(run / REPORT_NAME, page)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from dinolab.train.ema import ema_update
+from dinolab.methods.ema import ema_update
 
 
 def pair() -> tuple[nn.Module, nn.Module]:

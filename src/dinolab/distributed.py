@@ -1,17 +1,20 @@
-"""torch.distributed under torchrun: process-group setup and the few collectives we need.
+"""torch.distributed under torchrun: joining the process group and the few helpers we need.
 
 Everything works unchanged in a single process: without the torchrun environment no group is
-created and the helpers fall back to their one-process meaning.
+created and the helpers fall back to their one-process meaning (rank 0 of 1, no-op barrier).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from dinolab.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -46,11 +49,29 @@ def init_distributed(device_type: str = "cpu") -> DistEnv:
     return env
 
 
+def join(device: str = "auto") -> None:
+    """Under torchrun, join the process group (gloo on CPU) unless the caller already did."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        init_distributed(resolve_device(device).type)
+
+
 def is_distributed() -> bool:
+    """True inside an initialised process group of more than one process."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def rank() -> int:
+    """This process's rank (0 without a process group)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    """The number of processes (1 without a process group)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def barrier() -> None:
+    """Wait for every process; a no-op in a single process."""
     if is_distributed():
         dist.barrier()
 
@@ -60,12 +81,7 @@ def unwrap(module: nn.Module) -> nn.Module:
     while True:
         if isinstance(module, nn.parallel.DistributedDataParallel):
             module = module.module
-        elif hasattr(module, "_orig_mod"):
-            module = module._orig_mod
+        elif isinstance(getattr(module, "_orig_mod", None), nn.Module):
+            module = cast(nn.Module, module._orig_mod)
         else:
             return module
-
-
-def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

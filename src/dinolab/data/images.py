@@ -1,0 +1,95 @@
+"""One image prepared for a ViT: the pixels a model sees, at patch multiples, and its input.
+
+An image file or PIL image is resized so that both sides are multiples of the patch size (a ViT
+needs whole patches; non-square images keep their aspect ratio), with the normalised model input
+beside the display pixels. `list_images` turns files, folders and lists into image paths.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dinolab.data.augment import to_normalized_tensor
+from dinolab.data.folders import ImageDataset, load_image
+
+ImageSource = str | os.PathLike | Image.Image
+
+
+@dataclass
+class PreparedImage:
+    """The pixels the model sees: ``pixels`` (H, W, 3) uint8 for display, ``tensor`` (1, 3, H, W)
+    normalised with the ImageNet statistics; H and W are multiples of ``patch_size``."""
+
+    pixels: np.ndarray
+    tensor: torch.Tensor
+    patch_size: int
+    name: str
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patch rows and columns."""
+        h, w = self.pixels.shape[:2]
+        return h // self.patch_size, w // self.patch_size
+
+
+def patch_multiple_size(
+    width: int, height: int, patch_size: int, short_side: int | None
+) -> tuple[int, int]:
+    """(width, height) scaled so the shorter side is ``short_side`` (None: unscaled), each side
+    then rounded to the nearest multiple of ``patch_size`` (at least one patch)."""
+    if short_side is not None and short_side < patch_size:
+        raise ValueError(
+            f"short side {short_side} is smaller than the patch size {patch_size}; "
+            f"use at least {patch_size} (a few patches more to see anything)"
+        )
+    f = 1.0 if short_side is None else short_side / min(width, height)
+    return tuple(max(patch_size, round(s * f / patch_size) * patch_size) for s in (width, height))
+
+
+def prepare_image(
+    image: ImageSource, patch_size: int, short_side: int | None = None
+) -> PreparedImage:
+    """Load (files: EXIF-rotated RGB) and resize bicubically to patch multiples, see
+    `patch_multiple_size`."""
+    if isinstance(image, Image.Image):
+        img, name = image.convert("RGB"), "image"
+    else:
+        img, name = load_image(Path(image)), Path(image).stem
+    size = patch_multiple_size(img.width, img.height, patch_size, short_side)
+    if size != img.size:
+        img = img.resize(size, Image.Resampling.BICUBIC)
+    return PreparedImage(np.asarray(img).copy(), to_normalized_tensor(img)[None], patch_size, name)
+
+
+def model_short_side(model: torch.nn.Module) -> int:
+    """The resolution a model was built for (its position-embedding grid): DINO 224, DINOv2 518,
+    the demo model 64. Used as the default short side, so maps need no pos-embed resampling."""
+    return int(model.grid_size * model.patch_size)
+
+
+def list_images(sources: list[ImageSource] | ImageSource, limit: int | None = None) -> list:
+    """Image files as given; a folder or .txt/.csv list is replaced by its images (sorted,
+    recursive). With ``limit``, that many picked evenly over the whole listing (so class folders
+    all show up, not only the first class)."""
+    items = [sources] if isinstance(sources, str | os.PathLike | Image.Image) else list(sources)
+    found: list = []
+    for item in items:
+        if (
+            isinstance(item, Image.Image)
+            or Path(item).is_file()
+            and not str(item).endswith((".txt", ".csv"))
+        ):
+            found.append(item)
+        else:
+            found.extend(ImageDataset(item, layout="flat").paths)
+    if not found:
+        raise ValueError("no images given; pass image files or a folder of images")
+    if limit is not None and len(found) > limit:
+        found = [found[i] for i in np.linspace(0, len(found) - 1, limit).round().astype(int)]
+    return found

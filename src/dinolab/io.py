@@ -1,0 +1,55 @@
+"""Atomic file writes: a reader (or a crash) sees the old complete file or the new one.
+
+One helper for every file dinolab writes that another step reads back (checkpoints, exported
+weights, feature chunks, stage records, reports): the bytes go to a temporary file beside the
+target, are flushed and fsynced, the temporary file is renamed over the target, and the
+directory is fsynced so that the rename itself survives a power cut.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call `write(binary file object)` into a temp file beside `path`, fsync it, rename it over
+    `path`, then fsync the directory. On any error the temp file is removed and `path` is left
+    as it was. Returns `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")  # unique: ranks may race
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """`atomic_write` of the given bytes."""
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """`atomic_write` of `text`, UTF-8 encoded."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # a platform without directory file descriptors (Windows)
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
