@@ -10,15 +10,16 @@ import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dinolab.models.vit import VisionTransformer
+    from torch import nn
 
 __version__ = "0.1.0"
 
 
 def load(
     source: str | os.PathLike, weights: str | os.PathLike | None = None, **overrides: Any
-) -> VisionTransformer:
-    """Load a backbone (run dir, .safetensors, official .pth, or hub name + ``weights=``).
+) -> nn.Module:
+    """Load a backbone (run dir, .safetensors, official .pth, or hub name + ``weights=``): a
+    VisionTransformer, or a ResNet for convnet weights.
 
     Imported lazily so that ``import dinolab`` stays light; see `dinolab.hub.load`.
     """

@@ -169,7 +169,7 @@ def infer_config(state: Mapping[str, Tensor]) -> dict[str, Any]:
 
 def _shape_signature(config: Mapping[str, Any]) -> tuple:
     keys = ("img_size", "patch_size", "embed_dim", "depth", "num_register_tokens", "ffn_layer")
-    keys += ("block", "layers", "stem", "num_stages")  # ResNets
+    keys += ("block", "layers", "stem", "num_stages")  # type: ignore[assignment]  # ResNets
     return tuple(config.get(k) for k in keys) + (config.get("init_values") is not None,)
 
 
@@ -180,7 +180,7 @@ def _matching_hub_name(state: Mapping[str, Tensor]) -> str | None:
         return None
     for name in HUB_MODELS:
         with torch.device("meta"):
-            if _shape_signature(create_model(name).config) == want:
+            if _shape_signature(create_model(name).config) == want:  # type: ignore[arg-type]
                 return name
     return None
 
@@ -267,7 +267,7 @@ def load_official(
         model = create_model(name, **overrides)
     arch, kwargs = HUB_MODELS[name]
     return _build_loaded(
-        model.config,
+        model.config,  # type: ignore[arg-type]
         state,
         f"{name!r} (assumed {arch} with {kwargs}) from {path}",
         name,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -105,7 +106,7 @@ def choose_threshold(
     if len(pos) != len(edits):
         raise ValueError(f"{len(pos)} copy similarities but {len(edits)} edit names")
     n = len(neg)
-    base = dict(sample_size=n, copies=len(pos))
+    base: dict[str, Any] = dict(sample_size=n, copies=len(pos))
     if n < MIN_SAMPLE or len(pos) == 0:
         reason = (
             f"{what} auto needs at least {MIN_SAMPLE} sampled images with edited copies, got "

@@ -78,7 +78,7 @@ class HybridVisionTransformer(VisionTransformer):
             in_chans=self.config["in_chans"],
             img_size=self.config["img_size"],
         )
-        self.patch_embed = HybridEmbed(backbone, self.embed_dim)
+        self.patch_embed = HybridEmbed(backbone, self.embed_dim)  # type: ignore[assignment]
         self.config.update(trunk=trunk, stem=stem)
 
 

@@ -21,7 +21,7 @@ input size works (``input_multiple`` is 1), so ``img_size`` only sets the defaul
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -207,7 +207,10 @@ class ResNet(nn.Module):
         """The DINOv2 feature dict of the last map; a list of images gives a list of dicts."""
         if isinstance(x, list | tuple):
             masks_list = [None] * len(x) if masks is None else list(masks)
-            return [self.forward_features(xi, mi) for xi, mi in zip(x, masks_list, strict=True)]
+            return [self._token_features(xi, mi) for xi, mi in zip(x, masks_list, strict=True)]
+        return self._token_features(x, masks)  # type: ignore[arg-type]
+
+    def _token_features(self, x: Tensor, masks: Tensor | None) -> FeatureDict:
         if masks is not None:
             raise ValueError(
                 "a ResNet has no mask token, so it cannot mask patches (DINOv2's iBOT needs "
@@ -278,12 +281,12 @@ def build_resnet(arch: str, **kwargs: Any) -> ResNet:
     return ResNet(block=block, layers=layers, **kwargs)
 
 
-def is_resnet_state(state: dict[str, Tensor]) -> bool:
+def is_resnet_state(state: Mapping[str, Tensor]) -> bool:
     """Whether a backbone state dict has torchvision's ResNet layout."""
     return "conv1.weight" in state and "layer1.0.conv1.weight" in state
 
 
-def infer_resnet_config(state: dict[str, Tensor]) -> dict[str, Any]:
+def infer_resnet_config(state: Mapping[str, Tensor]) -> dict[str, Any]:
     """Constructor keywords for a torchvision-layout ResNet state dict (block, stage depths,
     stem), read from key names and shapes."""
     if not is_resnet_state(state):

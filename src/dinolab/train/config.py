@@ -16,6 +16,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from dinolab.models.hybrid import trunk_stages
+
 
 class ConfigError(ValueError):
     """A configuration value or key is wrong; the message says which and what is allowed."""
@@ -369,8 +371,6 @@ def _validate_arch(cfg: DictConfig) -> None:
             "ResNet-50 recipe), or a ViT / vit_hybrid_* arch for DINOv2"
         )
     if arch.startswith("vit_hybrid"):
-        from dinolab.models.hybrid import trunk_stages
-
         try:
             trunk_stages(cfg.model.patch_size, cfg.model.stem)
         except ValueError as err:

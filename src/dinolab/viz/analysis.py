@@ -31,7 +31,7 @@ from dinolab.data.images import (
 )
 from dinolab.data.synthetic import SyntheticShapes
 from dinolab.device import resolve_device
-from dinolab.eval.attention import evaluating, model_device
+from dinolab.eval.attention import evaluating, model_device, require_attention
 from dinolab.hub import load_model
 from dinolab.viz.images import blank_axes, new_figure, save_figure
 from dinolab.viz.pca import minmax, pca
@@ -172,8 +172,6 @@ def run_analysis(
     """`dinolab analyze`: the three figures and ``analysis.npz`` with their arrays."""
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
-    from dinolab.viz.attention import require_attention
-
     model = load_model(model)
     require_attention(model)
     model = model.to(resolve_device(device))
