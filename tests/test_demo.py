@@ -1,6 +1,6 @@
 """`make demo` keeps a finished demo run, but never resumes one trained with another recipe."""
 
-from dinolab.demo import _resumable
+from dinolab.demo import DATA_DIR, _resumable
 from dinolab.train.checkpoint import CHECKPOINT_NAME
 from dinolab.train.config import build_config, save_config
 
@@ -22,16 +22,16 @@ def test_changed_recipe_starts_afresh(tmp_path, capsys):
     _trained_run(tmp_path, ["method=dino"])
     (tmp_path / "teacher_backbone.safetensors").write_bytes(b"the old model")
     (tmp_path / "features" / "trained").mkdir(parents=True)
-    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / DATA_DIR / "train").mkdir(parents=True)
     assert not _resumable(tmp_path, build_config(["preset=demo", f"out={tmp_path}"]))
-    assert [p.name for p in tmp_path.iterdir()] == ["data"]  # same image size: images kept
-    assert (tmp_path / "data" / "train").is_dir()
+    assert [p.name for p in tmp_path.iterdir()] == [DATA_DIR]  # same image size: images kept
+    assert (tmp_path / DATA_DIR / "train").is_dir()
     assert "recipe changed" in capsys.readouterr().out
 
 
 def test_changed_image_size_redraws_the_images(tmp_path):
     _trained_run(tmp_path, ["crops.global_size=64", "crops.local_size=32"])
-    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / DATA_DIR / "train").mkdir(parents=True)
     assert not _resumable(tmp_path, build_config(["preset=demo", f"out={tmp_path}"]))
     assert list(tmp_path.iterdir()) == []
 

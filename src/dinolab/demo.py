@@ -24,11 +24,11 @@ from dinolab.train.config import build_config, load_config
 from dinolab.train.trainer import run_training
 from dinolab.viz.report import write_report
 
-DATA_DIR = "data"
+DATA_DIR = "data-v2"  # patterned shapes on calmer backgrounds (v1: "data")
 TRAIN_PER_CLASS = 200
 VAL_PER_CLASS = 50
-CLUTTER = 1.0  # background texture of the shapes (see data.synthetic.render_shape)
-PATTERNED = False  # objects filled with their class's pattern
+CLUTTER = 0.3  # background texture of the shapes (see data.synthetic.render_shape)
+PATTERNED = True  # objects filled with their class's pattern
 
 
 def _shapes(root: Path, split: str, per_class: int, size: int, seed: int, **style: Any) -> Path:
