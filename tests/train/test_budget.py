@@ -21,7 +21,7 @@ def test_epochs_for_budget() -> None:
 
 def test_fit_epochs_with_a_fake_step_time(tmp_path) -> None:
     """The probe's time counts against the budget; the message says what was chosen."""
-    cfg = build_config(["preset=demo", f"out={tmp_path / 'run'}"])
+    cfg = build_config(["preset=demo", f"out={tmp_path / 'run'}", "eval.knn_val=labelled/val"])
     now = [0.0]
 
     def clock() -> float:
@@ -38,6 +38,7 @@ def test_fit_epochs_with_a_fake_step_time(tmp_path) -> None:
     assert cfg.optim.epochs == 8  # (300 - 40) / (1.5 * 20) = 8.7
     assert "8 epochs of 20 steps" in message and "1.50 s/step" in message
     assert probes[0].out != cfg.out and probes[0].max_steps == 10
+    assert probes[0].eval.knn_val is None and cfg.eval.knn_val == "labelled/val"
     assert cfg.max_steps is None  # the real run is not cut short
     assert "exceeds" not in message
     fit_epochs(cfg, 1, iters_per_epoch=20, time_steps=time_steps, clock=clock)

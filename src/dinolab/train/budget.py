@@ -57,6 +57,7 @@ def fit_epochs(
     probe.max_steps = CALIBRATION_STEPS
     probe.log_every = 1
     probe.checkpoint_every = CALIBRATION_STEPS * 1000
+    probe.eval.knn_val = probe.eval.knn_train = None  # the probe times training steps only
     step_s = time_steps(probe)
     spent = clock() - start
     epochs = epochs_for_budget(minutes * 60, step_s, iters_per_epoch, spent)
