@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from dinolab.models.layers import require_multiple
 from dinolab.models.resnet import RESNET_SPECS, STEMS, ResNet, resnet_stride
 from dinolab.models.vit import VisionTransformer
 
@@ -43,13 +44,7 @@ class HybridEmbed(nn.Module):
         self.proj = nn.Conv2d(backbone.embed_dim, embed_dim, kernel_size=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        _, _, h, w = x.shape
-        p = self.patch_size
-        if h % p or w % p:
-            raise ValueError(
-                f"input size {h}x{w} is not a multiple of the hybrid's stride {p}; "
-                f"resize or crop the images to a multiple of {p}"
-            )
+        require_multiple(x, self.patch_size, "the hybrid's stride")
         return self.proj(self.backbone.forward_map(x)).flatten(2).transpose(1, 2)
 
 

@@ -12,6 +12,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def require_multiple(x: Tensor, p: int, what: str) -> None:
+    """Refuse an input (B, C, H, W) whose sides are not multiples of `p` (`what` names p)."""
+    _, _, h, w = x.shape
+    if h % p or w % p:
+        raise ValueError(
+            f"input size {h}x{w} is not a multiple of {what} {p}; "
+            f"resize or crop the images to a multiple of {p}"
+        )
+
+
 class PatchEmbed(nn.Module):
     """Image (B, C, H, W) -> patch tokens (B, H/p * W/p, D) by a strided convolution."""
 
@@ -21,13 +31,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        _, _, h, w = x.shape
-        p = self.patch_size
-        if h % p or w % p:
-            raise ValueError(
-                f"input size {h}x{w} is not a multiple of the patch size {p}; "
-                f"resize or crop the images to a multiple of {p}"
-            )
+        require_multiple(x, self.patch_size, "the patch size")
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
