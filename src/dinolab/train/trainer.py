@@ -409,14 +409,14 @@ def run_training(
     schedule ends inside the budget (see train/budget.py); `cfg` is updated in place.
     """
     env = init_distributed(resolve_device(cfg.device).type)
-    dataset, collate_fn = build_data(cfg, Path(cfg.out))
     if budget_minutes is not None:
         if resume:
             raise ValueError("--budget sets the epochs of a new run; a resumed run keeps its own")
 
         def time_steps(probe: DictConfig) -> float:
             torch.manual_seed(probe.seed)
-            Trainer(probe, build_method(probe), dataset, collate_fn, env).fit()
+            data, collate = build_data(probe, Path(probe.out))
+            Trainer(probe, build_method(probe), data, collate, env).fit()
             barrier()
             step_s = step_seconds_from_log(Path(probe.out) / "log.jsonl", probe.optim.batch_size)
             barrier()
@@ -424,13 +424,16 @@ def run_training(
                 shutil.rmtree(probe.out, ignore_errors=True)
             return step_s
 
-        message = fit_epochs(cfg, budget_minutes, len(dataset) // cfg.optim.batch_size, time_steps)
+        images = len(build_data(cfg, Path(cfg.out))[0])
+        message = fit_epochs(cfg, budget_minutes, images // cfg.optim.batch_size, time_steps)
         if env.enabled:  # every rank trains rank 0's choice
             chosen = [cfg.optim.epochs]
             torch.distributed.broadcast_object_list(chosen, src=0)
             cfg.optim.epochs = chosen[0]
         if env.is_main:
             print(message, file=sys.stderr)
+    # built after --budget set the epochs: the high-resolution phase starts from the epoch count
+    dataset, collate_fn = build_data(cfg, Path(cfg.out))
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (the teacher too)
     method = build_method(cfg)
     torch.manual_seed(cfg.seed + env.rank)  # then per-rank randomness (drop-path)
