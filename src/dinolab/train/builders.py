@@ -11,6 +11,7 @@ from torch import nn
 
 from dinolab.data import ImageDataset, MultiCropCollate, MultiCropTransform
 from dinolab.methods import DINO, DINOv2
+from dinolab.train.schedules import run_epochs
 
 SKIPPED_LOG = "skipped_images.txt"
 
@@ -31,7 +32,8 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
         skip_log=run_dir / SKIPPED_LOG,
     )
     run_dir.mkdir(parents=True, exist_ok=True)  # only once the data is known to be usable
-    start = highres_start_epoch(cfg.optim.epochs, cfg.crops.highres_fraction)
+    epochs = run_epochs(cfg.optim, max(1, len(dataset) // cfg.optim.batch_size))
+    start = highres_start_epoch(epochs, cfg.crops.highres_fraction)
     if start is not None:
         dataset = HighResPhase(dataset, _multicrop(cfg, cfg.crops.highres_global_size), start)
     return dataset, MultiCropCollate(n_global=2)

@@ -86,6 +86,9 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     epochs: int = 100
+    # Train exactly this many steps instead (every schedule spans them; the last epoch may be
+    # partial). `dinolab train --budget` sets it, so a budget is not rounded down to whole epochs.
+    total_steps: int | None = None
     batch_size: int = 64  # global: summed over all processes
     lr: float = 0.0005  # base lr for a batch of 256, scaled by `lr_scaling`
     lr_scaling: str = "linear"
@@ -308,6 +311,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("optim.batch_size must be at least 2 (the DINO center needs a batch)")
     if cfg.max_steps is not None and cfg.max_steps <= 0:
         raise ConfigError(f"max_steps={cfg.max_steps} must be positive (or null for no limit)")
+    if cfg.optim.total_steps is not None and cfg.optim.total_steps <= 0:
+        raise ConfigError(
+            f"optim.total_steps={cfg.optim.total_steps} must be positive (or null: "
+            "optim.epochs x steps per epoch)"
+        )
     for key in ("optim.layerwise_decay", "optim.patch_embed_lr_mult"):
         value = OmegaConf.select(cfg, key)
         if not 0 < value <= 1:

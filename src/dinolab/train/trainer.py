@@ -29,7 +29,7 @@ from dinolab.eval.online_knn import OnlineKNN
 from dinolab.hub import RUN_BACKBONE, export_backbone
 from dinolab.methods import TEACHER_PROBS
 from dinolab.train import schedules
-from dinolab.train.budget import fit_epochs, step_seconds_from_log
+from dinolab.train.budget import fit_steps, step_seconds_from_log
 from dinolab.train.builders import build_data, build_method
 from dinolab.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -106,7 +106,7 @@ class Trainer:
                 f"the dataset has {len(dataset)} images, fewer than one batch "
                 f"(optim.batch_size={batch}); lower optim.batch_size or add images"
             )
-        self.total_iters = cfg.optim.epochs * self.iters_per_epoch
+        self.total_iters = schedules.run_iters(cfg.optim, self.iters_per_epoch)
 
         if self.env.enabled:
             method = sync_batchnorms(method, self.device)
@@ -405,7 +405,7 @@ def run_training(
 ) -> dict[str, Any]:
     """Build data, method and trainer from a config and train; the `dinolab train` entry point.
 
-    `budget_minutes`: first time a few real steps, then set `optim.epochs` so the whole
+    `budget_minutes`: first time a few real steps, then set `optim.total_steps` so the whole
     schedule ends inside the budget (see train/budget.py); `cfg` is updated in place.
     """
     env = init_distributed(resolve_device(cfg.device).type)
@@ -425,14 +425,14 @@ def run_training(
             return step_s
 
         images = len(build_data(cfg, Path(cfg.out))[0])
-        message = fit_epochs(cfg, budget_minutes, images // cfg.optim.batch_size, time_steps)
+        message = fit_steps(cfg, budget_minutes, images // cfg.optim.batch_size, time_steps)
         if env.enabled:  # every rank trains rank 0's choice
-            chosen = [cfg.optim.epochs]
+            chosen = [cfg.optim.total_steps, cfg.optim.epochs]
             torch.distributed.broadcast_object_list(chosen, src=0)
-            cfg.optim.epochs = chosen[0]
+            cfg.optim.total_steps, cfg.optim.epochs = chosen
         if env.is_main:
             print(message, file=sys.stderr)
-    # built after --budget set the epochs: the high-resolution phase starts from the epoch count
+    # built after --budget set the run length: the high-resolution phase starts from it
     dataset, collate_fn = build_data(cfg, Path(cfg.out))
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (the teacher too)
     method = build_method(cfg)
