@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.profiler import record_function
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -260,20 +261,23 @@ class Trainer:
         )
         batch = _to_device(batch, self.device)
 
-        with autocast(self.device, self.dtype):
+        with record_function("forward"), autocast(self.device, self.dtype):
             losses = self.model(batch, teacher_temp=float(s.teacher_temp[it]), step=it)
         loss = losses["loss"]
         self._check_finite(loss)
 
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        self._clip_gradients()
-        if it < s.freeze_last_layer_iters:
-            self._drop_last_layer_grads()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.method.update_teacher(float(s.momentum[it]))
+        with record_function("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+        with record_function("optimizer"):
+            self.scaler.unscale_(self.optimizer)
+            self._clip_gradients()
+            if it < s.freeze_last_layer_iters:
+                self._drop_last_layer_grads()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        with record_function("teacher_ema"):
+            self.method.update_teacher(float(s.momentum[it]))
         return {k: v for k, v in losses.items() if k != "loss"}  # teacher_probs: for _log
 
     def _check_finite(self, loss: torch.Tensor) -> None:
