@@ -82,11 +82,13 @@ def _phase_seconds(prof: profile, steps: int, on_cuda: bool) -> dict[str, float]
     return out
 
 
-def run_case(name: str, precision: str, device: str, steps: int, warmup: int) -> dict:
+def run_case(name: str, precision: str, args: argparse.Namespace) -> dict:
     """Child process: build the case's trainer on real data and time its `_train_step`."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    overrides = [*CASES[name], f"precision={precision}", f"device={device}", "out=/tmp/step"]
+    device, steps, warmup = args.device, args.steps, args.warmup
+    overrides = [*CASES[name], *args.set, f"precision={precision}", f"device={device}"]
+    overrides.append("out=/tmp/dinolab_train_step")
     if name == "vit_small16":
         cfg = build_config(overrides)
         b, g, lc = cfg.optim.batch_size, cfg.crops.global_size, cfg.crops.local_size
@@ -142,30 +144,35 @@ def main() -> None:
     parser.add_argument("--cases", default="imagenette_cpu,demo", help="comma-separated")
     parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated")
     parser.add_argument("--quick", action="store_true", help="imagenette_cpu in fp32 only")
+    parser.add_argument("--ceiling-size", type=int, default=2048, help="n of the n x n matmul")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="config overrides for every case (key=value)"
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--precision", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(args.case, args.precision, args.device, args.steps, args.warmup)))
+        print(json.dumps(run_case(args.case, args.precision, args)))
         return
 
     cases, precisions = args.cases.split(","), args.precisions.split(",")
     if args.quick:
         cases, precisions = ["imagenette_cpu"], ["fp32"]
-    ceiling = {p: matmul_tflops(getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[p]),
-                                args.device) for p in precisions}  # fmt: skip
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    ceiling = {p: matmul_tflops(dtypes[p], args.device, args.ceiling_size) for p in precisions}
     rows = []
     for name in cases:
         for precision in precisions:
             cmd = [sys.executable, __file__, "--case", name, "--precision", precision,
                    "--device", args.device, "--steps", str(args.steps),
-                   "--warmup", str(args.warmup)]  # fmt: skip
+                   "--warmup", str(args.warmup), "--set", *args.set]  # fmt: skip
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
 
     print(
-        f"\nmatmul ceilings ({args.device}, {torch.get_num_threads()} threads, 2048^2): "
-        + ", ".join(f"{p} {t * 1000:.0f} GFLOP/s" for p, t in ceiling.items())
+        f"\nmatmul ceilings ({args.device}, {torch.get_num_threads()} threads, "
+        f"{args.ceiling_size}^2): "
+        + ", ".join(f"{p} {t * 1000:.3g} GFLOP/s" for p, t in ceiling.items())
     )
     mem = "peak alloc MiB" if args.device == "cuda" else "peak RSS MiB"
     print(
