@@ -18,7 +18,7 @@ from dinolab.data import (
     collate_multicrop,
     load_image,
 )
-from dinolab.data.folders import SKIPPED_FILENAME
+from dinolab.data.folders import SKIPPED_FILENAME, UnreadableImageError
 
 
 def _jpeg_bytes(size: int = 64, seed: int = 0) -> bytes:
@@ -118,7 +118,7 @@ def test_skips_in_worker_processes_reach_the_main_process(odd_folder: Path) -> N
 def test_on_error_raise_names_file_and_fix(odd_folder: Path) -> None:
     ds = ImageDataset(odd_folder, on_error="raise")
     ds[0]
-    with pytest.raises(RuntimeError, match=r"b_corrupt\.jpg.*on_error=\"skip\""):
+    with pytest.raises(UnreadableImageError, match=r"b_corrupt\.jpg.*on_error=\"skip\""):
         ds[1]
 
 

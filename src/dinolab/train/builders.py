@@ -10,16 +10,16 @@ from omegaconf import DictConfig
 from torch import nn
 
 from dinolab.data import ImageDataset, MultiCropCollate, MultiCropTransform
+from dinolab.data.folders import SKIPPED_FILENAME
 from dinolab.methods import DINO, DINOv2
-
-SKIPPED_LOG = "skipped_images.txt"
 
 
 def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
     """The multi-crop dataset of `data.path` and its collate function.
 
     Unreadable images are skipped (or raise, with data.on_error=raise); the paths skipped are
-    appended to RUN_DIR/skipped_images.txt, from every DataLoader worker.
+    appended to RUN_DIR/skipped_images.txt, from every DataLoader worker. Nothing is written
+    here: the run directory is created by the Trainer when training starts.
     """
     if not cfg.data.path:
         raise ValueError("no training data: pass --data DIR (a folder of images or a file list)")
@@ -28,9 +28,8 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
         transform=_multicrop(cfg, cfg.crops.global_size),
         on_error=cfg.data.on_error,
         seed=cfg.seed,
-        skip_log=run_dir / SKIPPED_LOG,
+        skip_log=run_dir / SKIPPED_FILENAME,
     )
-    run_dir.mkdir(parents=True, exist_ok=True)  # only once the data is known to be usable
     start = highres_start_epoch(cfg.optim.epochs, cfg.crops.highres_fraction)
     if start is not None:
         dataset = HighResPhase(dataset, _multicrop(cfg, cfg.crops.highres_global_size), start)
