@@ -260,3 +260,19 @@ def test_all_listed_extensions_any_case_and_plain_transforms(tmp_path: Path) -> 
     assert [p.name for p in ds.paths] == ["a.BMP", "b.webp", "c.Tif", "d.TIFF"]
     assert all(ds[i] == ((12, 8), -1) for i in range(len(ds)))
     assert len(ImageDataset(tmp_path, extensions=(".gif",))) == 1
+
+
+def test_skip_log_lists_each_file_once_over_epochs(odd_folder: Path, tmp_path: Path) -> None:
+    """DataLoader workers start afresh every epoch (as the Trainer's do): the log still lists
+    each unreadable file once, and the warnings name that kept file."""
+    log = tmp_path / "skipped.txt"
+    ds = ImageDataset(odd_folder, transform=EvalTransform(32), skip_log=log)
+    with pytest.warns(RuntimeWarning, match=f"Skipped files are listed in {log}"):
+        ds[1]
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            list(torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2))
+    lines = log.read_text().splitlines()
+    assert sorted(Path(line.split("\t")[0]).name for line in lines) == sorted(BAD)

@@ -56,7 +56,9 @@ def start_message(trainer: Trainer, resumed: bool) -> str:
         else "an unreadable one stops the run (data.on_error=raise)"
     )
     until = f"stopping at step {stop} (max_steps)" if stop < total else "to the schedule's end"
-    precision = str(trainer.dtype).removeprefix("torch.")
+    precision = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[
+        str(trainer.dtype).removeprefix("torch.")
+    ]
     return "\n".join([
         f"dinolab train: {cfg.method} in {run}, {where}",
         f"  data      {_plural(len(trainer.dataset), 'image')} from {cfg.data.path}; {bad}",
@@ -67,7 +69,7 @@ def start_message(trainer: Trainer, resumed: bool) -> str:
         f"  schedule  {cfg.optim.epochs} epochs x {ipe} steps = {total} steps of "
         f"{cfg.optim.batch_size} images, {until}",
         f"  saves     checkpoint.pt every {cfg.checkpoint_every} steps and at each epoch's end; "
-        f"log.jsonl every {cfg.log_every} steps",
+        f"log.jsonl every {_plural(cfg.log_every, 'step')}",
     ])  # fmt: skip
 
 
@@ -110,9 +112,14 @@ def nothing_to_do_message(trainer: Trainer) -> str:
             f"epochs (the schedules are recomputed for the new length): `dinolab train "
             f"--resume {run} optim.epochs={2 * cfg.optim.epochs}`"
         )
+    where = (
+        f"stopped at max_steps={cfg.max_steps}"
+        if step == cfg.max_steps
+        else f"is at step {step}, past max_steps={cfg.max_steps}"
+    )
     return (
-        f"dinolab train: {run} is at step {step}, which max_steps={cfg.max_steps} does not "
-        f"pass (its schedule has {total} steps); nothing to do. Continue with a higher limit, "
-        f"`dinolab train --resume {run} --max-steps {min(total, max(2 * step, step + 1))}`, "
-        "or with max_steps=null to the schedule's end"
+        f"dinolab train: {run} {where} (step {step} of its {total}-step schedule); nothing to "
+        "do. Continue with a higher limit, `dinolab train "
+        f"--resume {run} --max-steps {min(total, max(2 * step, step + 1))}`, or to the "
+        "schedule's end with max_steps=null"
     )
