@@ -208,8 +208,8 @@ def config_changes(saved: DictConfig, new: DictConfig) -> list[Change]:
 
 
 def check_resume(run_dir: Path, cfg: DictConfig) -> list[Change]:
-    """Compare `cfg` with the run's config.yaml; refuse changes the checkpoint cannot take, and
-    return every change (the caller reports them)."""
+    """Compare `cfg` (its paths made absolute) with the run's config.yaml; refuse changes the
+    checkpoint cannot take, and return every change (the caller reports them)."""
     if not (run_dir / CHECKPOINT_NAME).is_file():
         what = "holds no run" if not holds_training_run(run_dir) else "has no checkpoint yet"
         raise RunDirError(
@@ -239,7 +239,8 @@ def _check_saved_paths(run_dir: Path, saved: DictConfig, cfg: DictConfig) -> Non
         value = OmegaConf.select(saved, key)
         if not value or os.path.isabs(os.path.expanduser(value)):
             continue
-        if OmegaConf.select(cfg, key) == value and not os.path.exists(value):
+        here = os.path.abspath(os.path.expanduser(value))  # `cfg` has it so, unless given anew
+        if OmegaConf.select(cfg, key) == here and not os.path.exists(here):
             flag = "--data" if key == "data.path" else key + "="
             raise RunDirError(
                 f"{run_dir}/{CONFIG_NAME} has the relative {key}={value!r} (from a dinolab "

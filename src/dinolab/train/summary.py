@@ -4,7 +4,9 @@ for how long, and what to run next. Text only: nothing here changes the run."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+from torch import nn
 
 from dinolab.hub import RUN_BACKBONE
 from dinolab.train.config import is_resnet
@@ -41,7 +43,7 @@ def start_message(trainer: Trainer, resumed: bool) -> str:
     """The run at a glance before the first step: data, model, device, schedule, files."""
     cfg, run = trainer.cfg, trainer.run_dir
     ipe, total, stop = trainer.iters_per_epoch, trainer.total_iters, trainer.stop_step
-    backbone = trainer.method.teacher_backbone
+    backbone = cast(nn.Module, trainer.method.teacher_backbone)
     params = sum(p.numel() for p in backbone.parameters()) / 1e6
     arch = cfg.model.arch
     if not is_resnet(arch):
