@@ -10,17 +10,17 @@ from omegaconf import DictConfig
 from torch import nn
 
 from dinolab.data import ImageDataset, MultiCropCollate, MultiCropTransform
+from dinolab.data.folders import SKIPPED_FILENAME
 from dinolab.methods import DINO, DINOv2
 from dinolab.train.schedules import run_epochs
-
-SKIPPED_LOG = "skipped_images.txt"
 
 
 def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
     """The multi-crop dataset of `data.path` and its collate function.
 
     Unreadable images are skipped (or raise, with data.on_error=raise); the paths skipped are
-    appended to RUN_DIR/skipped_images.txt, from every DataLoader worker.
+    appended to RUN_DIR/skipped_images.txt, from every DataLoader worker. Nothing is written
+    here: the run directory is created by the Trainer when training starts.
     """
     if not cfg.data.path:
         raise ValueError("no training data: pass --data DIR (a folder of images or a file list)")
@@ -29,9 +29,8 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
         transform=_multicrop(cfg, cfg.crops.global_size),
         on_error=cfg.data.on_error,
         seed=cfg.seed,
-        skip_log=run_dir / SKIPPED_LOG,
+        skip_log=run_dir / SKIPPED_FILENAME,
     )
-    run_dir.mkdir(parents=True, exist_ok=True)  # only once the data is known to be usable
     epochs = run_epochs(cfg.optim, max(1, len(dataset) // cfg.optim.batch_size))
     start = highres_start_epoch(epochs, cfg.crops.highres_fraction)
     if start is not None:
