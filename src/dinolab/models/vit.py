@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinolab.models.layers import Block, PatchEmbed
+from dinolab.models.resample import resample_grid
 
 FeatureDict = dict[str, Tensor | None]
 
@@ -129,14 +130,21 @@ class VisionTransformer(nn.Module):
         At the native grid the parameter itself is returned (no resampling error). Otherwise the
         patch part is resized bicubically: with ``interpolate_offset > 0`` by the scale factor
         ``(n + offset) / M`` (DINO / DINOv2), with offset 0 to the exact size (register models).
+        While exported (torch.export, ONNX), the same numbers come from `resample_grid`, whose
+        graph works at every input size.
         """
         h0, w0 = height // self.patch_size, width // self.patch_size
         m = self.grid_size
-        if (h0, w0) == (m, m):
-            return self.pos_embed
         pos = self.pos_embed.float()
         dim = pos.shape[-1]
         grid = pos[:, 1:].reshape(1, m, m, dim).permute(0, 3, 1, 2)
+        if torch.compiler.is_exporting():  # ONNX: one graph for every size (see resample.py)
+            offset, antialias = self.interpolate_offset, self.interpolate_antialias
+            grid = resample_grid(grid, h0, w0, offset, antialias)
+            grid = grid.permute(0, 2, 3, 1).reshape(1, h0 * w0, dim)
+            return torch.cat((pos[:, :1], grid), dim=1).to(self.pos_embed.dtype)
+        if (h0, w0) == (m, m):
+            return self.pos_embed
         if self.interpolate_offset:
             scale = ((h0 + self.interpolate_offset) / m, (w0 + self.interpolate_offset) / m)
             kwargs: dict[str, Any] = {"scale_factor": scale}
