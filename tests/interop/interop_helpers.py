@@ -20,15 +20,19 @@ LAYOUTS: dict[str, dict[str, Any]] = {
 
 
 def random_vit(layout: str, interpolate_offset: float = 0.0, **kwargs: Any) -> VisionTransformer:
-    """A 2-block ViT (32 px, patch 8, 2 heads of 16) with every parameter random, LayerNorms and
-    LayerScale included, except DINO v1's mask token, which stays at zeros (it has none)."""
+    """A 2-block ViT (32 px, patch 8, 128 wide) with every parameter random, LayerNorms and
+    LayerScale included, except DINO v1's mask token, which stays at zeros (it has none).
+    Its 2 heads are 64 wide, as in every official model: a state dict's shapes do not tell
+    the head count, and `dinolab.hub.infer_config` assumes 64."""
     torch.manual_seed(0)
     model = VisionTransformer(
-        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
-        interpolate_offset=interpolate_offset, **{**LAYOUTS[layout], **kwargs},
+        **{
+            "img_size": 32, "patch_size": 8, "embed_dim": 128, "depth": 2, "num_heads": 2,
+            "interpolate_offset": interpolate_offset, **LAYOUTS[layout], **kwargs,
+        },
     ).eval()  # fmt: skip
     with torch.no_grad():
         for name, p in model.named_parameters():
             if not (layout == "dino" and name == "mask_token"):
-                p.normal_(0.0, 0.3)
+                p.normal_(0.0, 0.1)
     return model

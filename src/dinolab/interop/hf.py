@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from dinolab.data.augment import IMAGENET_MEAN, IMAGENET_STD
-from dinolab.interop.official import backbone_family, uses_dino_v1_layout
+from dinolab.interop.official import backbone_config, backbone_family, uses_dino_v1_layout
 from dinolab.io import atomic_write_bytes, atomic_write_text
 
 CONFIG = "config.json"
@@ -96,7 +96,7 @@ _QKV = ("attention.attention.query", "attention.attention.key", "attention.atten
 
 def hf_model_type(model: nn.Module) -> str:
     """The transformers model type that holds ``model`` (see the module docstring)."""
-    family, config = backbone_family(model), model.config
+    family, config = backbone_family(model), backbone_config(model)
     if family != "vit":
         raise ValueError(
             "transformers holds plain ViTs of the DINO / DINOv2 layouts; this model is a "
@@ -115,14 +115,15 @@ def hf_model_type(model: nn.Module) -> str:
 def interpolation_matches(model: nn.Module) -> bool:
     """Whether transformers resizes position embeddings as ``model`` does (else the outputs
     agree at the native input size only)."""
-    setting = (float(model.interpolate_offset), bool(model.interpolate_antialias))
+    c = backbone_config(model)
+    setting = (float(c["interpolate_offset"]), bool(c["interpolate_antialias"]))
     return setting == HF_INTERPOLATION[hf_model_type(model)]
 
 
 # ------------------------------------------------------------------------------ export
 def hf_config(model: nn.Module) -> dict[str, Any]:
     """The ``config.json`` of ``model`` for its transformers class."""
-    c, model_type = model.config, hf_model_type(model)
+    c, model_type = backbone_config(model), hf_model_type(model)
     common = {
         "architectures": [CLASS_NAMES[model_type]],
         "model_type": model_type,
@@ -156,16 +157,16 @@ def hf_config(model: nn.Module) -> dict[str, Any]:
 
 def to_hf_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """``model``'s weights renamed (and qkv split) into the Hub layout of its transformers class."""
-    model_type = hf_model_type(model)
+    model_type, c = hf_model_type(model), backbone_config(model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if model_type == "vit":
         state.pop("mask_token")  # DINO v1 has none (uses_dino_v1_layout checked it is unused)
     out = {_EMBEDDING_NAMES[k]: state.pop(k) for k in list(state) if k in _EMBEDDING_NAMES}
     names = _BLOCK_NAMES[model_type]
-    for i in range(model.config["depth"]):
+    for i in range(c["depth"]):
         ours, hf = f"blocks.{i}.", f"encoder.layer.{i}."
         if model_type != "vit" and ours + "ls1.gamma" not in state:  # no LayerScale: scale 1
-            ones = torch.ones(model.config["embed_dim"])
+            ones = torch.ones(c["embed_dim"])
             state[ours + "ls1.gamma"], state[ours + "ls2.gamma"] = ones, ones.clone()
         for suffix in ("weight", "bias"):
             qkv = state.pop(ours + f"attn.qkv.{suffix}", None)
@@ -207,7 +208,7 @@ def write_hf_folder(model: nn.Module, out: str | os.PathLike) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / WEIGHTS, save(state, metadata={"format": "pt"}))
     atomic_write_text(out / CONFIG, json.dumps(config, indent=2) + "\n")
-    preprocessor = preprocessor_config(model.config["img_size"])
+    preprocessor = preprocessor_config(backbone_config(model)["img_size"])
     atomic_write_text(out / PREPROCESSOR, json.dumps(preprocessor, indent=2) + "\n")
     return out
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -19,13 +20,20 @@ from torch import Tensor, nn
 from dinolab.io import atomic_write
 
 
-def backbone_family(model: nn.Module) -> str:
-    """ "vit", "resnet" or "vit_hybrid" (`dinolab.models.FAMILIES`) of a dinolab backbone."""
-    if not isinstance(getattr(model, "config", None), dict):
+def backbone_config(model: nn.Module) -> dict[str, Any]:
+    """The constructor keywords of a dinolab backbone (``model.config``)."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict):
         raise TypeError(
             f"expected a dinolab backbone (with .config), got {type(model).__name__}; load it "
             "with dinolab.load, and unwrap DDP/compile wrappers (model.module / model._orig_mod)"
         )
+    return config
+
+
+def backbone_family(model: nn.Module) -> str:
+    """`dinolab.models.FAMILIES` key of a dinolab backbone: vit, resnet or vit_hybrid."""
+    backbone_config(model)
     return str(getattr(model, "family", "vit"))
 
 
@@ -35,14 +43,15 @@ def uses_dino_v1_layout(model: nn.Module) -> bool:
     the model was trained with DINOv2's iBOT loss and belongs to the DINOv2 layout)."""
     if backbone_family(model) != "vit":
         return False
-    c = model.config
+    c = backbone_config(model)
+    mask_token = model.get_parameter("mask_token")
     return (
         c["init_values"] is None
         and c["num_register_tokens"] == 0
         and c["ffn_layer"] == "mlp"
         and c["proj_bias"]
         and c["ffn_bias"]
-        and not bool(model.mask_token.detach().any())
+        and not bool(mask_token.detach().any())
     )
 
 
@@ -51,7 +60,7 @@ def official_state_dict(model: nn.Module) -> dict[str, Tensor]:
     family = backbone_family(model)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if family == "resnet":
-        c = model.config
+        c = backbone_config(model)
         if c["stem"] != "imagenet" or c["num_stages"] != 4:
             raise ValueError(
                 f"DINO's ResNets are torchvision's (imagenet stem, 4 stages); this one has the "

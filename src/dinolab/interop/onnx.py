@@ -14,11 +14,12 @@ import importlib.util
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from dinolab.interop.official import backbone_family
+from dinolab.interop.official import backbone_config
 
 OPSET = 18
 INPUT = "pixel_values"
@@ -30,7 +31,7 @@ class TokenOutputs(nn.Module):
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
-        self.backbone = backbone
+        self.backbone: Any = backbone  # any dinolab backbone: they share forward_features
 
     def forward(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
         features = self.backbone.forward_features(pixel_values)
@@ -47,9 +48,9 @@ def write_onnx(model: nn.Module, out: str | os.PathLike, opset: int = OPSET) -> 
     missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
     if missing:
         raise ImportError(f"ONNX export needs {' and '.join(missing)}: pip install 'dinolab[onnx]'")
-    backbone_family(model)  # a dinolab backbone, unwrapped
-    cell = int(model.patch_size)  # ViT patch, or a ResNet's feature-map cell
-    example = torch.randn(2, int(model.config.get("in_chans", 3)), 2 * cell, 3 * cell)
+    config = backbone_config(model)  # a dinolab backbone, unwrapped
+    cell = int(config.get("patch_size", getattr(model, "patch_size", 1)))  # ResNet: its stride
+    example = torch.randn(2, int(config.get("in_chans", 3)), 2 * cell, 3 * cell)
     dims = {
         0: torch.export.Dim("batch", min=1),
         2: cell * torch.export.Dim("height_cells", min=1),
