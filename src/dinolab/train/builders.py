@@ -10,7 +10,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from dinolab.data import ImageDataset, MultiCropCollate, MultiCropTransform
-from dinolab.methods import DINO, DINOv2
+from dinolab.hub import load
+from dinolab.methods import DINO, DINOv2, DINOv2Network, Distill, MultiCropNetwork, build_head
+from dinolab.train.checkpoint import load_method_state
+from dinolab.train.config import build_config
+from dinolab.train.pretrained import read_training_checkpoint, start_from_pretrained
 
 SKIPPED_LOG = "skipped_images.txt"
 
@@ -87,6 +91,39 @@ class HighResPhase:
 
 
 def build_method(cfg: DictConfig) -> nn.Module:
-    """The Method named by `cfg.method`."""
-    methods = {"dino": DINO, "dinov2": DINOv2}
-    return methods[cfg.method](cfg)
+    """The Method named by `cfg.method`, started from `model.pretrained` when it is set."""
+    if cfg.method == "distill":
+        method: nn.Module = Distill(cfg, distillation_teacher(cfg))
+    else:
+        method = {"dino": DINO, "dinov2": DINOv2}[cfg.method](cfg)
+    if cfg.model.pretrained:
+        start_from_pretrained(method, cfg)
+    return method
+
+
+def distillation_teacher(cfg: DictConfig) -> DINOv2Network:
+    """The frozen teacher of method=distill: the teacher network of a run's checkpoint.pt (its
+    trained heads), or a backbone `dinolab.load` reads with fresh heads (``cfg.head``)."""
+    source = str(cfg.teacher.model)
+    checkpoint = read_training_checkpoint(source)
+    if checkpoint is None:
+        backbone = load(source)
+        dim = int(backbone.embed_dim)
+        d = cfg.dinov2
+        separate = d.ibot_loss_weight > 0 and d.ibot_separate_head
+        ibot_dim = d.ibot_out_dim or cfg.head.out_dim
+        ibot_head = build_head(cfg, dim, ibot_dim, d.ibot_bottleneck_dim) if separate else None
+        return DINOv2Network(backbone, build_head(cfg, dim), ibot_head)
+    saved = build_config(base=checkpoint["config"])  # an older run's config gets new defaults
+    if saved.method == "distill":
+        raise ValueError(
+            f"teacher.model={source} is a distillation run; pass its "
+            "teacher_backbone.safetensors (the distilled student) instead"
+        )
+    saved.model.pretrained = None  # its weights are the checkpoint's
+    trained = build_method(saved)
+    load_method_state(trained, checkpoint["method"])
+    teacher = trained.get_submodule("teacher")
+    if isinstance(teacher, MultiCropNetwork):  # DINO: one head for [CLS] and (shared) patches
+        teacher = DINOv2Network(teacher.backbone, teacher.head)
+    return teacher
