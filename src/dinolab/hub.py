@@ -14,6 +14,12 @@ it to Identity); a ``fc.weight``/``fc.bias`` classifier (torchvision's supervise
 dropped, every other key must match strictly. ``.pth`` files with the ResNet layout are
 recognised by their keys, their stage depths and stem read from the shapes.
 
+Other ecosystems (`dinolab.interop`): a folder with a ``config.json`` is a transformers
+``save_pretrained`` folder (ViT, Dinov2, Dinov2WithRegisters) or a timm Hub folder; a state dict
+in timm's DINOv2 layout (``reg_token``, no ``mask_token``, ``mlp.fc1`` for SwiGLU) is mapped to
+the official names; a ``.safetensors`` without our ``.json`` and without a ``mask_token`` is read
+as such a state dict.
+
 Export format (``format_version`` 1): ``name.safetensors`` with the backbone state dict and a
 sibling ``name.json`` holding ``{"arch": family, "config": model.config, "format_version": 1}``,
 family "vit", "resnet" or "vit_hybrid" (`dinolab.models.FAMILIES`).
