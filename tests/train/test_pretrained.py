@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from dinolab.hub import export_backbone
 from dinolab.models import build_model
 from dinolab.train.builders import build_method
 from dinolab.train.checkpoint import method_state, save_checkpoint
-from dinolab.train.config import ConfigError, build_config
+from dinolab.train.config import ConfigError, build_config, load_config
+from dinolab.train.trainer import run_training
 
 # a tiny DINOv2 run without architecture keys: model.pretrained brings them
 RUN = [
@@ -105,3 +107,17 @@ def test_pretrained_checkpoint_brings_its_heads(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="method=dinov2 checkpoint"):
         build_config([*run, "method=dino", f"model.pretrained={ckpt}"])
+
+
+def test_resume_takes_the_weights_from_the_checkpoint(image_list, tmp_path: Path) -> None:
+    """A resumed run does not read model.pretrained again (the file may be gone by then)."""
+    path = export_backbone(random_source(), tmp_path / "source.safetensors")
+    out = tmp_path / "run"
+    common = [*RUN, f"data.path={image_list}", f"out={out}", "optim.batch_size=8"]
+    common += ["data.num_workers=0", "precision=fp32", "crops.global_size=32"]
+    run_training(build_config([*common, f"model.pretrained={path}", "max_steps=1"]))
+    path.unlink()
+    path.with_suffix(".json").unlink()
+    saved = load_config(out / "config.yaml")
+    run_training(build_config(["max_steps=2"], base=OmegaConf.to_container(saved)), resume=True)
+    assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"] == 2

@@ -90,13 +90,14 @@ class HighResPhase:
         return self.dataset[index]
 
 
-def build_method(cfg: DictConfig) -> nn.Module:
-    """The Method named by `cfg.method`, started from `model.pretrained` when it is set."""
+def build_method(cfg: DictConfig, from_pretrained: bool = True) -> nn.Module:
+    """The Method named by `cfg.method`, started from `model.pretrained` when it is set (and
+    `from_pretrained`: a resumed run takes every weight from its checkpoint)."""
     if cfg.method == "distill":
         method: nn.Module = Distill(cfg, distillation_teacher(cfg))
     else:
         method = {"dino": DINO, "dinov2": DINOv2}[cfg.method](cfg)
-    if cfg.model.pretrained:
+    if cfg.model.pretrained and from_pretrained:
         start_from_pretrained(method, cfg)
     return method
 
@@ -120,8 +121,7 @@ def distillation_teacher(cfg: DictConfig) -> DINOv2Network:
             f"teacher.model={source} is a distillation run; pass its "
             "teacher_backbone.safetensors (the distilled student) instead"
         )
-    saved.model.pretrained = None  # its weights are the checkpoint's
-    trained = build_method(saved)
+    trained = build_method(saved, from_pretrained=False)  # its weights are the checkpoint's
     load_method_state(trained, checkpoint["method"])
     teacher = trained.get_submodule("teacher")
     if isinstance(teacher, MultiCropNetwork):  # DINO: one head for [CLS] and (shared) patches
