@@ -21,6 +21,7 @@ DEBUG_ENV = "DINOLAB_DEBUG"
 # dinolab.eval.FEATURE_KINDS, spelled here so that building the parser imports no torch
 # (tests/test_cli.py checks that the two agree).
 FEATURE_KINDS = ("cls", "avgpool", "cls+avgpool", "last4")
+EXPORT_FORMATS = ("hf", "onnx", "official")  # dinolab.interop.EXPORT_FORMATS, checked likewise
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -212,6 +213,14 @@ def cmd_curate(args: argparse.Namespace) -> int:
         from_stage=args.from_stage,
     )  # fmt: skip
     print(result.table())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from dinolab.hub import load_model
+    from dinolab.interop import export_model
+
+    print(f"wrote {export_model(load_model(args.model), args.format, args.out)}")
     return 0
 
 
@@ -657,6 +666,28 @@ def _add_curate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_curate)
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a model for transformers (hf), ONNX or the official DINO/DINOv2 code",
+        description="hf: a folder for transformers (ViTModel for DINO v1 models, Dinov2Model, "
+        "Dinov2WithRegistersModel) with a preprocessor config; onnx: a graph with dynamic "
+        "batch, height and width returning the [CLS] and patch tokens; official: the .pth "
+        "state dict the official DINO / DINOv2 code loads strictly.",
+        epilog=_example(
+            "dinolab export runs/photos --format hf --out photos-hf",
+            "dinolab export runs/photos --format onnx --out photos.onnx",
+        ),
+    )
+    p.add_argument(
+        "model",
+        help="run directory, .safetensors/.pth file, or a transformers / timm folder",
+    )
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    p.add_argument("--out", required=True, help="folder (hf), .onnx file (onnx), .pth (official)")
+    p.set_defaults(func=cmd_export)
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_demo,
     _add_train,
@@ -670,6 +701,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_map,
     _add_report,
     _add_curate,
+    _add_export,
 )
 
 

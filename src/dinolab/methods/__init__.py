@@ -1,12 +1,14 @@
 """dinolab.methods: a Method turns a batch into losses and knows how to update its teacher.
 
-DINO ([CLS] self-distillation over multi-crop views) and DINOv2 (DINO plus the iBOT
-masked-patch loss, KoLeo and Sinkhorn-Knopp centering) share the Trainer.
+DINO ([CLS] self-distillation over multi-crop views), DINOv2 (DINO plus the iBOT
+masked-patch loss, KoLeo and Sinkhorn-Knopp centering) and DINOv2's distillation from a frozen
+teacher (Distill) share the Trainer.
 """
 
 from dinolab.methods.base import TEACHER_PROBS, StudentTeacher
 from dinolab.methods.dino import DINO, MultiCropNetwork, build_backbone, build_head
 from dinolab.methods.dinov2 import DINOv2, DINOv2Network
+from dinolab.methods.distill import Distill
 from dinolab.methods.ema import ema_update
 
 __all__ = [
@@ -14,6 +16,7 @@ __all__ = [
     "TEACHER_PROBS",
     "DINOv2",
     "DINOv2Network",
+    "Distill",
     "MultiCropNetwork",
     "StudentTeacher",
     "build_backbone",

@@ -11,7 +11,11 @@ from torch import nn
 
 from dinolab.data import ImageDataset, MultiCropCollate, MultiCropTransform
 from dinolab.data.folders import SKIPPED_FILENAME
-from dinolab.methods import DINO, DINOv2
+from dinolab.hub import load
+from dinolab.methods import DINO, DINOv2, DINOv2Network, Distill, MultiCropNetwork, build_head
+from dinolab.train.checkpoint import load_method_state
+from dinolab.train.config import build_config
+from dinolab.train.pretrained import read_training_checkpoint, start_from_pretrained
 from dinolab.train.schedules import run_epochs
 
 
@@ -87,7 +91,40 @@ class HighResPhase:
         return self.dataset[index]
 
 
-def build_method(cfg: DictConfig) -> nn.Module:
-    """The Method named by `cfg.method`."""
-    methods = {"dino": DINO, "dinov2": DINOv2}
-    return methods[cfg.method](cfg)
+def build_method(cfg: DictConfig, from_pretrained: bool = True) -> nn.Module:
+    """The Method named by `cfg.method`, started from `model.pretrained` when it is set (and
+    `from_pretrained`: a resumed run takes every weight from its checkpoint)."""
+    if cfg.method == "distill":
+        method: nn.Module = Distill(cfg, distillation_teacher(cfg))
+    else:
+        method = {"dino": DINO, "dinov2": DINOv2}[cfg.method](cfg)
+    if cfg.model.pretrained and from_pretrained:
+        start_from_pretrained(method, cfg)
+    return method
+
+
+def distillation_teacher(cfg: DictConfig) -> DINOv2Network:
+    """The frozen teacher of method=distill: the teacher network of a run's checkpoint.pt (its
+    trained heads), or a backbone `dinolab.load` reads with fresh heads (``cfg.head``)."""
+    source = str(cfg.teacher.model)
+    checkpoint = read_training_checkpoint(source)
+    if checkpoint is None:
+        backbone = load(source)
+        dim = int(backbone.embed_dim)
+        d = cfg.dinov2
+        separate = d.ibot_loss_weight > 0 and d.ibot_separate_head
+        ibot_dim = d.ibot_out_dim or cfg.head.out_dim
+        ibot_head = build_head(cfg, dim, ibot_dim, d.ibot_bottleneck_dim) if separate else None
+        return DINOv2Network(backbone, build_head(cfg, dim), ibot_head)
+    saved = build_config(base=checkpoint["config"])  # an older run's config gets new defaults
+    if saved.method == "distill":
+        raise ValueError(
+            f"teacher.model={source} is a distillation run; pass its "
+            "teacher_backbone.safetensors (the distilled student) instead"
+        )
+    trained = build_method(saved, from_pretrained=False)  # its weights are the checkpoint's
+    load_method_state(trained, checkpoint["method"])
+    teacher = trained.get_submodule("teacher")
+    if isinstance(teacher, MultiCropNetwork):  # DINO: one head for [CLS] and (shared) patches
+        teacher = DINOv2Network(teacher.backbone, teacher.head)
+    return teacher

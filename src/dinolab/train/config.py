@@ -20,6 +20,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from dinolab.configs import preset_names
 from dinolab.io import atomic_write_text
 from dinolab.models.hybrid import trunk_stages
+from dinolab.train.pretrained import pretrained_keys, teacher_keys
 
 
 class ConfigError(ValueError):
@@ -42,6 +43,22 @@ class ModelConfig:
     # vit_hybrid_*: the ResNet whose first stages embed the patches; patch_size (the trunk's
     # stride) picks how many stages: 4/8/16/32 with the imagenet stem, 1/2/4/8 with cifar.
     hybrid_trunk: str = "resnet50"
+    # How a ViT resizes its position embeddings to another grid: scale (n + offset) / M
+    # (DINO, DINOv2) or, with offset 0, the exact size (register models, with antialias).
+    interpolate_offset: float = 0.1
+    interpolate_antialias: bool = False
+    # Start student and teacher from weights (train/pretrained.py): anything dinolab.load reads
+    # (heads start fresh) or a run's checkpoint.pt (heads too). A new run takes the model.*
+    # architecture keys (from a checkpoint, head.* too) from it.
+    pretrained: str | None = None
+
+
+@dataclass
+class TeacherConfig:
+    """method=distill: the frozen teacher (train/pretrained.py): anything dinolab.load reads
+    (its heads start fresh and stay frozen) or a run's checkpoint.pt (its teacher's heads)."""
+
+    model: str | None = None
 
 
 @dataclass
@@ -175,10 +192,11 @@ class TrainConfig:
     dino: DINOLossConfig = field(default_factory=DINOLossConfig)
     dinov2: DINOv2Config = field(default_factory=DINOv2Config)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "method": ("dino", "dinov2"),
+    "method": ("dino", "dinov2", "distill"),
     "device": ("auto", "cpu", "cuda"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "model.arch": (
@@ -345,8 +363,40 @@ def build_config(
         ) from None
     except OmegaConfBaseException as err:
         raise ConfigError(f"bad value for config key {err.full_key!r}: {err.msg}") from None
+    if base is None:  # a new run; a saved config already holds the weights' architecture
+        _adopt_weights_architecture(cfg, {item.split("=", 1)[0] for item in dotlist})
     validate(cfg)
     return cfg
+
+
+def _adopt_weights_architecture(cfg: DictConfig, explicit: set[str]) -> None:
+    """Set the keys that describe ``model.pretrained``'s architecture (and, for distillation,
+    the heads of a ``teacher.model`` checkpoint): see train/pretrained.py. Keys the user set
+    to other values are an error rather than silently replaced."""
+    sources = {
+        "model.pretrained": lambda source: pretrained_keys(source, cfg.method),
+        "teacher.model": teacher_keys if cfg.method == "distill" else None,
+    }
+    keys: dict[str, Any] = {}
+    for key, read in sources.items():
+        source = OmegaConf.select(cfg, key)
+        if source is None or read is None:
+            continue
+        try:
+            keys |= read(source)
+        except (OSError, ValueError, KeyError) as err:
+            raise ConfigError(f"{key}={source!r}: {err}") from None
+    conflicts = [
+        f"{k}={OmegaConf.select(cfg, k)!r} (the weights have {v!r})"
+        for k, v in keys.items()
+        if k in explicit and OmegaConf.select(cfg, k) != v
+    ]
+    if conflicts:
+        raise ConfigError(
+            f"{', '.join(conflicts)}: the architecture comes from the weights; drop these keys"
+        )
+    for key, value in keys.items():
+        OmegaConf.update(cfg, key, value)
 
 
 def _known_keys_hint(full_key: str | None) -> str:
@@ -387,11 +437,25 @@ def validate(cfg: DictConfig) -> None:
     _validate_highres(cfg)
     _validate_dinov2(cfg.dinov2)
     _validate_eval(cfg)
+    _validate_teacher(cfg)
     if cfg.optim.momentum_teacher > cfg.optim.momentum_teacher_end:
         raise ConfigError(
             f"optim.momentum_teacher={cfg.optim.momentum_teacher} is above "
             f"optim.momentum_teacher_end={cfg.optim.momentum_teacher_end}: the teacher's EMA "
             "momentum rises from the first to the second"
+        )
+
+
+def _validate_teacher(cfg: DictConfig) -> None:
+    if cfg.method == "distill" and not cfg.teacher.model:
+        raise ConfigError(
+            "method=distill needs a teacher: teacher.model=PATH (a run's checkpoint.pt for its "
+            "heads, or anything dinolab.load reads)"
+        )
+    if cfg.method != "distill" and cfg.teacher.model:
+        raise ConfigError(
+            f"teacher.model is set but method={cfg.method} trains its own EMA teacher: use "
+            "method=distill, or model.pretrained=PATH to start from those weights"
         )
 
 
@@ -413,9 +477,9 @@ def is_resnet(arch: str) -> bool:
 
 def _validate_arch(cfg: DictConfig) -> None:
     arch = cfg.model.arch
-    if is_resnet(arch) and cfg.method == "dinov2":
+    if is_resnet(arch) and cfg.method in ("dinov2", "distill"):
         raise ConfigError(
-            f"method=dinov2 needs patch tokens and a mask token (iBOT masks patches), which "
+            f"method={cfg.method} needs patch tokens and a mask token (iBOT), which "
             f"model.arch={arch} does not have; use method=dino with a ResNet (the DINO paper's "
             "ResNet-50 recipe), or a ViT / vit_hybrid_* arch for DINOv2"
         )
