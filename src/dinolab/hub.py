@@ -348,10 +348,8 @@ def _no_export_message(folder: Path) -> str:
     if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
         return (
             f"{folder} looks like a Hugging Face save_pretrained folder (config.json and "
-            f"{', '.join(sorted(p.name for p in folder.glob('*.safetensors')))}), which dinolab "
-            "cannot read. Load dinolab runs and exports, official DINO/DINOv2 .pth files "
-            "(e.g. dinolab.load('dinov2_vits14', weights='dinov2_vits14_pretrain.pth')), or "
-            "this folder with transformers' AutoModel.from_pretrained"
+            f"{', '.join(sorted(p.name for p in folder.glob('*.safetensors')))}): load the "
+            f"folder itself, dinolab.load({str(folder)!r}), which reads its config.json"
         )
     if (folder / "config.yaml").is_file():
         return (
@@ -424,7 +422,10 @@ def _load_config_folder(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
     config_path = path / hf_format.CONFIG
     config = json.loads(config_path.read_text())
     if hf_format.is_hf_config(config):
-        vit_config, state = hf_format.read_hf_folder(path)
+        try:
+            vit_config, state = hf_format.read_hf_folder(path)
+        except ValueError as err:
+            raise ValueError(f"{path} (a transformers folder): {err}") from None
         what = f"the transformers config in {config_path}"
         return _build_loaded({**vit_config, **overrides}, state, what)
     if "architecture" in config:

@@ -78,14 +78,17 @@ def test_a_runs_training_checkpoint_points_to_the_run_directory(tmp_path: Path) 
 
 
 def test_a_hugging_face_folder_is_named_as_such(tiny_export: Path, tmp_path: Path) -> None:
+    """A transformers folder whose weights are not transformers' says so; its weights file
+    alone points to the folder (which dinolab.load reads through its config.json)."""
     folder = tmp_path / "hf"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "dinov2"}))
     (folder / "model.safetensors").write_bytes(tiny_export.read_bytes())
-    for source in (folder, folder / "model.safetensors"):
-        message = load_error(source)
-        assert "Hugging Face save_pretrained folder" in message
-        assert "dinov2_vits14" in message and "AutoModel.from_pretrained" in message
+    message = load_error(folder)
+    assert f"{folder} (a transformers folder)" in message and "not a transformers" in message
+    message = load_error(folder / "model.safetensors")
+    assert "Hugging Face save_pretrained folder" in message
+    assert f"dinolab.load({str(folder)!r})" in message
 
 
 def test_the_cli_prints_one_line_without_traceback(tmp_path: Path, monkeypatch, capsys) -> None:
