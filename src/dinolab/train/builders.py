@@ -12,6 +12,7 @@ from torch import nn
 from dinolab.data import ImageDataset, MultiCropCollate, MultiCropTransform
 from dinolab.data.folders import SKIPPED_FILENAME
 from dinolab.methods import DINO, DINOv2
+from dinolab.train.schedules import run_epochs
 
 
 def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
@@ -30,7 +31,8 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
         seed=cfg.seed,
         skip_log=run_dir / SKIPPED_FILENAME,
     )
-    start = highres_start_epoch(cfg.optim.epochs, cfg.crops.highres_fraction)
+    epochs = run_epochs(cfg.optim, max(1, len(dataset) // cfg.optim.batch_size))
+    start = highres_start_epoch(epochs, cfg.crops.highres_fraction)
     if start is not None:
         dataset = HighResPhase(dataset, _multicrop(cfg, cfg.crops.highres_global_size), start)
     return dataset, MultiCropCollate(n_global=2)

@@ -89,6 +89,9 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     epochs: int = 100
+    # Train exactly this many steps instead (every schedule spans them; the last epoch may be
+    # partial). `dinolab train --budget` sets it, so a budget is not rounded down to whole epochs.
+    total_steps: int | None = None
     batch_size: int = 64  # global: summed over all processes
     lr: float = 0.0005  # base lr for a batch of 256, scaled by `lr_scaling`
     lr_scaling: str = "linear"
@@ -256,6 +259,7 @@ RANGES: dict[str, Range] = {
     "crops.highres_global_size": COUNT,
     "data.num_workers": Range(0, note="0 = load images in the training process"),
     "optim.epochs": COUNT,
+    "optim.total_steps": Range(1, note="null = optim.epochs x steps per epoch"),
     "optim.batch_size": Range(2, note="the global batch; the DINO center needs a batch"),
     "optim.lr": POSITIVE,
     "optim.min_lr": NON_NEGATIVE,

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.profiler import record_function
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -29,7 +30,7 @@ from dinolab.eval.online_knn import OnlineKNN
 from dinolab.hub import RUN_BACKBONE, export_backbone
 from dinolab.methods import TEACHER_PROBS
 from dinolab.train import schedules
-from dinolab.train.budget import fit_epochs, step_seconds_from_log
+from dinolab.train.budget import fit_steps, step_seconds_from_log
 from dinolab.train.builders import build_data, build_method
 from dinolab.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -138,7 +139,7 @@ class Trainer:
                 f"the dataset has {len(dataset)} images, fewer than one batch "
                 f"(optim.batch_size={batch}); lower optim.batch_size or add images"
             )
-        self.total_iters = cfg.optim.epochs * self.iters_per_epoch
+        self.total_iters = schedules.run_iters(cfg.optim, self.iters_per_epoch)
 
         if self.env.enabled:
             method = sync_batchnorms(method, self.device)
@@ -299,20 +300,23 @@ class Trainer:
         )
         batch = _to_device(batch, self.device)
 
-        with autocast(self.device, self.dtype):
+        with record_function("forward"), autocast(self.device, self.dtype):
             losses = self.model(batch, teacher_temp=float(s.teacher_temp[it]), step=it)
         loss = losses["loss"]
         self._check_finite(loss)
 
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        self._clip_gradients()
-        if it < s.freeze_last_layer_iters:
-            self._drop_last_layer_grads()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.method.update_teacher(float(s.momentum[it]))
+        with record_function("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+        with record_function("optimizer"):
+            self.scaler.unscale_(self.optimizer)
+            self._clip_gradients()
+            if it < s.freeze_last_layer_iters:
+                self._drop_last_layer_grads()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        with record_function("teacher_ema"):
+            self.method.update_teacher(float(s.momentum[it]))
         return {k: v for k, v in losses.items() if k != "loss"}  # teacher_probs: for _log
 
     def _check_finite(self, loss: torch.Tensor) -> None:
@@ -450,7 +454,7 @@ def run_training(
     The run directory `cfg.out` follows train/rundir.py: a new run is refused where a run
     exists unless `overwrite` (the old run's files are deleted once the new run is built);
     `resume` continues the run there and refuses changes its checkpoint cannot take.
-    `budget_minutes`: first time a few real steps, then set `optim.epochs` so the whole
+    `budget_minutes`: first time a few real steps, then set `optim.total_steps` so the whole
     schedule ends inside the budget (see train/budget.py); `cfg` is updated in place.
     Returns the last logged record ({} when a resumed run has nothing left to do).
     """
@@ -478,14 +482,14 @@ def run_training(
             return step_s
 
         images = len(build_data(cfg, run_dir)[0])
-        message = fit_epochs(cfg, budget_minutes, images // cfg.optim.batch_size, time_steps)
+        message = fit_steps(cfg, budget_minutes, images // cfg.optim.batch_size, time_steps)
         if env.enabled:  # every rank trains rank 0's choice
-            chosen = [cfg.optim.epochs]
+            chosen = [cfg.optim.total_steps, cfg.optim.epochs]
             torch.distributed.broadcast_object_list(chosen, src=0)
-            cfg.optim.epochs = chosen[0]
+            cfg.optim.total_steps, cfg.optim.epochs = chosen
         if env.is_main:
             print(message, file=sys.stderr)
-    # built after --budget set the epochs: the high-resolution phase starts from the epoch count
+    # built after --budget set the run length: the high-resolution phase starts from it
     dataset, collate_fn = build_data(cfg, run_dir)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (the teacher too)
     method = build_method(cfg)
