@@ -131,7 +131,7 @@ def test_resume_of_a_finished_run_says_why_nothing_happens(small_run, tmp_path, 
     assert f"dinolab train --resume {run} --max-steps 4" in err and "max_steps=null" in err
     assert train("--resume", run, "max_steps=null", "optim.epochs=1", "optim.batch_size=32") == 0
     err = capsys.readouterr().err
-    assert "has finished its schedule (step 2 of 2); nothing to do" in err
+    assert "has finished its schedule (step 2 of 2, optim.epochs=1); nothing to do" in err
     assert f"dinolab train --resume {run} optim.epochs=2" in err
     assert snapshot(run) == before
 

@@ -264,6 +264,7 @@ RANGES: dict[str, Range] = {
     "model.drop_path_rate": Range(0, 1, high_open=True),
     "model.layerscale": Range(0, low_open=True, note="LayerScale's initial value; null = off"),
     "model.num_register_tokens": NON_NEGATIVE,
+    "model.interpolate_offset": Range(0, 1, note="DINOv2's 0.1; 0 = the exact scale factor"),
     "head.out_dim": COUNT,
     "head.hidden_dim": COUNT,
     "head.bottleneck_dim": COUNT,

@@ -9,9 +9,9 @@ A run directory is the `--out` of `dinolab train`. Its rules:
 - A resume compares the new config with the run's config.yaml. Keys that fix the shapes of the
   model or of its training state (`RESUME_REFUSED`) are refused: the checkpoint cannot be loaded
   under other values. Keys that only change how the run is logged, evaluated, loaded or where it
-  stops (`RESUME_EXACT`) keep the resume exact. `optim.epochs` and `optim.total_steps` may
-  change: the schedules are recomputed for the new length. Any other change is allowed and
-  reported: the run is then no longer an exact continuation.
+  stops (`RESUME_EXACT`) keep the resume exact. The run's length (`optim.epochs`,
+  `optim.total_steps`) may change: the schedules are recomputed for it. Any other change is
+  allowed and reported: the run is then no longer an exact continuation.
 - Paths in a saved config are absolute (`PATH_KEYS`), so a run resumes from any directory.
 - `history.jsonl` records every start and resume: time, command line, versions, git commit,
   the step it started from and the keys a resume changed.

@@ -39,6 +39,14 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def _length(trainer: Trainer) -> str:
+    """How the run's length is set: optim.total_steps, or optim.epochs of whole epochs."""
+    o, ipe = trainer.cfg.optim, trainer.iters_per_epoch
+    if o.total_steps:
+        return f"optim.total_steps ({ipe} steps per epoch)"
+    return f"{o.epochs} epochs x {ipe} steps"
+
+
 def start_message(trainer: Trainer, resumed: bool) -> str:
     """The run at a glance before the first step: data, model, device, schedule, files."""
     cfg, run = trainer.cfg, trainer.run_dir
@@ -68,8 +76,8 @@ def start_message(trainer: Trainer, resumed: bool) -> str:
         f"{cfg.head.out_dim} prototypes",
         f"  device    {trainer.device}, precision {precision}, "
         f"{_plural(trainer.env.world_size, 'process')}",
-        f"  schedule  {total / ipe:.3g} epochs x {ipe} steps = {total} steps of "
-        f"{cfg.optim.batch_size} images, {until}",
+        f"  schedule  {_length(trainer)} = {total} steps of {cfg.optim.batch_size} images, "
+        f"{until}",
         f"  saves     checkpoint.pt every {cfg.checkpoint_every} steps and at each epoch's end; "
         f"log.jsonl every {_plural(cfg.log_every, 'step')}",
     ])  # fmt: skip
@@ -108,15 +116,15 @@ def nothing_to_do_message(trainer: Trainer) -> str:
     cfg, run, step = trainer.cfg, trainer.run_dir, trainer.step
     total = trainer.total_iters
     if step >= total:
-        longer = (
-            f"optim.total_steps={2 * total}"
+        key, value = (
+            ("optim.total_steps", cfg.optim.total_steps)
             if cfg.optim.total_steps
-            else f"optim.epochs={2 * cfg.optim.epochs}"
+            else ("optim.epochs", cfg.optim.epochs)
         )
         return (
-            f"dinolab train: {run} has finished its schedule (step {step} of {total}); nothing "
-            "to do. To train longer, raise its length (the schedules are recomputed for the new "
-            f"length): `dinolab train --resume {run} {longer}`"
+            f"dinolab train: {run} has finished its schedule (step {step} of {total}, {key}="
+            f"{value}); nothing to do. To train longer, raise {key} (the schedules are "
+            f"recomputed for the new length): `dinolab train --resume {run} {key}={2 * value}`"
         )
     where = (
         f"stopped at max_steps={cfg.max_steps}"
