@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a crash) sees the old complete file or the new one.
+"""Atomic file writes: a reader (or a crash) sees the old complete file or the new one; and
+the stamp (size, mtime) by which a cache knows that a file it read has changed.
 
 One helper for every file dinolab writes that another step reads back (checkpoints, exported
 weights, feature chunks, stage records, reports): the bytes go to a temporary file beside the
@@ -42,6 +43,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """`atomic_write` of `text`, UTF-8 encoded."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def file_stamp(path: str | os.PathLike) -> str | None:
+    """ "size|mtime_ns" of a file, or None when it cannot be stat'ed: what tells a cache that
+    the file it copied from has changed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_size}|{st.st_mtime_ns}"
 
 
 def _fsync_dir(directory: Path) -> None:

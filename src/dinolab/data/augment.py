@@ -91,9 +91,16 @@ def min_decode_scale(
     decoded resolution. Then every crop is still resized down (or 1:1) to ``size``; reduced
     decoding never makes a crop upsampled. Returns 1.0 when the full image is needed.
     """
+    return min(1.0, size / smallest_crop_side(width, height, min_scale, ratio))
+
+
+def smallest_crop_side(
+    width: int, height: int, min_scale: float, ratio: tuple[float, float]
+) -> float:
+    """Shorter side of the smallest crop ``draw_crop_box`` can return: area ``min_scale`` of
+    the image at the most elongated aspect ratio allowed."""
     narrowest = min(ratio[0], 1 / ratio[1])  # side factor of the most elongated crop
-    smallest_side = math.sqrt(min_scale * width * height * narrowest)
-    return min(1.0, size / smallest_side)
+    return math.sqrt(min_scale * width * height * narrowest)
 
 
 # --- colour ----------------------------------------------------------------------------

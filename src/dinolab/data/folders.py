@@ -2,7 +2,8 @@
 
 Sources: a class-per-folder tree (``root/<class>/**``, labels from sorted folder names, as
 torchvision's ImageFolder), a flat or nested folder of unlabeled images, or a ``.txt`` /
-``.csv`` file list. Every image is decoded with Pillow to RGB. A long run must not die on
+``.csv`` file list. Every image is decoded with Pillow to RGB (``decode.load_image``), or read
+from a ``DecodeCache`` that decoded it once. A long run must not die on
 one bad file, so by default such files are skipped (warned about, logged, replaced by the
 next readable item) and the log can be copied into the run directory.
 """
@@ -23,72 +24,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
+
+from dinolab.data.decode import load_image
+from dinolab.data.decode_cache import DecodeCache, default_cache_dir
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SKIPPED_FILENAME = "skipped_images.txt"
-_EXIF_ORIENTATION = 0x0112
-
-
-# --- decoding ----------------------------------------------------------------------------
-
-
-def _sixteen_bit_to_rgb(img: Image.Image) -> Image.Image:
-    """Scale 16-bit (or 32-bit integer / float holding 16-bit data) gray to 8-bit RGB.
-
-    ``convert("L")`` would clip everything above 255 to white; we map 0..65535 to 0..255
-    (divide by 257). Mode "I" / "F" images whose values already fit 0..255 are kept as is.
-    """
-    arr = np.asarray(img).astype(np.float64)
-    if img.mode.startswith("I;16") or arr.max(initial=0) > 255:
-        arr = arr / 257.0
-    arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-    return Image.fromarray(arr, "L").convert("RGB")
-
-
-def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """Any Pillow image -> RGB.
-
-    Transparency (RGBA, LA, palette with a transparent index) is composited on
-    ``background`` first: dropping alpha would expose whatever colour the transparent
-    pixels happen to store. 16-bit gray is rescaled rather than clipped; CMYK, YCbCr,
-    grayscale and palette images use Pillow's conversions.
-    """
-    if img.mode == "RGB":
-        return img
-    if img.mode.startswith("I") or img.mode == "F":
-        return _sixteen_bit_to_rgb(img)
-    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        img.mode == "P" and "transparency" in img.info
-    )
-    if has_alpha:
-        rgba = img.convert("RGBA")
-        base = Image.new("RGBA", rgba.size, (*background, 255))
-        return Image.alpha_composite(base, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
-def load_image(
-    path: str | os.PathLike,
-    min_size: Callable[[int, int], tuple[int, int]] | None = None,
-    background: tuple[int, int, int] = (255, 255, 255),
-) -> Image.Image:
-    """Decode ``path`` to an RGB image (EXIF orientation applied); raises on any failure.
-
-    ``min_size(width, height)`` gives the smallest size the consumer needs; for JPEGs,
-    Pillow's draft mode then lets libjpeg decode at 1/2, 1/4 or 1/8 scale while staying at
-    or above that size, which is several times faster for large photos.
-    """
-    with Image.open(path) as img:
-        if min_size is not None and img.format == "JPEG":
-            w, h = min_size(*img.size)
-            if (w, h) != img.size:
-                img.draft(None, (max(1, w), max(1, h)))
-        img.load()
-        if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:  # camera photos shot rotated
-            return to_rgb(ImageOps.exif_transpose(img), background)
-        rgb = to_rgb(img, background)
-        return rgb.copy() if rgb is img else rgb  # detached from the file being closed
 
 
 # --- sources -----------------------------------------------------------------------------
@@ -282,6 +224,11 @@ class ImageDataset(torch.utils.data.Dataset):
     at reduced size when the transform says it needs less (its
     ``min_decode_size(width, height)``). ``background``: colour transparent pixels are
     composited on.
+
+    ``cache_short_side``: decode every image once, at a shorter side of at most this many
+    pixels, into a ``DecodeCache`` under ``cache_dir`` (default ``~/.cache/dinolab/decoded``),
+    built here with a progress bar and reused by later runs; items are then (H, W, 3) uint8
+    arrays instead of PIL images, and files that did not decode are skipped as above.
     """
 
     def __init__(
@@ -295,6 +242,8 @@ class ImageDataset(torch.utils.data.Dataset):
         skip_log: str | os.PathLike | None = None,
         draft: bool = True,
         background: tuple[int, int, int] = (255, 255, 255),
+        cache_short_side: int | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         if on_error not in ("skip", "raise"):
             raise ValueError(f'on_error must be "skip" or "raise", got {on_error!r}')
@@ -329,6 +278,11 @@ class ImageDataset(torch.utils.data.Dataset):
             weakref.finalize(self, _remove_if_owner, str(skip_log), os.getpid())
         self.skip_log = Path(skip_log)
         self._bad: set[int] = set()  # per process: indices known not to decode
+        self.cache = (
+            DecodeCache(self.paths, cache_dir or default_cache_dir(), cache_short_side, background)
+            if cache_short_side is not None
+            else None
+        )
 
     def _check_listed_files_exist(self, on_error: str) -> None:
         missing = [p for p in self.paths if not p.is_file()]
@@ -365,7 +319,9 @@ class ImageDataset(torch.utils.data.Dataset):
         """The generator whose draws make item ``index``'s augmentation in this epoch."""
         return torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index))
 
-    def _decode(self, index: int) -> Image.Image:
+    def _decode(self, index: int) -> Image.Image | np.ndarray:
+        if self.cache is not None:
+            return self.cache[index]
         min_size = getattr(self.transform, "min_decode_size", None) if self.draft else None
         return load_image(self.paths[index], min_size, self.background)
 
@@ -382,7 +338,7 @@ class ImageDataset(torch.utils.data.Dataset):
             stacklevel=3,
         )
 
-    def load(self, index: int) -> tuple[Image.Image, int]:
+    def load(self, index: int) -> tuple[Image.Image | np.ndarray, int]:
         """Decoded image and label of ``index``, or of the next readable item when skipping."""
         n = len(self.paths)
         for k in range(n):

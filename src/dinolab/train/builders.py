@@ -9,37 +9,70 @@ from typing import Any
 from omegaconf import DictConfig
 from torch import nn
 
-from dinolab.data import ImageDataset, MultiCropCollate, MultiCropTransform
+from dinolab.data import (
+    ImageDataset,
+    MultiCropCollate,
+    MultiCropTransform,
+    TensorMultiCrop,
+    TensorMultiCropCollate,
+)
 from dinolab.methods import DINO, DINOv2
 
 SKIPPED_LOG = "skipped_images.txt"
+# data.pipeline=auto takes the tensor path up to this global crop size (measured:
+# benchmarks/data_pipeline.py, benchmarks/README.md)
+TENSOR_PIPELINE_MAX_CROP = 96
+
+
+def data_pipeline(cfg: DictConfig) -> str:
+    """`data.pipeline` resolved: "auto" is "tensor" when every global crop (the high-resolution
+    phase's too) is at most TENSOR_PIPELINE_MAX_CROP px, else "pil"."""
+    if cfg.data.pipeline != "auto":
+        return cfg.data.pipeline
+    sizes = [cfg.crops.global_size]
+    if cfg.crops.highres_fraction > 0:
+        sizes.append(cfg.crops.highres_global_size)
+    return "tensor" if max(sizes) <= TENSOR_PIPELINE_MAX_CROP else "pil"
 
 
 def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
     """The multi-crop dataset of `data.path` and its collate function.
 
     Unreadable images are skipped (or raise, with data.on_error=raise); the paths skipped are
-    appended to RUN_DIR/skipped_images.txt, from every DataLoader worker.
+    appended to RUN_DIR/skipped_images.txt, from every DataLoader worker. The tensor pipeline
+    first decodes every image into the decode cache (once; later runs reuse it), at the size
+    the largest phase's crops need.
     """
     if not cfg.data.path:
         raise ValueError("no training data: pass --data DIR (a folder of images or a file list)")
+    tensor = data_pipeline(cfg) == "tensor"
+    start = highres_start_epoch(cfg.optim.epochs, cfg.crops.highres_fraction)
+    transforms = [_multicrop(cfg, cfg.crops.global_size, tensor)]
+    if start is not None:
+        transforms.append(_multicrop(cfg, cfg.crops.highres_global_size, tensor))
+    cache_side = None
+    if tensor:
+        needed = max(t.needed_short_side() for t in transforms)
+        cache_side = cfg.data.cache_short_side or needed
     dataset = ImageDataset(
         cfg.data.path,
-        transform=_multicrop(cfg, cfg.crops.global_size),
+        transform=transforms[0],
         on_error=cfg.data.on_error,
         seed=cfg.seed,
         skip_log=run_dir / SKIPPED_LOG,
+        cache_short_side=cache_side,
+        cache_dir=cfg.data.cache_dir,
     )
     run_dir.mkdir(parents=True, exist_ok=True)  # only once the data is known to be usable
-    start = highres_start_epoch(cfg.optim.epochs, cfg.crops.highres_fraction)
     if start is not None:
-        dataset = HighResPhase(dataset, _multicrop(cfg, cfg.crops.highres_global_size), start)
-    return dataset, MultiCropCollate(n_global=2)
+        dataset = HighResPhase(dataset, transforms[1], start)
+    collate = TensorMultiCropCollate(transforms[0]) if tensor else MultiCropCollate(n_global=2)
+    return dataset, collate
 
 
-def _multicrop(cfg: DictConfig, global_size: int) -> MultiCropTransform:
+def _multicrop(cfg: DictConfig, global_size: int, tensor: bool) -> MultiCropTransform:
     c = cfg.crops
-    return MultiCropTransform(
+    return (TensorMultiCrop if tensor else MultiCropTransform)(
         global_size=global_size,
         local_size=c.local_size,
         n_local=c.n_local,

@@ -81,6 +81,17 @@ class DataConfig:
     path: str | None = None
     on_error: str = "skip"
     num_workers: int = 2
+    # How the multi-crop views are made: "pil" (Pillow, view by view: the reference), "tensor"
+    # (each image decoded once into a cache, the flips and colour ops done on a whole batch of
+    # crops with torch: several times less CPU per image at small crops, see
+    # benchmarks/README.md), "auto" ("tensor" when the global crops are small, see
+    # train/builders.py: data_pipeline).
+    pipeline: str = "auto"
+    # The tensor pipeline's decode cache: its directory (null: ~/.cache/dinolab/decoded, shared
+    # by runs) and the shorter side images are kept at (null: the smallest at which no crop of
+    # any view is upsampled, e.g. 124 px for 24-px local crops of 5% of the image).
+    cache_dir: str | None = None
+    cache_short_side: int | None = None
 
 
 @dataclass
@@ -185,6 +196,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.hybrid_trunk": ("resnet18", "resnet34", "resnet50"),
     "optim.optimizer": ("adamw", "sgd", "lars"),
     "data.on_error": ("skip", "raise"),
+    "data.pipeline": ("auto", "pil", "tensor"),
     "optim.lr_scaling": ("linear", "sqrt"),
     "optim.clip_mode": ("per_param", "global", "per_module"),
     "dinov2.centering": ("sinkhorn_knopp", "centering"),
@@ -304,6 +316,11 @@ def validate(cfg: DictConfig) -> None:
                 f"{key}={size} is not a multiple of model.patch_size={cfg.model.patch_size}; "
                 f"use e.g. {key}={max(1, size // cfg.model.patch_size) * cfg.model.patch_size}"
             )
+    if cfg.data.cache_short_side is not None and cfg.data.cache_short_side <= 0:
+        raise ConfigError(
+            f"data.cache_short_side={cfg.data.cache_short_side} must be a positive number of "
+            f"pixels (or null: what the crops need)"
+        )
     if cfg.optim.batch_size < 2:
         raise ConfigError("optim.batch_size must be at least 2 (the DINO center needs a batch)")
     if cfg.max_steps is not None and cfg.max_steps <= 0:

@@ -1,0 +1,154 @@
+"""The colour operations of ``augment.py`` on a batch of crops, each with its own parameters.
+
+Crops are float tensors ``(N, 3, H, W)`` holding Pillow's 0..255 scale (so thresholds and
+blends mean what they mean on uint8), and every op clamps to 0..255 as Pillow's uint8
+arithmetic does. A parameter is a tensor of N values, one per crop, so a batch of crops of one
+size costs a few torch calls per op instead of N Pillow calls. Each function names the Pillow
+operation it reproduces; ``tests/data/test_data_tensor_multicrop.py`` holds the two side by
+side. Pillow rounds to uint8 after every op and these do not: they differ by a fraction of a
+grey level. The formulas avoid ``torch.where``, ``%`` and ``max(dim)`` with indices, which are
+10-50x slower than plain arithmetic on CPU (measured on 48-px crops).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, Pillow's convert("L")
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) grey level of (N, 3, H, W) RGB, Pillow's convert("L") weights."""
+    r, g, b = x.unbind(1)
+    return (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b).unsqueeze(1)
+
+
+def _per_sample(factor: torch.Tensor) -> torch.Tensor:
+    return factor.reshape(-1, 1, 1, 1)
+
+
+def blend(x: torch.Tensor, degenerate: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Pillow's ``ImageEnhance`` step: ``degenerate + factor * (x - degenerate)``, clamped."""
+    return torch.lerp(degenerate.expand_as(x), x, _per_sample(factor)).clamp_(0, 255)
+
+
+def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``ImageEnhance.Brightness``: blend with black."""
+    return (x * _per_sample(factor)).clamp_(0, 255)
+
+
+def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``ImageEnhance.Contrast``: blend with the image's mean grey level."""
+    weights = torch.tensor(LUMA)
+    mean_grey = (x.mean(dim=(2, 3)) @ weights).reshape(-1, 1, 1, 1)
+    return blend(x, mean_grey, factor)
+
+
+def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``ImageEnhance.Color``: blend with the image's grey version."""
+    return blend(x, luma(x), factor)
+
+
+def _mod(x: torch.Tensor, n: float) -> torch.Tensor:
+    return x - n * torch.floor(x / n)
+
+
+def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``augment.adjust_hue``: rotate the hue by ``shift`` of a full turn in HSV space, keeping
+    value and saturation.
+
+    Hue in sixths of a turn: (g - b) / chroma when red is the largest channel, 2 + (b - r) /
+    chroma for green, 4 + (r - g) / chroma for blue. Back to RGB: channel n (r 5, g 3, b 1) is
+    ``max - chroma * clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + hue) mod 6``.
+    """
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    top, bottom = x.amax(dim=1, keepdim=True), x.amin(dim=1, keepdim=True)
+    chroma = top - bottom
+    is_r = (r == top).float()
+    is_g = (g == top).float() * (1 - is_r)
+    is_b = 1 - is_r - is_g
+    sixths = is_r * (g - b) + is_g * (2 * chroma + b - r) + is_b * (4 * chroma + r - g)
+    sixths = sixths / (chroma + (chroma == 0).float()) + 6 * _per_sample(shift)
+    k = _mod(sixths + torch.tensor([5.0, 3.0, 1.0]).reshape(1, 3, 1, 1), 6.0)
+    ramp = torch.minimum(k, 4 - k).clamp_(0, 1)
+    return (top - chroma * ramp).clamp_(0, 255)
+
+
+JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+
+
+def color_jitter(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """``augment.color_jitter`` with a per-sample op order: ``order`` (N, 4) holds each sample's
+    permutation of (brightness, contrast, saturation, hue), ``factors`` (N, 4) its factors in
+    that fixed op numbering. At each of the 4 positions, every op runs once on the samples that
+    have it there. A hue shift of 0 is skipped, as in the PIL path."""
+    x = x.clone()
+    for position in range(4):
+        for op, fn in enumerate(JITTER_OPS):
+            chosen = order[:, position] == op
+            if op == 3:
+                chosen &= factors[:, 3] != 0
+            idx = chosen.nonzero().squeeze(1)
+            if idx.numel():
+                x[idx] = fn(x[idx], factors[idx, op])
+    return x
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    """``augment.grayscale``: luma on all three channels."""
+    return luma(x).expand(-1, 3, -1, -1)
+
+
+def pil_box_radius(sigma: torch.Tensor, passes: int = 3) -> torch.Tensor:
+    """The fractional box radius Pillow's GaussianBlur uses for ``sigma`` with ``passes`` box
+    passes (Gwosdek et al., "Theoretical foundations of Gaussian convolution by extended box
+    filtering", 2011: the boxes' variances sum to sigma^2)."""
+    var = sigma.double() ** 2 / passes
+    length = torch.sqrt(12.0 * var + 1.0)
+    whole = torch.floor((length - 1.0) / 2.0)
+    frac = (2 * whole + 1) * (whole * (whole + 1) - 3 * var) / (6 * (var - (whole + 1) ** 2))
+    return whole + frac
+
+
+def pil_blur_kernels(sigma: torch.Tensor, passes: int = 3) -> torch.Tensor:
+    """(N, K) 1-D kernels of Pillow's GaussianBlur (``passes`` extended boxes convolved), one
+    per sigma, all centred in a common odd width K."""
+    radius = pil_box_radius(sigma, passes)[:, None]
+    whole = torch.floor(radius)
+    half = int(whole.max().item()) + 1
+    offset = torch.arange(-half, half + 1, dtype=torch.float64).abs()
+    inner = 1.0 / (2.0 * radius + 1.0)  # each of the 2 * whole + 1 full taps
+    edge = (1.0 - (2.0 * whole + 1.0) * inner) / 2.0  # the two fractional end taps
+    box = inner * (offset <= whole) + edge * (offset == whole + 1)  # (N, 2 half + 1)
+    kernel, n = box, box.shape[0]
+    for _ in range(passes - 1):
+        kernel = F.conv1d(kernel[None], box[:, None, :], padding=2 * half, groups=n)[0]
+    return kernel.float()
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """``augment.gaussian_blur`` (Pillow's GaussianBlur(radius=sigma), three box passes), one
+    sigma per sample: its exact kernel, separable, with the edge pixels repeated as Pillow
+    does (once for the whole kernel; Pillow pads each pass, which differs only at the border)."""
+    n, c, h, w = x.shape
+    kernel = pil_blur_kernels(sigma).repeat_interleave(c, dim=0)  # (N*C, K)
+    half = kernel.shape[1] // 2
+    flat = F.pad(x.reshape(1, n * c, h, w), (half, half, half, half), mode="replicate")
+    flat = F.conv2d(flat, kernel[:, None, None, :], groups=n * c)
+    flat = F.conv2d(flat, kernel[:, None, :, None], groups=n * c)
+    return flat.reshape(n, c, h, w).clamp_(0, 255)
+
+
+def solarize(x: torch.Tensor, threshold: float = 128) -> torch.Tensor:
+    """``augment.solarize``: invert every value at or above ``threshold``."""
+    return x + (x >= threshold).float() * (255.0 - 2.0 * x)
+
+
+def normalize(
+    x: torch.Tensor, mean: tuple[float, float, float], std: tuple[float, float, float]
+) -> torch.Tensor:
+    """0..255 values -> ``(x / 255 - mean) / std`` per channel, as ``to_normalized_tensor``."""
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std]).reshape(1, 3, 1, 1)
+    shift = torch.tensor([m / s for m, s in zip(mean, std, strict=True)]).reshape(1, 3, 1, 1)
+    return x * scale - shift
