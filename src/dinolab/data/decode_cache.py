@@ -114,7 +114,7 @@ class DecodeCache:
     def __getitem__(self, i: int) -> np.ndarray:
         entry = self._index["entries"][i]
         if entry["error"] is not None:
-            raise UnreadableImage(entry["error"])
+            raise UnreadableImage(f"{self.paths[i]} did not decode: {entry['error']}")
         if self._data is None:
             self._data = np.memmap(self.data_path, dtype=np.uint8, mode="r")
         h, w = entry["height"], entry["width"]

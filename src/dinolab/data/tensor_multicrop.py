@@ -71,10 +71,14 @@ class TensorMultiCrop(MultiCropTransform):
     ) -> list[torch.Tensor]:
         """The finished views of one image (the tensor path's ``MultiCropTransform.__call__``)."""
         views = self(image, generator)
-        return [
-            finish_views(c[None], [p], self.solarize_threshold, self.mean, self.std)[0]
-            for c, p in zip(views.crops, views.params, strict=True)
-        ]
+        out: list[torch.Tensor] = []
+        for group in (range(2), range(2, len(views))):  # the globals, then the locals
+            if group:
+                crops = torch.stack([views.crops[v] for v in group])
+                params = [views.params[v] for v in group]
+                finished = finish_views(crops, params, self.solarize_threshold, self.mean, self.std)
+                out.extend(finished.unbind(0))
+        return out
 
 
 def finish_views(
