@@ -12,6 +12,8 @@ grey level. The formulas avoid ``torch.where``, ``%`` and ``max(dim)`` with indi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -26,6 +28,15 @@ def luma(x: torch.Tensor) -> torch.Tensor:
 
 def _per_sample(factor: torch.Tensor) -> torch.Tensor:
     return factor.reshape(-1, 1, 1, 1)
+
+
+def apply_to(
+    x: torch.Tensor, idx: torch.Tensor, op: Callable[..., torch.Tensor], *args: torch.Tensor
+) -> None:
+    """``x[idx] = op(x[idx], *args)`` in place, for the samples ``idx`` (a 1-D index tensor;
+    ``index_select`` / ``index_copy_``, which are several times faster than ``x[idx]``)."""
+    if idx.numel():
+        x.index_copy_(0, idx, op(x.index_select(0, idx), *args))
 
 
 def blend(x: torch.Tensor, degenerate: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -50,17 +61,14 @@ def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return blend(x, luma(x), factor)
 
 
-def _mod(x: torch.Tensor, n: float) -> torch.Tensor:
-    return x - n * torch.floor(x / n)
-
-
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """``augment.adjust_hue``: rotate the hue by ``shift`` of a full turn in HSV space, keeping
     value and saturation.
 
-    Hue in sixths of a turn: (g - b) / chroma when red is the largest channel, 2 + (b - r) /
+    Hue h in sixths of a turn: (g - b) / chroma when red is the largest channel, 2 + (b - r) /
     chroma for green, 4 + (r - g) / chroma for blue. Back to RGB: channel n (r 5, g 3, b 1) is
-    ``max - chroma * clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + hue) mod 6``.
+    ``max - chroma * clamp(2 - |k - 2|, 0, 1)`` with ``k = (n + h) mod 6``, one channel at a
+    time (1.5x faster than broadcasting over the three).
     """
     r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
     top, bottom = x.amax(dim=1, keepdim=True), x.amin(dim=1, keepdim=True)
@@ -68,11 +76,15 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     is_r = (r == top).float()
     is_g = (g == top).float() * (1 - is_r)
     is_b = 1 - is_r - is_g
-    sixths = is_r * (g - b) + is_g * (2 * chroma + b - r) + is_b * (4 * chroma + r - g)
-    sixths = sixths / (chroma + (chroma == 0).float()) + 6 * _per_sample(shift)
-    k = _mod(sixths + torch.tensor([5.0, 3.0, 1.0]).reshape(1, 3, 1, 1), 6.0)
-    ramp = torch.minimum(k, 4 - k).clamp_(0, 1)
-    return (top - chroma * ramp).clamp_(0, 255)
+    hue = is_r * (g - b) + is_g * (2 * chroma + b - r) + is_b * (4 * chroma + r - g)
+    hue = hue / (chroma + (chroma == 0).float()) + 6 * _per_sample(shift)
+    out = torch.empty_like(x)
+    for channel, n in enumerate((5.0, 3.0, 1.0)):
+        k = hue + n
+        k -= 6.0 * torch.floor(k / 6.0)
+        ramp = (2 - (k - 2).abs_()).clamp_(0, 1)
+        torch.sub(top, chroma * ramp, out=out[:, channel : channel + 1])
+    return out.clamp_(0, 255)
 
 
 JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
@@ -90,8 +102,7 @@ def color_jitter(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) ->
             if op == 3:
                 chosen &= factors[:, 3] != 0
             idx = chosen.nonzero().squeeze(1)
-            if idx.numel():
-                x[idx] = fn(x[idx], factors[idx, op])
+            apply_to(x, idx, fn, factors[idx, op])
     return x
 
 
@@ -124,15 +135,15 @@ def pil_box_kernels(sigma: torch.Tensor, passes: int = 3) -> torch.Tensor:
     return (inner * (offset <= whole) + end * (offset == whole + 1)).float()
 
 
-def _box_pass(x: torch.Tensor, box: torch.Tensor, dim: int) -> torch.Tensor:
-    """One box pass along ``dim`` (2: rows, 3: columns), edge pixels repeated, as Pillow's
-    ImagingHorizontalBoxBlur; a sum of shifted copies (a grouped conv with a kernel per
-    sample was 50x slower on CPU)."""
-    half = box.shape[1] // 2
+def _box_pass(x: torch.Tensor, taps: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """One box pass along ``dim`` (2: rows, 3: columns) with per-sample tap weights, the edge
+    pixels repeated as in Pillow's ImagingHorizontalBoxBlur; a sum of shifted copies (a grouped
+    conv with one kernel per sample was 50x slower on CPU)."""
+    half = len(taps) // 2
     padded = F.pad(x, (half, half, 0, 0) if dim == 3 else (0, 0, half, half), mode="replicate")
-    out = torch.zeros_like(x)
-    for tap in range(box.shape[1]):
-        out.addcmul_(padded.narrow(dim, tap, x.shape[dim]), _per_sample(box[:, tap]))
+    out = padded.narrow(dim, 0, x.shape[dim]) * taps[0]
+    for tap in range(1, len(taps)):
+        out.addcmul_(padded.narrow(dim, tap, x.shape[dim]), taps[tap])
     return out
 
 
@@ -140,9 +151,10 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, passes: int = 3) -> torc
     """``augment.gaussian_blur``: Pillow's GaussianBlur(radius=sigma), one sigma per sample:
     ``passes`` box passes along the columns, then as many along the rows."""
     box = pil_box_kernels(sigma, passes)
+    taps = [_per_sample(box[:, tap]) for tap in range(box.shape[1])]
     for dim in (3, 2):
         for _ in range(passes):
-            x = _box_pass(x, box, dim)
+            x = _box_pass(x, taps, dim)
     return x.clamp_(0, 255)
 
 

@@ -12,7 +12,7 @@ a sample still depends only on (seed, epoch, index).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +81,14 @@ class TensorMultiCrop(MultiCropTransform):
         return out
 
 
+def _indices(samples: list[int]) -> torch.Tensor:
+    return torch.tensor(samples, dtype=torch.long)
+
+
+def _which(flags: Iterable[bool]) -> torch.Tensor:
+    return _indices([i for i, flag in enumerate(flags) if flag])
+
+
 def finish_views(
     crops: torch.Tensor,
     params: Sequence[ViewParams],
@@ -92,32 +100,16 @@ def finish_views(
     own ``ViewParams``, in the PIL path's order, then normalise to float. Each op runs on the
     crops drawn to get it only."""
     x = crops.float()
-
-    def where(flags: list[bool]) -> torch.Tensor:
-        return torch.tensor(flags, dtype=torch.bool).nonzero().squeeze(1)
-
-    flip = where([p.flip for p in params])
-    if flip.numel():
-        x[flip] = x[flip].flip(-1)
-    jitter = [i for i, p in enumerate(params) if p.jitter is not None]
-    if jitter:
-        draws = [params[i].jitter for i in jitter]
-        order = torch.tensor([j.order for j in draws])  # type: ignore[union-attr]
-        factors = torch.tensor(
-            [[j.brightness, j.contrast, j.saturation, j.hue] for j in draws]  # type: ignore[union-attr]
-        )
-        idx = torch.tensor(jitter)
-        x[idx] = T.color_jitter(x[idx], order, factors)
-    gray = where([p.gray for p in params])
-    if gray.numel():
-        x[gray] = T.grayscale(x[gray])
-    blur = where([p.blur_sigma is not None for p in params])
-    if blur.numel():
-        sigma = torch.tensor([params[i].blur_sigma for i in blur.tolist()])
-        x[blur] = T.gaussian_blur(x[blur], sigma)
-    solar = where([p.solarize for p in params])
-    if solar.numel():
-        x[solar] = T.solarize(x[solar], solarize_threshold)
+    T.apply_to(x, _which(p.flip for p in params), lambda c: c.flip(-1))
+    jitter = [(i, p.jitter) for i, p in enumerate(params) if p.jitter is not None]
+    order = torch.tensor([j.order for _, j in jitter])
+    factors = torch.tensor([[j.brightness, j.contrast, j.saturation, j.hue] for _, j in jitter])
+    T.apply_to(x, _indices([i for i, _ in jitter]), T.color_jitter, order, factors)
+    T.apply_to(x, _which(p.gray for p in params), T.grayscale)
+    blur = [(i, p.blur_sigma) for i, p in enumerate(params) if p.blur_sigma is not None]
+    sigma = torch.tensor([s for _, s in blur])
+    T.apply_to(x, _indices([i for i, _ in blur]), T.gaussian_blur, sigma)
+    T.apply_to(x, _which(p.solarize for p in params), lambda c: T.solarize(c, solarize_threshold))
     return T.normalize(x, mean, std)
 
 
