@@ -27,21 +27,23 @@ from dinolab.data.multicrop import MultiCropTransform, ViewParams
 
 @dataclass
 class CroppedViews:
-    """One image's views, cropped and resized (uint8 (3, s, s), globals first) with the
-    parameters still to apply. Indexing gives the crops, like the PIL path's list."""
+    """One image's views, cropped and resized (uint8 (s, s, 3) arrays, globals first: a
+    torch tensor per crop cost 2x the numpy array) with the parameters still to apply.
+    Indexing gives a crop as a (3, s, s) tensor, like the PIL path's list of views."""
 
-    crops: list[torch.Tensor]
+    crops: list[np.ndarray]
     params: list[ViewParams]
 
     def __len__(self) -> int:
         return len(self.crops)
 
     def __getitem__(self, view: int) -> torch.Tensor:
-        return self.crops[view]
+        return torch.from_numpy(self.crops[view].copy()).permute(2, 0, 1)
 
 
-def _chw(view: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.array(view, dtype=np.uint8)).permute(2, 0, 1)
+def stack_crops(crops: list[np.ndarray]) -> torch.Tensor:
+    """(N, 3, s, s) uint8 tensor from N (s, s, 3) uint8 arrays."""
+    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
 
 
 class TensorMultiCrop(MultiCropTransform):
@@ -56,12 +58,13 @@ class TensorMultiCrop(MultiCropTransform):
         self, image: Image.Image | np.ndarray, generator: torch.Generator | None = None
     ) -> CroppedViews:
         """``image``: an RGB image, or an (H, W, 3) uint8 array (a row of the decode cache)."""
-        if isinstance(image, np.ndarray):
-            image = Image.fromarray(image, "RGB")
+        if isinstance(image, np.ndarray):  # frombuffer: no copy, 2x faster than fromarray
+            h, w = image.shape[:2]
+            image = Image.frombuffer("RGB", (w, h), np.ascontiguousarray(image), "raw", "RGB", 0, 1)
         image = image.convert("RGB") if image.mode != "RGB" else image
         params = self.sample(image.width, image.height, generator)
         crops = [
-            _chw(A.resized_crop(image, p.box, spec.size))
+            np.asarray(A.resized_crop(image, p.box, spec.size))
             for spec, p in zip(self.views, params, strict=True)
         ]
         return CroppedViews(crops, params)
@@ -74,7 +77,7 @@ class TensorMultiCrop(MultiCropTransform):
         out: list[torch.Tensor] = []
         for group in (range(2), range(2, len(views))):  # the globals, then the locals
             if group:
-                crops = torch.stack([views.crops[v] for v in group])
+                crops = stack_crops([views.crops[v] for v in group])
                 params = [views.params[v] for v in group]
                 finished = finish_views(crops, params, self.solarize_threshold, self.mean, self.std)
                 out.extend(finished.unbind(0))
@@ -129,7 +132,7 @@ class TensorMultiCropCollate:
         self.n_global = n_global
 
     def _finish(self, samples: Sequence[Sample], views: range) -> torch.Tensor:
-        crops = torch.stack([s[0].crops[v] for v in views for s in samples])
+        crops = stack_crops([s[0].crops[v] for v in views for s in samples])
         params = [s[0].params[v] for v in views for s in samples]
         return finish_views(crops, params, self.solarize_threshold, self.mean, self.std)
 
