@@ -5,8 +5,9 @@ One command:  python benchmarks/data_pipeline.py [--part presets draft]
 presets: each small preset's data exactly as `dinolab train` builds it (train/builders.py:
 build_data), with data.pipeline=pil (Pillow, view by view) and data.pipeline=tensor (the decode
 cache plus flips and colour ops batched on tensors), through a DataLoader with 0 and 1 workers
-at the preset's batch size: `imagenette_cpu` on ``--images`` Imagenette train JPEGs (160 px,
-../shared/data), `demo` on its synthetic shapes (48 px PNGs, as `dinolab demo` writes them).
+at the preset's batch size (at most a quarter of the images): `imagenette_cpu` on ``--images``
+Imagenette train JPEGs (160 px, ../shared/data), `demo` on its synthetic shapes (48 px PNGs, as
+`dinolab demo` writes them); other presets (``--presets``) on Imagenette.
 Besides images/s it reports CPU-seconds per 1000 images, this process and its DataLoader workers
 together: on a 2-core machine a worker's CPU is taken from the training step, so the CPU cost,
 not the images/s of an idle machine, says what the data side costs a run. The decode cache is
@@ -126,7 +127,8 @@ def presets_part(args: argparse.Namespace) -> None:
                         f"{cache.short_side} px ({cache.nbytes / 2**20:.0f} MiB) built once in "
                         f"{time.perf_counter() - start:.1f} s, {cpu_seconds() - cpu:.1f} CPU-s"
                     )
-                builds[(name, pipeline)] = (dataset, collate, cfg.optim.batch_size)
+                batch = min(cfg.optim.batch_size, args.images // 4)  # at least 4 batches
+                builds[(name, pipeline)] = (dataset, collate, batch)
         settings = [
             (n, p, w) for n in args.presets for w in args.workers for p in ("pil", "tensor")
         ]
@@ -142,7 +144,7 @@ def presets_part(args: argparse.Namespace) -> None:
     for note in notes:
         print("  " + note)
     print(
-        f"{'preset':<16}{'pipeline':>9}{'workers':>8}{'best img/s':>12}{'median':>8}"
+        f"{'preset':<16}{'batch':>6}{'pipeline':>9}{'workers':>8}{'best img/s':>12}{'median':>8}"
         f"{'x pil':>7}{'CPU-s/1000 img':>16}{'pil / this':>11}"
     )
     for name, pipeline, w in settings:
@@ -151,7 +153,8 @@ def presets_part(args: argparse.Namespace) -> None:
         base_rate = max(r for r, _ in runs[(name, "pil", w)])
         base_cpu = 1000 * min(c for _, c in runs[(name, "pil", w)])
         print(
-            f"{name:<16}{pipeline:>9}{w:>8}{max(rates):>12.1f}{statistics.median(rates):>8.1f}"
+            f"{name:<16}{builds[(name, pipeline)][2]:>6}{pipeline:>9}{w:>8}{max(rates):>12.1f}"
+            f"{statistics.median(rates):>8.1f}"
             f"{max(rates) / base_rate:>7.2f}{cpu:>16.2f}{base_cpu / cpu:>11.2f}"
         )
 

@@ -85,15 +85,16 @@ def test_dataset_skips_and_lists_files_the_cache_could_not_read(
     folder: Path, tmp_path: Path
 ) -> None:
     transform = TensorMultiCrop(global_size=16, local_size=8, n_local=2)
-    ds = ImageDataset(folder, transform, cache_short_side=64, cache_dir=tmp_path / "c")
+    ds = ImageDataset(folder, transform)
+    ds.decode_once(64, tmp_path / "c", progress=False)
     with pytest.warns(RuntimeWarning, match="skipping unreadable image"):
         items = [ds[i] for i in range(len(ds))]
     assert [tuple(c.shape) for c in items[5][0]] == [(3, 16, 16)] * 2 + [(3, 8, 8)] * 2
     lines = ds.write_skipped(tmp_path / "run").read_text().splitlines()
     assert len(lines) == 1 and lines[0].startswith(str(folder / "5_broken.jpg") + "\t")
     assert "UnreadableImage" in lines[0]  # and the decoder's own reason after it
-    strict = ImageDataset(folder, on_error="raise", cache_short_side=64, cache_dir=tmp_path / "c")
-    assert strict.cache is not None and strict.cache.stats.decoded == 0
+    strict = ImageDataset(folder, on_error="raise")
+    assert strict.decode_once(64, tmp_path / "c").stats.decoded == 0
     assert isinstance(strict[0][0], np.ndarray)
     with pytest.raises(RuntimeError, match=r"5_broken\.jpg.*on_error=\"skip\""):
         strict[5]
@@ -107,6 +108,11 @@ def test_a_pickled_cache_maps_the_file_itself(folder: Path, tmp_path: Path) -> N
     assert np.array_equal(copy[0], expected) and copy.stats == cache.stats
 
 
-def test_clear_error_for_a_bad_size(folder: Path, tmp_path: Path) -> None:
+def test_clear_errors_for_a_bad_size_and_a_full_disk(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="short_side must be a positive"):
         DecodeCache(_paths(folder), tmp_path, short_side=0)
+    huge = 10**6  # a million-pixel short side: more than any disk holds for 6 images
+    with pytest.raises(
+        OSError, match=r"needs about .* GiB .* data\.cache_dir .* data\.pipeline=pil"
+    ):
+        DecodeCache(_paths(folder), tmp_path, short_side=huge)

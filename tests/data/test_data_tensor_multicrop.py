@@ -172,7 +172,8 @@ def test_deterministic_per_seed_epoch_and_index_whatever_the_workers(
     image_list: Path, tmp_path: Path
 ) -> None:
     tensor = TensorMultiCrop(**SMALL)
-    ds = ImageDataset(image_list, tensor, seed=3, cache_short_side=124, cache_dir=tmp_path)
+    ds = ImageDataset(image_list, tensor, seed=3)
+    ds.decode_once(124, tmp_path)
     collate = TensorMultiCropCollate(tensor)
 
     def batches(workers: int) -> list[torch.Tensor]:
@@ -189,8 +190,8 @@ def test_deterministic_per_seed_epoch_and_index_whatever_the_workers(
     ds.set_epoch(1)
     assert not torch.equal(batches(0)[0], a[0])  # a new epoch draws new crops
     ds.set_epoch(0)
-    again = ImageDataset(image_list, tensor, seed=3, cache_short_side=124, cache_dir=tmp_path)
-    assert again.cache is not None and again.cache.stats.decoded == 0  # the cache is reused
+    again = ImageDataset(image_list, tensor, seed=3)
+    assert again.decode_once(124, tmp_path).stats.decoded == 0  # the cache is reused
     first = collate([again[i] for i in range(16)])
     assert torch.equal(
         torch.cat([first["global_crops"].flatten(), first["local_crops"].flatten()]), a[0]

@@ -116,8 +116,9 @@ Source = torch.Generator | Draws | None
 
 def uniform(generator: Source, low: float, high: float) -> float:
     """One float drawn uniformly from [low, high)."""
-    u = generator.rand() if type(generator) is Draws else torch.rand((), generator=generator).item()
-    return low + (high - low) * u
+    if isinstance(generator, Draws):
+        return low + (high - low) * generator.rand()
+    return low + (high - low) * torch.rand((), generator=generator).item()
 
 
 def bernoulli(generator: Source, p: float) -> bool:

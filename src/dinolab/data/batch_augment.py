@@ -163,9 +163,7 @@ def solarize(x: torch.Tensor, threshold: float = 128) -> torch.Tensor:
     return x + (x >= threshold).float() * (255.0 - 2.0 * x)
 
 
-def normalize(
-    x: torch.Tensor, mean: tuple[float, float, float], std: tuple[float, float, float]
-) -> torch.Tensor:
+def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """0..255 values -> ``(x / 255 - mean) / std`` per channel, as ``to_normalized_tensor``."""
     scale = torch.tensor([1.0 / (255.0 * s) for s in std]).reshape(1, 3, 1, 1)
     shift = torch.tensor([m / s for m, s in zip(mean, std, strict=True)]).reshape(1, 3, 1, 1)

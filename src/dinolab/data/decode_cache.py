@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,11 @@ class CacheStats:
     failed: int
 
 
+def estimated_bytes(n_images: int, short_side: int) -> int:
+    """Rough size of a cache of ``n_images`` images that all reach ``short_side`` (4:3)."""
+    return n_images * short_side * short_side * 4  # 3 channels x a long side of 4/3
+
+
 def _shrink(img: Image.Image, short_side: int) -> Image.Image:
     """``img`` with its shorter side at most ``short_side`` (bicubic, aspect ratio kept)."""
     w, h = img.size
@@ -86,7 +92,7 @@ class DecodeCache:
         if short_side <= 0:
             raise ValueError(f"short_side must be a positive number of pixels, got {short_side}")
         self.paths = [str(p) for p in paths]
-        self.short_side, self.background = short_side, tuple(background)
+        self.short_side, self.background = short_side, background
         self.directory = Path(directory).expanduser()
         listing = "\n".join(self.paths)
         key = f"{FORMAT}|{short_side}|{self.background}|{listing}"
@@ -141,11 +147,12 @@ class DecodeCache:
         """Rebuild what changed since the last index; returns what was done."""
         previous, old_data = self._load_previous()
         stamps = [file_stamp(p) for p in self.paths]
-        old = previous["entries"] if previous else [None] * len(self.paths)
+        old: list[dict | None] = previous["entries"] if previous else [None] * len(self.paths)
         stale = [i for i, e in enumerate(old) if e is None or e["stamp"] != stamps[i]]
         if previous is not None and not stale:
             return CacheStats(0, len(self.paths), 0)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._check_space(len(self.paths))
         data_file = f"{self.index_path.stem}.{secrets.token_hex(4)}.u8"
         entries: list[dict] = []
         bar = tqdm(
@@ -164,8 +171,10 @@ class DecodeCache:
                     pixels, entry["error"] = self._decode(path)
                     bar.update(1)
                 else:
-                    entry["error"] = old[i]["error"]
-                    pixels = None if old[i]["error"] else self._old_pixels(old_data, old[i])
+                    kept = old[i]
+                    assert kept is not None  # not stale: it has an entry
+                    entry["error"] = kept["error"]
+                    pixels = None if kept["error"] else self._old_pixels(old_data, kept)
                 if pixels is not None:
                     entry["height"], entry["width"] = pixels.shape[:2]
                     f.write(pixels.tobytes())
@@ -189,6 +198,19 @@ class DecodeCache:
             (self.directory / previous["data_file"]).unlink(missing_ok=True)
         failed = sum(e["error"] is not None for e in entries)
         return CacheStats(len(stale), len(self.paths) - len(stale), failed)
+
+    def _check_space(self, n_images: int) -> None:
+        need, free = (
+            estimated_bytes(n_images, self.short_side),
+            shutil.disk_usage(self.directory).free,
+        )
+        if need > free:
+            raise OSError(
+                f"the decode cache of {n_images} images at a shorter side of {self.short_side} px "
+                f"needs about {need / 2**30:.1f} GiB in {self.directory}, which has "
+                f"{free / 2**30:.1f} GiB free. Point data.cache_dir at a larger disk, lower "
+                f"data.cache_short_side, or decode every epoch with data.pipeline=pil."
+            )
 
     @staticmethod
     def _old_pixels(old_data: np.ndarray | None, entry: dict) -> np.ndarray:

@@ -225,10 +225,8 @@ class ImageDataset(torch.utils.data.Dataset):
     ``min_decode_size(width, height)``). ``background``: colour transparent pixels are
     composited on.
 
-    ``cache_short_side``: decode every image once, at a shorter side of at most this many
-    pixels, into a ``DecodeCache`` under ``cache_dir`` (default ``~/.cache/dinolab/decoded``),
-    built here with a progress bar and reused by later runs; items are then (H, W, 3) uint8
-    arrays instead of PIL images, and files that did not decode are skipped as above.
+    ``decode_once(short_side)`` switches to a ``DecodeCache``: items then come as (H, W, 3)
+    uint8 arrays decoded once (by this run or an earlier one) instead of PIL images.
     """
 
     def __init__(
@@ -242,8 +240,6 @@ class ImageDataset(torch.utils.data.Dataset):
         skip_log: str | os.PathLike | None = None,
         draft: bool = True,
         background: tuple[int, int, int] = (255, 255, 255),
-        cache_short_side: int | None = None,
-        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         if on_error not in ("skip", "raise"):
             raise ValueError(f'on_error must be "skip" or "raise", got {on_error!r}')
@@ -267,7 +263,7 @@ class ImageDataset(torch.utils.data.Dataset):
                 f".txt/.csv file list (relative paths are resolved from {Path.cwd()})"
             )
         self.transform = transform
-        self._pass_generator = transform is not None and _accepts_generator(transform)
+        self._generator_check: tuple[Any, bool] = (None, False)  # (transform, takes generator)
         self.on_error, self.seed = on_error, seed
         # shared with DataLoader workers (fork or spawn), so set_epoch reaches live workers
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -278,11 +274,19 @@ class ImageDataset(torch.utils.data.Dataset):
             weakref.finalize(self, _remove_if_owner, str(skip_log), os.getpid())
         self.skip_log = Path(skip_log)
         self._bad: set[int] = set()  # per process: indices known not to decode
-        self.cache = (
-            DecodeCache(self.paths, cache_dir or default_cache_dir(), cache_short_side, background)
-            if cache_short_side is not None
-            else None
+        self.cache: DecodeCache | None = None
+
+    def decode_once(
+        self, short_side: int, directory: str | os.PathLike | None = None, progress: bool = True
+    ) -> DecodeCache:
+        """Read images from a ``DecodeCache`` of this listing from now on: every image decoded
+        once, shorter side at most ``short_side``, under ``directory`` (default
+        ``~/.cache/dinolab/decoded``); built now (with a progress bar) or reused from an earlier
+        run. Files that did not decode are skipped as before."""
+        self.cache = DecodeCache(
+            self.paths, directory or default_cache_dir(), short_side, self.background, progress
         )
+        return self.cache
 
     def _check_listed_files_exist(self, on_error: str) -> None:
         missing = [p for p in self.paths if not p.is_file()]
@@ -362,7 +366,9 @@ class ImageDataset(torch.utils.data.Dataset):
         img, label = self.load(index)
         if self.transform is None:
             return img, label
-        if self._pass_generator:
+        if self._generator_check[0] is not self.transform:  # set, or swapped by a phase
+            self._generator_check = (self.transform, _accepts_generator(self.transform))
+        if self._generator_check[1]:
             return self.transform(img, generator=self.generator(index)), label
         return self.transform(img), label
 

@@ -96,8 +96,8 @@ def finish_views(
     crops: torch.Tensor,
     params: Sequence[ViewParams],
     solarize_threshold: float,
-    mean: tuple[float, float, float],
-    std: tuple[float, float, float],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
 ) -> torch.Tensor:
     """Flip, colour-jitter, grey, blur and solarize (N, 3, s, s) uint8 crops, each with its
     own ``ViewParams``, in the PIL path's order, then normalise to float. Each op runs on the

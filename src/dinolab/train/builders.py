@@ -16,23 +16,38 @@ from dinolab.data import (
     TensorMultiCrop,
     TensorMultiCropCollate,
 )
+from dinolab.data.decode_cache import estimated_bytes
 from dinolab.methods import DINO, DINOv2
 
 SKIPPED_LOG = "skipped_images.txt"
-# data.pipeline=auto takes the tensor path up to this global crop size (measured:
-# benchmarks/data_pipeline.py, benchmarks/README.md)
-TENSOR_PIPELINE_MAX_CROP = 96
+# data.pipeline=auto: the tensor path up to this global crop size (CPU per image against the PIL
+# path, 8 local crops, benchmarks/README.md: 2.1x less at 64 px, 1.9x at 96, 1.4x at 128, 1.2x at
+# 160, 0.7x at 224) and while its decode cache stays below AUTO_CACHE_BYTES on disk.
+TENSOR_PIPELINE_MAX_CROP = 128
+AUTO_CACHE_BYTES = 8 * 2**30
 
 
-def data_pipeline(cfg: DictConfig) -> str:
-    """`data.pipeline` resolved: "auto" is "tensor" when every global crop (the high-resolution
-    phase's too) is at most TENSOR_PIPELINE_MAX_CROP px, else "pil"."""
+def data_pipeline(cfg: DictConfig, n_images: int) -> str:
+    """`data.pipeline` resolved for `n_images` images: "auto" is "tensor" when every global crop
+    (the high-resolution phase's too) is at most TENSOR_PIPELINE_MAX_CROP px and the decode
+    cache would take at most AUTO_CACHE_BYTES, else "pil"."""
     if cfg.data.pipeline != "auto":
         return cfg.data.pipeline
-    sizes = [cfg.crops.global_size]
-    if cfg.crops.highres_fraction > 0:
-        sizes.append(cfg.crops.highres_global_size)
-    return "tensor" if max(sizes) <= TENSOR_PIPELINE_MAX_CROP else "pil"
+    small = max([cfg.crops.global_size, *_highres_sizes(cfg)]) <= TENSOR_PIPELINE_MAX_CROP
+    fits = estimated_bytes(n_images, cache_short_side(cfg)) <= AUTO_CACHE_BYTES
+    return "tensor" if small and fits else "pil"
+
+
+def cache_short_side(cfg: DictConfig) -> int:
+    """`data.cache_short_side`, or the smallest at which no crop of any phase is upsampled."""
+    if cfg.data.cache_short_side is not None:
+        return int(cfg.data.cache_short_side)
+    sizes = [cfg.crops.global_size, *_highres_sizes(cfg)]
+    return max(_multicrop(cfg, size, tensor=False).needed_short_side() for size in sizes)
+
+
+def _highres_sizes(cfg: DictConfig) -> list[int]:
+    return [cfg.crops.highres_global_size] if cfg.crops.highres_fraction > 0 else []
 
 
 def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
@@ -45,28 +60,19 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
     """
     if not cfg.data.path:
         raise ValueError("no training data: pass --data DIR (a folder of images or a file list)")
-    tensor = data_pipeline(cfg) == "tensor"
-    start = highres_start_epoch(cfg.optim.epochs, cfg.crops.highres_fraction)
-    transforms = [_multicrop(cfg, cfg.crops.global_size, tensor)]
-    if start is not None:
-        transforms.append(_multicrop(cfg, cfg.crops.highres_global_size, tensor))
-    cache_side = None
-    if tensor:
-        needed = max(t.needed_short_side() for t in transforms)
-        cache_side = cfg.data.cache_short_side or needed
     dataset = ImageDataset(
-        cfg.data.path,
-        transform=transforms[0],
-        on_error=cfg.data.on_error,
-        seed=cfg.seed,
-        skip_log=run_dir / SKIPPED_LOG,
-        cache_short_side=cache_side,
-        cache_dir=cfg.data.cache_dir,
+        cfg.data.path, on_error=cfg.data.on_error, seed=cfg.seed, skip_log=run_dir / SKIPPED_LOG
     )
+    tensor = data_pipeline(cfg, len(dataset)) == "tensor"
+    dataset.transform = _multicrop(cfg, cfg.crops.global_size, tensor)
+    if tensor:
+        dataset.decode_once(cache_short_side(cfg), cfg.data.cache_dir)
     run_dir.mkdir(parents=True, exist_ok=True)  # only once the data is known to be usable
+    start = highres_start_epoch(cfg.optim.epochs, cfg.crops.highres_fraction)
+    collate = TensorMultiCropCollate(dataset.transform) if tensor else MultiCropCollate(n_global=2)
     if start is not None:
-        dataset = HighResPhase(dataset, transforms[1], start)
-    collate = TensorMultiCropCollate(transforms[0]) if tensor else MultiCropCollate(n_global=2)
+        highres = _multicrop(cfg, cfg.crops.highres_global_size, tensor)
+        return HighResPhase(dataset, highres, start), collate
     return dataset, collate
 
 
