@@ -4,7 +4,9 @@ One command:  python benchmarks/data_pipeline.py [--part presets draft]
 
 presets: each small preset's data exactly as `dinolab train` builds it (train/builders.py:
 build_data), with data.pipeline=pil (Pillow, view by view) and data.pipeline=tensor (the decode
-cache plus flips and colour ops batched on tensors), through a DataLoader with 0 and 1 workers
+cache plus flips and colour ops batched on tensors), and as "before": the PIL path with one
+torch call per random number (as before augment.Draws, i.e. the pipeline of main before the
+tensor path), the baseline of the ratios; through a DataLoader with 0 and 1 workers
 at the preset's batch size (at most a quarter of the images): `imagenette_cpu` on ``--images``
 Imagenette train JPEGs (160 px, ../shared/data), `demo` on its synthetic shapes (48 px PNGs, as
 `dinolab demo` writes them); other presets (``--presets``) on Imagenette.
@@ -31,7 +33,6 @@ import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -106,20 +107,39 @@ def preset_data(name: str, root: Path, images: int) -> Path:
     return subset_list(ImageDataset(IMAGENETTE / "train").paths, images, root / "imagenette.txt")
 
 
+class PerCallDraws(MultiCropTransform):
+    """The PIL path as it was before augment.Draws: one torch call per random number."""
+
+    def sample(self, width, height, generator=None):
+        return [self.sample_view(v, width, height, generator) for v in self.views]
+
+
+def per_call_draws(transform: MultiCropTransform) -> PerCallDraws:
+    before = object.__new__(PerCallDraws)
+    before.__dict__.update(vars(transform))
+    return before
+
+
+PIPELINES = ("before", "pil", "tensor")  # before: the PIL path with per-call torch draws
+
+
 def presets_part(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        builds: dict[str, Callable] = {}
+        builds: dict[tuple[str, str], tuple] = {}
         notes = []
         for name in args.presets:
             data = preset_data(name, root, args.images)
-            for pipeline in ("pil", "tensor"):
+            for pipeline in PIPELINES:
                 cfg = build_config([
-                    f"preset={name}", f"data.path={data}", f"data.pipeline={pipeline}",
-                    f"data.cache_dir={root / 'cache'}", f"out={root / 'run'}",
+                    f"preset={name}", f"data.path={data}", f"out={root / 'run'}",
+                    f"data.pipeline={'tensor' if pipeline == 'tensor' else 'pil'}",
+                    f"data.cache_dir={root / 'cache'}", *args.override,
                 ])  # fmt: skip
                 cpu, start = cpu_seconds(), time.perf_counter()
                 dataset, collate = build_data(cfg, root / "run")
+                if pipeline == "before":
+                    dataset.transform = per_call_draws(dataset.transform)
                 if pipeline == "tensor":
                     cache = dataset.cache
                     notes.append(
@@ -129,9 +149,7 @@ def presets_part(args: argparse.Namespace) -> None:
                     )
                 batch = min(cfg.optim.batch_size, args.images // 4)  # at least 4 batches
                 builds[(name, pipeline)] = (dataset, collate, batch)
-        settings = [
-            (n, p, w) for n in args.presets for w in args.workers for p in ("pil", "tensor")
-        ]
+        settings = [(n, p, w) for n in args.presets for w in args.workers for p in PIPELINES]
         runs: dict[tuple, list[tuple[float, float]]] = {s: [] for s in settings}
         for _ in range(args.repeats):
             for name, pipeline, w in settings:
@@ -140,22 +158,23 @@ def presets_part(args: argparse.Namespace) -> None:
     print(
         f"presets: DataLoader passes over the data, torch threads 1 per process, {args.repeats} "
         f"runs each, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+        + (f", overrides: {' '.join(args.override)}" if args.override else "")
     )
     for note in notes:
         print("  " + note)
     print(
         f"{'preset':<16}{'batch':>6}{'pipeline':>9}{'workers':>8}{'best img/s':>12}{'median':>8}"
-        f"{'x pil':>7}{'CPU-s/1000 img':>16}{'pil / this':>11}"
+        f"{'x before':>9}{'CPU-s/1000 img':>16}{'before / this':>14}"
     )
     for name, pipeline, w in settings:
         rates = [r for r, _ in runs[(name, pipeline, w)]]
         cpu = 1000 * min(c for _, c in runs[(name, pipeline, w)])
-        base_rate = max(r for r, _ in runs[(name, "pil", w)])
-        base_cpu = 1000 * min(c for _, c in runs[(name, "pil", w)])
+        base_rate = max(r for r, _ in runs[(name, "before", w)])
+        base_cpu = 1000 * min(c for _, c in runs[(name, "before", w)])
         print(
             f"{name:<16}{builds[(name, pipeline)][2]:>6}{pipeline:>9}{w:>8}{max(rates):>12.1f}"
-            f"{statistics.median(rates):>8.1f}"
-            f"{max(rates) / base_rate:>7.2f}{cpu:>16.2f}{base_cpu / cpu:>11.2f}"
+            f"{statistics.median(rates):>8.1f}{max(rates) / base_rate:>9.2f}{cpu:>16.2f}"
+            f"{base_cpu / cpu:>14.2f}"
         )
 
 
@@ -195,6 +214,7 @@ def main() -> None:
     ap.add_argument("--presets", nargs="+", default=["imagenette_cpu", "demo"])
     ap.add_argument("--images", type=int, default=1024, help="images per preset")
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--override", nargs="*", default=[], help="KEY=VALUE settings for every preset")
     ap.add_argument("--data", type=Path, default=IMAGENETTE / "train", help="draft: JPEG folder")
     ap.add_argument("--draft-images", type=int, default=256, help="draft: Imagenette images")
     ap.add_argument("--large-images", type=int, default=64, help="draft: 1024 px JPEGs")
