@@ -101,30 +101,27 @@ class DecodeCache:
         if local_rank() == 0:
             self.stats = self._refresh(progress)
         barrier()
-        self._index = json.loads(self.index_path.read_text())
+        index = json.loads(self.index_path.read_text())
+        self.data_path = self.directory / index["data_file"]
+        self.nbytes = int(index["nbytes"])
+        # numpy arrays, not a list of dicts: forked DataLoader workers share them untouched
+        entries = index["entries"]
+        self._offsets = np.array([e["offset"] for e in entries], dtype=np.int64)
+        self._shapes = np.array([(e["height"], e["width"]) for e in entries], dtype=np.int64)
+        self._errors = {i: e["error"] for i, e in enumerate(entries) if e["error"] is not None}
         self._data: np.ndarray | None = None  # mapped on first use, in each process
 
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:
         return len(self.paths)
 
-    @property
-    def data_path(self) -> Path:
-        return self.directory / self._index["data_file"]
-
-    @property
-    def nbytes(self) -> int:
-        """Size of the data file."""
-        return int(self._index["nbytes"])
-
     def __getitem__(self, i: int) -> np.ndarray:
-        entry = self._index["entries"][i]
-        if entry["error"] is not None:
-            raise UnreadableImage(f"{self.paths[i]} did not decode: {entry['error']}")
+        if i in self._errors:
+            raise UnreadableImage(f"{self.paths[i]} did not decode: {self._errors[i]}")
         if self._data is None:
             self._data = np.memmap(self.data_path, dtype=np.uint8, mode="r")
-        h, w = entry["height"], entry["width"]
-        start = entry["offset"]
+        h, w = self._shapes[i]
+        start = self._offsets[i]
         return np.asarray(self._data[start : start + h * w * 3]).reshape(h, w, 3)
 
     def __getstate__(self) -> dict:
