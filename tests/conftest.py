@@ -20,6 +20,19 @@ IMAGENETTE = SHARED_DATA / "imagenette2_sq160"
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _user_cache_in_tmp(tmp_path_factory) -> Iterator[None]:
+    """Caches that default to ~/.cache (decoded images, features) go to a temporary folder, so
+    tests never fill or read the user's cache (subprocesses inherit it)."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield
+    if before is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 @pytest.fixture(scope="session")
 def imagenette() -> Path:
     """The real Imagenette folder from ../shared/data (read in place, never copied)."""

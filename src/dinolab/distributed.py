@@ -65,6 +65,12 @@ def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+def local_rank() -> int:
+    """This process's rank on its machine (torchrun's LOCAL_RANK; 0 without a process group):
+    one process per machine builds what every process there shares."""
+    return int(os.environ.get("LOCAL_RANK", 0)) if is_distributed() else 0
+
+
 def world_size() -> int:
     """The number of processes (1 without a process group)."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a crash) sees the old complete file or the new one.
+"""Atomic file writes: a reader (or a crash) sees the old complete file or the new one; and
+the stamp (size, mtime) by which a cache knows that a file it read has changed.
 
 One helper for every file dinolab writes that another step reads back (checkpoints, exported
 weights, feature chunks, stage records, reports): the bytes go to a temporary file beside the
@@ -53,6 +54,16 @@ def stale_temp_files(directory: str | os.PathLike) -> list[Path]:
     """Temporary files `atomic_write` left in `directory` when its process was killed
     mid-write (SIGKILL, power cut). Only safe to delete when nothing writes there any more."""
     return sorted(p for p in Path(directory).glob(".*.tmp") if _TEMP_NAME.match(p.name))
+
+
+def file_stamp(path: str | os.PathLike) -> str | None:
+    """ "size|mtime_ns" of a file, or None when it cannot be stat'ed: what tells a cache that
+    the file it copied from has changed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_size}|{st.st_mtime_ns}"
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -161,3 +161,37 @@ def test_blur_sigma_scales_with_the_crop_size() -> None:
         assert min(ref) >= 0.1 and max(ref) <= 2.0
         np.testing.assert_allclose(got, np.array(ref) * factor)  # same draws, scaled
         np.testing.assert_allclose(same, ref)
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**40 + 3])
+def test_draws_are_the_numbers_of_torch_calls(seed: int) -> None:
+    """augment.Draws makes a fresh generator's draws in numpy: the same numbers as torch's own
+    calls, across MT19937's 624-output refills, and the generator ends where torch's would."""
+    fast, slow = _g(seed), _g(seed)
+    draws = A.Draws(fast)
+    for i in range(400):  # ~1000 outputs
+        assert draws.rand() == torch.rand((), generator=slow).item()
+        for high in (2, 97, 2**27, 2**28 + 5, 2**40):
+            assert draws.randint(3, 3 + high) == int(
+                torch.randint(3, 3 + high, (1,), generator=slow)
+            )
+        if i % 3 == 0:
+            assert draws.randperm(4) == torch.randperm(4, generator=slow).tolist()
+    draws.close()
+    assert torch.equal(fast.get_state(), slow.get_state())
+    assert torch.rand((), generator=fast).item() == torch.rand((), generator=slow).item()
+    used = A.Draws(fast)  # not fresh: drawn from torch call by call, still the same numbers
+    assert [used.rand(), used.randint(0, 10), *used.randperm(4)] == [
+        torch.rand((), generator=slow).item(),
+        int(torch.randint(0, 10, (1,), generator=slow)),
+        *torch.randperm(4, generator=slow).tolist(),
+    ]
+
+
+def test_sample_draws_what_per_call_torch_draws_would() -> None:
+    t = MultiCropTransform(n_local=4, global_scale=(0.32, 1.0), local_scale=(0.05, 0.32))
+    for seed in range(20):
+        for w, h in ((160, 160), (500, 90), (30, 1000)):
+            fast, slow = _g(seed), _g(seed)
+            assert t.sample(w, h, fast) == [t.sample_view(v, w, h, slow) for v in t.views]
+            assert t.sample(w, h, fast) == [t.sample_view(v, w, h, slow) for v in t.views]

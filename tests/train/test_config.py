@@ -154,3 +154,37 @@ def test_range_errors_read_well(override, message):
     with pytest.raises(ConfigError) as caught:
         build_config([override])
     assert str(caught.value).startswith(message)
+
+
+def test_data_pipeline_auto_takes_the_tensor_path_for_small_crops(tmp_path, image_list):
+    from dinolab.data import MultiCropCollate, TensorMultiCrop, TensorMultiCropCollate
+    from dinolab.train.builders import build_data, data_pipeline
+
+    imagenette = 9469  # train images
+    assert data_pipeline(build_config(["preset=imagenette_cpu"]), imagenette) == "tensor"
+    assert data_pipeline(build_config(["preset=demo"]), 1200) == "tensor"
+    assert data_pipeline(build_config(["preset=vit_small_dino"]), imagenette) == "pil"
+    highres = ["preset=imagenette_cpu", "crops.highres_fraction=0.1"]
+    assert data_pipeline(build_config([*highres, "crops.highres_global_size=224"]), 10) == "pil"
+    forced = build_config(["preset=vit_small_dino", "data.pipeline=tensor"])
+    assert data_pipeline(forced, imagenette) == "tensor"
+    # ImageNet-1k at 124 px would be ~60 GB of cache: auto decodes every epoch instead
+    assert data_pipeline(build_config(["preset=imagenette_cpu"]), 1_281_167) == "pil"
+    common = [f"data.path={image_list}", f"data.cache_dir={tmp_path / 'cache'}"]
+    dataset, collate = build_data(build_config(["preset=imagenette_cpu", *common]), tmp_path / "a")
+    assert isinstance(dataset.transform, TensorMultiCrop)
+    assert isinstance(collate, TensorMultiCropCollate)
+    # no 24-px local crop of 5% of an image is upsampled at 124 px (24 / sqrt(0.05 * 3/4))
+    assert dataset.cache.short_side == 124 and dataset.cache[0].shape == (124, 124, 3)
+    more = ["preset=imagenette_cpu", *common, "crops.highres_fraction=0.5", "optim.epochs=2",
+            "crops.highres_global_size=96"]  # fmt: skip
+    phases, _ = build_data(build_config(more), tmp_path / "b")  # the high-res phase needs more
+    assert phases.dataset.cache.short_side == 196
+    small = build_config(["preset=imagenette_cpu", *common, "data.cache_short_side=64"])
+    assert build_data(small, tmp_path / "c")[0].cache.short_side == 64
+    pil, collate = build_data(build_config([*common, "data.pipeline=pil"]), tmp_path / "d")
+    assert pil.cache is None and isinstance(collate, MultiCropCollate)
+    with pytest.raises(ConfigError, match=r"data\.pipeline='fast'.*auto, pil, tensor"):
+        build_config(["data.pipeline=fast"])
+    with pytest.raises(ConfigError, match=r"data\.cache_short_side=0 must be 1 or more"):
+        build_config(["data.cache_short_side=0"])

@@ -51,7 +51,8 @@ from dinolab.curate.search import (
     l2_normalize,
     resolve_index_kind,
 )
-from dinolab.data.folders import ImageDataset, load_image
+from dinolab.data.decode import load_image
+from dinolab.data.folders import ImageDataset
 from dinolab.device import peak_rss_mb
 from dinolab.distributed import barrier, join, rank
 from dinolab.eval.features import FeatureOptions, embed, listing_identity, model_identity

@@ -5,7 +5,9 @@ Pillow + torch only (no torchvision). Randomness always comes from an explicit
 """
 
 from dinolab.data.collate import MultiCropCollate, collate_multicrop, draw_batch_masks
-from dinolab.data.folders import IMAGE_EXTENSIONS, ImageDataset, load_image, to_rgb
+from dinolab.data.decode import load_image, to_rgb
+from dinolab.data.decode_cache import DecodeCache
+from dinolab.data.folders import IMAGE_EXTENSIONS, ImageDataset
 from dinolab.data.masking import MaskGenerator
 from dinolab.data.multicrop import MultiCropTransform
 from dinolab.data.synthetic import (
@@ -15,18 +17,22 @@ from dinolab.data.synthetic import (
     make_shapes_dataset,
     mask_path_for,
 )
+from dinolab.data.tensor_multicrop import TensorMultiCrop, TensorMultiCropCollate
 from dinolab.data.transforms import ClassifierTrainTransform, EvalTransform
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "SHAPE_CLASSES",
     "ClassifierTrainTransform",
+    "DecodeCache",
     "EvalTransform",
     "ImageDataset",
     "MaskGenerator",
     "MultiCropCollate",
     "MultiCropTransform",
     "SyntheticShapes",
+    "TensorMultiCrop",
+    "TensorMultiCropCollate",
     "collate_multicrop",
     "draw_batch_masks",
     "load_image",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,19 +25,119 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_RATIO = (3 / 4, 4 / 3)
 
 
-def uniform(generator: torch.Generator | None, low: float, high: float) -> float:
+class Draws:
+    """The random numbers of one ``sample`` call, exactly those the torch generator would give.
+
+    ``uniform``, ``bernoulli``, ``randint`` and ``randperm`` below return what
+    ``torch.rand(())``, ``torch.randint(low, high, (1,))`` and ``torch.randperm(n)`` on the
+    generator would, call after call. Each torch call costs ~5 us, and a multi-crop ``sample``
+    makes ~100 of them: at 24-48 px crops that was the largest single cost of the pipeline.
+    So for a freshly seeded generator (what ``ImageDataset`` gives each item) the numbers come
+    from numpy's legacy MT19937, which is torch's CPU generator seeded the same way (the low 32
+    bits of the seed): each of these draws takes one 32-bit output, a float being its low 24
+    bits / 2^24, an integer in [low, high) the output mod (high - low) (from 2^28 on, two
+    outputs, high word first), and randperm(n) a Fisher-Yates shuffle swapping i with
+    i + output mod (n - i). ``close``
+    then moves the torch generator past the outputs used. Any other generator (already drawn
+    from, or None: torch's global one) is drawn from call by call. test_data_multicrop.py
+    checks the equality against torch, so a torch release that changes its generator is caught.
+    """
+
+    CHUNK = 256  # 32-bit outputs fetched from numpy at a time
+    SINGLE_OUTPUT_RANGE = 1 << 28  # torch.randint takes one 32-bit output below this range
+
+    def __init__(self, generator: torch.Generator | None) -> None:
+        self.generator = generator
+        self.used = 0
+        self._outputs: list[int] = []
+        self._numpy = _fresh_generator_stream(generator) if generator is not None else None
+
+    def _next(self) -> int:
+        i = self.used
+        if i == len(self._outputs):
+            assert self._numpy is not None
+            chunk = np.frombuffer(self._numpy.bytes(4 * self.CHUNK), dtype="<u4")
+            self._outputs += chunk.tolist()
+        self.used = i + 1
+        return self._outputs[i]
+
+    def rand(self) -> float:
+        """``torch.rand(())`` in [0, 1)."""
+        if self._numpy is None:
+            return torch.rand((), generator=self.generator).item()
+        return (self._next() & 0xFFFFFF) * 2.0**-24
+
+    def randint(self, low: int, high: int) -> int:
+        """``torch.randint(low, high, (1,))``."""
+        if self._numpy is None:
+            return int(torch.randint(low, high, (1,), generator=self.generator).item())
+        if high - low < self.SINGLE_OUTPUT_RANGE:
+            return low + self._next() % (high - low)
+        return low + ((self._next() << 32) | self._next()) % (high - low)  # two outputs
+
+    def randperm(self, n: int) -> list[int]:
+        """``torch.randperm(n).tolist()``."""
+        if self._numpy is None:
+            return torch.randperm(n, generator=self.generator).tolist()
+        perm = list(range(n))
+        for i in range(n - 1):
+            j = i + self._next() % (n - i)
+            perm[i], perm[j] = perm[j], perm[i]
+        return perm
+
+    def close(self) -> None:
+        """Advance the torch generator past the outputs used (one each: randint range 2)."""
+        if self._numpy is not None and self.used:
+            torch.randint(0, 2, (self.used,), generator=self.generator)
+        self._numpy, self.used = None, 0
+
+
+_thread_local = threading.local()
+
+
+def _fresh_generator_stream(generator: torch.Generator) -> np.random.RandomState | None:
+    """numpy's legacy MT19937 in the state of a CPU ``generator`` that was seeded and not drawn
+    from yet (its state's ``next`` field is 0); None for any other generator. One RandomState
+    per thread, reseeded (creating one costs ~200 us, reseeding ~3 us)."""
+    if generator.device.type != "cpu":
+        return None
+    state = generator.get_state()
+    if int(state[16:24].view(torch.int64)) != 0:  # THGeneratorState.next: outputs since a twist
+        return None
+    stream = getattr(_thread_local, "stream", None)
+    if stream is None:
+        stream = _thread_local.stream = np.random.RandomState()
+    stream.seed(generator.initial_seed() & 0xFFFFFFFF)
+    return stream
+
+
+Source = torch.Generator | Draws | None
+
+
+def uniform(generator: Source, low: float, high: float) -> float:
     """One float drawn uniformly from [low, high)."""
+    if isinstance(generator, Draws):
+        return low + (high - low) * generator.rand()
     return low + (high - low) * torch.rand((), generator=generator).item()
 
 
-def bernoulli(generator: torch.Generator | None, p: float) -> bool:
+def bernoulli(generator: Source, p: float) -> bool:
     """True with probability ``p`` (always consumes one draw, so streams stay aligned)."""
-    return torch.rand((), generator=generator).item() < p
+    return uniform(generator, 0.0, 1.0) < p
 
 
-def randint(generator: torch.Generator | None, low: int, high: int) -> int:
+def randint(generator: Source, low: int, high: int) -> int:
     """One integer drawn uniformly from [low, high) (``high`` exclusive, as torch.randint)."""
+    if isinstance(generator, Draws):
+        return generator.randint(low, high)
     return int(torch.randint(low, high, (1,), generator=generator).item())
+
+
+def randperm(generator: Source, n: int) -> list[int]:
+    """A random permutation of range(n), as torch.randperm."""
+    if isinstance(generator, Draws):
+        return generator.randperm(n)
+    return torch.randperm(n, generator=generator).tolist()
 
 
 # --- random resized crop ---------------------------------------------------------------
@@ -47,7 +148,7 @@ def draw_crop_box(
     height: int,
     scale: tuple[float, float],
     ratio: tuple[float, float] = DEFAULT_RATIO,
-    generator: torch.Generator | None = None,
+    generator: Source = None,
 ) -> tuple[int, int, int, int]:
     """RandomResizedCrop.get_params semantics; returns (left, top, width, height).
 
@@ -91,9 +192,16 @@ def min_decode_scale(
     decoded resolution. Then every crop is still resized down (or 1:1) to ``size``; reduced
     decoding never makes a crop upsampled. Returns 1.0 when the full image is needed.
     """
+    return min(1.0, size / smallest_crop_side(width, height, min_scale, ratio))
+
+
+def smallest_crop_side(
+    width: int, height: int, min_scale: float, ratio: tuple[float, float]
+) -> float:
+    """Shorter side of the smallest crop ``draw_crop_box`` can return: area ``min_scale`` of
+    the image at the most elongated aspect ratio allowed."""
     narrowest = min(ratio[0], 1 / ratio[1])  # side factor of the most elongated crop
-    smallest_side = math.sqrt(min_scale * width * height * narrowest)
-    return min(1.0, size / smallest_side)
+    return math.sqrt(min_scale * width * height * narrowest)
 
 
 # --- colour ----------------------------------------------------------------------------
@@ -115,10 +223,10 @@ def draw_jitter(
     contrast: float,
     saturation: float,
     hue: float,
-    generator: torch.Generator | None = None,
+    generator: Source = None,
 ) -> JitterParams:
     """torchvision ColorJitter.get_params: random op order, factors around 1 (hue around 0)."""
-    order = tuple(int(i) for i in torch.randperm(4, generator=generator))
+    order = tuple(randperm(generator, 4))
     return JitterParams(
         order=order,
         brightness=uniform(generator, max(0.0, 1 - brightness), 1 + brightness),

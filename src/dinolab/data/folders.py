@@ -2,7 +2,8 @@
 
 Sources: a class-per-folder tree (``root/<class>/**``, labels from sorted folder names, as
 torchvision's ImageFolder), a flat or nested folder of unlabeled images, or a ``.txt`` /
-``.csv`` file list. Every image is decoded with Pillow to RGB. A long run must not die on
+``.csv`` file list. Every image is decoded with Pillow to RGB (``decode.load_image``), or read
+from a ``DecodeCache`` that decoded it once. A long run must not die on
 one bad file, so by default such files are skipped (warned about, logged, replaced by the
 next readable item) and the log can be copied into the run directory.
 """
@@ -23,77 +24,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
+
+from dinolab.data.decode import load_image
+from dinolab.data.decode_cache import DecodeCache, default_cache_dir
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SKIPPED_FILENAME = "skipped_images.txt"
-_EXIF_ORIENTATION = 0x0112
 
 
 class UnreadableImageError(ValueError):
     """An image will not decode and the dataset stops on such files (on_error="raise"), or none
     of its images decodes."""
-
-
-# --- decoding ----------------------------------------------------------------------------
-
-
-def _sixteen_bit_to_rgb(img: Image.Image) -> Image.Image:
-    """Scale 16-bit (or 32-bit integer / float holding 16-bit data) gray to 8-bit RGB.
-
-    ``convert("L")`` would clip everything above 255 to white; we map 0..65535 to 0..255
-    (divide by 257). Mode "I" / "F" images whose values already fit 0..255 are kept as is.
-    """
-    arr = np.asarray(img).astype(np.float64)
-    if img.mode.startswith("I;16") or arr.max(initial=0) > 255:
-        arr = arr / 257.0
-    arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-    return Image.fromarray(arr, "L").convert("RGB")
-
-
-def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """Any Pillow image -> RGB.
-
-    Transparency (RGBA, LA, palette with a transparent index) is composited on
-    ``background`` first: dropping alpha would expose whatever colour the transparent
-    pixels happen to store. 16-bit gray is rescaled rather than clipped; CMYK, YCbCr,
-    grayscale and palette images use Pillow's conversions.
-    """
-    if img.mode == "RGB":
-        return img
-    if img.mode.startswith("I") or img.mode == "F":
-        return _sixteen_bit_to_rgb(img)
-    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        img.mode == "P" and "transparency" in img.info
-    )
-    if has_alpha:
-        rgba = img.convert("RGBA")
-        base = Image.new("RGBA", rgba.size, (*background, 255))
-        return Image.alpha_composite(base, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
-def load_image(
-    path: str | os.PathLike,
-    min_size: Callable[[int, int], tuple[int, int]] | None = None,
-    background: tuple[int, int, int] = (255, 255, 255),
-) -> Image.Image:
-    """Decode ``path`` to an RGB image (EXIF orientation applied); raises on any failure.
-
-    ``min_size(width, height)`` gives the smallest size the consumer needs; for JPEGs,
-    Pillow's draft mode then lets libjpeg decode at 1/2, 1/4 or 1/8 scale while staying at
-    or above that size, which is several times faster for large photos.
-    """
-    with Image.open(path) as img:
-        if min_size is not None and img.format == "JPEG":
-            w, h = min_size(*img.size)
-            if (w, h) != img.size:
-                img.draft(None, (max(1, w), max(1, h)))
-        img.load()
-        if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:  # camera photos shot rotated
-            return to_rgb(ImageOps.exif_transpose(img), background)
-        rgb = to_rgb(img, background)
-        return rgb.copy() if rgb is img else rgb  # detached from the file being closed
 
 
 # --- sources -----------------------------------------------------------------------------
@@ -287,6 +229,9 @@ class ImageDataset(torch.utils.data.Dataset):
     at reduced size when the transform says it needs less (its
     ``min_decode_size(width, height)``). ``background``: colour transparent pixels are
     composited on.
+
+    ``decode_once(short_side)`` switches to a ``DecodeCache``: items then come as (H, W, 3)
+    uint8 arrays decoded once (by this run or an earlier one) instead of PIL images.
     """
 
     def __init__(
@@ -323,7 +268,7 @@ class ImageDataset(torch.utils.data.Dataset):
                 f".txt/.csv file list (relative paths are resolved from {Path.cwd()})"
             )
         self.transform = transform
-        self._pass_generator = transform is not None and _accepts_generator(transform)
+        self._generator_check: tuple[Any, bool] = (None, False)  # (transform, takes generator)
         self.on_error, self.seed = on_error, seed
         # shared with DataLoader workers (fork or spawn), so set_epoch reaches live workers
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -336,6 +281,19 @@ class ImageDataset(torch.utils.data.Dataset):
         self.skip_log = Path(skip_log)
         self.skip_log_kept = not temporary_log  # a caller's file outlives the dataset; ours not
         self._bad: set[int] = set()  # per process: indices known not to decode
+        self.cache: DecodeCache | None = None
+
+    def decode_once(
+        self, short_side: int, directory: str | os.PathLike | None = None, progress: bool = True
+    ) -> DecodeCache:
+        """Read images from a ``DecodeCache`` of this listing from now on: every image decoded
+        once, shorter side at most ``short_side``, under ``directory`` (default
+        ``~/.cache/dinolab/decoded``); built now (with a progress bar) or reused from an earlier
+        run. Files that did not decode are skipped as before."""
+        self.cache = DecodeCache(
+            self.paths, directory or default_cache_dir(), short_side, self.background, progress
+        )
+        return self.cache
 
     def _check_listed_files_exist(self, on_error: str) -> None:
         missing = [p for p in self.paths if not p.is_file()]
@@ -372,7 +330,9 @@ class ImageDataset(torch.utils.data.Dataset):
         """The generator whose draws make item ``index``'s augmentation in this epoch."""
         return torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index))
 
-    def _decode(self, index: int) -> Image.Image:
+    def _decode(self, index: int) -> Image.Image | np.ndarray:
+        if self.cache is not None:
+            return self.cache[index]
         min_size = getattr(self.transform, "min_decode_size", None) if self.draft else None
         return load_image(self.paths[index], min_size, self.background)
 
@@ -393,7 +353,7 @@ class ImageDataset(torch.utils.data.Dataset):
             stacklevel=3,
         )
 
-    def load(self, index: int) -> tuple[Image.Image, int]:
+    def load(self, index: int) -> tuple[Image.Image | np.ndarray, int]:
         """Decoded image and label of ``index``, or of the next readable item when skipping."""
         n = len(self.paths)
         for k in range(n):
@@ -422,7 +382,9 @@ class ImageDataset(torch.utils.data.Dataset):
         img, label = self.load(index)
         if self.transform is None:
             return img, label
-        if self._pass_generator:
+        if self._generator_check[0] is not self.transform:  # set, or swapped by a phase
+            self._generator_check = (self.transform, _accepts_generator(self.transform))
+        if self._generator_check[1]:
             return self.transform(img, generator=self.generator(index)), label
         return self.transform(img), label
 

@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 
 from dinolab.data.augment import to_normalized_tensor
-from dinolab.data.folders import ImageDataset, UnreadableImageError, load_image
+from dinolab.data.decode import load_image
+from dinolab.data.folders import ImageDataset, UnreadableImageError
 
 ImageSource = str | os.PathLike | Image.Image
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -106,8 +107,16 @@ class MultiCropTransform:
         )
         return min(width, math.ceil(width * f)), min(height, math.ceil(height * f))
 
+    def needed_short_side(self) -> int:
+        """The shorter side a square image must keep so that no view's smallest crop is
+        upsampled: the size a decode cache may shrink images to (``min_decode_size``'s rule)."""
+        return max(
+            math.ceil(v.size / A.smallest_crop_side(1, 1, v.scale[0], self.ratio))
+            for v in self.views
+        )
+
     def sample_view(
-        self, spec: ViewSpec, width: int, height: int, generator: torch.Generator | None
+        self, spec: ViewSpec, width: int, height: int, generator: A.Source
     ) -> ViewParams:
         """Draw the random parameters of one view."""
         g = generator
@@ -124,8 +133,12 @@ class MultiCropTransform:
     def sample(
         self, width: int, height: int, generator: torch.Generator | None = None
     ) -> list[ViewParams]:
-        """Random parameters of all views for an image of the given size, globals first."""
-        return [self.sample_view(v, width, height, generator) for v in self.views]
+        """Random parameters of all views for an image of the given size, globals first
+        (drawn through ``augment.Draws``: the numbers of torch's own calls, faster)."""
+        draws = A.Draws(generator)
+        params = [self.sample_view(v, width, height, draws) for v in self.views]
+        draws.close()
+        return params
 
     def apply(self, img: Image.Image, spec: ViewSpec, p: ViewParams) -> torch.Tensor:
         """Render one view from its parameters."""
@@ -143,8 +156,11 @@ class MultiCropTransform:
         return A.to_normalized_tensor(out, self.mean, self.std)
 
     def __call__(
-        self, img: Image.Image, generator: torch.Generator | None = None
+        self, img: Image.Image | np.ndarray, generator: torch.Generator | None = None
     ) -> list[torch.Tensor]:
+        """The views of ``img``: an RGB image, or an (H, W, 3) uint8 array (decode cache)."""
+        if isinstance(img, np.ndarray):
+            img = Image.fromarray(img, "RGB")
         img = img.convert("RGB") if img.mode != "RGB" else img
         params = self.sample(img.width, img.height, generator)
         return [self.apply(img, s, p) for s, p in zip(self.views, params, strict=True)]

@@ -37,7 +37,7 @@ from dinolab.device import autocast, resolve_device, resolve_precision
 from dinolab.distributed import barrier, join, world_size
 from dinolab.distributed import rank as dist_rank
 from dinolab.hub import load_model, source_files
-from dinolab.io import atomic_write, atomic_write_text
+from dinolab.io import atomic_write, atomic_write_text, file_stamp
 
 FEATURE_KINDS = ("cls", "avgpool", "cls+avgpool", "last4")
 FORMAT_VERSION = 1
@@ -185,11 +185,7 @@ def listing_identity(paths: Sequence[str | os.PathLike], labels: Sequence[int] |
     h = hashlib.sha256()
     labels = labels if labels is not None else [-1] * len(paths)
     for p, y in zip(paths, labels, strict=True):
-        try:
-            st = os.stat(p)
-            stamp = f"{st.st_size}|{st.st_mtime_ns}"
-        except OSError:
-            stamp = "missing"
+        stamp = file_stamp(p) or "missing"
         h.update(f"{p}\t{int(y)}\t{stamp}\n".encode())
     return h.hexdigest()
 

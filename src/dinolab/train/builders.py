@@ -9,7 +9,14 @@ from typing import Any
 from omegaconf import DictConfig
 from torch import nn
 
-from dinolab.data import ImageDataset, MultiCropCollate, MultiCropTransform
+from dinolab.data import (
+    ImageDataset,
+    MultiCropCollate,
+    MultiCropTransform,
+    TensorMultiCrop,
+    TensorMultiCropCollate,
+)
+from dinolab.data.decode_cache import estimated_bytes
 from dinolab.data.folders import SKIPPED_FILENAME
 from dinolab.hub import load
 from dinolab.methods import DINO, DINOv2, DINOv2Network, Distill, MultiCropNetwork, build_head
@@ -18,33 +25,69 @@ from dinolab.train.config import build_config
 from dinolab.train.pretrained import read_training_checkpoint, start_from_pretrained
 from dinolab.train.schedules import run_epochs
 
+# data.pipeline=auto: the tensor path up to this global crop size (CPU per image against the PIL
+# path, 8 local crops, benchmarks/README.md: 2.1x less at 64 px, 1.9x at 96, 1.4x at 128, 1.2x at
+# 160, 0.7x at 224) and while its decode cache stays below AUTO_CACHE_BYTES on disk.
+TENSOR_PIPELINE_MAX_CROP = 128
+AUTO_CACHE_BYTES = 8 * 2**30
+
+
+def data_pipeline(cfg: DictConfig, n_images: int) -> str:
+    """`data.pipeline` resolved for `n_images` images: "auto" is "tensor" when every global crop
+    (the high-resolution phase's too) is at most TENSOR_PIPELINE_MAX_CROP px and the decode
+    cache would take at most AUTO_CACHE_BYTES, else "pil"."""
+    if cfg.data.pipeline != "auto":
+        return cfg.data.pipeline
+    small = max([cfg.crops.global_size, *_highres_sizes(cfg)]) <= TENSOR_PIPELINE_MAX_CROP
+    fits = estimated_bytes(n_images, cache_short_side(cfg)) <= AUTO_CACHE_BYTES
+    return "tensor" if small and fits else "pil"
+
+
+def cache_short_side(cfg: DictConfig) -> int:
+    """`data.cache_short_side`, or the smallest at which no crop of any phase is upsampled."""
+    if cfg.data.cache_short_side is not None:
+        return int(cfg.data.cache_short_side)
+    sizes = [cfg.crops.global_size, *_highres_sizes(cfg)]
+    return max(_multicrop(cfg, size, tensor=False).needed_short_side() for size in sizes)
+
+
+def _highres_sizes(cfg: DictConfig) -> list[int]:
+    return [cfg.crops.highres_global_size] if cfg.crops.highres_fraction > 0 else []
+
 
 def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
     """The multi-crop dataset of `data.path` and its collate function.
 
     Unreadable images are skipped (or raise, with data.on_error=raise); the paths skipped are
     appended to RUN_DIR/skipped_images.txt, from every DataLoader worker. Nothing is written
-    here: the run directory is created by the Trainer when training starts.
+    here: the run directory is created by the Trainer when training starts. The tensor pipeline
+    first decodes every image into the decode cache (once; later runs reuse it), at the size
+    the largest phase's crops need.
     """
     if not cfg.data.path:
         raise ValueError("no training data: pass --data DIR (a folder of images or a file list)")
     dataset = ImageDataset(
         cfg.data.path,
-        transform=_multicrop(cfg, cfg.crops.global_size),
         on_error=cfg.data.on_error,
         seed=cfg.seed,
         skip_log=run_dir / SKIPPED_FILENAME,
     )
+    tensor = data_pipeline(cfg, len(dataset)) == "tensor"
+    dataset.transform = _multicrop(cfg, cfg.crops.global_size, tensor)
+    if tensor:
+        dataset.decode_once(cache_short_side(cfg), cfg.data.cache_dir)
     epochs = run_epochs(cfg.optim, max(1, len(dataset) // cfg.optim.batch_size))
     start = highres_start_epoch(epochs, cfg.crops.highres_fraction)
+    collate = TensorMultiCropCollate(dataset.transform) if tensor else MultiCropCollate(n_global=2)
     if start is not None:
-        dataset = HighResPhase(dataset, _multicrop(cfg, cfg.crops.highres_global_size), start)
-    return dataset, MultiCropCollate(n_global=2)
+        highres = _multicrop(cfg, cfg.crops.highres_global_size, tensor)
+        return HighResPhase(dataset, highres, start), collate
+    return dataset, collate
 
 
-def _multicrop(cfg: DictConfig, global_size: int) -> MultiCropTransform:
+def _multicrop(cfg: DictConfig, global_size: int, tensor: bool) -> MultiCropTransform:
     c = cfg.crops
-    return MultiCropTransform(
+    return (TensorMultiCrop if tensor else MultiCropTransform)(
         global_size=global_size,
         local_size=c.local_size,
         n_local=c.n_local,

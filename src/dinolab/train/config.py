@@ -101,6 +101,17 @@ class DataConfig:
     path: str | None = None
     on_error: str = "skip"
     num_workers: int = 2
+    # How the multi-crop views are made: "pil" (Pillow, view by view: the reference), "tensor"
+    # (each image decoded once into a cache, the flips and colour ops done on a whole batch of
+    # crops with torch: several times less CPU per image at small crops, see
+    # benchmarks/README.md), "auto" ("tensor" when the global crops are small, see
+    # train/builders.py: data_pipeline).
+    pipeline: str = "auto"
+    # The tensor pipeline's decode cache: its directory (null: ~/.cache/dinolab/decoded, shared
+    # by runs) and the shorter side images are kept at (null: the smallest at which no crop of
+    # any view is upsampled, e.g. 124 px for 24-px local crops of 5% of the image).
+    cache_dir: str | None = None
+    cache_short_side: int | None = None
 
 
 @dataclass
@@ -209,6 +220,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.hybrid_trunk": ("resnet18", "resnet34", "resnet50"),
     "optim.optimizer": ("adamw", "sgd", "lars"),
     "data.on_error": ("skip", "raise"),
+    "data.pipeline": ("auto", "pil", "tensor"),
     "optim.lr_scaling": ("linear", "sqrt"),
     "optim.clip_mode": ("per_param", "global", "per_module"),
     "dinov2.centering": ("sinkhorn_knopp", "centering"),
@@ -277,6 +289,7 @@ RANGES: dict[str, Range] = {
     "crops.highres_fraction": Range(0, 1, note="a share of the epochs; 0 = off"),
     "crops.highres_global_size": COUNT,
     "data.num_workers": Range(0, note="0 = load images in the training process"),
+    "data.cache_short_side": Range(1, note="pixels; null = what the crops need"),
     "optim.epochs": COUNT,
     "optim.total_steps": Range(1, note="null = optim.epochs x steps per epoch"),
     "optim.batch_size": Range(2, note="the global batch; the DINO center needs a batch"),

@@ -22,7 +22,7 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from torch import nn
 
-from dinolab.data.folders import load_image
+from dinolab.data.decode import load_image
 from dinolab.data.images import model_short_side
 from dinolab.eval.features import cached_features, default_cache_dir
 from dinolab.hub import load_model
