@@ -151,6 +151,27 @@ class VisionTransformer(nn.Module):
         grid = grid.permute(0, 2, 3, 1).reshape(1, h0 * w0, dim)
         return torch.cat((pos[:, :1], grid), dim=1).to(self.pos_embed.dtype)
 
+    def rebuilt(self, **changes: Any) -> VisionTransformer:
+        """This model's weights in a model of the same class built with `changes` to its
+        constructor keywords (``model.config``), in the same train/eval mode.
+
+        ``img_size`` moves the native grid: the position embeddings are resampled once, in 2-D,
+        to the new grid (what the ViT paper does to fine-tune at a higher resolution), with
+        `interpolate_pos_encoding`, so at first the new model's output at the new size is this
+        model's; at the same size they are copied exactly. Any other change must keep every
+        parameter's shape (e.g. ``drop_path_rate``).
+        """
+        config = {**self.config, **changes}
+        size = config["img_size"]
+        state = {k: v.clone() for k, v in self.state_dict().items()}  # the copy owns them
+        if size != self.config["img_size"]:
+            with torch.no_grad():
+                state["pos_embed"] = self.interpolate_pos_encoding(size, size).clone()
+        with torch.device("meta"):
+            model = type(self)(**config)
+        model.load_state_dict(state, strict=True, assign=True)
+        return model.train(self.training)
+
     def prepare_tokens_with_masks(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
         """Images -> tokens; masked patches become `mask_token` before position embedding."""
         b, _, h, w = x.shape
