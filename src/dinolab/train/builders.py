@@ -1,4 +1,5 @@
-"""Turn a config into what the Trainer needs: the dataset with its collate, and the Method."""
+"""Turn a config into what the Trainer needs: the dataset with its collate, the Method, and
+the evaluator scoring it while it trains."""
 
 from __future__ import annotations
 
@@ -7,16 +8,26 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
-from torch import nn
 
-from dinolab.data import ImageDataset, MultiCropCollate, MultiCropTransform
-from dinolab.methods import DINO, DINOv2
+from dinolab.data import (
+    ClassifierTrainTransform,
+    ImageDataset,
+    MultiCropCollate,
+    MultiCropTransform,
+    collate_single_view,
+)
+from dinolab.eval.classification import ClassifierValidation, check_labelled_pair
+from dinolab.eval.online_knn import OnlineKNN
+from dinolab.methods import DINO, DINOv2, MaskedPatchPrediction, Method, Supervised
+from dinolab.train.config import SINGLE_VIEW
 
 SKIPPED_LOG = "skipped_images.txt"
 
 
 def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
-    """The multi-crop dataset of `data.path` and its collate function.
+    """The dataset of `data.path` and its collate function: multi-crop views (DINO, DINOv2) or
+    one view per image (`SINGLE_VIEW` methods: a random-resized crop of crops.global_scale and
+    a flip); a classifier's must be labelled with the classes of `finetune.val`.
 
     Unreadable images are skipped (or raise, with data.on_error=raise); the paths skipped are
     appended to RUN_DIR/skipped_images.txt, from every DataLoader worker.
@@ -25,16 +36,30 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
         raise ValueError("no training data: pass --data DIR (a folder of images or a file list)")
     dataset = ImageDataset(
         cfg.data.path,
-        transform=_multicrop(cfg, cfg.crops.global_size),
+        transform=_transform(cfg, cfg.crops.global_size),
         on_error=cfg.data.on_error,
         seed=cfg.seed,
         skip_log=run_dir / SKIPPED_LOG,
     )
+    if cfg.method == "supervised":
+        if cfg.finetune.val is None:
+            raise ValueError(
+                "method=supervised needs labelled validation images (finetune.val): run it "
+                "with `dinolab finetune MODEL --train DIR --val DIR`"
+            )
+        check_labelled_pair(dataset, ImageDataset(cfg.finetune.val))
     run_dir.mkdir(parents=True, exist_ok=True)  # only once the data is known to be usable
     start = highres_start_epoch(cfg.optim.epochs, cfg.crops.highres_fraction)
     if start is not None:
-        dataset = HighResPhase(dataset, _multicrop(cfg, cfg.crops.highres_global_size), start)
-    return dataset, MultiCropCollate(n_global=2)
+        dataset = HighResPhase(dataset, _transform(cfg, cfg.crops.highres_global_size), start)
+    collate = collate_single_view if cfg.method in SINGLE_VIEW else MultiCropCollate(n_global=2)
+    return dataset, collate
+
+
+def _transform(cfg: DictConfig, size: int) -> Any:
+    if cfg.method in SINGLE_VIEW:
+        return ClassifierTrainTransform(size, scale=tuple(cfg.crops.global_scale))
+    return _multicrop(cfg, size)
 
 
 def _multicrop(cfg: DictConfig, global_size: int) -> MultiCropTransform:
@@ -85,8 +110,27 @@ class HighResPhase:
     def __getitem__(self, index: int) -> tuple[Any, int]:
         return self.dataset[index]
 
+    @property
+    def classes(self) -> list[str]:
+        return self.dataset.classes
 
-def build_method(cfg: DictConfig) -> nn.Module:
-    """The Method named by `cfg.method`."""
-    methods = {"dino": DINO, "dinov2": DINOv2}
+
+def build_method(cfg: DictConfig, num_classes: int = 0) -> Method:
+    """The Method named by `cfg.method`; a classifier (method=supervised) needs the number of
+    classes of its training data."""
+    if cfg.method == "supervised":
+        return Supervised(cfg, num_classes)
+    methods = {"dino": DINO, "dinov2": DINOv2, "mpp": MaskedPatchPrediction}
     return methods[cfg.method](cfg)
+
+
+def build_evaluator(cfg: DictConfig) -> OnlineKNN | ClassifierValidation | None:
+    """What scores the run while it trains: a classifier's accuracy on `finetune.val`, else the
+    weighted k-NN of the trained backbone when the `eval` section asks for it (eval.knn_val)."""
+    crop_size = cfg.eval.crop_size or cfg.crops.global_size
+    if cfg.method == "supervised":
+        return ClassifierValidation(cfg.finetune.val, crop_size, num_workers=cfg.data.num_workers)
+    e = cfg.eval
+    if e.knn_val is None:
+        return None
+    return OnlineKNN(e.knn_train or cfg.data.path, e.knn_val, crop_size=crop_size)

@@ -151,6 +151,23 @@ class EvalConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """`dinolab finetune` (method=supervised): a classifier on a backbone, trained on labelled
+    `data.path` and scored on `val` at each epoch's end (or every eval.every steps).
+
+    With `init`, the backbone is that model (its own architecture: the model.* keys other than
+    drop_path_rate are not used) at crops.global_size, its position embeddings resampled once
+    when that differs from its native size; without, it is a random model.* (supervised
+    training from scratch)."""
+
+    init: str | None = None  # run directory, .safetensors, official .pth, or official name
+    weights: str | None = None  # the official checkpoint file when `init` is a name
+    val: str | None = None  # labelled folder or list (same classes as data.path)
+    pool: str = "cls"  # "cls": the [CLS] token; "avgpool": the mean patch token (ViT paper)
+    label_smoothing: float = 0.1
+
+
+@dataclass
 class TrainConfig:
     method: str = "dino"
     preset: str | None = None
@@ -169,10 +186,12 @@ class TrainConfig:
     dino: DINOLossConfig = field(default_factory=DINOLossConfig)
     dinov2: DINOv2Config = field(default_factory=DINOv2Config)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "method": ("dino", "dinov2"),
+    # mpp: the ViT paper's masked patch prediction; supervised: `dinolab finetune`
+    "method": ("dino", "dinov2", "mpp", "supervised"),
     "device": ("auto", "cpu", "cuda"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "model.arch": (
@@ -188,6 +207,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optim.lr_scaling": ("linear", "sqrt"),
     "optim.clip_mode": ("per_param", "global", "per_module"),
     "dinov2.centering": ("sinkhorn_knopp", "centering"),
+    "finetune.pool": ("cls", "avgpool"),
 }
 
 POSITIVE = (
@@ -297,12 +317,14 @@ def validate(cfg: DictConfig) -> None:
     if cfg.crops.n_local < 0:
         raise ConfigError(f"crops.n_local={cfg.crops.n_local} must be 0 or more")
     _validate_arch(cfg)
-    for key in ("crops.global_size", "crops.local_size"):
+    multiple = size_multiple(cfg)
+    crop_keys = ("crops.global_size",) if cfg.method in SINGLE_VIEW else CROP_KEYS
+    for key in crop_keys:
         size = OmegaConf.select(cfg, key)
-        if size % cfg.model.patch_size and not is_resnet(cfg.model.arch):
+        if multiple is not None and size % multiple:
             raise ConfigError(
-                f"{key}={size} is not a multiple of model.patch_size={cfg.model.patch_size}; "
-                f"use e.g. {key}={max(1, size // cfg.model.patch_size) * cfg.model.patch_size}"
+                f"{key}={size} is not a multiple of model.patch_size={multiple}; "
+                f"use e.g. {key}={max(1, size // multiple) * multiple}"
             )
     if cfg.optim.batch_size < 2:
         raise ConfigError("optim.batch_size must be at least 2 (the DINO center needs a batch)")
@@ -318,6 +340,7 @@ def validate(cfg: DictConfig) -> None:
     _validate_dinov2(cfg.dinov2)
     _validate_fractions(cfg)
     _validate_eval(cfg)
+    _validate_finetune(cfg)
     if not 0 <= cfg.optim.momentum_teacher <= cfg.optim.momentum_teacher_end <= 1:
         raise ConfigError(
             "optim.momentum_teacher must satisfy 0 <= momentum_teacher <= momentum_teacher_end <= 1"
@@ -345,10 +368,10 @@ def _validate_fractions(cfg: DictConfig) -> None:
 
 
 def _validate_eval(cfg: DictConfig) -> None:
-    e, patch = cfg.eval, 1 if is_resnet(cfg.model.arch) else cfg.model.patch_size
+    e, patch = cfg.eval, size_multiple(cfg)
     if e.every < 0:
         raise ConfigError(f"eval.every={e.every} must be 0 (each epoch's end) or a step count")
-    if e.crop_size is not None and (e.crop_size <= 0 or e.crop_size % patch):
+    if e.crop_size is not None and (e.crop_size <= 0 or patch and e.crop_size % patch):
         raise ConfigError(
             f"eval.crop_size={e.crop_size} must be a positive multiple of model.patch_size="
             f"{patch}, e.g. eval.crop_size={max(1, round(e.crop_size / patch)) * patch}"
@@ -362,8 +385,35 @@ def is_resnet(arch: str) -> bool:
     return arch.startswith("resnet")
 
 
+# Methods that see one view of an image (no local crops, no multi-crop colour distortion).
+SINGLE_VIEW = ("mpp", "supervised")
+CROP_KEYS = ("crops.global_size", "crops.local_size")
+
+
+def size_multiple(cfg: DictConfig) -> int | None:
+    """What image sides must be multiples of: model.patch_size, 1 for a ResNet; None when the
+    backbone is `finetune.init`'s (its own patch size is checked once it is loaded)."""
+    if cfg.method == "supervised" and cfg.finetune.init is not None:
+        return None
+    return 1 if is_resnet(cfg.model.arch) else cfg.model.patch_size
+
+
+def _validate_finetune(cfg: DictConfig) -> None:
+    f = cfg.finetune
+    if not 0 <= f.label_smoothing < 1:
+        raise ConfigError(f"finetune.label_smoothing={f.label_smoothing} must be in [0, 1)")
+    if f.weights is not None and f.init is None:
+        raise ConfigError("finetune.weights goes with finetune.init (an official model name)")
+
+
 def _validate_arch(cfg: DictConfig) -> None:
     arch = cfg.model.arch
+    if cfg.method == "mpp" and (is_resnet(arch) or arch.startswith("vit_hybrid")):
+        raise ConfigError(
+            f"method=mpp corrupts the patch embeddings of a plain ViT (a mask token, and "
+            f"other patches swapped in); model.arch={arch} has a convolutional patch embedding "
+            "whose patches see their neighbours: use a vit_* arch"
+        )
     if is_resnet(arch) and cfg.method == "dinov2":
         raise ConfigError(
             f"method=dinov2 needs patch tokens and a mask token (iBOT masks patches), which "
