@@ -77,6 +77,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    parser.add_argument(
+        "--configs", nargs="*", help="only these attn,dtype,mode triples (default: all 8)"
+    )
     parser.add_argument("--only", help=argparse.SUPPRESS)  # "attn,dtype,mode": child process
     args = parser.parse_args()
 
@@ -85,6 +88,8 @@ def main() -> None:
         return
 
     configs = list(itertools.product(("sdpa", "explicit"), ("fp32", "bf16"), ("eager", "compile")))
+    if args.configs:
+        configs = [tuple(c.split(",")) for c in args.configs]
     results = {}
     for cfg in configs:
         cmd = [sys.executable, __file__, "--only", ",".join(cfg)] + [

@@ -6,12 +6,12 @@
     .venv/bin/python benchmarks/imagenette_quality.py --split tune --epochs 3  # tune a recipe
 
 The schedule must end inside the budget (a cut-off cosine never anneals), so training runs
-with `dinolab train --budget`: it times a few real steps, then sets the number of epochs that
-fits, and trains the `imagenette_cpu` preset (DINOv2; or --preset, e.g. the ResNet-18 of
-imagenette_cpu_resnet) to its end. `--epochs N` fixes the epochs instead (comparable across
-machines and loads). It prints one table: a random-init backbone of the same architecture, raw
-pixels at a few thumbnail sizes, and the trained model, all scored by the same weighted k-NN
-(k=20, T=0.07).
+with `dinolab train --budget`: it times a few real steps, then sets the number of steps that
+fits (the last epoch may be partial), and trains the `imagenette_cpu` preset (DINOv2; or
+--preset, e.g. the ResNet-18 of imagenette_cpu_resnet) to its end. `--epochs N` fixes the
+epochs instead (comparable across machines and loads). It prints one table: a random-init
+backbone of the same architecture, raw pixels at a few thumbnail sizes, and the trained model,
+all scored by the same weighted k-NN (k=20, T=0.07).
 
 `--split val` (default) trains on all of train and scores the 3,925 val images. `--split tune`
 holds out every 10th image of each class of *train* (947 images) as the scoring set and trains
@@ -109,6 +109,8 @@ def main() -> None:
     run_training(cfg, budget_minutes=None if args.epochs else args.budget)
     minutes = (time.perf_counter() - t) / 60
     log = [json.loads(line) for line in (run_dir / "log.jsonl").open()]
+    steps = log[-1]["step"]
+    epochs = steps * cfg.optim.batch_size / len(ImageDataset(train_dir))
     speed = sorted(r["images_per_s"] for r in log)[len(log) // 2]
 
     size = args.eval_size
@@ -136,7 +138,7 @@ def main() -> None:
     print(
         f"\nImagenette {'held-out 10% of train' if args.split == 'tune' else 'val'}, weighted "
         f"k-NN k=20 (T=0.07); {arch}, trained at {cfg.crops.global_size} px, scored at {size} "
-        f"px; {cfg.optim.epochs} epochs in {minutes:.1f} min ({speed:.1f} img/s median)"
+        f"px; {steps} steps = {epochs:.2f} epochs in {minutes:.1f} min ({speed:.1f} img/s median)"
     )
     best_pixels = max((top1 for _, top1, _ in pixel_rows), default=None)
     print(f"{'features':<32} {'top-1':>7} {'top-5':>7} {'vs random':>10} {'vs pixels':>10}")
@@ -145,7 +147,8 @@ def main() -> None:
         if best_pixels is not None:
             ratios = f"{top1 / rows[0][1]:9.2f}x {top1 / best_pixels:9.2f}x"
         print(f"{name:<32} {top1:7.2f} {top5:7.2f} {ratios}")
-    summary = {"rows": rows, "epochs": cfg.optim.epochs, "minutes": minutes, "images_per_s": speed}
+    summary = {"rows": rows, "steps": steps, "epochs": epochs, "minutes": minutes}
+    summary["images_per_s"] = speed
     (run_dir / "quality.json").write_text(json.dumps(summary, indent=2))
 
 

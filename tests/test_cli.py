@@ -1,5 +1,15 @@
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from omegaconf import DictConfig
+from PIL import Image
+
 from dinolab import __version__
-from dinolab.cli import main
+from dinolab.cli import build_parser, main
 
 
 def test_version(capsys):
@@ -17,3 +27,97 @@ def test_kind_choices_are_the_feature_kinds() -> None:
     from dinolab.eval import FEATURE_KINDS
 
     assert cli.FEATURE_KINDS == FEATURE_KINDS
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def test_every_subcommand_has_a_description_an_example_and_its_defaults() -> None:
+    for name, sub in _subcommands().items():
+        assert sub.description, name
+        assert f"example:\n  dinolab {name} " in sub.format_help(), name
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+                continue
+            assert "default" in formatter._get_help_string(action), (name, action.dest)
+
+
+def test_train_help_lists_the_presets(capsys) -> None:
+    from dinolab.configs import preset_names
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "presets:" in out and all(name in out for name in preset_names())
+
+
+def test_config_show_prints_every_key_and_reads_back(tmp_path, capsys) -> None:
+    from omegaconf import OmegaConf
+
+    from dinolab.train.config import TrainConfig
+
+    assert main(["config", "show", "preset=demo", "optim.lr=0.002"]) == 0
+    shown = capsys.readouterr().out
+    every = OmegaConf.structured(TrainConfig)
+    printed = yaml.safe_load(shown)
+    for section, value in every.items():
+        keys = set(value) if isinstance(value, dict | DictConfig) else None
+        assert section in printed and (keys is None or keys == set(printed[section])), section
+    assert printed["optim"]["lr"] == 0.002 and printed["preset"] == "demo"
+    saved = tmp_path / "mine.yaml"
+    saved.write_text(shown)
+    assert main(["config", "show", "--config", str(saved)]) == 0
+    assert capsys.readouterr().out == shown  # --config FILE gives back the same config
+    assert main(["config", "show", "--config", str(saved), "optim.lr=0.5"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["optim"]["lr"] == 0.5
+
+
+def test_bad_config_files_are_one_line_errors(tmp_path, capsys) -> None:
+    broken, unknown = tmp_path / "broken.yaml", tmp_path / "unknown.yaml"
+    broken.write_text("optim: [lr: 1\n")
+    unknown.write_text("optim:\n  lrr: 0.1\n")
+    for path, said in ((broken, "is not valid YAML"), (unknown, "unknown config key 'optim.lrr'"),
+                       (tmp_path / "none.yaml", "does not exist")):  # fmt: skip
+        assert main(["train", "--config", str(path), "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert said in err and err.startswith("dinolab train: error: ") and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def _folder_with_a_bad_image(root: Path, n: int) -> Path:
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n - 1):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), np.uint8)).save(root / f"{i}.png")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return root
+
+
+TINY_RUN = ["model.arch=vit_tiny", "model.patch_size=8", "model.depth=1", "head.out_dim=64",
+            "head.hidden_dim=32", "head.bottleneck_dim=16", "crops.global_size=16",
+            "crops.local_size=8", "crops.n_local=1", "optim.batch_size=8", "precision=fp32",
+            "device=cpu"]  # fmt: skip
+
+
+def test_errors_from_dataloader_workers_are_one_clean_line(tmp_path, capsys) -> None:
+    data = _folder_with_a_bad_image(tmp_path / "imgs", 8)  # one batch: the bad image is in it
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "r"), *TINY_RUN]
+    assert main([*args, "data.on_error=raise", "data.num_workers=1"]) == 2
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if "error:" in line)
+    assert line.startswith("dinolab train: error: cannot read image ")
+    assert str(data / "broken.jpg") in line and "data.on_error=skip" in line
+    assert "Traceback" not in err and "DataLoader worker" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_one_clean_line(tmp_path, capsys) -> None:
+    data = _folder_with_a_bad_image(tmp_path / "imgs", 8)
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "r"), *TINY_RUN, "device=cuda"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sees no CUDA GPU" in err and "device=cpu" in err
+    assert not (tmp_path / "r").exists()

@@ -1,20 +1,61 @@
-"""The `dinolab` command. Thin: each subcommand parses arguments and calls one library function."""
+"""The `dinolab` command. Thin: each subcommand parses arguments and calls one library function.
+
+`main` runs the subcommand inside one error handler (`run_command`): an error a user can cause
+ends as one line, `dinolab CMD: error: ...`, and warnings print as `dinolab CMD: warning: ...`;
+`--debug` (or DINOLAB_DEBUG=1) shows tracebacks instead. Every subcommand's help has a one-line
+description, an example and the defaults (`HelpFormatter`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 USER_ERRORS = (ValueError, OSError, ImportError)
+DEBUG_ENV = "DINOLAB_DEBUG"
 # dinolab.eval.FEATURE_KINDS, spelled here so that building the parser imports no torch
 # (tests/test_cli.py checks that the two agree).
 FEATURE_KINDS = ("cls", "avgpool", "cls+avgpool", "last4")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dinolab.train.config import build_config, load_config
     from dinolab.train.trainer import TrainingDiverged, run_training
+
+    cfg = _train_config(args)
+    if cfg.method == "supervised" and args.resume is not None:
+        raise ValueError(
+            f"{args.resume} is a fine-tuning run: continue it with "
+            f"`dinolab finetune --resume {args.resume}`"
+        )
+    if cfg.method == "supervised":
+        raise ValueError(
+            "method=supervised trains a classifier on labelled images: use `dinolab finetune "
+            "MODEL --train DIR --val DIR` (or --from-scratch ARCH)"
+        )
+    try:
+        run_training(
+            cfg,
+            resume=args.resume is not None,
+            budget_minutes=args.budget,
+            overwrite=args.overwrite,
+        )
+    except TrainingDiverged as err:
+        print(f"dinolab train: {err}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _train_config(args: argparse.Namespace):
+    """The config `dinolab train` runs: a new run's from --config, the preset and overrides; a
+    resumed run's from its config.yaml with the overrides on top."""
+    from omegaconf import OmegaConf
+
+    from dinolab.train.config import build_config, load_config, read_config_file
 
     overrides = list(args.overrides)
     if args.data is not None:
@@ -23,29 +64,32 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"max_steps={args.max_steps}")
     if args.knn_val is not None:
         overrides.append(f"eval.knn_val={args.knn_val}")
-    if args.resume is not None:
-        if args.budget is not None:
-            raise ValueError("--budget sets the epochs of a new run; drop it with --resume")
-        if args.out is not None and args.out != args.resume:
-            raise ValueError("--resume RUN_DIR continues in RUN_DIR; drop --out")
-        saved = load_config(f"{args.resume}/config.yaml")
-        from omegaconf import OmegaConf
-
-        cfg = build_config(overrides + [f"out={args.resume}"], base=OmegaConf.to_container(saved))
-    else:
+    if args.resume is None:
         if args.out is not None:
             overrides.append(f"out={args.out}")
-        cfg = build_config(overrides)
-    if cfg.method == "supervised":
+        return build_config(overrides, base=read_config_file(args.config) if args.config else None)
+    if args.budget is not None:
+        raise ValueError("--budget sets the epochs of a new run; drop it with --resume")
+    if args.out is not None and args.out != args.resume:
+        raise ValueError("--resume RUN_DIR continues in RUN_DIR; drop --out")
+    if args.config is not None:
         raise ValueError(
-            "method=supervised trains a classifier on labelled images: use `dinolab finetune "
-            "MODEL --train DIR --val DIR` (or --from-scratch ARCH)"
+            "--config sets up a new run; a resumed run keeps RUN_DIR/config.yaml (change a key "
+            "with key=value)"
         )
-    try:
-        run_training(cfg, resume=args.resume is not None, budget_minutes=args.budget)
-    except TrainingDiverged as err:
-        print(f"dinolab train: {err}", file=sys.stderr)
-        return 3
+    if args.overwrite:
+        raise ValueError("--resume continues the run and --overwrite replaces it: choose one")
+    saved = load_config(Path(args.resume) / "config.yaml")
+    return build_config(overrides + [f"out={args.resume}"], base=OmegaConf.to_container(saved))
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from dinolab.train.config import build_config, read_config_file
+
+    base = read_config_file(args.config) if args.config else None
+    print(OmegaConf.to_yaml(build_config(list(args.overrides), base=base)), end="")
     return 0
 
 
@@ -54,8 +98,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from dinolab.train.trainer import TrainingDiverged
     from dinolab.viz.classification import save_confusion_matrix
 
-    models = [a for a in args.args if "=" not in a]
-    overrides = [a for a in args.args if "=" in a]
+    models = [a for a in args.overrides if "=" not in a]
+    overrides = [a for a in args.overrides if "=" in a]
     if args.max_steps is not None:
         overrides.append(f"max_steps={args.max_steps}")
     if len(models) > 1:
@@ -63,7 +107,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if args.resume is not None:
         given = [n for n, v in (("MODEL", models), ("--from-scratch", args.from_scratch),
                                 ("--train", args.train), ("--val", args.val)) if v]  # fmt: skip
-        if given or args.budget is not None:
+        given += [n for n, v in (("--budget", args.budget), ("--overwrite", args.overwrite)) if v]
+        if given:
             raise ValueError(f"--resume RUN_DIR continues that run as it was; drop {given}")
         cfg = resume_config(args.resume, overrides)
     else:
@@ -74,7 +119,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             weights=args.weights, out=args.out, overrides=overrides,
         )  # fmt: skip
     try:
-        metrics = run_finetune(cfg, resume=args.resume is not None, budget_minutes=args.budget)
+        metrics = run_finetune(
+            cfg, resume=args.resume is not None, budget_minutes=args.budget,
+            overwrite=args.overwrite,
+        )  # fmt: skip
     except TrainingDiverged as err:
         print(f"dinolab finetune: {err}", file=sys.stderr)
         return 3
@@ -100,32 +148,48 @@ def cmd_embed(args: argparse.Namespace) -> int:
         precision=args.precision, num_workers=args.workers,
     )  # fmt: skip
     print(f"wrote {len(result.paths)} x {result.features.shape[1]} features to {args.out}")
+    if result.meta.get("skipped"):
+        print(f"left out {len(result.meta['skipped'])} unreadable images (listed in the metadata)")
     return 0
+
+
+def _results_file(model: str, given: str | None, name: str) -> str | None:
+    """Where an evaluation's JSON goes: --json, else MODEL/name when MODEL is a run directory
+    (`dinolab report` shows it there)."""
+    if given is not None:
+        return given
+    return str(Path(model) / name) if Path(model).is_dir() else None
 
 
 def cmd_knn(args: argparse.Namespace) -> int:
     from dinolab.eval import run_knn
 
+    out_json = _results_file(args.model, args.json, "knn.json")
     result = run_knn(
         args.model, args.train, args.val, kind=args.kind, ks=args.k, temperature=args.temperature,
         crop_size=args.crop_size, resize_size=args.resize_size, batch_size=args.batch_size,
         device=args.device, precision=args.precision, num_workers=args.workers,
-        backend=args.backend, out_json=args.json,
+        backend=args.backend, out_json=out_json,
     )  # fmt: skip
     print(result.table())
+    if out_json:
+        print(f"results saved to {out_json}")
     return 0
 
 
 def cmd_linear(args: argparse.Namespace) -> int:
     from dinolab.eval import run_linear
 
+    out_json = _results_file(args.model, args.json, f"linear_{args.protocol}.json")
     result = run_linear(
         args.model, args.train, args.val, protocol=args.protocol, kind=args.kind,
         crop_size=args.crop_size, resize_size=args.resize_size, epochs=args.epochs,
         device=args.device, precision=args.precision, num_workers=args.workers,
-        out_json=args.json,
+        out_json=out_json,
     )  # fmt: skip
     print(result.table())
+    if out_json:
+        print(f"results saved to {out_json}")
     return 0
 
 
@@ -200,6 +264,51 @@ def cmd_curate(args: argparse.Namespace) -> int:
     return 0
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps the description paragraph by paragraph but keeps the examples' lines, and shows
+    every option's default (unless its help already says it, or there is none to show)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        fill = super()._fill_text
+        paragraphs = text.split("\n\n")
+        return "\n\n".join(
+            p if p.startswith("example:") else fill(p, width, indent) for p in paragraphs
+        )
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, argparse.SUPPRESS) or action.required:
+            return text
+        if not action.option_strings and action.nargs not in ("?", "*"):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def _example(*commands: str) -> str:
+    """The epilog of a subcommand's help: example command lines."""
+    return "example:\n" + "\n".join(f"  {c}" for c in commands)
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="where the model runs; auto: the GPU when there is one",
+    )
+
+
+def _add_precision(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="compute precision; auto: bf16 where the device runs it natively",
+    )
+
+
 def _add_feature_options(p: argparse.ArgumentParser, default_kind: str = "cls") -> None:
     p.add_argument("model", help="run directory, exported .safetensors, or official .pth file")
     p.add_argument(
@@ -210,9 +319,9 @@ def _add_feature_options(p: argparse.ArgumentParser, default_kind: str = "cls") 
     )
     p.add_argument("--crop-size", type=int, default=224, help="centre crop (multiple of patch)")
     p.add_argument("--resize-size", type=int, help="shorter side before the crop (crop*256/224)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    _add_device(p)
+    _add_precision(p)
     p.add_argument("--workers", type=int, help="DataLoader workers (default: 0 on CPU)")
 
 
@@ -221,7 +330,9 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
         "embed",
         help="features for every image of a folder (resumable; torchrun-shardable)",
         description="Write one feature row per image, in a stable order, with paths (and labels) "
-        "beside it. A rerun after an interruption continues where it stopped.",
+        "beside it. A rerun after an interruption continues where it stopped; unreadable images "
+        "are left out and listed in OUT's .skipped.txt.",
+        epilog=_example("dinolab embed runs/photos --data ./photos --out feats.npy"),
     )
     _add_feature_options(p)
     p.add_argument("--data", required=True, help="folder of images or a file list")
@@ -230,14 +341,28 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_knn(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("knn", help="weighted k-NN accuracy (DINO protocol) on labeled folders")
+    p = sub.add_parser(
+        "knn",
+        help="weighted k-NN accuracy (DINO protocol) on labeled folders",
+        description="Weighted k-NN accuracy of frozen features (the DINO protocol: cosine "
+        "similarity, votes weighted by exp(similarity / T)). Features are cached in "
+        "MODEL/features; the results go to MODEL/knn.json when MODEL is a run directory.",
+        epilog=_example("dinolab knn runs/photos --train ./labeled/train --val ./labeled/val"),
+    )
     _add_feature_options(p)
     p.add_argument("--train", required=True, help="labeled folder (root/<class>/*) or list")
     p.add_argument("--val", required=True, help="labeled folder with the same classes")
     p.add_argument("--k", type=int, nargs="+", default=[10, 20, 100, 200], help="neighbours")
-    p.add_argument("--temperature", type=float, default=0.07)
-    p.add_argument("--backend", default="torch", choices=("torch", "faiss"))
-    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--temperature", type=float, default=0.07, help="the votes' temperature T")
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "faiss"),
+        help="faiss for large train sets (pip install 'dinolab[faiss]')",
+    )
+    p.add_argument(
+        "--json", help="write the results to this JSON file (default: MODEL/knn.json for a run)"
+    )
     p.set_defaults(func=cmd_knn)
 
 
@@ -245,30 +370,59 @@ def _add_linear(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "linear",
         help="linear probe on frozen features",
-        description="protocol fast (default): cached features, a small lr grid chosen on a "
-        "held-out part of train. protocol dino: the DINO paper's probe on augmented images.",
+        description="A linear classifier on frozen features. protocol fast: cached features, a "
+        "small lr grid chosen on a held-out part of train. protocol dino: the DINO paper's probe "
+        "on augmented images. The results go to MODEL/linear_PROTOCOL.json when MODEL is a run "
+        "directory.",
+        epilog=_example("dinolab linear runs/photos --train ./labeled/train --val ./labeled/val"),
     )
     _add_feature_options(p, default_kind="last4")
     p.add_argument("--train", required=True, help="labeled folder (root/<class>/*) or list")
     p.add_argument("--val", required=True, help="labeled folder with the same classes")
-    p.add_argument("--protocol", default="fast", choices=("fast", "dino"))
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--protocol", default="fast", choices=("fast", "dino"), help="see above")
+    p.add_argument("--epochs", type=int, default=100, help="training epochs of the probe")
+    p.add_argument(
+        "--json",
+        help="write the results to this JSON file (default: MODEL/linear_PROTOCOL.json for a run)",
+    )
     p.set_defaults(func=cmd_linear)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from dinolab.configs import preset_names
+
     p = sub.add_parser(
         "train",
-        help="train a ViT with DINO on a folder of images",
-        description="Train with DINO. Settings come from a preset and key=value overrides, e.g. "
-        "`dinolab train --data ./photos preset=vit_small_dino optim.batch_size=32 --out runs/x`.",
+        help="train a ViT with DINO or DINOv2 on a folder of images",
+        description="Train with DINO or DINOv2 (self-supervised, no labels) into a run directory. "
+        "Settings: a preset (preset=NAME), a YAML file (--config) and key=value overrides, in "
+        "that order; `dinolab config show` prints every key. A directory that holds a run is "
+        "never overwritten silently: --resume continues it, --overwrite replaces it.\n\n"
+        f"presets: {', '.join(preset_names())}",
+        epilog=_example(
+            "dinolab train --data ./photos preset=vit_small_dino optim.batch_size=64 --out runs/x",
+            "dinolab train --resume runs/x                    # after a crash, a kill or Ctrl-C",
+            "dinolab train --resume runs/x optim.epochs=200   # train longer",
+        ),
     )
     p.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides (preset=NAME too)"
     )
     p.add_argument("--data", help="folder of images (nested or class-per-folder) or a file list")
-    p.add_argument("--out", help="run directory (config, checkpoints, logs, exported weights)")
+    p.add_argument(
+        "--out", help="run directory: config, checkpoint, logs, exported model (default: runs/dino)"
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE.yaml",
+        help="config keys from a YAML file (e.g. written by `dinolab config show`), under the "
+        "key=value overrides",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (deletes its checkpoint, log, exported model, results)",
+    )
     p.add_argument("--max-steps", type=int, help="stop once this many steps are done in total")
     p.add_argument(
         "--budget",
@@ -283,7 +437,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="labelled images to score the teacher on while training (online k-NN each epoch, "
         "or every eval.every steps; the memory bank is --data, or eval.knn_train=DIR)",
     )
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR (exactly, unless key=value changes what it computes; "
+        "changes of the model's shape are refused)",
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -297,9 +456,14 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         "drop-path (the `finetune` preset; key=value overrides as for train). Writes a run "
         "directory like train's (the backbone loads with dinolab.load and the viz commands), "
         "plus metrics.json and confusion_matrix.png.",
+        epilog=_example(
+            "dinolab finetune runs/x --train ./labeled/train --val ./labeled/val --out runs/ft",
+            "dinolab finetune --from-scratch vit_tiny --train ... --val ... model.patch_size=8",
+            "dinolab finetune --resume runs/ft              # after a crash, a kill or Ctrl-C",
+        ),
     )
     p.add_argument(
-        "args",
+        "overrides",
         nargs="*",
         metavar="[MODEL] [key=value ...]",
         help="the model to fine-tune, and config overrides, e.g. crops.global_size=64 "
@@ -314,6 +478,11 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--weights", help="official checkpoint file when MODEL is an official name")
     p.add_argument("--out", help="run directory (default runs/finetune)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (deletes its checkpoint, log, exported model, results)",
+    )
     p.add_argument("--max-steps", type=int, help="stop once this many steps are done in total")
     p.add_argument(
         "--budget",
@@ -325,8 +494,34 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_finetune)
 
 
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "config",
+        help="print the full resolved training config (every key) of a preset and overrides",
+        description="Print the config `dinolab train` would use, every key, as YAML: edit it and "
+        "pass it back with `dinolab train --config FILE.yaml`.",
+        epilog=_example(
+            "dinolab config show preset=demo optim.lr=0.001 > my.yaml",
+            "dinolab train --config my.yaml --data ./photos --out runs/mine",
+        ),
+    )
+    p.add_argument("action", choices=("show",), help="show: print the resolved config")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides (preset=NAME too)"
+    )
+    p.add_argument("--config", metavar="FILE.yaml", help="start from the keys of this YAML file")
+    p.set_defaults(func=cmd_config)
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train a tiny ViT on built-in synthetic data and evaluate it")
+    p = sub.add_parser(
+        "demo",
+        help="train a tiny ViT on built-in synthetic data and evaluate it",
+        description="Write synthetic shapes (with object masks), train the demo preset on them "
+        "(about 3 minutes on 2 CPU cores), then compare k-NN accuracy and attention-mask IoU with "
+        "the untrained model and write the run report. A rerun resumes or reuses the run.",
+        epilog=_example("dinolab demo --out runs/demo"),
+    )
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     p.add_argument("--max-steps", type=int, help="stop training early (quick check)")
     p.add_argument("overrides", nargs="*", help="key=value changes to the demo preset")
@@ -352,8 +547,13 @@ def _add_picture_options(p: argparse.ArgumentParser) -> None:
         help="shorter side in pixels (default: the model's "
         "native resolution); both sides are rounded to multiples of the patch size",
     )
-    p.add_argument("--upsample", default="nearest", choices=("nearest", "smooth"))
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument(
+        "--upsample",
+        default="nearest",
+        choices=("nearest", "smooth"),
+        help="maps to pixels: nearest (one square per patch) or smooth (bilinear)",
+    )
+    _add_device(p)
 
 
 def _add_attention(sub: argparse._SubParsersAction) -> None:
@@ -361,7 +561,9 @@ def _add_attention(sub: argparse._SubParsersAction) -> None:
         "attention",
         help="per-head self-attention maps and masks of the last block",
         description="For each image: the last block's [CLS] (or --query patch) attention per "
-        "head, the mean over heads, and masks keeping --threshold of the attention mass.",
+        "head, the mean over heads, and masks keeping --threshold of the attention mass. "
+        "Unreadable images are skipped with a warning.",
+        epilog=_example("dinolab attention runs/photos img1.jpg img2.jpg --out attn/"),
     )
     _add_picture_options(p)
     p.add_argument("--threshold", type=float, default=0.6, help="mass kept by the masks")
@@ -380,7 +582,9 @@ def _add_pca(sub: argparse._SubParsersAction) -> None:
         "pca",
         help="PCA of patch features as RGB (the DINOv2 picture)",
         description="First component thresholded into foreground/background, then 3 "
-        "components of the foreground patches as RGB. --joint: one PCA over all images.",
+        "components of the foreground patches as RGB. --joint: one PCA over all images. "
+        "Unreadable images are skipped with a warning.",
+        epilog=_example("dinolab pca runs/photos img1.jpg img2.jpg --joint --out pca/"),
     )
     _add_picture_options(p)
     p.add_argument("--joint", action="store_true", help="one PCA over all images (same colours)")
@@ -403,13 +607,16 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "analyze",
         help="ViT-paper analysis: attention distance, position-embedding similarity, filters",
+        description="The ViT paper's pictures of a model: mean attention distance per head and "
+        "block, similarity of the position embeddings, the first patch-embedding filters.",
+        epilog=_example("dinolab analyze runs/photos --out analysis/"),
     )
     p.add_argument("model", help="run directory, exported .safetensors, or official .pth file")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--images", nargs="+", help="images or folders (default: synthetic shapes)")
     p.add_argument("--n-images", type=int, default=8, help="images averaged over (default 8)")
     p.add_argument("--size", type=int, help="shorter side (default: native resolution)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _add_device(p)
     p.set_defaults(func=cmd_analyze)
 
 
@@ -417,6 +624,9 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "map",
         help="2-D map (t-SNE/UMAP) of a folder's embeddings, PNG + hover HTML",
+        description="Embed a folder and draw the embeddings in 2-D (class folders colour the "
+        "points); the HTML page shows each image on hover.",
+        epilog=_example("dinolab map runs/photos --data ./labeled/val --out map.png"),
     )
     p.add_argument("model", help="run directory, exported .safetensors, or official .pth file")
     p.add_argument("--data", required=True, help="folder (class folders colour the map) or list")
@@ -427,15 +637,22 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
         choices=("auto", "tsne", "umap", "pca"),
         help="auto: UMAP when installed, else t-SNE",
     )
-    p.add_argument("--kind", default="cls", choices=FEATURE_KINDS)
+    p.add_argument("--kind", default="cls", choices=FEATURE_KINDS, help="which features")
     p.add_argument("--crop-size", type=int, help="default: the model's native resolution")
     p.add_argument("--no-html", action="store_true", help="write the PNG only")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _add_device(p)
     p.set_defaults(func=cmd_map)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="self-contained HTML report of a run (RUN_DIR/report.html)")
+    p = sub.add_parser(
+        "report",
+        help="self-contained HTML report of a run (RUN_DIR/report.html)",
+        description="One HTML page about a run: training curves, every result saved in the run "
+        "directory (k-NN, linear), attention maps and a patch PCA of a few images (unreadable "
+        "ones are skipped), and the config. Refuses a folder that is not a run.",
+        epilog=_example("dinolab report runs/photos"),
+    )
     p.add_argument("run_dir", help="run directory")
     p.add_argument("--images", nargs="+", help="images for the pictures (default: training data)")
     p.add_argument("--n-images", type=int, default=4, help="pictures of this many images")
@@ -461,6 +678,10 @@ def _add_curate(sub: argparse._SubParsersAction) -> None:
         "keep each query's nearest pool images (--mode nn) or images of its k-means cluster "
         "(--mode kmeans). OUTDIR gets keep.txt, dedup_keep.txt, curation.jsonl, summary.json/"
         ".png; a rerun skips finished stages.",
+        epilog=_example(
+            "dinolab curate --pool ./raw --queries ./curated/train --out runs/curation "
+            "--model runs/photos --protect ./curated/val"
+        ),
     )
     p.add_argument("--pool", required=True, help="raw images: folder or .txt/.csv list")
     p.add_argument("--queries", required=True, help="curated images to match: folder or list")
@@ -497,7 +718,12 @@ def _add_curate(sub: argparse._SubParsersAction) -> None:
         default=100,
         help="pool images whose edited copies (5 each) calibrate the auto thresholds",
     )
-    p.add_argument("--mode", default="nn", choices=("nn", "kmeans"))
+    p.add_argument(
+        "--mode",
+        default="nn",
+        choices=("nn", "kmeans"),
+        help="nn: each query's nearest pool images; kmeans: images of its cluster",
+    )
     p.add_argument(
         "--per-query",
         type=int,
@@ -512,12 +738,12 @@ def _add_curate(sub: argparse._SubParsersAction) -> None:
         choices=("auto", "torch", "flat", "ivf", "hnsw"),
         help="auto: exact faiss up to 100k images, IVF above",
     )
-    p.add_argument("--kind", default="cls", choices=FEATURE_KINDS)
+    p.add_argument("--kind", default="cls", choices=FEATURE_KINDS, help="which features")
     p.add_argument("--crop-size", type=int, default=224, help="centre crop (multiple of patch)")
     p.add_argument("--resize-size", type=int, help="shorter side before the crop (crop*256/224)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    _add_device(p)
+    _add_precision(p)
     p.add_argument("--workers", type=int, help="DataLoader workers (default: 0 on CPU)")
     p.add_argument("--seed", type=int, default=0, help="k-means and sampling seed")
     p.add_argument(
@@ -531,6 +757,7 @@ def _add_curate(sub: argparse._SubParsersAction) -> None:
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_demo,
     _add_train,
+    _add_config,
     _add_finetune,
     _add_embed,
     _add_knn,
@@ -548,17 +775,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dinolab",
         description="Self-supervised ViTs (DINO, DINOv2): train, evaluate, look inside.",
+        epilog="`dinolab COMMAND --help` describes a command, with an example and its defaults.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(sub)
+    for command in sub.choices.values():  # what every subcommand shares
+        command.formatter_class = HelpFormatter
+        command.add_argument(
+            "--debug",
+            action="store_true",
+            help=f"on an error, show the full traceback (or set {DEBUG_ENV}=1)",
+        )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come on both sides of options (argparse takes only the first run)
+    if extra and hasattr(args, "overrides") and all("=" in e and e[0] != "-" for e in extra):
+        args.overrides, extra = [*(args.overrides or []), *extra], []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.version:
         from dinolab import __version__
 
@@ -567,14 +807,55 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 1
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        return 130
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    return run_command(args, debug)
 
-    except USER_ERRORS as err:
-        print(f"dinolab {args.command}: error: {err}", file=sys.stderr)
-        return 2
+
+def run_command(args: argparse.Namespace, debug: bool = False) -> int:
+    """Run the subcommand: an error ends as one line on stderr (exit 2 for bad input, 1 for
+    anything unexpected), a warning prints as one line; `debug` shows tracebacks instead."""
+    prog = f"dinolab {args.command}"
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.showwarning = _warning_printer(prog)
+        try:
+            return args.func(args)
+        except KeyboardInterrupt:
+            return 130
+        except Exception as err:
+            if debug:
+                traceback.print_exc()
+            expected = isinstance(err, USER_ERRORS)
+            print(f"{prog}: error: {_error_text(err, expected, debug)}", file=sys.stderr)
+            return 2 if expected else 1
+
+
+def _error_text(err: Exception, expected: bool, debug: bool) -> str:
+    """The message of an error, on its own (an error raised in a DataLoader worker arrives
+    wrapped in the worker's traceback: its last line is the message)."""
+    text = str(err) or type(err).__name__
+    if "\nOriginal Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    if type(err).__name__ == "OutOfMemoryError":
+        return f"out of memory ({text.splitlines()[0]}); lower the batch size"
+    if expected or debug:
+        return text
+    return (
+        f"{type(err).__name__}: {text} (unexpected; rerun with --debug or {DEBUG_ENV}=1 for the "
+        "traceback, and report it if it looks like a bug)"
+    )
+
+
+def _warning_printer(prog: str) -> Callable[..., None]:
+    """`warnings.showwarning` that prints `prog: warning: message`, above any progress bar."""
+
+    def show(message: Warning | str, *args: object, **kwargs: object) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(f"{prog}: warning: {message}", file=sys.stderr)
+
+    return show
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from dinolab.eval.segmentation import attention_iou
 from dinolab.methods.dino import build_backbone
 from dinolab.train.checkpoint import CHECKPOINT_NAME
 from dinolab.train.config import build_config, load_config
+from dinolab.train.rundir import CONFIG_NAME, absolute_paths, config_changes
 from dinolab.train.trainer import run_training
 from dinolab.viz.report import write_report
 
@@ -40,11 +41,12 @@ def _shapes(root: Path, split: str, per_class: int, size: int, seed: int, **styl
 
 
 def _resumable(out: Path, cfg: DictConfig) -> bool:
-    """Whether `out` holds a demo run of this very recipe (else it is started afresh)."""
+    """Whether `out` holds a demo run of this very recipe, maybe with another max_steps (else
+    it is started afresh)."""
     if not (out / CHECKPOINT_NAME).is_file():
         return False
-    saved = load_config(out / "config.yaml")
-    if {**saved, "max_steps": None} == {**cfg, "max_steps": None}:
+    saved = load_config(out / CONFIG_NAME)
+    if all(change.kind == "exact" for change in config_changes(saved, cfg)):
         return True
     print(f"The demo recipe changed since {out} was trained: training it again from scratch")
     same_images = saved.crops.global_size == cfg.crops.global_size  # drawn at the crop size
@@ -74,9 +76,11 @@ def run_demo(
     train = _shapes(out / DATA_DIR, "train", TRAIN_PER_CLASS, size, seed=0, **style)
     val = _shapes(out / DATA_DIR, "val", VAL_PER_CLASS, size, seed=1, **style)
     cfg.data.path = str(train)
+    absolute_paths(cfg)  # as the run's config.yaml stores them
 
     print(f"Training the demo ViT on {train} (run directory {out})")
-    run_training(cfg, resume=_resumable(out, cfg))  # a finished run is kept
+    resume = _resumable(out, cfg)  # a finished run is kept
+    run_training(cfg, resume=resume, overwrite=not resume)
 
     torch.manual_seed(cfg.seed)
     untrained = build_backbone(cfg, drop_path_rate=0.0).eval()

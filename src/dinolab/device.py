@@ -17,8 +17,9 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(
-                "device=cuda was asked for but no CUDA GPU is visible; use device=cpu"
+            raise ValueError(
+                f"device cuda was asked for, but PyTorch {torch.__version__} sees no CUDA GPU; "
+                "use the CPU: device=cpu (dinolab train) or --device cpu (other commands)"
             )
         return torch.device("cuda", local_rank)
     if name != "cpu":

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -86,11 +87,49 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
 def _read_torch_file(path: Path) -> Mapping[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}; check the path")
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = torch_load_safely(path)
     if not isinstance(obj, Mapping):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint")
     return obj
+
+
+class UnsafeCheckpointError(ValueError):
+    """A file holds Python objects that loading would run: refused, whatever its source."""
+
+
+def torch_load_safely(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` (tensors, plain values and argparse.Namespace)
+    whose errors say what is wrong with the file; none suggests turning the safety check off."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise ValueError(_unreadable(path, err)) from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f" ({found.group(1)})" if found else ""
+        raise UnsafeCheckpointError(
+            f"{path} was refused for safety: besides tensors it holds a Python object{what} "
+            "that loading would have to run, and such an object can run any code. dinolab "
+            "only loads files of tensors and plain values. Get the weights as a state dict "
+            "(saved with torch.save(model.state_dict(), PATH)) or as a .safetensors file"
+        ) from None
+    except Exception as err:  # torch raises EOFError, RuntimeError, KeyError... for bad bytes
+        raise ValueError(_unreadable(path, err)) from None
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    size = path.stat().st_size
+    if size == 0:
+        return (
+            f"{path} is empty (0 bytes), not a checkpoint: a download, copy or save that did not "
+            "finish. Download or export it again"
+        )
+    reason = str(err).split(". ")[0] or type(err).__name__
+    return (
+        f"{path} is not a readable PyTorch file ({size} bytes; {reason}): it is cut short or "
+        "damaged, or not a checkpoint at all. Download or export it again"
+    )
 
 
 def extract_backbone(checkpoint: Mapping[str, Any], which: str = "teacher") -> dict[str, Tensor]:
@@ -295,10 +334,35 @@ def export_backbone(model: nn.Module, path: str | os.PathLike) -> Path:
     return path
 
 
+def _no_export_message(folder: Path) -> str:
+    """Why a folder is not a model dinolab can load, naming what it looks like instead."""
+    if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+        return (
+            f"{folder} looks like a Hugging Face save_pretrained folder (config.json and "
+            f"{', '.join(sorted(p.name for p in folder.glob('*.safetensors')))}), which dinolab "
+            "cannot read. Load dinolab runs and exports, official DINO/DINOv2 .pth files "
+            "(e.g. dinolab.load('dinov2_vits14', weights='dinov2_vits14_pretrain.pth')), or "
+            "this folder with transformers' AutoModel.from_pretrained"
+        )
+    if (folder / "config.yaml").is_file():
+        return (
+            f"{folder} is a training run that has not exported its model yet ({RUN_BACKBONE} "
+            "is written with every checkpoint); let it reach its first checkpoint, or resume "
+            f"it: dinolab train --resume {folder}"
+        )
+    found = ", ".join(sorted(p.name for p in folder.glob("*.safetensors"))) or "none"
+    return (
+        f"{folder} has no {RUN_BACKBONE} (safetensors files there: {found}); pass the run "
+        "directory of a finished export or the .safetensors file itself"
+    )
+
+
 def _load_exported(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
     meta_path = path.with_suffix(".json")
     if not path.is_file():
         raise FileNotFoundError(f"weights not found: {path}; check the path")
+    if not meta_path.is_file() and (path.parent / "config.json").is_file():
+        raise FileNotFoundError(_no_export_message(path.parent))
     if not meta_path.is_file():
         raise FileNotFoundError(
             f"{meta_path} is missing: it holds the architecture of {path.name}."
@@ -311,13 +375,26 @@ def _load_exported(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
             f"{FORMAT_VERSION}, got {meta.get('arch')!r} / {meta.get('format_version')!r}"
         )
     config = {**meta["config"], **overrides}
-    return _build_loaded(
-        config, load_file(str(path)), f"the config in {meta_path}", family=meta["arch"]
-    )
+    try:
+        state = load_file(str(path))
+    except Exception as err:  # safetensors raises its own SafetensorError for bad bytes
+        raise ValueError(
+            f"{path} is not a complete .safetensors file ({err}): a download, copy or export "
+            "that did not finish. Export or download it again"
+        ) from None
+    return _build_loaded(config, state, f"the config in {meta_path}", family=meta["arch"])
 
 
 def _load_pth(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
-    state = _without_classifier(_with_v1_mask_token(extract_backbone(_read_torch_file(path))))
+    checkpoint = _read_torch_file(path)
+    if {"method", "optimizer", "step"} <= set(checkpoint):
+        raise ValueError(
+            f"{path} is a dinolab training checkpoint (student, teacher, optimizer, for "
+            f"--resume), not a model file. Load the run directory instead, "
+            f"dinolab.load({str(path.parent)!r}), which reads the teacher's backbone exported "
+            f"beside it ({RUN_BACKBONE})"
+        )
+    state = _without_classifier(_with_v1_mask_token(extract_backbone(checkpoint)))
     family, inferred = _infer_any_config(state)
     config = {**inferred, **overrides}
     return _build_loaded(
@@ -349,12 +426,7 @@ def load(
     path = Path(source)
     if path.is_dir():
         if not (path / RUN_BACKBONE).is_file():
-            found = sorted(p.name for p in path.glob("*.safetensors")) or "none"
-            raise FileNotFoundError(
-                f"{path} has no {RUN_BACKBONE} (safetensors files there: "
-                f"{found}); pass the run directory of a finished export or "
-                "the .safetensors file itself"
-            )
+            raise FileNotFoundError(_no_export_message(path))
         path = path / RUN_BACKBONE
     if path.suffix == ".safetensors":
         return _load_exported(path, overrides)

@@ -9,10 +9,13 @@ directory is fsynced so that the rename itself survives a power cut.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # .NAME.<8 hex digits>.tmp, see below
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
@@ -21,6 +24,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     as it was. Returns `path`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")  # unique: ranks may race
+    # open(..., "x") creates the file with mode 0o666 minus the umask, as any other file (a
+    # mkstemp file would stay 0o600 after the rename)
     try:
         with open(tmp, "xb") as f:
             write(f)
@@ -42,6 +47,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """`atomic_write` of `text`, UTF-8 encoded."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Temporary files `atomic_write` left in `directory` when its process was killed
+    mid-write (SIGKILL, power cut). Only safe to delete when nothing writes there any more."""
+    return sorted(p for p in Path(directory).glob(".*.tmp") if _TEMP_NAME.match(p.name))
 
 
 def _fsync_dir(directory: Path) -> None:

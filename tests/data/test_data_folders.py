@@ -18,7 +18,7 @@ from dinolab.data import (
     collate_multicrop,
     load_image,
 )
-from dinolab.data.folders import SKIPPED_FILENAME
+from dinolab.data.folders import SKIPPED_FILENAME, UnreadableImageError
 
 
 def _jpeg_bytes(size: int = 64, seed: int = 0) -> bytes:
@@ -118,7 +118,7 @@ def test_skips_in_worker_processes_reach_the_main_process(odd_folder: Path) -> N
 def test_on_error_raise_names_file_and_fix(odd_folder: Path) -> None:
     ds = ImageDataset(odd_folder, on_error="raise")
     ds[0]
-    with pytest.raises(RuntimeError, match=r"b_corrupt\.jpg.*on_error=\"skip\""):
+    with pytest.raises(UnreadableImageError, match=r"b_corrupt\.jpg.*on_error=\"skip\""):
         ds[1]
 
 
@@ -260,3 +260,19 @@ def test_all_listed_extensions_any_case_and_plain_transforms(tmp_path: Path) -> 
     assert [p.name for p in ds.paths] == ["a.BMP", "b.webp", "c.Tif", "d.TIFF"]
     assert all(ds[i] == ((12, 8), -1) for i in range(len(ds)))
     assert len(ImageDataset(tmp_path, extensions=(".gif",))) == 1
+
+
+def test_skip_log_lists_each_file_once_over_epochs(odd_folder: Path, tmp_path: Path) -> None:
+    """DataLoader workers start afresh every epoch (as the Trainer's do): the log still lists
+    each unreadable file once, and the warnings name that kept file."""
+    log = tmp_path / "skipped.txt"
+    ds = ImageDataset(odd_folder, transform=EvalTransform(32), skip_log=log)
+    with pytest.warns(RuntimeWarning, match=f"Skipped files are listed in {log}"):
+        ds[1]
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            list(torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2))
+    lines = log.read_text().splitlines()
+    assert sorted(Path(line.split("\t")[0]).name for line in lines) == sorted(BAD)

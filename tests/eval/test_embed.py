@@ -88,3 +88,17 @@ def test_sharded_embed_under_torchrun_equals_single_process(
     assert torch.equal(sharded.labels, single.labels)
     torch.testing.assert_close(sharded.features, single.features, rtol=1e-5, atol=1e-5)
     assert not (tmp_path / "sharded.npz.chunks").exists()
+
+
+def test_unreadable_images_are_listed_in_a_kept_file(few_images, tiny_vit, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    rows = few_images.read_text().splitlines()
+    listing = tmp_path / "with_bad.txt"
+    listing.write_text("\n".join([*rows, f"{bad}\t{rows[0].split(chr(9))[1]}"]) + "\n")
+    with pytest.warns(RuntimeWarning, match="skipping unreadable image") as caught:
+        result = embed(tiny_vit, listing, tmp_path / "feats.npy", **FP32)
+    kept = tmp_path / "feats.skipped.txt"
+    assert any(f"listed in {kept}" in str(w.message) for w in caught)  # not a temporary file
+    assert kept.read_text().startswith(f"{bad}\t")
+    assert result.meta["skipped"] == [str(bad)] and len(result.paths) == len(rows)

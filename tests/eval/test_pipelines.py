@@ -87,3 +87,23 @@ def test_run_directory_model_caches_features_inside_the_run(colours, tiny_vit, t
     result = run_knn(str(run), colours / "train", colours / "val", ks=(3,), **OPTS)
     assert result.row(3).top1 == 100.0 and result.extra["model"] == str(run)
     assert len(list((run / "features").glob("cls-32-*.npz"))) == 2  # train and val
+
+
+def test_cli_results_land_in_the_run_directory(colours, tiny_vit, tmp_path, capsys):
+    """`dinolab knn/linear RUN_DIR ...` keep their results in the run (the report shows them)
+    without --json; --json still picks another file."""
+    from dinolab.cli import main
+    from dinolab.hub import RUN_BACKBONE, export_backbone
+
+    run = tmp_path / "run"
+    export_backbone(tiny_vit, run / RUN_BACKBONE)
+    data = ["--train", str(colours / "train"), "--val", str(colours / "val"), "--crop-size", "32",
+            "--precision", "fp32", "--device", "cpu"]  # fmt: skip
+    assert main(["knn", str(run), *data, "--k", "3"]) == 0
+    assert f"results saved to {run / 'knn.json'}" in capsys.readouterr().out
+    assert json.loads((run / "knn.json").read_text())["rows"][0]["k"] == 3
+    assert main(["linear", str(run), *data, "--kind", "cls", "--epochs", "2"]) == 0
+    assert (run / "linear_fast.json").is_file()
+    assert main(["knn", str(run), *data, "--k", "5", "--json", str(tmp_path / "k.json")]) == 0
+    assert json.loads((run / "knn.json").read_text())["rows"][0]["k"] == 3  # not replaced
+    assert (tmp_path / "k.json").is_file()

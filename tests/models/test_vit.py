@@ -133,6 +133,28 @@ def test_sdpa_and_explicit_attention_agree() -> None:
     assert torch.allclose(sdpa, explicit, atol=1e-5, rtol=1e-5)
 
 
+def test_bf16_attention_on_cpu_takes_the_math_kernel_and_agrees() -> None:
+    """The measured kernel choice (math for bf16 on CPU, flash for fp32) changes speed only."""
+    from torch.profiler import profile
+
+    from dinolab.models.layers import scaled_dot_product_attention
+
+    def kernels(dtype: torch.dtype) -> tuple[set[str], torch.Tensor]:
+        q, k, v = (torch.randn(4, 3, 14, 16).to(dtype) for _ in range(3))
+        with profile() as prof:
+            out = scaled_dot_product_attention(q, k, v)
+        names = {e.key for e in prof.key_averages() if "scaled_dot_product" in e.key}
+        reference = torch.softmax(q.float() @ k.float().transpose(-2, -1) / 4, -1) @ v.float()
+        assert out.dtype == dtype
+        return names, (out.float() - reference).abs().max()
+
+    names, err = kernels(torch.bfloat16)
+    assert "aten::_scaled_dot_product_attention_math" in names
+    assert not any("flash" in n for n in names) and err < 3e-2
+    names, err = kernels(torch.float32)
+    assert any("flash" in n for n in names) and err < 1e-5
+
+
 def test_attention_weights_are_softmax_qk() -> None:
     model = tiny()
     x = torch.randn(1, 3, 32, 32)

@@ -31,3 +31,17 @@ TINY = [
 def tiny() -> list[str]:
     """Config overrides for a tiny, fast, deterministic DINO run (fp32, no workers)."""
     return list(TINY)
+
+
+@pytest.fixture(scope="module")
+def small_run(image_list, tmp_path_factory):
+    """A run of the tiny setup (2 blocks) stopped by max_steps at step 2 of its 8-step schedule,
+    trained once per test module: copy it (`shutil.copytree`) before changing it."""
+    from dinolab.train.config import build_config
+    from dinolab.train.trainer import run_training
+
+    run_dir = tmp_path_factory.mktemp("small") / "run"
+    cfg = build_config([*TINY, "model.depth=2", "optim.epochs=2", "max_steps=2",
+                        f"data.path={image_list}", f"out={run_dir}"])  # fmt: skip
+    run_training(cfg)
+    return run_dir

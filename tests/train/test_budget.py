@@ -1,4 +1,4 @@
-"""`--budget`: the epochs fit the remaining budget, the probe is real and leaves nothing."""
+"""`--budget`: the steps fit the remaining budget, the probe is real and leaves nothing."""
 
 from __future__ import annotations
 
@@ -6,20 +6,20 @@ import json
 
 import pytest
 
-from dinolab.train.budget import epochs_for_budget, fit_epochs, step_seconds_from_log
+from dinolab.train.budget import fit_steps, step_seconds_from_log, steps_for_budget
 from dinolab.train.config import build_config
 
 
-def test_epochs_for_budget() -> None:
-    # 10 min, 30 s already spent, 2 s/step, 73 steps/epoch: 570 / 146 = 3.9 -> 3 epochs
-    assert epochs_for_budget(600, 2.0, 73, spent_s=30) == 3
-    assert epochs_for_budget(600, 0.5, 10, spent_s=0) == 120
-    assert epochs_for_budget(60, 10.0, 100, spent_s=0) == 1  # never 0; the caller warns
+def test_steps_for_budget() -> None:
+    # 10 min, 30 s already spent, 2 s/step: 285 steps (3.9 epochs of 73, not rounded down to 3)
+    assert steps_for_budget(600, 2.0, spent_s=30) == 285
+    assert steps_for_budget(600, 0.5, spent_s=0) == 1200
+    assert steps_for_budget(60, 100.0, spent_s=0) == 1  # never 0; the caller warns
     with pytest.raises(ValueError):
-        epochs_for_budget(0, 1.0, 10, 0)
+        steps_for_budget(0, 1.0, 0)
 
 
-def test_fit_epochs_with_a_fake_step_time(tmp_path) -> None:
+def test_fit_steps_with_a_fake_step_time(tmp_path) -> None:
     """The probe's time counts against the budget; the message says what was chosen."""
     cfg = build_config(["preset=demo", f"out={tmp_path / 'run'}", "eval.knn_val=labelled/val"])
     now = [0.0]
@@ -34,17 +34,18 @@ def test_fit_epochs_with_a_fake_step_time(tmp_path) -> None:
         now[0] += 40.0  # the probe took 40 s
         return 1.5
 
-    message = fit_epochs(cfg, 5, iters_per_epoch=20, time_steps=time_steps, clock=clock)
-    assert cfg.optim.epochs == 8  # (300 - 40) / (1.5 * 20) = 8.7
-    assert "8 epochs of 20 steps" in message and "1.50 s/step" in message
+    message = fit_steps(cfg, 5, iters_per_epoch=20, time_steps=time_steps, clock=clock)
+    assert cfg.optim.total_steps == 173  # (300 - 40) / 1.5 = 173.3: 8.65 epochs, not 8
+    assert cfg.optim.epochs == 9  # the epochs the run touches
+    assert "173 steps = 8.65 epochs of 20 steps" in message and "1.50 s/step" in message
     assert probes[0].out != cfg.out and probes[0].max_steps == 10
     assert probes[0].eval.knn_val is None and cfg.eval.knn_val == "labelled/val"
     assert cfg.max_steps is None  # the real run is not cut short
     assert "exceeds" not in message
-    fit_epochs(cfg, 1, iters_per_epoch=20, time_steps=time_steps, clock=clock)
-    assert cfg.optim.epochs == 1
+    message = fit_steps(cfg, 0.5, iters_per_epoch=20, time_steps=time_steps, clock=clock)
+    assert cfg.optim.total_steps == 1 and "exceeds" in message
     with pytest.raises(ValueError, match="minutes"):
-        fit_epochs(cfg, -1, iters_per_epoch=20, time_steps=time_steps, clock=clock)
+        fit_steps(cfg, -1, iters_per_epoch=20, time_steps=time_steps, clock=clock)
 
 
 def test_step_seconds_from_log_skips_the_warmup(tmp_path) -> None:

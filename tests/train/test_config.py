@@ -1,6 +1,19 @@
+import dataclasses
+import re
+import types
+import typing
+
 import pytest
 
-from dinolab.train.config import ConfigError, build_config, load_config, preset_names, save_config
+from dinolab.train.config import (
+    RANGES,
+    ConfigError,
+    TrainConfig,
+    build_config,
+    load_config,
+    preset_names,
+    save_config,
+)
 
 
 def test_presets_all_build():
@@ -87,9 +100,57 @@ def test_colour_distortion_reaches_the_multicrop_transform(tmp_path, image_list)
     [
         ("crops.jitter=[0.4,0.4,0.2]", r"crops\.jitter=.*4 numbers"),
         ("crops.jitter=[0.4,0.4,0.2,0.7]", r"hue <= 0\.5"),
-        ("crops.gray_p=1.5", r"crops\.gray_p=1\.5 must be a probability"),
+        ("crops.gray_p=1.5", r"crops\.gray_p=1\.5 must be in \[0, 1\] \(a probability\)"),
     ],
 )
 def test_bad_colour_distortion_is_explained(override, message):
     with pytest.raises(ConfigError, match=message):
         build_config([override])
+
+
+def _numeric_keys(cls: type = TrainConfig, prefix: str = "") -> list[str]:
+    """Every int or float key of the config dataclasses (Optional ones too, lists not)."""
+    keys, hints = [], typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys += _numeric_keys(hint, f"{prefix}{f.name}.")
+            continue
+        union = typing.get_origin(hint) in (types.UnionType, typing.Union)
+        if {int, float} & set(typing.get_args(hint) if union else (hint,)):
+            keys.append(prefix + f.name)
+    return keys
+
+
+def test_every_numeric_key_has_a_range():
+    assert sorted(_numeric_keys()) == sorted(RANGES)
+
+
+@pytest.mark.parametrize("key", sorted(RANGES))
+def test_every_numeric_key_refuses_values_outside_its_range(key):
+    allowed = RANGES[key]
+    if allowed.low is not None:
+        bad = allowed.low if allowed.low_open else allowed.low - 1
+    else:
+        bad = allowed.high + 1
+    text = str(int(bad)) if float(bad).is_integer() else str(bad)
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(key)}=\S+ must be {re.escape(allowed.describe())}$"
+    ):
+        build_config([f"{key}={text}"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.weight_decay=-1", "optim.weight_decay=-1.0 must be 0 or more"),
+        ("optim.warmup_epochs=-1", "optim.warmup_epochs=-1 must be 0 or more"),
+        ("dino.student_temp=0", "dino.student_temp=0.0 must be more than 0 (a softmax temperature"),
+        ("model.drop_path_rate=1", "model.drop_path_rate=1.0 must be in [0, 1)"),
+        ("optim.layerwise_decay=0", "optim.layerwise_decay=0.0 must be in (0, 1] (1 = off)"),
+    ],
+)
+def test_range_errors_read_well(override, message):
+    with pytest.raises(ConfigError) as caught:
+        build_config([override])
+    assert str(caught.value).startswith(message)

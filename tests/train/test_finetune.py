@@ -15,7 +15,9 @@ from dinolab.cli import main
 from dinolab.hub import export_backbone
 from dinolab.models import VisionTransformer, build_model
 from dinolab.train.checkpoint import load_checkpoint
+from dinolab.train.config import build_config
 from dinolab.train.finetune import finetune_config, run_finetune
+from dinolab.train.rundir import absolute_paths
 from dinolab.viz.report import render_result
 from folder_helpers import write_colour_folders
 
@@ -116,3 +118,14 @@ def test_wrong_input_is_refused_before_training(colours, tmp_path, capsys) -> No
         assert main(argv) == 2, argv
         assert message in capsys.readouterr().err, argv
     assert not (tmp_path / "r").exists()
+
+
+def test_saved_paths_are_absolute_and_model_names_stay_names(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.safetensors").touch()
+    for init, expected in (("model.safetensors", str(tmp_path / "model.safetensors")),
+                           ("dinov2_vits14", "dinov2_vits14")):  # fmt: skip
+        cfg = build_config(["preset=finetune", f"finetune.init={init}", "finetune.val=val"])
+        absolute_paths(cfg)
+        assert cfg.finetune.init == expected
+        assert cfg.finetune.val == str(tmp_path / "val")

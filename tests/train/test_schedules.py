@@ -116,6 +116,17 @@ def test_fraction_schedules_equal_the_epoch_form() -> None:
     np.testing.assert_allclose(t, teacher_temp_schedule(0.04, 0.07, 3, 10, 13, per_epoch=False))
 
 
+def test_total_steps_replaces_the_epochs() -> None:
+    """A run of total_steps = whole epochs equals the epoch form; a partial epoch is cut."""
+    keys = ["optim.warmup_epochs=1", "dino.warmup_teacher_temp_epochs=2"]
+    a = _run(["optim.epochs=3", *keys], 13)
+    b = _run(["optim.epochs=100", "optim.total_steps=39", *keys], 13)
+    np.testing.assert_array_equal(a.lr, b.lr)
+    np.testing.assert_array_equal(a.teacher_temp, b.teacher_temp)
+    c = _run(["optim.epochs=100", "optim.total_steps=30", *keys], 13)
+    assert len(c.lr) == len(c.teacher_temp) == len(c.momentum) == 30
+
+
 @pytest.mark.parametrize("total", [10, 10_000])
 def test_run_length_schedules_have_sane_endpoints(total: int) -> None:
     s = _run(

@@ -200,20 +200,30 @@ def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
 
 
 def test_budget_times_real_steps_then_fits_the_schedule(tiny, image_list, tmp_path, capsys):
-    """`--budget`: a real probe (then removed), epochs chosen, the run ends its own schedule.
-    (How many epochs fit is tested with a fake step time in test_budget.py.)"""
+    """`--budget`: a real probe (then removed), steps chosen, the run ends its own schedule.
+    (How many steps fit is tested with a fake step time in test_budget.py.)"""
     cfg = tiny_config(tiny, image_list, tmp_path / "run", "optim.epochs=100")
     run_training(cfg, budget_minutes=0.05)
     err = capsys.readouterr().err
     assert "--budget 0.05 min" in err and "s/step measured" in err
-    assert "training 1 epoch of" in err and "exceeds the budget" in err
+    assert "training 1 steps" in err and "exceeds the budget" in err
     saved = load_config(tmp_path / "run" / "config.yaml")
-    assert saved.optim.epochs == 1
-    iters_per_epoch = len(build_data(cfg, tmp_path / "run")[0]) // cfg.optim.batch_size
-    assert read_log(tmp_path / "run")[-1]["step"] == iters_per_epoch  # the schedule's end
+    assert saved.optim.total_steps == 1 and saved.optim.epochs == 1
+    assert read_log(tmp_path / "run")[-1]["step"] == 1  # the schedule's end
     assert not (tmp_path / "run" / ".budget_probe").exists()
     with pytest.raises(ValueError, match="resumed run"):
         run_training(cfg, resume=True, budget_minutes=1)
+
+
+def test_total_steps_ends_inside_an_epoch(tiny, image_list, tmp_path):
+    """optim.total_steps: the run stops mid-epoch, where its schedules end."""
+    cfg = tiny_config(tiny, image_list, tmp_path / "run", "optim.total_steps=6", "log_every=1")
+    iters_per_epoch = len(build_data(cfg, tmp_path / "run")[0]) // cfg.optim.batch_size
+    assert iters_per_epoch == 4
+    run_training(cfg)
+    log = read_log(tmp_path / "run")
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert log[-1]["lr"] < log[2]["lr"]  # the cosine annealed over the 6 steps
 
 
 def _labelled_list(imagenette: Path, split: str, per_class: int, out: Path) -> Path:

@@ -52,3 +52,37 @@ def test_report_subcommand(tiny_vit, exported, tmp_path, capsys) -> None:
     assert capsys.readouterr().out.strip() == str(run / "report.html")
     html = (run / "report.html").read_text()
     assert "No training log" in html and 'alt="attention 0"' in html
+
+
+def test_unreadable_images_are_skipped_and_named(exported, tmp_path, capsys) -> None:
+    model, folder = exported
+    (folder / "9_broken.png").write_bytes(b"\x89PNG but cut short")
+    out = tmp_path / "out"
+    assert main(["attention", model, str(folder), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"dinolab attention: warning: skipping unreadable image {folder / '9_broken.png'}" in err
+    assert len(list(out.glob("*_attention.png"))) == 6  # the 6 readable images
+    assert main(["pca", model, str(folder), "--out", str(out), "--joint", "--size", "32"]) == 0
+    assert "skipping unreadable image" in capsys.readouterr().err
+    assert len(list(out.glob("*_pca.npz"))) == 6
+    assert main(["attention", model, str(folder / "9_broken.png"), "--out", str(out)]) == 2
+    assert "none of the 1 images could be read" in capsys.readouterr().err
+
+
+def test_report_skips_unreadable_images_and_refuses_a_non_run_folder(
+    tiny_vit, exported, tmp_path, capsys
+) -> None:
+    _, folder = exported
+    (folder / "0_broken.png").write_bytes(b"not an image")
+    run = tmp_path / "run"
+    export_backbone(tiny_vit, run / "teacher_backbone.safetensors")
+    assert main(["report", str(run), "--images", str(folder), "--n-images", "7",
+                 "--size", "32"]) == 0  # fmt: skip
+    assert "Skipped 1 unreadable image(s)" in (run / "report.html").read_text()
+    assert "skipping unreadable image" in capsys.readouterr().err
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    assert main(["report", str(photos)]) == 2
+    err = capsys.readouterr().err
+    assert "not a dinolab run directory" in err and "--out directory of `dinolab train`" in err
+    assert list(photos.iterdir()) == []  # nothing written into it

@@ -30,6 +30,11 @@ SKIPPED_FILENAME = "skipped_images.txt"
 _EXIF_ORIENTATION = 0x0112
 
 
+class UnreadableImageError(ValueError):
+    """An image will not decode and the dataset stops on such files (on_error="raise"), or none
+    of its images decodes."""
+
+
 # --- decoding ----------------------------------------------------------------------------
 
 
@@ -323,11 +328,13 @@ class ImageDataset(torch.utils.data.Dataset):
         # shared with DataLoader workers (fork or spawn), so set_epoch reaches live workers
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.draft, self.background = draft, background
-        if skip_log is None:  # a fixed path, created on the first skip, shared with workers
+        temporary_log = skip_log is None
+        if temporary_log:  # a fixed path, created on the first skip, shared with workers
             name = f"dinolab_skipped_{os.getpid()}_{uuid.uuid4().hex[:12]}.txt"
             skip_log = Path(tempfile.gettempdir()) / name
             weakref.finalize(self, _remove_if_owner, str(skip_log), os.getpid())
         self.skip_log = Path(skip_log)
+        self.skip_log_kept = not temporary_log  # a caller's file outlives the dataset; ours not
         self._bad: set[int] = set()  # per process: indices known not to decode
 
     def _check_listed_files_exist(self, on_error: str) -> None:
@@ -370,14 +377,18 @@ class ImageDataset(torch.utils.data.Dataset):
         return load_image(self.paths[index], min_size, self.background)
 
     def _record_skip(self, index: int, err: Exception) -> None:
+        """List the file once in the skip log and warn once; DataLoader workers start afresh
+        every epoch (without `_bad`), so the log is what says it was seen before."""
         path = self.paths[index]
         self._bad.add(index)
+        if str(path) in self.skipped:
+            return
         reason = f"{type(err).__name__}: {err}".replace("\n", " ").replace("\t", " ")
         with open(self.skip_log, "a", encoding="utf-8") as f:
             f.write(f"{path}\t{reason}\n")
         warnings.warn(
             f"skipping unreadable image {path} ({reason}); using the next readable image "
-            f"instead. Skipped files are listed in {self.skip_log}",
+            f"instead. Skipped files are {self._where_listed()}",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -393,14 +404,19 @@ class ImageDataset(torch.utils.data.Dataset):
                 return self._decode(i), self.labels[i]
             except Exception as err:  # Pillow raises many types for bad files
                 if self.on_error == "raise":
-                    raise RuntimeError(
+                    raise UnreadableImageError(
                         f"cannot read image {self.paths[i]}: {type(err).__name__}: {err}. "
-                        f'Fix or remove the file, or pass on_error="skip" to skip bad files.'
+                        'Fix or remove the file, or skip unreadable files: on_error="skip" '
+                        "(dinolab train: data.on_error=skip)"
                     ) from err
                 self._record_skip(i, err)
-        raise RuntimeError(
-            f"none of the {n} images of {self.source} could be read; see {self.skip_log}"
+        raise UnreadableImageError(
+            f"none of the {n} images of {self.source} could be read; check that they are "
+            f"images (the reasons are {self._where_listed()})"
         )
+
+    def _where_listed(self) -> str:
+        return f"listed in {self.skip_log}" if self.skip_log_kept else "listed by .skipped"
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         img, label = self.load(index)
@@ -409,6 +425,11 @@ class ImageDataset(torch.utils.data.Dataset):
         if self._pass_generator:
             return self.transform(img, generator=self.generator(index)), label
         return self.transform(img), label
+
+    def log_skips_to(self, path: str | os.PathLike) -> None:
+        """List skipped files in `path` from now on: a file the caller keeps (beside an output),
+        which warnings can point to. Call before DataLoader workers start."""
+        self.skip_log, self.skip_log_kept = Path(path), True
 
     @property
     def skipped(self) -> list[str]:

@@ -8,6 +8,8 @@ beside the display pixels. `list_images` turns files, folders and lists into ima
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import torch
 from PIL import Image
 
 from dinolab.data.augment import to_normalized_tensor
-from dinolab.data.folders import ImageDataset, load_image
+from dinolab.data.folders import ImageDataset, UnreadableImageError, load_image
 
 ImageSource = str | os.PathLike | Image.Image
 
@@ -65,6 +67,35 @@ def prepare_image(
     if size != img.size:
         img = img.resize(size, Image.Resampling.BICUBIC)
     return PreparedImage(np.asarray(img).copy(), to_normalized_tensor(img)[None], patch_size, name)
+
+
+def prepare_or_skip(
+    image: ImageSource, patch_size: int, short_side: int | None = None
+) -> PreparedImage | None:
+    """`prepare_image`, or None, with a warning that names the file and the reason, when a file
+    does not decode: one unreadable photo must not cost the pictures of all the others."""
+    if isinstance(image, Image.Image):
+        return prepare_image(image, patch_size, short_side)
+    try:
+        decoded = load_image(Path(image))
+    except Exception as err:  # Pillow raises many types for files that will not decode
+        warnings.warn(
+            f"skipping unreadable image {image} ({type(err).__name__}: {err})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    prepared = prepare_image(decoded, patch_size, short_side)
+    prepared.name = Path(image).stem
+    return prepared
+
+
+def none_readable(images: Sequence[ImageSource]) -> UnreadableImageError:
+    """The error when no image of a non-empty list decodes (each was warned about)."""
+    return UnreadableImageError(
+        f"none of the {len(images)} images could be read (e.g. {images[0]}); check that they "
+        "are image files Pillow can open"
+    )
 
 
 def model_short_side(model: torch.nn.Module) -> int:

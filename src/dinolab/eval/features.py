@@ -480,7 +480,8 @@ def embed(
     """`dinolab embed`: extract (resumably, sharded under torchrun) and write `out` (.npy/.npz).
 
     `model` is a run directory, a weights file (anything `dinolab.hub.load` takes) or a model.
-    Partial work lives in ``<out>.chunks/`` until the output is written.
+    Partial work lives in ``<out>.chunks/`` until the output is written; images that do not
+    decode are listed in ``<out stem>.skipped.txt`` (and under "skipped" in the metadata).
     """
     out = Path(out)
     if out.suffix not in (".npy", ".npz"):
@@ -489,9 +490,15 @@ def embed(
         raise FileNotFoundError(f"model {model} not found; pass a run directory or weights file")
     join(device)
     work = out.with_name(out.name + ".chunks")
+    dataset = _as_dataset(data, crop_size, resize_size)
+    if isinstance(dataset, ImageDataset) and not dataset.skip_log_kept:
+        skipped = _sidecar(out, ".skipped.txt")  # kept, so warnings can point to it
+        if not work.is_dir() and dist_rank() == 0:
+            skipped.unlink(missing_ok=True)  # a new extraction: an old list is stale
+        dataset.log_skips_to(skipped)
     result = extract_features(
         model,
-        data,
+        dataset,
         kind=kind,
         batch_size=batch_size,
         crop_size=crop_size,

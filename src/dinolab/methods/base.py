@@ -13,6 +13,10 @@ from dinolab.methods.ema import ema_update
 
 # The key of a Method's output holding the statistics its collapse monitor reads.
 TEACHER_PROBS = "teacher_probs"
+# Profiler labels of a Method's two forward passes (benchmarks/train_step.py reads them; the
+# rest of the method's forward is the loss).
+STUDENT_FORWARD = "student_forward"
+TEACHER_FORWARD = "teacher_forward"
 
 
 class Method(nn.Module):

@@ -12,9 +12,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from dinolab.losses import DINOLoss
-from dinolab.methods.base import TEACHER_PROBS, StudentTeacher
+from dinolab.methods.base import STUDENT_FORWARD, TEACHER_FORWARD, TEACHER_PROBS, StudentTeacher
 from dinolab.models import DINOHead, build_model
 
 
@@ -106,11 +107,12 @@ class DINO(StudentTeacher):
             if batch.get("local_crops") is None
             else [global_crops, batch["local_crops"]]
         )
+        with torch.no_grad(), record_function(TEACHER_FORWARD):
+            teacher_out = self.teacher([global_crops]).float()
         with torch.no_grad():
-            teacher_out = self.teacher([global_crops])
-            teacher_out = teacher_out.float()
             teacher_probs = self.loss.softmax_center_teacher(teacher_out, teacher_temp)
-        student_out = self.student(crops)
+        with record_function(STUDENT_FORWARD):
+            student_out = self.student(crops)
         loss = self.loss.forward_probs(student_out.float(), teacher_probs)
         self.loss.update_center(teacher_out)  # the next step sees the new center
         return {"loss": loss, "dino_loss": loss.detach(), TEACHER_PROBS: teacher_probs}

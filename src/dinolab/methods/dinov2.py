@@ -21,13 +21,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from dinolab.data import MaskGenerator, draw_batch_masks
 from dinolab.data.folders import item_seed
 from dinolab.distributed import rank, world_size
 from dinolab.losses import DINOLoss, KoLeoLoss, iBOTPatchLoss, masks_weight, sinkhorn_knopp
 from dinolab.losses.statistics import entropy
-from dinolab.methods.base import TEACHER_PROBS, StudentTeacher
+from dinolab.methods.base import STUDENT_FORWARD, TEACHER_FORWARD, TEACHER_PROBS, StudentTeacher
 from dinolab.methods.dino import build_backbone, build_head
 
 N_GLOBAL_CROPS = 2
@@ -205,12 +206,14 @@ class DINOv2(StudentTeacher):
             mask_indices = torch.nonzero(masks.flatten()).flatten().to(global_crops.device)
             masks = masks.to(global_crops.device)
 
-        with torch.no_grad():
+        with torch.no_grad(), record_function(TEACHER_FORWARD):
             teacher_out = self.teacher(global_crops, None, None, mask_indices)
+        with torch.no_grad():
             cls_probs, patch_probs = self.teacher_targets(
                 teacher_out["cls_logits"].float(), _float(teacher_out["patch_logits"]), teacher_temp
             )
-        student_out = self.student(global_crops, local_crops, masks, mask_indices)
+        with record_function(STUDENT_FORWARD):
+            student_out = self.student(global_crops, local_crops, masks, mask_indices)
 
         dino = self.dino_loss.forward_probs(student_out["cls_logits"].float(), cls_probs)
         loss = self.dino_weight * dino

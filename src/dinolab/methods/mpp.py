@@ -24,11 +24,12 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from dinolab.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from dinolab.data.folders import item_seed
 from dinolab.distributed import rank
-from dinolab.methods.base import Method
+from dinolab.methods.base import STUDENT_FORWARD, Method
 from dinolab.methods.dino import build_backbone
 
 CORRUPT_RATIO = 0.5  # of each image's patches
@@ -147,7 +148,8 @@ class MaskedPatchPrediction(Method):
         corruption = self.draw_corruption(images, step)
         targets = mean_colour_classes(unnormalize(images), self.patch_size)
         shown = swap_patches(images, corruption.source.to(images.device), self.patch_size)
-        logits = self.student(shown, corruption.masked.to(images.device))
+        with record_function(STUDENT_FORWARD):
+            logits = self.student(shown, corruption.masked.to(images.device))
         corrupted = corruption.corrupted.to(images.device)
         logits, targets = logits[corrupted].float(), targets[corrupted]
         loss = F.cross_entropy(logits, targets)

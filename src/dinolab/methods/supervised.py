@@ -16,9 +16,10 @@ from typing import Any, cast
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from dinolab.hub import load_model
-from dinolab.methods.base import Method
+from dinolab.methods.base import STUDENT_FORWARD, Method
 from dinolab.methods.dino import build_backbone
 from dinolab.models import ClassifierHead, VisionTransformer
 
@@ -78,7 +79,8 @@ class Supervised(Method):
         """`loss` and `train_top1` (% of the batch classified right, augmented images);
         `teacher_temp` and `step` are unused (no teacher, no randomness of its own)."""
         labels = batch["labels"]
-        logits = self.student(batch["images"]).float()
+        with record_function(STUDENT_FORWARD):
+            logits = self.student(batch["images"]).float()
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         top1 = (logits.argmax(-1) == labels).float().mean() * 100
         return {"loss": loss, "train_top1": top1.detach()}

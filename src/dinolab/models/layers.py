@@ -10,6 +10,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+# The CPU's SDPA kernel by dtype, from measurements (benchmarks/attention_kernels.py), not from
+# PyTorch's default (the flash kernel for every dtype): fp32 keeps flash (1.7-4x faster than the
+# math kernel, forward + backward, at 14-197 tokens on 2 AVX2 cores); bf16 and fp16 take the
+# math kernel (flash was 1.05-2.6x slower there, and the whole `imagenette_cpu` bf16 step 1.6x
+# faster with math on 2 AMX cores, issue #16). CUDA keeps PyTorch's own choice.
+CPU_LOW_PRECISION_SDPA = SDPBackend.MATH
+
+
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """softmax(QK^T / sqrt(d)) V through the kernel measured fastest for this device and dtype."""
+    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+        with sdpa_kernel(CPU_LOW_PRECISION_SDPA):
+            return F.scaled_dot_product_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)
 
 
 def require_multiple(x: Tensor, p: int, what: str) -> None:
@@ -38,7 +54,7 @@ class PatchEmbed(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention.
 
-    `forward` calls ``F.scaled_dot_product_attention`` (fused kernels, no N x N matrix kept);
+    `forward` calls `scaled_dot_product_attention` (fused kernels, no N x N matrix kept);
     `forward_with_attention` computes softmax(QK^T / sqrt(d)) explicitly and also returns it, for
     the attention maps and attention-distance analyses.
     """
@@ -66,7 +82,7 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         q, k, v = self._qkv(x)
-        return self._merge(F.scaled_dot_product_attention(q, k, v))
+        return self._merge(scaled_dot_product_attention(q, k, v))
 
     def forward_with_attention(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Explicit path: output and the (B, heads, N, N) attention weights."""

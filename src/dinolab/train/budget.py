@@ -2,8 +2,9 @@
 
 A laptop user thinks in minutes, not epochs, and a schedule cut off by a timer never anneals
 (its lr never decays, its teacher never settles). So the run first times a few real steps
-(data loading included) on a throwaway copy, then sets `optim.epochs` so that every cosine
-schedule ends inside what is left of the budget, and says what it chose.
+(data loading included) on a throwaway copy, then sets `optim.total_steps` so that every cosine
+schedule ends inside what is left of the budget, and says what it chose. The last epoch may be
+partial: rounding down to whole epochs would waste up to half of a short budget.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ CALIBRATION_STEPS = 10
 WARMUP_STEPS = 2  # the first steps start DataLoader workers and warm caches: not timed
 
 
-def epochs_for_budget(budget_s: float, step_s: float, iters_per_epoch: int, spent_s: float) -> int:
-    """The most whole epochs of `iters_per_epoch` steps of `step_s` seconds that fit in what is
-    left of `budget_s` after `spent_s`; at least 1 (the caller warns when even 1 overshoots)."""
+def steps_for_budget(budget_s: float, step_s: float, spent_s: float) -> int:
+    """The most steps of `step_s` seconds that fit in what is left of `budget_s` after
+    `spent_s`; at least 1 (the caller warns when even that overshoots)."""
     if budget_s <= 0 or step_s <= 0:
         raise ValueError(f"budget ({budget_s} s) and step time ({step_s} s) must be positive")
-    return max(1, math.floor((budget_s - spent_s) / (step_s * iters_per_epoch)))
+    return max(1, math.floor((budget_s - spent_s) / step_s))
 
 
 def step_seconds_from_log(log_path: Path, batch_size: int) -> float:
@@ -37,14 +38,15 @@ def step_seconds_from_log(log_path: Path, batch_size: int) -> float:
     return batch_size / statistics.median(rates)
 
 
-def fit_epochs(
+def fit_steps(
     cfg: DictConfig,
     minutes: float,
     iters_per_epoch: int,
     time_steps: Callable[[DictConfig], float],
     clock: Callable[[], float] = time.perf_counter,
 ) -> str:
-    """Set `cfg.optim.epochs` for a budget of `minutes`, counting the probe against it.
+    """Set `cfg.optim.total_steps` (and `optim.epochs`, the epochs it touches) for a budget of
+    `minutes`, counting the probe against it.
 
     `time_steps(probe_cfg)` runs the probe and returns seconds per step. Returns the sentence
     that tells the user what was chosen.
@@ -60,17 +62,18 @@ def fit_epochs(
     probe.eval.knn_val = probe.eval.knn_train = None  # the probe times training steps only
     step_s = time_steps(probe)
     spent = clock() - start
-    epochs = epochs_for_budget(minutes * 60, step_s, iters_per_epoch, spent)
-    cfg.optim.epochs = epochs
-    total_min = (spent + epochs * iters_per_epoch * step_s) / 60
+    steps = steps_for_budget(minutes * 60, step_s, spent)
+    cfg.optim.total_steps = steps
+    cfg.optim.epochs = math.ceil(steps / iters_per_epoch)
+    total_min = (spent + steps * step_s) / 60
     message = (
         f"--budget {minutes:g} min: {step_s:.2f} s/step measured ({CALIBRATION_STEPS} steps); "
-        f"training {epochs} epoch{'s' if epochs > 1 else ''} of {iters_per_epoch} steps "
-        f"(about {total_min:.1f} min with the measurement)"
+        f"training {steps} steps = {steps / iters_per_epoch:.2f} epochs of {iters_per_epoch} "
+        f"steps (about {total_min:.1f} min with the measurement)"
     )
     if total_min > minutes * 1.05:
         message += (
-            ". Even one epoch exceeds the budget: use a smaller model, fewer local crops, "
+            ". Even one step exceeds the budget: use a smaller model, fewer local crops, "
             "a smaller optim.batch_size or a longer --budget"
         )
     return message

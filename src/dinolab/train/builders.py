@@ -16,12 +16,12 @@ from dinolab.data import (
     MultiCropTransform,
     collate_single_view,
 )
+from dinolab.data.folders import SKIPPED_FILENAME
 from dinolab.eval.classification import ClassifierValidation, check_labelled_pair
 from dinolab.eval.online_knn import OnlineKNN
 from dinolab.methods import DINO, DINOv2, MaskedPatchPrediction, Method, Supervised
 from dinolab.train.config import SINGLE_VIEW
-
-SKIPPED_LOG = "skipped_images.txt"
+from dinolab.train.schedules import run_epochs
 
 
 def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
@@ -30,7 +30,8 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
     a flip); a classifier's must be labelled with the classes of `finetune.val`.
 
     Unreadable images are skipped (or raise, with data.on_error=raise); the paths skipped are
-    appended to RUN_DIR/skipped_images.txt, from every DataLoader worker.
+    appended to RUN_DIR/skipped_images.txt, from every DataLoader worker. Nothing is written
+    here: the run directory is created by the Trainer when training starts.
     """
     if not cfg.data.path:
         raise ValueError("no training data: pass --data DIR (a folder of images or a file list)")
@@ -39,7 +40,7 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
         transform=_transform(cfg, cfg.crops.global_size),
         on_error=cfg.data.on_error,
         seed=cfg.seed,
-        skip_log=run_dir / SKIPPED_LOG,
+        skip_log=run_dir / SKIPPED_FILENAME,
     )
     if cfg.method == "supervised":
         if cfg.finetune.val is None:
@@ -48,8 +49,8 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
                 "with `dinolab finetune MODEL --train DIR --val DIR`"
             )
         check_labelled_pair(dataset, ImageDataset(cfg.finetune.val))
-    run_dir.mkdir(parents=True, exist_ok=True)  # only once the data is known to be usable
-    start = highres_start_epoch(cfg.optim.epochs, cfg.crops.highres_fraction)
+    epochs = run_epochs(cfg.optim, max(1, len(dataset) // cfg.optim.batch_size))
+    start = highres_start_epoch(epochs, cfg.crops.highres_fraction)
     if start is not None:
         dataset = HighResPhase(dataset, _transform(cfg, cfg.crops.highres_global_size), start)
     collate = collate_single_view if cfg.method in SINGLE_VIEW else MultiCropCollate(n_global=2)

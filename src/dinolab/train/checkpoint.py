@@ -15,6 +15,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from dinolab.hub import torch_load_safely
 from dinolab.io import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -33,7 +34,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"no checkpoint at {path}; to resume, pass the run directory of a run that has "
             f"written {CHECKPOINT_NAME} (one is saved every `checkpoint_every` steps)"
         )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return torch_load_safely(path)
 
 
 def rng_state() -> dict[str, Any]:

@@ -13,9 +13,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from dinolab.configs import preset_names
+from dinolab.io import atomic_write_text
 from dinolab.models.hybrid import trunk_stages
 
 
@@ -86,6 +89,9 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     epochs: int = 100
+    # Train exactly this many steps instead (every schedule spans them; the last epoch may be
+    # partial). `dinolab train --budget` sets it, so a budget is not rounded down to whole epochs.
+    total_steps: int | None = None
     batch_size: int = 64  # global: summed over all processes
     lr: float = 0.0005  # base lr for a batch of 256, scaled by `lr_scaling`
     lr_scaling: str = "linear"
@@ -210,26 +216,104 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "finetune.pool": ("cls", "avgpool"),
 }
 
-POSITIVE = (
-    "model.patch_size",
-    "head.out_dim",
-    "head.hidden_dim",
-    "head.bottleneck_dim",
-    "head.nlayers",
-    "crops.global_size",
-    "crops.local_size",
-    "optim.epochs",
-    "optim.batch_size",
-    "optim.lr",
-    "log_every",
-    "checkpoint_every",
-)
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers a key accepts: bounds (None: unbounded) that are closed unless marked open,
+    and a note on what special values mean. A null value is the type's business (OmegaConf
+    refuses None for keys that are not Optional)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    note: str = ""
+
+    def __contains__(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            text = f"in {left}{self.low:g}, {self.high:g}{right}"
+        elif self.low is not None:
+            text = f"more than {self.low:g}" if self.low_open else f"{self.low:g} or more"
+        else:
+            assert self.high is not None
+            text = f"less than {self.high:g}" if self.high_open else f"{self.high:g} or less"
+        return text + (f" ({self.note})" if self.note else "")
 
 
-def preset_names() -> list[str]:
-    """The presets shipped inside the package (YAML files in dinolab/configs)."""
-    files = resources.files("dinolab.configs").iterdir()
-    return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
+POSITIVE = Range(0, low_open=True)
+COUNT = Range(1)
+NON_NEGATIVE = Range(0)
+PROBABILITY = Range(0, 1, note="a probability")
+SHARE_OF_RUN = Range(0, 1, note="a share of the run; null = use the epoch count")
+TEMPERATURE = Range(0, low_open=True, note="a softmax temperature; 0 divides by zero")
+
+# Every numeric key and the values it accepts (tests/train/test_config.py checks that no numeric
+# key is missing). Rules that tie keys together (crop sizes and the patch size, momentum start
+# and end, ...) stay in `validate`.
+RANGES: dict[str, Range] = {
+    "seed": NON_NEGATIVE,
+    "max_steps": Range(1, note="null = the whole schedule"),
+    "log_every": COUNT,
+    "checkpoint_every": COUNT,
+    "model.patch_size": COUNT,
+    "model.depth": Range(1, note="null = the arch's depth"),
+    "model.drop_path_rate": Range(0, 1, high_open=True),
+    "model.layerscale": Range(0, low_open=True, note="LayerScale's initial value; null = off"),
+    "model.num_register_tokens": NON_NEGATIVE,
+    "head.out_dim": COUNT,
+    "head.hidden_dim": COUNT,
+    "head.bottleneck_dim": COUNT,
+    "head.nlayers": COUNT,
+    "crops.global_size": COUNT,
+    "crops.local_size": COUNT,
+    "crops.n_local": NON_NEGATIVE,
+    "crops.jitter_p": PROBABILITY,
+    "crops.gray_p": PROBABILITY,
+    "crops.highres_fraction": Range(0, 1, note="a share of the epochs; 0 = off"),
+    "crops.highres_global_size": COUNT,
+    "data.num_workers": Range(0, note="0 = load images in the training process"),
+    "optim.epochs": COUNT,
+    "optim.total_steps": Range(1, note="null = optim.epochs x steps per epoch"),
+    "optim.batch_size": Range(2, note="the global batch; the DINO center needs a batch"),
+    "optim.lr": POSITIVE,
+    "optim.min_lr": NON_NEGATIVE,
+    "optim.warmup_epochs": NON_NEGATIVE,
+    "optim.weight_decay": NON_NEGATIVE,
+    "optim.weight_decay_end": NON_NEGATIVE,
+    "optim.clip_grad": Range(0, note="0 = no clipping"),
+    "optim.freeze_last_layer_epochs": NON_NEGATIVE,
+    "optim.freeze_last_layer_iters": NON_NEGATIVE,
+    "optim.layerwise_decay": Range(0, 1, low_open=True, note="1 = off"),
+    "optim.patch_embed_lr_mult": Range(0, 1, low_open=True, note="1 = off"),
+    "optim.momentum_teacher": Range(0, 1),
+    "optim.momentum_teacher_end": Range(0, 1),
+    "optim.warmup_fraction": SHARE_OF_RUN,
+    "optim.freeze_last_layer_fraction": SHARE_OF_RUN,
+    "optim.momentum_teacher_half_life": Range(
+        0, 1, low_open=True, note="a share of the run, e.g. 0.05; null = use momentum_teacher"
+    ),
+    "dino.student_temp": TEMPERATURE,
+    "dino.warmup_teacher_temp": TEMPERATURE,
+    "dino.teacher_temp": TEMPERATURE,
+    "dino.warmup_teacher_temp_epochs": NON_NEGATIVE,
+    "dino.warmup_teacher_temp_fraction": SHARE_OF_RUN,
+    "dino.center_momentum": Range(0, 1),
+    "dinov2.sinkhorn_iterations": COUNT,
+    "dinov2.dino_loss_weight": Range(0, note="0 = off"),
+    "dinov2.ibot_loss_weight": Range(0, note="0 = off"),
+    "dinov2.koleo_loss_weight": Range(0, note="0 = off"),
+    "dinov2.ibot_out_dim": Range(1, note="null = head.out_dim"),
+    "dinov2.ibot_bottleneck_dim": Range(1, note="null = head.bottleneck_dim"),
+    "dinov2.mask_probability": PROBABILITY,
+    "eval.every": Range(0, note="steps between evaluations; 0 = at each epoch's end"),
+    "eval.crop_size": Range(1, note="null = crops.global_size"),
+}
 
 
 def _preset(name: str) -> DictConfig:
@@ -261,8 +345,10 @@ def _split_overrides(overrides: list[str]) -> tuple[str | None, list[str]]:
 def build_config(
     overrides: list[str] | None = None, base: dict[str, Any] | None = None
 ) -> DictConfig:
-    """Defaults <- preset <- `base` (e.g. a saved run's config) <- `key=value` overrides."""
+    """Defaults <- preset <- `base` (a config file, a saved run's config) <- `key=value`
+    overrides. The preset is `preset=NAME` among the overrides, else the base's `preset`."""
     preset, dotlist = _split_overrides(list(overrides or []))
+    preset = preset or (base or {}).get("preset")
     cfg = OmegaConf.structured(TrainConfig)
     layers: list[Any] = []
     if preset is not None:
@@ -301,21 +387,15 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}"
             )
-    for key in POSITIVE:
+    for key, allowed_range in RANGES.items():
         value = OmegaConf.select(cfg, key)
-        if value is None or value <= 0:
-            raise ConfigError(f"{key}={value!r} must be a positive number")
+        if value is not None and value not in allowed_range:
+            raise ConfigError(f"{key}={value!r} must be {allowed_range.describe()}")
     for key in ("crops.global_scale", "crops.local_scale"):
         lo, hi = (list(OmegaConf.select(cfg, key)) + [None, None])[:2]
         if lo is None or hi is None or not 0 < lo <= hi <= 1:
             raise ConfigError(f"{key}={[lo, hi]} must be two numbers with 0 < min <= max <= 1")
-    if cfg.model.depth is not None and cfg.model.depth <= 0:
-        raise ConfigError(
-            f"model.depth={cfg.model.depth} must be positive (or null for the arch's)"
-        )
     _validate_colour(cfg.crops)
-    if cfg.crops.n_local < 0:
-        raise ConfigError(f"crops.n_local={cfg.crops.n_local} must be 0 or more")
     _validate_arch(cfg)
     multiple = size_multiple(cfg)
     crop_keys = ("crops.global_size",) if cfg.method in SINGLE_VIEW else CROP_KEYS
@@ -326,52 +406,21 @@ def validate(cfg: DictConfig) -> None:
                 f"{key}={size} is not a multiple of model.patch_size={multiple}; "
                 f"use e.g. {key}={max(1, size // multiple) * multiple}"
             )
-    if cfg.optim.batch_size < 2:
-        raise ConfigError("optim.batch_size must be at least 2 (the DINO center needs a batch)")
-    if cfg.max_steps is not None and cfg.max_steps <= 0:
-        raise ConfigError(f"max_steps={cfg.max_steps} must be positive (or null for no limit)")
-    for key in ("optim.layerwise_decay", "optim.patch_embed_lr_mult"):
-        value = OmegaConf.select(cfg, key)
-        if not 0 < value <= 1:
-            raise ConfigError(f"{key}={value} must be in (0, 1] (1 = off)")
-    if cfg.optim.freeze_last_layer_iters < 0 or cfg.optim.freeze_last_layer_epochs < 0:
-        raise ConfigError("optim.freeze_last_layer_epochs and _iters must be 0 or more")
     _validate_highres(cfg)
     _validate_dinov2(cfg.dinov2)
-    _validate_fractions(cfg)
     _validate_eval(cfg)
     _validate_finetune(cfg)
-    if not 0 <= cfg.optim.momentum_teacher <= cfg.optim.momentum_teacher_end <= 1:
+    if cfg.optim.momentum_teacher > cfg.optim.momentum_teacher_end:
         raise ConfigError(
-            "optim.momentum_teacher must satisfy 0 <= momentum_teacher <= momentum_teacher_end <= 1"
-        )
-
-
-FRACTIONS = (
-    "optim.warmup_fraction",
-    "optim.freeze_last_layer_fraction",
-    "dino.warmup_teacher_temp_fraction",
-)
-
-
-def _validate_fractions(cfg: DictConfig) -> None:
-    for key in FRACTIONS:
-        value = OmegaConf.select(cfg, key)
-        if value is not None and not 0 <= value <= 1:
-            raise ConfigError(f"{key}={value} must be a share of the run in [0, 1] (or null)")
-    half_life = cfg.optim.momentum_teacher_half_life
-    if half_life is not None and not 0 < half_life <= 1:
-        raise ConfigError(
-            f"optim.momentum_teacher_half_life={half_life} must be a share of the run in (0, 1], "
-            "e.g. 0.05 (or null to use optim.momentum_teacher)"
+            f"optim.momentum_teacher={cfg.optim.momentum_teacher} is above "
+            f"optim.momentum_teacher_end={cfg.optim.momentum_teacher_end}: the teacher's EMA "
+            "momentum rises from the first to the second"
         )
 
 
 def _validate_eval(cfg: DictConfig) -> None:
     e, patch = cfg.eval, size_multiple(cfg)
-    if e.every < 0:
-        raise ConfigError(f"eval.every={e.every} must be 0 (each epoch's end) or a step count")
-    if e.crop_size is not None and (e.crop_size <= 0 or patch and e.crop_size % patch):
+    if e.crop_size is not None and patch is not None and e.crop_size % patch:
         raise ConfigError(
             f"eval.crop_size={e.crop_size} must be a positive multiple of model.patch_size="
             f"{patch}, e.g. eval.crop_size={max(1, round(e.crop_size / patch)) * patch}"
@@ -434,9 +483,6 @@ def _validate_colour(c: DictConfig) -> None:
             f"crops.jitter={jitter} must be 4 numbers >= 0 (brightness, contrast, saturation, "
             "hue) with hue <= 0.5, e.g. [0.4, 0.4, 0.2, 0.1]"
         )
-    for key in ("jitter_p", "gray_p"):
-        if not 0 <= c[key] <= 1:
-            raise ConfigError(f"crops.{key}={c[key]} must be a probability in [0, 1]")
     sigma = list(c.blur_sigma)
     if len(sigma) != 2 or not 0 < sigma[0] <= sigma[1]:
         raise ConfigError(f"crops.blur_sigma={sigma} must be two numbers 0 < min <= max")
@@ -450,14 +496,10 @@ def _validate_colour(c: DictConfig) -> None:
 
 def _validate_highres(cfg: DictConfig) -> None:
     c = cfg.crops
-    if not 0 <= c.highres_fraction <= 1:
-        raise ConfigError(
-            f"crops.highres_fraction={c.highres_fraction} must be in [0, 1] (0 = off)"
-        )
     if c.highres_fraction == 0:
         return
     size, patch = c.highres_global_size, cfg.model.patch_size
-    if size is None or size <= 0 or size % patch:
+    if size is None or size % patch:
         example = max(2 * c.global_size // patch, 1) * patch
         raise ConfigError(
             f"crops.highres_global_size={size} must be a positive multiple of "
@@ -467,19 +509,12 @@ def _validate_highres(cfg: DictConfig) -> None:
 
 
 def _validate_dinov2(d: DictConfig) -> None:
-    for key in ("dino_loss_weight", "ibot_loss_weight", "koleo_loss_weight"):
-        if d[key] < 0:
-            raise ConfigError(f"dinov2.{key}={d[key]} must be 0 or more (0 = off)")
     if d.dino_loss_weight == 0 and d.ibot_loss_weight == 0:
         raise ConfigError("dinov2.dino_loss_weight and dinov2.ibot_loss_weight are both 0: no loss")
-    if d.sinkhorn_iterations < 1:
-        raise ConfigError(f"dinov2.sinkhorn_iterations={d.sinkhorn_iterations} must be >= 1")
-    for key in ("ibot_out_dim", "ibot_bottleneck_dim"):
-        if d[key] is not None and d[key] <= 0:
-            raise ConfigError(f"dinov2.{key}={d[key]} must be positive (or null)")
-    if d.ibot_loss_weight > 0 and not 0 < d.mask_probability <= 1:
+    if d.ibot_loss_weight > 0 and d.mask_probability == 0:
         raise ConfigError(
-            f"dinov2.mask_probability={d.mask_probability} must be in (0, 1] with iBOT on"
+            "dinov2.mask_probability=0 masks no crop, so iBOT has nothing to predict: use a "
+            "share in (0, 1] or dinov2.ibot_loss_weight=0"
         )
     lo, hi = (list(d.mask_ratio) + [None, None])[:2]
     if lo is None or hi is None or not 0 <= lo <= hi <= 1 or (d.ibot_loss_weight > 0 and hi == 0):
@@ -490,8 +525,27 @@ def _validate_dinov2(d: DictConfig) -> None:
 
 
 def save_config(cfg: DictConfig, path: str | Path) -> None:
-    """Write the fully resolved config as YAML."""
-    Path(path).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    """Write the fully resolved config as YAML (atomically: resume reads it back)."""
+    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The keys of a YAML config file (`--config FILE`, a run's config.yaml), unvalidated."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; check the path")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path} holds a YAML {type(data).__name__}, not a mapping of config keys; write "
+            "it as `dinolab config show` prints one"
+        )
+    return data
 
 
 def load_config(path: str | Path) -> DictConfig:
@@ -499,4 +553,4 @@ def load_config(path: str | Path) -> DictConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no config at {path}: is this a dinolab run directory?")
-    return build_config(base=OmegaConf.to_container(OmegaConf.load(path)))
+    return build_config(base=read_config_file(path))

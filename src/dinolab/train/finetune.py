@@ -96,13 +96,17 @@ def load_classifier(run_dir: str | os.PathLike) -> ClassifierNetwork:
 
 
 def run_finetune(
-    cfg: DictConfig, resume: bool = False, budget_minutes: float | None = None
+    cfg: DictConfig,
+    resume: bool = False,
+    budget_minutes: float | None = None,
+    overwrite: bool = False,
 ) -> ClassificationMetrics | None:
-    """Train (see `run_training`), then score the final classifier on `finetune.val` and write
-    RUN_DIR/metrics.json; returns the metrics (None on the other ranks under torchrun)."""
+    """Train (see `run_training`: the run-directory rules are a training run's), then score the
+    final classifier on `finetune.val` and write RUN_DIR/metrics.json; returns the metrics
+    (None on the other ranks under torchrun)."""
     if cfg.method != "supervised":
         raise ValueError(f"run_finetune trains method=supervised, got method={cfg.method}")
-    run_training(cfg, resume=resume, budget_minutes=budget_minutes)
+    run_training(cfg, resume=resume, budget_minutes=budget_minutes, overwrite=overwrite)
     if rank() != 0:
         return None
     device = resolve_device(cfg.device)

@@ -157,14 +157,25 @@ class RunSchedules:
     teacher_age: np.ndarray
 
 
+def run_iters(optim: DictConfig, iters_per_epoch: int) -> int:
+    """The length of a run in steps: `optim.total_steps` when set, else whole epochs."""
+    return optim.total_steps or optim.epochs * iters_per_epoch
+
+
+def run_epochs(optim: DictConfig, iters_per_epoch: int) -> int:
+    """The epochs a run touches (a partial last epoch counts)."""
+    return math.ceil(run_iters(optim, iters_per_epoch) / iters_per_epoch)
+
+
 def build_run_schedules(cfg: DictConfig, iters_per_epoch: int) -> RunSchedules:
-    """The schedules of a config (`optim`, `dino` sections) for a run of `optim.epochs` epochs.
+    """The schedules of a config (`optim`, `dino` sections) for a run of `run_iters` steps.
 
     Warmups and freezes longer than the run are cut to the run (short runs of a long recipe
     just work); the `*_fraction` keys, when set, replace their epoch counterparts.
     """
     o, d = cfg.optim, cfg.dino
-    total = o.epochs * iters_per_epoch
+    total = run_iters(o, iters_per_epoch)
+    epochs = run_epochs(o, iters_per_epoch)
 
     def phase(epochs: int, fraction: float | None) -> int:
         return phase_iters(epochs, fraction, iters_per_epoch, total)
@@ -183,11 +194,11 @@ def build_run_schedules(cfg: DictConfig, iters_per_epoch: int) -> RunSchedules:
         teacher_temp = teacher_temp_schedule(
             d.warmup_teacher_temp,
             d.teacher_temp,
-            min(d.warmup_teacher_temp_epochs, o.epochs),
-            o.epochs,
+            min(d.warmup_teacher_temp_epochs, epochs),
+            epochs,
             iters_per_epoch,
             per_epoch=True,  # as DINO's reference: one temperature per epoch
-        )
+        )[:total]
     else:  # a fraction of the run: per iteration (DINOv2's form)
         warmup = phase(0, d.warmup_teacher_temp_fraction)
         teacher_temp = np.concatenate(

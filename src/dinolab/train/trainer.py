@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.profiler import record_function
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -29,7 +30,7 @@ from dinolab.distributed import DistEnv, barrier, init_distributed
 from dinolab.hub import RUN_BACKBONE, export_backbone
 from dinolab.methods import TEACHER_PROBS, Method
 from dinolab.train import schedules
-from dinolab.train.budget import fit_epochs, step_seconds_from_log
+from dinolab.train.budget import fit_steps, step_seconds_from_log
 from dinolab.train.builders import build_data, build_evaluator, build_method
 from dinolab.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -44,15 +45,47 @@ from dinolab.train.config import save_config
 from dinolab.train.monitor import CollapseMonitor
 from dinolab.train.optim import build_optimizer
 from dinolab.train.param_groups import apply_optim_schedules, param_groups
+from dinolab.train.rundir import (
+    CONFIG_NAME,
+    LOG_NAME,
+    RunDirError,
+    absolute_paths,
+    check_new_run,
+    check_resume,
+    clear_run,
+    describe_changes,
+    record_history,
+    remove_stale_temps,
+)
+from dinolab.train.summary import end_message, nothing_to_do_message, start_message
 
-NONFINITE_ADVICE = """\
-The loss became {value} at step {step}; training stopped and the last good checkpoint was kept.
+NONFINITE_CAUSES = """\
 Usual causes and what to try:
   - fp16 overflow: use precision=bf16 or precision=fp32;
   - learning rate too high for this batch: lower optim.lr or raise optim.warmup_epochs;
   - batch too small for stable statistics: raise optim.batch_size;
-  - exploding gradients: set optim.clip_grad=3.0 (per_param) or optim.clip_mode=global.
-Resume after changing the config with: dinolab train --resume {run_dir} key=value ..."""
+  - exploding gradients: set optim.clip_grad=3.0 (per_param) or optim.clip_mode=global."""
+
+
+def nonfinite_message(value: float, step: int, run_dir: Path, checkpoint_step: int | None) -> str:
+    """Why training stopped on a non-finite loss, what is kept, and what to try."""
+    if checkpoint_step is not None:
+        return (
+            f"The loss became {value} at step {step}; training stopped. The last good checkpoint "
+            f"(step {checkpoint_step}) is kept in {run_dir}.\n{NONFINITE_CAUSES}\nResume after "
+            f"changing the config with: dinolab train --resume {run_dir} key=value ..."
+        )
+    first = (
+        "\nAt the very first step this points at a config value rather than the optimisation: "
+        "check the temperatures (dino.*temp), the loss weights and optim.lr."
+        if step == 0
+        else ""
+    )
+    return (
+        f"The loss became {value} at step {step}, before any checkpoint was saved: there is "
+        f"nothing to resume.{first}\n{NONFINITE_CAUSES}\nStart again after changing the config "
+        f"with: dinolab train --out {run_dir} --overwrite key=value ..."
+    )
 
 
 class TrainingDiverged(RuntimeError):
@@ -106,7 +139,7 @@ class Trainer:
                 f"the dataset has {len(dataset)} images, fewer than one batch "
                 f"(optim.batch_size={batch}); lower optim.batch_size or add images"
             )
-        self.total_iters = cfg.optim.epochs * self.iters_per_epoch
+        self.total_iters = schedules.run_iters(cfg.optim, self.iters_per_epoch)
 
         if self.env.enabled:
             method = sync_batchnorms(method, self.device)
@@ -132,6 +165,7 @@ class Trainer:
         self.evaluator = build_evaluator(cfg) if self.env.is_main else None
         self._last_score: float | None = None  # the evaluator's headline, for the bar
         self.step = 0
+        self.checkpoint_step: int | None = None  # the step of the checkpoint in run_dir, if any
         self._saved_step = -1
         self._interrupted = False
 
@@ -153,6 +187,7 @@ class Trainer:
             self._saved_step = self.step
             save_checkpoint(self.run_dir / CHECKPOINT_NAME, self._state())
             export_backbone(self.method.trained_backbone, self.run_dir / RUN_BACKBONE)
+        self.checkpoint_step = self.step
 
     def resume(self) -> None:
         """Continue exactly where the checkpoint in run_dir stopped."""
@@ -161,18 +196,23 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
-        self.step = state["step"]
+        self.step = self.checkpoint_step = state["step"]
         if self.env.is_main:
-            _truncate_log(self.run_dir / "log.jsonl", self.step)
+            _truncate_log(self.run_dir / LOG_NAME, self.step)
+
+    @property
+    def stop_step(self) -> int:
+        """Where `fit` stops: the schedule's end, or `max_steps` when that comes first."""
+        return min(self.total_iters, self.cfg.max_steps or self.total_iters)
 
     # ----------------------------------------------------------------- the loop
     def fit(self) -> dict[str, Any]:
         """Train until the schedule ends or `max_steps`; returns the last logged record."""
         cfg = self.cfg
-        stop_at = min(self.total_iters, cfg.max_steps or self.total_iters)
+        stop_at = self.stop_step
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
+            save_config(cfg, self.run_dir / CONFIG_NAME)
         sampler = ResumableSampler(
             self.dataset,
             num_replicas=self.env.world_size,
@@ -258,21 +298,24 @@ class Trainer:
         )
         batch = _to_device(batch, self.device)
 
-        with autocast(self.device, self.dtype):
+        with record_function("forward"), autocast(self.device, self.dtype):
             losses = self.model(batch, teacher_temp=float(s.teacher_temp[it]), step=it)
         loss = losses["loss"]
         losses = {**losses, "loss": loss.detach()}  # logged (the total, summed over terms)
         self._check_finite(loss)
 
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        self._clip_gradients()
-        if it < s.freeze_last_layer_iters:
-            self._drop_last_layer_grads()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.method.update_teacher(float(s.momentum[it]))
+        with record_function("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+        with record_function("optimizer"):
+            self.scaler.unscale_(self.optimizer)
+            self._clip_gradients()
+            if it < s.freeze_last_layer_iters:
+                self._drop_last_layer_grads()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        with record_function("teacher_ema"):
+            self.method.update_teacher(float(s.momentum[it]))
         return losses  # teacher_probs, if any: for _log
 
     def _check_finite(self, loss: torch.Tensor) -> None:
@@ -281,7 +324,7 @@ class Trainer:
             torch.distributed.all_reduce(bad)
         if bad.item() > 0:
             raise TrainingDiverged(
-                NONFINITE_ADVICE.format(value=loss.item(), step=self.step, run_dir=self.run_dir)
+                nonfinite_message(loss.item(), self.step, self.run_dir, self.checkpoint_step)
             )
 
     def _clip_gradients(self) -> None:
@@ -334,7 +377,7 @@ class Trainer:
         if warning:
             record["collapse_warning"] = warning
         if self.env.is_main:
-            with open(self.run_dir / "log.jsonl", "a") as f:
+            with open(self.run_dir / LOG_NAME, "a") as f:
                 f.write(json.dumps(record) + "\n")
             shown = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}"}
             if self.method.has_teacher:
@@ -396,14 +439,28 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def run_training(
-    cfg: DictConfig, resume: bool = False, budget_minutes: float | None = None
+    cfg: DictConfig,
+    resume: bool = False,
+    budget_minutes: float | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Build data, method and trainer from a config and train; the `dinolab train` entry point.
 
-    `budget_minutes`: first time a few real steps, then set `optim.epochs` so the whole
+    The run directory `cfg.out` follows train/rundir.py: a new run is refused where a run
+    exists unless `overwrite` (the old run's files are deleted once the new run is built);
+    `resume` continues the run there and refuses changes its checkpoint cannot take.
+    `budget_minutes`: first time a few real steps, then set `optim.total_steps` so the whole
     schedule ends inside the budget (see train/budget.py); `cfg` is updated in place.
+    Returns the last logged record ({} when a resumed run has nothing left to do).
     """
     env = init_distributed(resolve_device(cfg.device).type)
+    run_dir = Path(cfg.out)
+    if resume and overwrite:
+        raise RunDirError("--resume continues a run and --overwrite replaces it: choose one")
+    absolute_paths(cfg)
+    changes = check_resume(run_dir, cfg) if resume else []
+    if not resume:
+        check_new_run(run_dir, overwrite)
     if budget_minutes is not None:
         if resume:
             raise ValueError("--budget sets the epochs of a new run; a resumed run keeps its own")
@@ -413,26 +470,77 @@ def run_training(
             data, collate = build_data(probe, Path(probe.out))
             Trainer(probe, build_method(probe, len(data.classes)), data, collate, env).fit()
             barrier()
-            step_s = step_seconds_from_log(Path(probe.out) / "log.jsonl", probe.optim.batch_size)
+            step_s = step_seconds_from_log(Path(probe.out) / LOG_NAME, probe.optim.batch_size)
             barrier()
             if env.is_main:
                 shutil.rmtree(probe.out, ignore_errors=True)
             return step_s
 
-        images = len(build_data(cfg, Path(cfg.out))[0])
-        message = fit_epochs(cfg, budget_minutes, images // cfg.optim.batch_size, time_steps)
+        images = len(build_data(cfg, run_dir)[0])
+        message = fit_steps(cfg, budget_minutes, images // cfg.optim.batch_size, time_steps)
         if env.enabled:  # every rank trains rank 0's choice
-            chosen = [cfg.optim.epochs]
+            chosen = [cfg.optim.total_steps, cfg.optim.epochs]
             torch.distributed.broadcast_object_list(chosen, src=0)
-            cfg.optim.epochs = chosen[0]
+            cfg.optim.total_steps, cfg.optim.epochs = chosen
         if env.is_main:
             print(message, file=sys.stderr)
-    # built after --budget set the epochs: the high-resolution phase starts from the epoch count
-    dataset, collate_fn = build_data(cfg, Path(cfg.out))
+    # built after --budget set the run length: the high-resolution phase starts from it
+    dataset, collate_fn = build_data(cfg, run_dir)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (the teacher too)
     method = build_method(cfg, len(dataset.classes))
     torch.manual_seed(cfg.seed + env.rank)  # then per-rank randomness (drop-path)
     trainer = Trainer(cfg, method, dataset, collate_fn, env)
     if resume:
+        _resume(trainer, changes)
+        if trainer.step >= trainer.stop_step:
+            if env.is_main:
+                print(nothing_to_do_message(trainer), file=sys.stderr)
+            return {}
+    barrier()  # every rank has read the run directory before rank 0 changes it
+    if env.is_main:
+        _begin(trainer, resume, overwrite, changes)
+    started = time.perf_counter()
+    record = trainer.fit()
+    if env.is_main:
+        print(end_message(trainer, record, time.perf_counter() - started), file=sys.stderr)
+    return record
+
+
+def _resume(trainer: Trainer, changes: list) -> None:
+    """Load the run's checkpoint; when changed keys make it not fit, say which keys."""
+    try:
         trainer.resume()
-    return trainer.fit()
+    except (ValueError, RuntimeError, KeyError) as err:
+        if not changes:
+            raise
+        changed = "; ".join(str(c) for c in changes)
+        raise RunDirError(
+            f"the checkpoint of {trainer.run_dir} does not load under the changed settings "
+            f"({changed}): {err}. Resume without changing them, or train a new run with them "
+            "(--out NEW_DIR); the checkpoint was not changed"
+        ) from None
+
+
+def _begin(trainer: Trainer, resume: bool, overwrite: bool, changes: list) -> None:
+    """Rank 0, just before the first step: tidy the run directory, record this start, and say
+    what is about to happen."""
+    run_dir = trainer.run_dir
+    notes = []
+    if overwrite:
+        removed = clear_run(run_dir) if run_dir.is_dir() else []
+        if removed:
+            notes.append(f"--overwrite: deleted the previous run's {', '.join(removed)}")
+    elif resume:
+        stale = remove_stale_temps(run_dir)
+        if stale:
+            notes.append(f"removed temporary files of an interrupted save: {', '.join(stale)}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record_history(
+        run_dir,
+        "resume" if resume else "start",
+        step=trainer.step,
+        changes={c.key: [c.old, c.new] for c in changes},
+    )
+    if changes:
+        notes.append(describe_changes(changes, trainer.step))
+    print("\n".join([*notes, start_message(trainer, resume)]), file=sys.stderr)

@@ -15,7 +15,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import nn
 
-from dinolab.data.images import ImageSource, list_images
+from dinolab.data.images import (
+    ImageSource,
+    list_images,
+    model_short_side,
+    none_readable,
+    prepare_or_skip,
+)
 from dinolab.device import resolve_device
 from dinolab.eval.attention import (
     AttentionMaps,
@@ -119,7 +125,8 @@ def run_attention(
     block: int = -1,
     device: str = "auto",
 ) -> list[Path]:
-    """`dinolab attention`: figure and arrays for every image (files, folders or lists)."""
+    """`dinolab attention`: figure and arrays for every image (files, folders or lists); files
+    that do not decode are skipped with a warning."""
     if mode not in ("nearest", "smooth"):
         raise ValueError(f"upsample mode must be 'nearest' or 'smooth', got {mode!r}")
     mass_mask(np.ones(1), threshold)  # validate before loading anything
@@ -129,8 +136,13 @@ def run_attention(
     model = load_model(model)
     require_attention(model)
     model = model.to(resolve_device(device))
+    side = short_side or model_short_side(model)
     written = []
     for path, name in zip(paths, unique_names(paths), strict=True):
-        maps = attention_maps(model, path, threshold, short_side, query, block)
-        written += save_attention(maps, out_dir, name, mode)
+        image = prepare_or_skip(path, model.patch_size, side)  # warns when it skips
+        if image is not None:
+            maps = attention_maps(model, image, threshold, query=query, block=block)
+            written += save_attention(maps, out_dir, name, mode)
+    if not written:
+        raise none_readable(paths)
     return written

@@ -34,7 +34,9 @@ from dinolab.data.images import (
     PreparedImage,
     list_images,
     model_short_side,
+    none_readable,
     prepare_image,
+    prepare_or_skip,
 )
 from dinolab.device import resolve_device
 from dinolab.eval.attention import evaluating, model_device, upsample
@@ -252,17 +254,29 @@ def run_pca(
     device: str = "auto",
     joint_foreground: bool = False,
 ) -> list[Path]:
-    """`dinolab pca`: one figure per image, or with ``joint`` one figure and one PCA for all."""
+    """`dinolab pca`: one figure per image, or with ``joint`` one figure and one PCA for all;
+    files that do not decode are skipped with a warning."""
     if sign_rule not in SIGN_RULES:
         raise ValueError(f"unknown sign rule {sign_rule!r}; choose one of {', '.join(SIGN_RULES)}")
     paths = list_images(images)
-    names = unique_names(paths)
     model = load_model(model).to(resolve_device(device))
+    side = short_side or model_short_side(model)
+    named = list(zip(paths, unique_names(paths), strict=True))
     if joint:
-        result = patch_pca(model, paths, threshold, sign_rule, short_side, joint_foreground)
+        prepared_named = [(prepare_or_skip(path, model.patch_size, side), name)  # warns on skips
+                          for path, name in named]  # fmt: skip
+        readable = [(image, name) for image, name in prepared_named if image is not None]
+        if not readable:
+            raise none_readable(paths)
+        prepared, names = [im for im, _ in readable], [name for _, name in readable]
+        result = patch_pca(model, prepared, threshold, sign_rule, side, joint_foreground)
         return save_pca(result, out_dir, "joint", names, mode)
     written = []
-    for path, name in zip(paths, names, strict=True):
-        result = patch_pca(model, [path], threshold, sign_rule, short_side)
-        written += save_pca(result, out_dir, name, [name], mode)
+    for path, name in named:
+        image = prepare_or_skip(path, model.patch_size, side)  # warns when it skips
+        if image is not None:
+            result = patch_pca(model, [image], threshold, sign_rule, side)
+            written += save_pca(result, out_dir, name, [name], mode)
+    if not written:
+        raise none_readable(paths)
     return written

@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from dinolab.data.images import prepare_or_skip
 from dinolab.eval.attention import attention_maps
-from dinolab.hub import load
+from dinolab.hub import RUN_BACKBONE, load
 from dinolab.io import atomic_write_text
+from dinolab.train.rundir import is_run_dir
 from dinolab.viz.attention import plot_attention
 from dinolab.viz.classification import plot_confusion_matrix
 from dinolab.viz.images import (
@@ -35,7 +37,6 @@ from dinolab.viz.images import (
     list_images,
     model_short_side,
     new_figure,
-    prepare_image,
     unique_names,
 )
 from dinolab.viz.pca import patch_pca, plot_pca
@@ -241,11 +242,20 @@ def pictures_html(
     except (FileNotFoundError, ValueError) as err:
         return f"<p>No pictures: {html.escape(str(err))}</p>"
     side = short_side or model_short_side(model)
-    prepared = [
-        dataclasses.replace(prepare_image(p, model.patch_size, side), name=name)
-        for p, name in zip(paths, unique_names(paths), strict=True)
-    ]
-    parts = ["<h3>[CLS] attention of the last block</h3>"]
+    prepared, unreadable = [], []
+    for path, name in zip(paths, unique_names(paths), strict=True):
+        image = prepare_or_skip(path, model.patch_size, side)  # warns when it skips
+        if image is None:
+            unreadable.append(str(path))
+        else:
+            prepared.append(dataclasses.replace(image, name=name))
+    parts = []
+    if unreadable:
+        parts.append(f"<p>Skipped {len(unreadable)} unreadable image(s): "
+                     f"{html.escape(', '.join(unreadable))}</p>")  # fmt: skip
+    if not prepared:
+        return "".join(parts) + "<p>No pictures: none of the images could be read.</p>"
+    parts.append("<h3>[CLS] attention of the last block</h3>")
     if hasattr(model, "get_self_attention"):
         parts += [_img(plot_attention(attention_maps(model, im)), f"attention {im.name}")
                   for im in prepared]  # fmt: skip
@@ -284,6 +294,12 @@ def write_report(
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"run directory {run} does not exist; pass a dinolab run dir")
+    if not is_run_dir(run):
+        raise ValueError(
+            f"{run} is not a dinolab run directory (no config.yaml, log.jsonl or "
+            f"{RUN_BACKBONE}), so no report was written into it; pass the --out directory of "
+            "`dinolab train`"
+        )
     cfg_path, log_path = run / "config.yaml", run / "log.jsonl"
     config = OmegaConf.to_container(OmegaConf.load(cfg_path)) if cfg_path.is_file() else {}
     records = read_log(log_path) if log_path.is_file() else []
