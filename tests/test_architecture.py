@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "models": 2,
     "losses": 2,
     "configs": 2,
+    "interop": 2,
     "methods": 3,
     "hub": 3,
     "train": 4,

@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 def load(
     source: str | os.PathLike, weights: str | os.PathLike | None = None, **overrides: Any
 ) -> nn.Module:
-    """Load a backbone (run dir, .safetensors, official .pth, or hub name + ``weights=``): a
-    VisionTransformer, or a ResNet for convnet weights.
+    """Load a backbone (run dir, .safetensors, official .pth, transformers or timm folder, timm
+    state dict, or hub name + ``weights=``): a VisionTransformer, or a ResNet for convnet weights.
 
     Imported lazily so that ``import dinolab`` stays light; see `dinolab.hub.load`.
     """

@@ -21,6 +21,7 @@ DEBUG_ENV = "DINOLAB_DEBUG"
 # dinolab.eval.FEATURE_KINDS, spelled here so that building the parser imports no torch
 # (tests/test_cli.py checks that the two agree).
 FEATURE_KINDS = ("cls", "avgpool", "cls+avgpool", "last4")
+EXPORT_FORMATS = ("hf", "onnx", "official")  # dinolab.interop.EXPORT_FORMATS, checked likewise
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -116,7 +117,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             raise ValueError("fine-tuning needs labelled --train DIR and --val DIR")
         cfg = finetune_config(
             models[0] if models else None, args.train, args.val, from_scratch=args.from_scratch,
-            weights=args.weights, out=args.out, overrides=overrides,
+            out=args.out, overrides=overrides,
         )  # fmt: skip
     try:
         metrics = run_finetune(
@@ -261,6 +262,14 @@ def cmd_curate(args: argparse.Namespace) -> int:
         from_stage=args.from_stage,
     )  # fmt: skip
     print(result.table())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from dinolab.hub import load_model
+    from dinolab.interop import export_model
+
+    print(f"wrote {export_model(load_model(args.model), args.format, args.out)}")
     return 0
 
 
@@ -450,8 +459,8 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "finetune",
         help="train a classifier on a backbone with labels (fine-tuning, or from scratch)",
-        description="Fine-tune MODEL (a run directory, .safetensors export, official .pth, or "
-        "official name with --weights) with a linear head on labelled images, or train a random "
+        description="Fine-tune MODEL (anything dinolab.load reads: a run directory, an export, "
+        "an official .pth...) with a linear head on labelled images, or train a random "
         "--from-scratch ARCH: AdamW, warmup + cosine, layer-wise lr decay, label smoothing, "
         "drop-path (the `finetune` preset; key=value overrides as for train). Writes a run "
         "directory like train's (the backbone loads with dinolab.load and the viz commands), "
@@ -476,7 +485,6 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         metavar="ARCH",
         help="train a random backbone of this arch instead (e.g. vit_tiny; model.* overrides)",
     )
-    p.add_argument("--weights", help="official checkpoint file when MODEL is an official name")
     p.add_argument("--out", help="run directory (default runs/finetune)")
     p.add_argument(
         "--overwrite",
@@ -754,6 +762,28 @@ def _add_curate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_curate)
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a model for transformers (hf), ONNX or the official DINO/DINOv2 code",
+        description="hf: a folder for transformers (ViTModel for DINO v1 models, Dinov2Model, "
+        "Dinov2WithRegistersModel) with a preprocessor config; onnx: a graph with dynamic "
+        "batch, height and width returning the [CLS] and patch tokens; official: the .pth "
+        "state dict the official DINO / DINOv2 code loads strictly.",
+        epilog=_example(
+            "dinolab export runs/photos --format hf --out photos-hf",
+            "dinolab export runs/photos --format onnx --out photos.onnx",
+        ),
+    )
+    p.add_argument(
+        "model",
+        help="run directory, .safetensors/.pth file, or a transformers / timm folder",
+    )
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    p.add_argument("--out", required=True, help="folder (hf), .onnx file (onnx), .pth (official)")
+    p.set_defaults(func=cmd_export)
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_demo,
     _add_train,
@@ -768,6 +798,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_map,
     _add_report,
     _add_curate,
+    _add_export,
 )
 
 

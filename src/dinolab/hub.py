@@ -14,6 +14,12 @@ it to Identity); a ``fc.weight``/``fc.bias`` classifier (torchvision's supervise
 dropped, every other key must match strictly. ``.pth`` files with the ResNet layout are
 recognised by their keys, their stage depths and stem read from the shapes.
 
+Other ecosystems (`dinolab.interop`): a folder with a ``config.json`` is a transformers
+``save_pretrained`` folder (ViT, Dinov2, Dinov2WithRegisters) or a timm Hub folder; a state dict
+in timm's DINOv2 layout (``reg_token``, no ``mask_token``, ``mlp.fc1`` for SwiGLU) is mapped to
+the official names; a ``.safetensors`` without our ``.json`` and without a ``mask_token`` is read
+as such a state dict.
+
 Export format (``format_version`` 1): ``name.safetensors`` with the backbone state dict and a
 sibling ``name.json`` holding ``{"arch": family, "config": model.config, "format_version": 1}``,
 family "vit", "resnet" or "vit_hybrid" (`dinolab.models.FAMILIES`).
@@ -31,9 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
+from dinolab.interop import hf as hf_format
+from dinolab.interop import timm as timm_format
 from dinolab.io import atomic_write_bytes, atomic_write_text
 from dinolab.models import FAMILIES, build_model
 from dinolab.models.layers import swiglu_hidden_dim
@@ -394,7 +403,14 @@ def _load_pth(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
             f"dinolab.load({str(path.parent)!r}), which reads the teacher's backbone exported "
             f"beside it ({RUN_BACKBONE})"
         )
-    state = _without_classifier(_with_v1_mask_token(extract_backbone(checkpoint)))
+    return _load_state_dict(extract_backbone(checkpoint), overrides)
+
+
+def _load_state_dict(state: dict[str, Tensor], overrides: Mapping[str, Any]) -> nn.Module:
+    """A backbone state dict (official, timm, torchvision), its architecture read from the keys."""
+    if timm_format.is_timm_state(state):
+        state = timm_format.from_timm(state)
+    state = _without_classifier(_with_v1_mask_token(state))
     family, inferred = _infer_any_config(state)
     config = {**inferred, **overrides}
     return _build_loaded(
@@ -402,11 +418,48 @@ def _load_pth(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
     )
 
 
+def _load_config_folder(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
+    """A folder with a config.json: transformers' (it names a model_type) or timm's (it names an
+    architecture; the weights' keys tell the rest)."""
+    config_path = path / hf_format.CONFIG
+    config = json.loads(config_path.read_text())
+    if hf_format.is_hf_config(config):
+        vit_config, state = hf_format.read_hf_folder(path)
+        what = f"the transformers config in {config_path}"
+        return _build_loaded({**vit_config, **overrides}, state, what)
+    if "architecture" in config:
+        return _load_state_dict(hf_format.read_weights(path), overrides)
+    raise ValueError(
+        f"{config_path} is neither a transformers config (model_type) nor a timm one "
+        "(architecture): pass a folder written by save_pretrained / push_to_hub"
+    )
+
+
+def _is_foreign_safetensors(path: Path) -> bool:
+    """A .safetensors file without our .json beside it and without the mask token every dinolab
+    ViT has: someone else's state dict (timm's model.safetensors), read like a .pth."""
+    if not path.is_file() or path.with_suffix(".json").is_file():
+        return False
+    with safe_open(str(path), "pt") as f:
+        return "mask_token" not in set(f.keys())  # safe_open has no __contains__
+
+
+def source_files(source: str | os.PathLike) -> list[Path]:
+    """The files `load` reads for ``source`` (a path), for telling two versions of it apart."""
+    path = Path(source)
+    if path.is_dir() and (path / hf_format.CONFIG).is_file():
+        return sorted(p for p in path.iterdir() if p.is_file())
+    if path.is_dir():
+        path = path / RUN_BACKBONE
+    return [path] + ([path.with_suffix(".json")] if path.suffix == ".safetensors" else [])
+
+
 def load(
     source: str | os.PathLike, weights: str | os.PathLike | None = None, **overrides: Any
 ) -> nn.Module:
     """A backbone in eval mode from a run directory, a .safetensors export, an official .pth
-    checkpoint (architecture inferred from its shapes), or a hub name plus ``weights=`` path.
+    checkpoint (architecture inferred from its shapes), a Hugging Face transformers or timm
+    folder (`dinolab.interop`), a timm state dict, or a hub name plus ``weights=`` path.
 
     ``overrides`` replace constructor keywords that do not change shapes (e.g. drop_path_rate).
     """
@@ -424,6 +477,10 @@ def load(
             f"names: {', '.join(HUB_MODELS)}"
         )
     path = Path(source)
+    if path.is_dir() and (path / hf_format.CONFIG).is_file():
+        return _load_config_folder(path, overrides)
+    if path.suffix == ".safetensors" and _is_foreign_safetensors(path):
+        return _load_state_dict(load_file(str(path)), overrides)
     if path.is_dir():
         if not (path / RUN_BACKBONE).is_file():
             raise FileNotFoundError(_no_export_message(path))

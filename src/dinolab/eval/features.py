@@ -36,7 +36,7 @@ from dinolab.data.transforms import EvalTransform
 from dinolab.device import autocast, resolve_device, resolve_precision
 from dinolab.distributed import barrier, join, world_size
 from dinolab.distributed import rank as dist_rank
-from dinolab.hub import RUN_BACKBONE, load_model
+from dinolab.hub import load_model, source_files
 from dinolab.io import atomic_write, atomic_write_text
 
 FEATURE_KINDS = ("cls", "avgpool", "cls+avgpool", "last4")
@@ -177,10 +177,7 @@ def model_identity(model: nn.Module | str | os.PathLike) -> str:
     path = Path(model)
     if not path.exists():
         return f"name:{model}"
-    if path.is_dir():
-        path = path / RUN_BACKBONE
-    files = [path] + ([path.with_suffix(".json")] if path.suffix == ".safetensors" else [])
-    return "file:" + ";".join(_file_identity(p) for p in files if p.exists())
+    return "file:" + ";".join(_file_identity(p) for p in source_files(path) if p.exists())
 
 
 def listing_identity(paths: Sequence[str | os.PathLike], labels: Sequence[int] | None) -> str:

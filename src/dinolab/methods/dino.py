@@ -55,6 +55,8 @@ def build_backbone(cfg: DictConfig, drop_path_rate: float) -> nn.Module:
         num_register_tokens=cfg.model.num_register_tokens,
         ffn_layer=cfg.model.ffn_layer,
         qkv_bias=cfg.model.qkv_bias,
+        interpolate_offset=cfg.model.interpolate_offset,
+        interpolate_antialias=cfg.model.interpolate_antialias,
     )
 
 

@@ -162,6 +162,12 @@ class DINOv2(StudentTeacher):
             n, self.mask_generator(grid), self.mask_probability, self.mask_ratio, generator=g
         )
 
+    def ibot_masks(self, global_crops: Tensor, step: int) -> tuple[Tensor, bool]:
+        """(2B, N) bool masks of the patches whose teacher distribution the student predicts,
+        and whether the student's input hides them (mask token). DINOv2 predicts the patches
+        it hides (`draw_masks`)."""
+        return self.draw_masks(global_crops, step), True
+
     # ------------------------------------------------------------------ targets
     @torch.no_grad()
     def teacher_targets(
@@ -199,12 +205,13 @@ class DINOv2(StudentTeacher):
         """
         global_crops = batch["global_crops"]
         local_crops = batch.get("local_crops")
-        masks = mask_indices = None
+        masks = mask_indices = student_masks = None
         if self.do_ibot:
-            masks = self.draw_masks(global_crops, step)
+            masks, hidden = self.ibot_masks(global_crops, step)
             # indices found on the CPU: no device sync for nonzero()
             mask_indices = torch.nonzero(masks.flatten()).flatten().to(global_crops.device)
             masks = masks.to(global_crops.device)
+            student_masks = masks if hidden else None
 
         with torch.no_grad(), record_function(TEACHER_FORWARD):
             teacher_out = self.teacher(global_crops, None, None, mask_indices)
@@ -213,7 +220,7 @@ class DINOv2(StudentTeacher):
                 teacher_out["cls_logits"].float(), _float(teacher_out["patch_logits"]), teacher_temp
             )
         with record_function(STUDENT_FORWARD):
-            student_out = self.student(global_crops, local_crops, masks, mask_indices)
+            student_out = self.student(global_crops, local_crops, student_masks, mask_indices)
 
         dino = self.dino_loss.forward_probs(student_out["cls_logits"].float(), cls_probs)
         loss = self.dino_weight * dino

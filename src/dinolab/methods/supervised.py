@@ -2,11 +2,12 @@
 random backbone) and its fine-tuning of a pre-trained one on a smaller task (`dinolab finetune`).
 
 The paper's choices: a zero-initialised linear head on the [CLS] token or on the average of the
-patch tokens (`models.heads.ClassifierHead`), and, to fine-tune at a higher resolution than the
-backbone was trained at, its position embeddings resampled once in 2-D to the new grid
-(`VisionTransformer.rebuilt`). The loss is a cross-entropy with label smoothing; one view, no
-teacher. The Trainer's optimizer, schedules (warmup + cosine), layer-wise lr decay and clipping
-apply as to any method.
+patch tokens (`models.heads.ClassifierHead`); the loss is a cross-entropy with label smoothing;
+one view, no teacher. The backbone is the config's `model.*`: a fine-tuned one starts from
+`model.pretrained` (train/pretrained.py, which takes its architecture and, at another crop size,
+resamples its position embeddings once in 2-D to the new grid, as the ViT paper does to
+fine-tune at a higher resolution). The Trainer's optimizer, schedules (warmup + cosine),
+layer-wise lr decay and clipping apply as to any method.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from dinolab.hub import load_model
 from dinolab.methods.base import STUDENT_FORWARD, Method
 from dinolab.methods.dino import build_backbone
-from dinolab.models import ClassifierHead, VisionTransformer
+from dinolab.models import ClassifierHead
 
 
 class ClassifierNetwork(nn.Module):
@@ -38,26 +38,6 @@ class ClassifierNetwork(nn.Module):
         return self.head(self.backbone.forward_features(images))
 
 
-def finetune_backbone(cfg: DictConfig) -> nn.Module:
-    """The backbone `cfg.finetune` names (see `FinetuneConfig`): `init`'s at crops.global_size
-    with model.drop_path_rate, or, without `init`, a random model.* (training from scratch).
-
-    A ResNet takes any input size and has no stochastic depth: it is used as loaded."""
-    f, size = cfg.finetune, int(cfg.crops.global_size)
-    if f.init is None:
-        return build_backbone(cfg, drop_path_rate=cfg.model.drop_path_rate)
-    backbone = load_model(f.init, f.weights)
-    if not isinstance(backbone, VisionTransformer):
-        return backbone
-    patch = backbone.patch_size
-    if size % patch:
-        raise ValueError(
-            f"crops.global_size={size} is not a multiple of the patch size {patch} of "
-            f"{f.init}; use e.g. crops.global_size={max(1, round(size / patch)) * patch}"
-        )
-    return backbone.rebuilt(img_size=size, drop_path_rate=float(cfg.model.drop_path_rate))
-
-
 class Supervised(Method):
     """Cross-entropy (with `finetune.label_smoothing`) of a classifier over `num_classes`."""
 
@@ -68,7 +48,7 @@ class Supervised(Method):
                 f"a classifier needs labelled images of at least 2 classes, got {num_classes}: "
                 "give class folders (root/<class>/*.jpg) or a file list with a label column"
             )
-        backbone = finetune_backbone(cfg)
+        backbone = build_backbone(cfg, drop_path_rate=cfg.model.drop_path_rate)
         if isinstance(getattr(backbone, "mask_token", None), nn.Parameter):
             backbone.mask_token.requires_grad_(False)  # nothing is masked (DDP: all params used)
         head = ClassifierHead(cast(int, backbone.embed_dim), num_classes, cfg.finetune.pool)

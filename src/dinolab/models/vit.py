@@ -6,6 +6,7 @@ Blocks are a flat ``blocks.N`` list (the official ``block_chunks=0`` layout).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinolab.models.layers import Block, PatchEmbed
+from dinolab.models.resample import resample_grid
 
 FeatureDict = dict[str, Tensor | None]
 
@@ -128,49 +130,15 @@ class VisionTransformer(nn.Module):
 
         At the native grid the parameter itself is returned (no resampling error). Otherwise the
         patch part is resized bicubically: with ``interpolate_offset > 0`` by the scale factor
-        ``(n + offset) / M`` (DINO / DINOv2), with offset 0 to the exact size (register models).
+        ``(n + offset) / M`` (DINO / DINOv2), with offset 0 to the exact size (register models):
+        see `resample_pos_embed`.
         """
         h0, w0 = height // self.patch_size, width // self.patch_size
-        m = self.grid_size
-        if (h0, w0) == (m, m):
+        if (h0, w0) == (self.grid_size,) * 2 and not torch.compiler.is_exporting():
             return self.pos_embed
-        pos = self.pos_embed.float()
-        dim = pos.shape[-1]
-        grid = pos[:, 1:].reshape(1, m, m, dim).permute(0, 3, 1, 2)
-        if self.interpolate_offset:
-            scale = ((h0 + self.interpolate_offset) / m, (w0 + self.interpolate_offset) / m)
-            kwargs: dict[str, Any] = {"scale_factor": scale}
-        else:
-            kwargs = {"size": (h0, w0)}
-        grid = F.interpolate(grid, mode="bicubic", antialias=self.interpolate_antialias, **kwargs)
-        if grid.shape[-2:] != (h0, w0):
-            raise RuntimeError(
-                f"position embedding resized to {tuple(grid.shape[-2:])}, "
-                f"expected {(h0, w0)}; use interpolate_offset=0.0"
-            )
-        grid = grid.permute(0, 2, 3, 1).reshape(1, h0 * w0, dim)
-        return torch.cat((pos[:, :1], grid), dim=1).to(self.pos_embed.dtype)
-
-    def rebuilt(self, **changes: Any) -> VisionTransformer:
-        """This model's weights in a model of the same class built with `changes` to its
-        constructor keywords (``model.config``), in the same train/eval mode.
-
-        ``img_size`` moves the native grid: the position embeddings are resampled once, in 2-D,
-        to the new grid (what the ViT paper does to fine-tune at a higher resolution), with
-        `interpolate_pos_encoding`, so at first the new model's output at the new size is this
-        model's; at the same size they are copied exactly. Any other change must keep every
-        parameter's shape (e.g. ``drop_path_rate``).
-        """
-        config = {**self.config, **changes}
-        size = config["img_size"]
-        state = {k: v.clone() for k, v in self.state_dict().items()}  # the copy owns them
-        if size != self.config["img_size"]:
-            with torch.no_grad():
-                state["pos_embed"] = self.interpolate_pos_encoding(size, size).clone()
-        with torch.device("meta"):
-            model = type(self)(**config)
-        model.load_state_dict(state, strict=True, assign=True)
-        return model.train(self.training)
+        return resample_pos_embed(
+            self.pos_embed, h0, w0, self.interpolate_offset, self.interpolate_antialias
+        )
 
     def prepare_tokens_with_masks(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
         """Images -> tokens; masked patches become `mask_token` before position embedding."""
@@ -285,6 +253,37 @@ class VisionTransformer(nn.Module):
     def get_last_self_attention(self, x: Tensor) -> Tensor:
         """Attention weights of the last block, (B, heads, N, N)."""
         return self.get_self_attention(x, [-1])[0]
+
+
+def resample_pos_embed(
+    pos_embed: Tensor, rows: int, cols: int, offset: float = 0.1, antialias: bool = False
+) -> Tensor:
+    """Position embeddings (1, 1 + M*M, D) of an M x M patch grid for a rows x cols grid.
+
+    The [CLS] row stays; the grid is resized bicubically in float32, by the scale factor
+    ``(n + offset) / M`` (DINO, DINOv2) or, with offset 0, to the exact size. Used by
+    `VisionTransformer.interpolate_pos_encoding` and to start a model at another crop size.
+    While exported (torch.export, ONNX) the numbers come from `resample_grid`, whose graph
+    works at every input size.
+    """
+    pos = pos_embed.float()
+    m, dim = math.isqrt(pos.shape[1] - 1), pos.shape[-1]
+    grid = pos[:, 1:].reshape(1, m, m, dim).permute(0, 3, 1, 2)
+    if torch.compiler.is_exporting():
+        grid = resample_grid(grid, rows, cols, offset, antialias)
+    else:
+        if offset:
+            kwargs: dict[str, Any] = {"scale_factor": ((rows + offset) / m, (cols + offset) / m)}
+        else:
+            kwargs = {"size": (rows, cols)}
+        grid = F.interpolate(grid, mode="bicubic", antialias=antialias, **kwargs)
+        if grid.shape[-2:] != (rows, cols):
+            raise RuntimeError(
+                f"position embedding resized to {tuple(grid.shape[-2:])}, "
+                f"expected {(rows, cols)}; use interpolate_offset=0.0"
+            )
+    grid = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, dim)
+    return torch.cat((pos[:, :1], grid), dim=1).to(pos_embed.dtype)
 
 
 def _named(patch_size: int, size: dict[str, Any], overrides: dict[str, Any]) -> VisionTransformer:

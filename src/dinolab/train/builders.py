@@ -19,8 +19,21 @@ from dinolab.data import (
 from dinolab.data.folders import SKIPPED_FILENAME
 from dinolab.eval.classification import ClassifierValidation, check_labelled_pair
 from dinolab.eval.online_knn import OnlineKNN
-from dinolab.methods import DINO, DINOv2, MaskedPatchPrediction, Method, Supervised
-from dinolab.train.config import SINGLE_VIEW
+from dinolab.hub import load
+from dinolab.methods import (
+    DINO,
+    DINOv2,
+    DINOv2Network,
+    Distill,
+    MaskedPatchPrediction,
+    Method,
+    MultiCropNetwork,
+    Supervised,
+    build_head,
+)
+from dinolab.train.checkpoint import load_method_state
+from dinolab.train.config import SINGLE_VIEW, build_config
+from dinolab.train.pretrained import read_training_checkpoint, start_from_pretrained
 from dinolab.train.schedules import run_epochs
 
 
@@ -116,13 +129,20 @@ class HighResPhase:
         return self.dataset.classes
 
 
-def build_method(cfg: DictConfig, num_classes: int = 0) -> Method:
-    """The Method named by `cfg.method`; a classifier (method=supervised) needs the number of
-    classes of its training data."""
-    if cfg.method == "supervised":
-        return Supervised(cfg, num_classes)
-    methods = {"dino": DINO, "dinov2": DINOv2, "mpp": MaskedPatchPrediction}
-    return methods[cfg.method](cfg)
+def build_method(cfg: DictConfig, num_classes: int = 0, from_pretrained: bool = True) -> Method:
+    """The Method named by `cfg.method`, started from `model.pretrained` when it is set (and
+    `from_pretrained`: a resumed run takes every weight from its checkpoint); a classifier
+    (method=supervised) needs the number of classes of its training data."""
+    method: Method
+    if cfg.method == "distill":
+        method = Distill(cfg, distillation_teacher(cfg))
+    elif cfg.method == "supervised":
+        method = Supervised(cfg, num_classes)
+    else:
+        method = {"dino": DINO, "dinov2": DINOv2, "mpp": MaskedPatchPrediction}[cfg.method](cfg)
+    if cfg.model.pretrained and from_pretrained:
+        start_from_pretrained(method, cfg)
+    return method
 
 
 def build_evaluator(cfg: DictConfig) -> OnlineKNN | ClassifierValidation | None:
@@ -135,3 +155,30 @@ def build_evaluator(cfg: DictConfig) -> OnlineKNN | ClassifierValidation | None:
     if e.knn_val is None:
         return None
     return OnlineKNN(e.knn_train or cfg.data.path, e.knn_val, crop_size=crop_size)
+
+
+def distillation_teacher(cfg: DictConfig) -> DINOv2Network:
+    """The frozen teacher of method=distill: the teacher network of a run's checkpoint.pt (its
+    trained heads), or a backbone `dinolab.load` reads with fresh heads (``cfg.head``)."""
+    source = str(cfg.teacher.model)
+    checkpoint = read_training_checkpoint(source)
+    if checkpoint is None:
+        backbone = load(source)
+        dim = int(backbone.embed_dim)
+        d = cfg.dinov2
+        separate = d.ibot_loss_weight > 0 and d.ibot_separate_head
+        ibot_dim = d.ibot_out_dim or cfg.head.out_dim
+        ibot_head = build_head(cfg, dim, ibot_dim, d.ibot_bottleneck_dim) if separate else None
+        return DINOv2Network(backbone, build_head(cfg, dim), ibot_head)
+    saved = build_config(base=checkpoint["config"])  # an older run's config gets new defaults
+    if saved.method == "distill":
+        raise ValueError(
+            f"teacher.model={source} is a distillation run; pass its "
+            "teacher_backbone.safetensors (the distilled student) instead"
+        )
+    trained = build_method(saved, from_pretrained=False)  # its weights are the checkpoint's
+    load_method_state(trained, checkpoint["method"])
+    teacher = trained.get_submodule("teacher")
+    if isinstance(teacher, MultiCropNetwork):  # DINO: one head for [CLS] and (shared) patches
+        teacher = DINOv2Network(teacher.backbone, teacher.head)
+    return teacher

@@ -20,6 +20,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from dinolab.configs import preset_names
 from dinolab.io import atomic_write_text
 from dinolab.models.hybrid import trunk_stages
+from dinolab.train.pretrained import pretrained_keys, teacher_keys
 
 
 class ConfigError(ValueError):
@@ -42,6 +43,22 @@ class ModelConfig:
     # vit_hybrid_*: the ResNet whose first stages embed the patches; patch_size (the trunk's
     # stride) picks how many stages: 4/8/16/32 with the imagenet stem, 1/2/4/8 with cifar.
     hybrid_trunk: str = "resnet50"
+    # How a ViT resizes its position embeddings to another grid: scale (n + offset) / M
+    # (DINO, DINOv2) or, with offset 0, the exact size (register models, with antialias).
+    interpolate_offset: float = 0.1
+    interpolate_antialias: bool = False
+    # Start student and teacher from weights (train/pretrained.py): anything dinolab.load reads
+    # (heads start fresh) or a run's checkpoint.pt (heads too). A new run takes the model.*
+    # architecture keys (from a checkpoint, head.* too) from it.
+    pretrained: str | None = None
+
+
+@dataclass
+class TeacherConfig:
+    """method=distill: the frozen teacher (train/pretrained.py): anything dinolab.load reads
+    (its heads start fresh and stay frozen) or a run's checkpoint.pt (its teacher's heads)."""
+
+    model: str | None = None
 
 
 @dataclass
@@ -159,15 +176,9 @@ class EvalConfig:
 @dataclass
 class FinetuneConfig:
     """`dinolab finetune` (method=supervised): a classifier on a backbone, trained on labelled
-    `data.path` and scored on `val` at each epoch's end (or every eval.every steps).
+    `data.path` and scored on `val` at each epoch's end (or every eval.every steps). The
+    backbone starts from model.pretrained (fine-tuning) or at random (training from scratch)."""
 
-    With `init`, the backbone is that model (its own architecture: the model.* keys other than
-    drop_path_rate are not used) at crops.global_size, its position embeddings resampled once
-    when that differs from its native size; without, it is a random model.* (supervised
-    training from scratch)."""
-
-    init: str | None = None  # run directory, .safetensors, official .pth, or official name
-    weights: str | None = None  # the official checkpoint file when `init` is a name
     val: str | None = None  # labelled folder or list (same classes as data.path)
     pool: str = "cls"  # "cls": the [CLS] token; "avgpool": the mean patch token (ViT paper)
     label_smoothing: float = 0.1
@@ -192,12 +203,13 @@ class TrainConfig:
     dino: DINOLossConfig = field(default_factory=DINOLossConfig)
     dinov2: DINOv2Config = field(default_factory=DINOv2Config)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
     # mpp: the ViT paper's masked patch prediction; supervised: `dinolab finetune`
-    "method": ("dino", "dinov2", "mpp", "supervised"),
+    "method": ("dino", "dinov2", "distill", "mpp", "supervised"),
     "device": ("auto", "cpu", "cuda"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "model.arch": (
@@ -290,6 +302,7 @@ RANGES: dict[str, Range] = {
     "optim.freeze_last_layer_epochs": NON_NEGATIVE,
     "optim.freeze_last_layer_iters": NON_NEGATIVE,
     "optim.layerwise_decay": Range(0, 1, low_open=True, note="1 = off"),
+    "finetune.label_smoothing": Range(0, 1, high_open=True, note="0 = none"),
     "optim.patch_embed_lr_mult": Range(0, 1, low_open=True, note="1 = off"),
     "optim.momentum_teacher": Range(0, 1),
     "optim.momentum_teacher_end": Range(0, 1),
@@ -365,8 +378,40 @@ def build_config(
         ) from None
     except OmegaConfBaseException as err:
         raise ConfigError(f"bad value for config key {err.full_key!r}: {err.msg}") from None
+    if base is None:  # a new run; a saved config already holds the weights' architecture
+        _adopt_weights_architecture(cfg, {item.split("=", 1)[0] for item in dotlist})
     validate(cfg)
     return cfg
+
+
+def _adopt_weights_architecture(cfg: DictConfig, explicit: set[str]) -> None:
+    """Set the keys that describe ``model.pretrained``'s architecture (and, for distillation,
+    the heads of a ``teacher.model`` checkpoint): see train/pretrained.py. Keys the user set
+    to other values are an error rather than silently replaced."""
+    sources = {
+        "model.pretrained": lambda source: pretrained_keys(source, cfg.method),
+        "teacher.model": teacher_keys if cfg.method == "distill" else None,
+    }
+    keys: dict[str, Any] = {}
+    for key, read in sources.items():
+        source = OmegaConf.select(cfg, key)
+        if source is None or read is None:
+            continue
+        try:
+            keys |= read(source)
+        except (OSError, ValueError, KeyError) as err:
+            raise ConfigError(f"{key}={source!r}: {err}") from None
+    conflicts = [
+        f"{k}={OmegaConf.select(cfg, k)!r} (the weights have {v!r})"
+        for k, v in keys.items()
+        if k in explicit and OmegaConf.select(cfg, k) != v
+    ]
+    if conflicts:
+        raise ConfigError(
+            f"{', '.join(conflicts)}: the architecture comes from the weights; drop these keys"
+        )
+    for key, value in keys.items():
+        OmegaConf.update(cfg, key, value)
 
 
 def _known_keys_hint(full_key: str | None) -> str:
@@ -397,19 +442,19 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={[lo, hi]} must be two numbers with 0 < min <= max <= 1")
     _validate_colour(cfg.crops)
     _validate_arch(cfg)
-    multiple = size_multiple(cfg)
+    # one-view methods have no local crops
     crop_keys = ("crops.global_size",) if cfg.method in SINGLE_VIEW else CROP_KEYS
     for key in crop_keys:
         size = OmegaConf.select(cfg, key)
-        if multiple is not None and size % multiple:
+        if size % cfg.model.patch_size and not is_resnet(cfg.model.arch):
             raise ConfigError(
-                f"{key}={size} is not a multiple of model.patch_size={multiple}; "
-                f"use e.g. {key}={max(1, size // multiple) * multiple}"
+                f"{key}={size} is not a multiple of model.patch_size={cfg.model.patch_size}; "
+                f"use e.g. {key}={max(1, size // cfg.model.patch_size) * cfg.model.patch_size}"
             )
     _validate_highres(cfg)
     _validate_dinov2(cfg.dinov2)
     _validate_eval(cfg)
-    _validate_finetune(cfg)
+    _validate_teacher(cfg)
     if cfg.optim.momentum_teacher > cfg.optim.momentum_teacher_end:
         raise ConfigError(
             f"optim.momentum_teacher={cfg.optim.momentum_teacher} is above "
@@ -418,9 +463,22 @@ def validate(cfg: DictConfig) -> None:
         )
 
 
+def _validate_teacher(cfg: DictConfig) -> None:
+    if cfg.method == "distill" and not cfg.teacher.model:
+        raise ConfigError(
+            "method=distill needs a teacher: teacher.model=PATH (a run's checkpoint.pt for its "
+            "heads, or anything dinolab.load reads)"
+        )
+    if cfg.method != "distill" and cfg.teacher.model:
+        raise ConfigError(
+            f"teacher.model is set but method={cfg.method} trains its own EMA teacher: use "
+            "method=distill, or model.pretrained=PATH to start from those weights"
+        )
+
+
 def _validate_eval(cfg: DictConfig) -> None:
-    e, patch = cfg.eval, size_multiple(cfg)
-    if e.crop_size is not None and patch is not None and e.crop_size % patch:
+    e, patch = cfg.eval, 1 if is_resnet(cfg.model.arch) else cfg.model.patch_size
+    if e.crop_size is not None and e.crop_size % patch:
         raise ConfigError(
             f"eval.crop_size={e.crop_size} must be a positive multiple of model.patch_size="
             f"{patch}, e.g. eval.crop_size={max(1, round(e.crop_size / patch)) * patch}"
@@ -439,22 +497,6 @@ SINGLE_VIEW = ("mpp", "supervised")
 CROP_KEYS = ("crops.global_size", "crops.local_size")
 
 
-def size_multiple(cfg: DictConfig) -> int | None:
-    """What image sides must be multiples of: model.patch_size, 1 for a ResNet; None when the
-    backbone is `finetune.init`'s (its own patch size is checked once it is loaded)."""
-    if cfg.method == "supervised" and cfg.finetune.init is not None:
-        return None
-    return 1 if is_resnet(cfg.model.arch) else cfg.model.patch_size
-
-
-def _validate_finetune(cfg: DictConfig) -> None:
-    f = cfg.finetune
-    if not 0 <= f.label_smoothing < 1:
-        raise ConfigError(f"finetune.label_smoothing={f.label_smoothing} must be in [0, 1)")
-    if f.weights is not None and f.init is None:
-        raise ConfigError("finetune.weights goes with finetune.init (an official model name)")
-
-
 def _validate_arch(cfg: DictConfig) -> None:
     arch = cfg.model.arch
     if cfg.method == "mpp" and (is_resnet(arch) or arch.startswith("vit_hybrid")):
@@ -463,9 +505,9 @@ def _validate_arch(cfg: DictConfig) -> None:
             f"other patches swapped in); model.arch={arch} has a convolutional patch embedding "
             "whose patches see their neighbours: use a vit_* arch"
         )
-    if is_resnet(arch) and cfg.method == "dinov2":
+    if is_resnet(arch) and cfg.method in ("dinov2", "distill"):
         raise ConfigError(
-            f"method=dinov2 needs patch tokens and a mask token (iBOT masks patches), which "
+            f"method={cfg.method} needs patch tokens and a mask token (iBOT), which "
             f"model.arch={arch} does not have; use method=dino with a ResNet (the DINO paper's "
             "ResNet-50 recipe), or a ViT / vit_hybrid_* arch for DINOv2"
         )

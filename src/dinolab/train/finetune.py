@@ -23,7 +23,7 @@ from dinolab.data.images import model_short_side
 from dinolab.device import resolve_device, resolve_precision
 from dinolab.distributed import rank
 from dinolab.eval.classification import ClassificationMetrics, ClassifierValidation
-from dinolab.hub import load, load_model
+from dinolab.hub import load
 from dinolab.methods.supervised import ClassifierNetwork
 from dinolab.models import ClassifierHead
 from dinolab.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -40,16 +40,16 @@ def finetune_config(
     val: str | os.PathLike,
     *,
     from_scratch: str | None = None,
-    weights: str | os.PathLike | None = None,
     out: str | os.PathLike | None = None,
     overrides: Sequence[str] = (),
 ) -> DictConfig:
     """The config of a new fine-tuning run: the `finetune` preset, the data, then `overrides`.
 
-    `model` (a run directory, export, official .pth, or an official name with `weights`) is
-    fine-tuned at its native resolution unless crops.global_size is overridden (a larger size
-    resamples its position embeddings). `from_scratch` (an arch, e.g. vit_tiny) trains a random
-    model.* instead, without layer-wise lr decay (no pre-trained layers to keep)."""
+    `model` (anything `dinolab.load` reads: a run directory, an export, an official .pth...)
+    becomes `model.pretrained`: its architecture is taken, and it is fine-tuned at its native
+    resolution unless crops.global_size is overridden (another size resamples its position
+    embeddings). `from_scratch` (an arch, e.g. vit_tiny) trains a random model.* instead,
+    without layer-wise lr decay (no pre-trained layers to keep)."""
     if (model is None) == (from_scratch is None):
         raise ValueError(
             "give the MODEL to fine-tune, or --from-scratch ARCH for a random one (not both)"
@@ -58,14 +58,12 @@ def finetune_config(
     if from_scratch is not None:
         keys += [f"model.arch={from_scratch}", "optim.layerwise_decay=1.0"]
     else:
-        keys.append(f"finetune.init={model}")
-    if weights is not None:
-        keys.append(f"finetune.weights={weights}")
+        keys.append(f"model.pretrained={model}")
     if out is not None:
         keys.append(f"out={out}")
     cfg = build_config([*keys, *overrides])
     if model is not None and not any(o.startswith("crops.global_size=") for o in overrides):
-        cfg.crops.global_size = model_short_side(load_model(model, weights))
+        cfg.crops.global_size = model_short_side(load(model))
     return cfg
 
 
@@ -116,7 +114,7 @@ def run_finetune(
     )
     f, o = cfg.finetune, cfg.optim
     details = {
-        "init": f.init or f"random {cfg.model.arch} (from scratch)",
+        "init": cfg.model.pretrained or f"random {cfg.model.arch} (from scratch)",
         "steps": int(load_checkpoint(Path(cfg.out) / CHECKPOINT_NAME)["step"]),
         "epochs": o.epochs,
         "batch_size": o.batch_size,

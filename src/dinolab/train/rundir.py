@@ -51,9 +51,7 @@ RUN_FILES = (
     "knn.json", "linear.json", "segmentation.json", "report.html", "features",
     "metrics.json", "confusion_matrix.png",  # dinolab finetune's results
 )  # fmt: skip
-PATH_KEYS = ("data.path", "eval.knn_val", "eval.knn_train", "finetune.val", "finetune.weights")
-# A path or an official model name (finetune.init): made absolute when it names a path here.
-MODEL_KEYS = ("finetune.init",)
+PATH_KEYS = ("data.path", "eval.knn_val", "eval.knn_train", "finetune.val")
 
 # Keys (or key prefixes ending in ".") that fix the shapes of the model, its heads or the
 # optimizer's state (param groups, state per parameter): a checkpoint cannot load under others.
@@ -62,8 +60,7 @@ RESUME_REFUSED = (
     "model.num_register_tokens", "model.ffn_layer", "model.qkv_bias", "model.stem",
     "model.hybrid_trunk", "head.", "crops.global_size", "dinov2.ibot_separate_head",
     "dinov2.ibot_out_dim", "dinov2.ibot_bottleneck_dim", "optim.optimizer",
-    "optim.layerwise_decay", "optim.patch_embed_lr_mult", "finetune.init", "finetune.weights",
-    "finetune.pool",
+    "optim.layerwise_decay", "optim.patch_embed_lr_mult", "finetune.pool",
 )  # fmt: skip
 # Keys that change how a run is logged, evaluated, fed or where it stops, never what a step
 # computes (augmentations are seeded per image, whichever worker loads it): still exact.
@@ -159,10 +156,9 @@ def remove_stale_temps(run_dir: Path) -> list[str]:
 def absolute_paths(cfg: DictConfig) -> None:
     """Make the config's data paths absolute (in place), so the saved config works from any
     working directory (a resume from elsewhere, `dinolab report`)."""
-    for key in PATH_KEYS + MODEL_KEYS:
+    for key in PATH_KEYS:
         value = OmegaConf.select(cfg, key)
-        is_name = key in MODEL_KEYS and not os.path.exists(os.path.expanduser(str(value)))
-        if value and not is_name:
+        if value:
             OmegaConf.update(cfg, key, os.path.abspath(os.path.expanduser(value)))
 
 

@@ -49,15 +49,10 @@ def command(cfg: Any) -> str:
 def _model(cfg: Any, backbone: nn.Module) -> str:
     """The backbone and what sits on it, in words."""
     params = sum(p.numel() for p in backbone.parameters()) / 1e6
-    if cfg.method == "supervised" and cfg.finetune.init:
-        what = f"{cfg.finetune.init} at {cfg.crops.global_size} px"
-    else:
-        arch = (
-            cfg.model.arch
-            if is_resnet(cfg.model.arch)
-            else f"{cfg.model.arch}/{cfg.model.patch_size}"
-        )
-        what = arch + (f", {cfg.model.depth} blocks" if cfg.model.depth else "")
+    m = cfg.model
+    what = m.arch if is_resnet(m.arch) else f"{m.arch}/{m.patch_size}"
+    what += f", {m.depth} blocks" if m.depth else ""
+    what += f", from {m.pretrained}" if m.pretrained else ""
     head = {
         "supervised": f"a linear classifier on {cfg.finetune.pool} features",
         "mpp": "a linear head to 512 mean colours (masked patch prediction)",

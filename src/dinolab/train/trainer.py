@@ -487,7 +487,7 @@ def run_training(
     # built after --budget set the run length: the high-resolution phase starts from it
     dataset, collate_fn = build_data(cfg, run_dir)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (the teacher too)
-    method = build_method(cfg, len(dataset.classes))
+    method = build_method(cfg, len(dataset.classes), from_pretrained=not resume)
     torch.manual_seed(cfg.seed + env.rank)  # then per-rank randomness (drop-path)
     trainer = Trainer(cfg, method, dataset, collate_fn, env)
     if resume:
