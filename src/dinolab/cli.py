@@ -28,6 +28,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from dinolab.train.trainer import TrainingDiverged, run_training
 
     cfg = _train_config(args)
+    if cfg.method == "supervised" and args.resume is not None:
+        raise ValueError(
+            f"{args.resume} is a fine-tuning run: continue it with "
+            f"`dinolab finetune --resume {args.resume}`"
+        )
+    if cfg.method == "supervised":
+        raise ValueError(
+            "method=supervised trains a classifier on labelled images: use `dinolab finetune "
+            "MODEL --train DIR --val DIR` (or --from-scratch ARCH)"
+        )
     try:
         run_training(
             cfg,
@@ -81,6 +91,45 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     base = read_config_file(args.config) if args.config else None
     print(OmegaConf.to_yaml(build_config(list(args.overrides), base=base)), end="")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from dinolab.train.finetune import finetune_config, resume_config, run_finetune
+    from dinolab.train.trainer import TrainingDiverged
+    from dinolab.viz.classification import save_confusion_matrix
+
+    models = [a for a in args.overrides if "=" not in a]
+    overrides = [a for a in args.overrides if "=" in a]
+    if args.max_steps is not None:
+        overrides.append(f"max_steps={args.max_steps}")
+    if len(models) > 1:
+        raise ValueError(f"one MODEL to fine-tune, got {models}; overrides are key=value")
+    if args.resume is not None:
+        given = [n for n, v in (("MODEL", models), ("--from-scratch", args.from_scratch),
+                                ("--train", args.train), ("--val", args.val)) if v]  # fmt: skip
+        given += [n for n, v in (("--budget", args.budget), ("--overwrite", args.overwrite)) if v]
+        if given:
+            raise ValueError(f"--resume RUN_DIR continues that run as it was; drop {given}")
+        cfg = resume_config(args.resume, overrides)
+    else:
+        if args.train is None or args.val is None:
+            raise ValueError("fine-tuning needs labelled --train DIR and --val DIR")
+        cfg = finetune_config(
+            models[0] if models else None, args.train, args.val, from_scratch=args.from_scratch,
+            out=args.out, overrides=overrides,
+        )  # fmt: skip
+    try:
+        metrics = run_finetune(
+            cfg, resume=args.resume is not None, budget_minutes=args.budget,
+            overwrite=args.overwrite,
+        )  # fmt: skip
+    except TrainingDiverged as err:
+        print(f"dinolab finetune: {err}", file=sys.stderr)
+        return 3
+    if metrics is not None:
+        print(metrics.table())
+        print(f"wrote {cfg.out}/metrics.json and {save_confusion_matrix(cfg.out)}")
     return 0
 
 
@@ -406,6 +455,53 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="train a classifier on a backbone with labels (fine-tuning, or from scratch)",
+        description="Fine-tune MODEL (anything dinolab.load reads: a run directory, an export, "
+        "an official .pth...) with a linear head on labelled images, or train a random "
+        "--from-scratch ARCH: AdamW, warmup + cosine, layer-wise lr decay, label smoothing, "
+        "drop-path (the `finetune` preset; key=value overrides as for train). Writes a run "
+        "directory like train's (the backbone loads with dinolab.load and the viz commands), "
+        "plus metrics.json and confusion_matrix.png.",
+        epilog=_example(
+            "dinolab finetune runs/x --train ./labeled/train --val ./labeled/val --out runs/ft",
+            "dinolab finetune --from-scratch vit_tiny --train ... --val ... model.patch_size=8",
+            "dinolab finetune --resume runs/ft              # after a crash, a kill or Ctrl-C",
+        ),
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="[MODEL] [key=value ...]",
+        help="the model to fine-tune, and config overrides, e.g. crops.global_size=64 "
+        "finetune.pool=avgpool optim.epochs=10",
+    )
+    p.add_argument("--train", help="labelled training images: class folders or a file list")
+    p.add_argument("--val", help="labelled validation images with the same classes")
+    p.add_argument(
+        "--from-scratch",
+        metavar="ARCH",
+        help="train a random backbone of this arch instead (e.g. vit_tiny; model.* overrides)",
+    )
+    p.add_argument("--out", help="run directory (default runs/finetune)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (deletes its checkpoint, log, exported model, results)",
+    )
+    p.add_argument("--max-steps", type=int, help="stop once this many steps are done in total")
+    p.add_argument(
+        "--budget",
+        type=float,
+        metavar="MINUTES",
+        help="train for about this long (sets optim.epochs, as train --budget)",
+    )
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    p.set_defaults(func=cmd_finetune)
+
+
 def _add_config(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "config",
@@ -692,6 +788,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_demo,
     _add_train,
     _add_config,
+    _add_finetune,
     _add_embed,
     _add_knn,
     _add_linear,

@@ -28,16 +28,3 @@ class ForwardCounter:
 
     def _count(self, module, args) -> None:
         self.images += args[0].shape[0]
-
-
-def write_colour_folders(root: Path, per_class: int, size: int = 40) -> None:
-    """root/{red,blue}/*.png: noisy solid colours, linearly separable even for a random ViT."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for name, rgb in (("blue", (30, 40, 200)), ("red", (200, 30, 40))):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = np.clip(np.array(rgb) + rng.normal(0, 20, (size, size, 3)), 0, 255)
-            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")

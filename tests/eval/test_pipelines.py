@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from eval_helpers import ForwardCounter, write_colour_folders, write_file_list
+from eval_helpers import ForwardCounter, write_file_list
 
 from dinolab.eval.knn import run_knn
 from dinolab.eval.linear import linear_probe_images, run_linear
+from folder_helpers import write_colour_folders
 
 OPTS = {"crop_size": 32, "precision": "fp32", "device": "cpu", "progress": False}
 

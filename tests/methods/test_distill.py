@@ -95,7 +95,7 @@ def test_teacher_stays_frozen_and_the_student_loss_falls(teacher_checkpoint: Pat
     assert losses[-1] < losses[0] - 0.1, losses
     for key, value in method.teacher.state_dict().items():
         assert torch.equal(value, teacher_state[key]), key
-    assert method.teacher_backbone is method.student_ema.backbone  # the run's result
+    assert method.trained_backbone is method.student_ema.backbone  # the run's result
     moved = [
         k for k, v in method.student_ema.state_dict().items() if not torch.equal(v, ema_before[k])
     ]

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from dinolab.viz.embedding_map import map_html, project_2d, resolve_method, run_map
+from folder_helpers import write_colour_folders
 
 
 def two_clusters(n: int = 30, d: int = 20) -> tuple[np.ndarray, np.ndarray]:
@@ -41,18 +42,9 @@ def test_method_choice_and_errors() -> None:
         project_2d(np.ones((3, 4)), "pca")
 
 
-def write_colour_folders(root, per_class: int = 6) -> None:
-    rng = np.random.default_rng(0)
-    for name, rgb in (("blue", (30, 40, 200)), ("red", (200, 30, 40))):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = np.clip(np.array(rgb) + rng.normal(0, 20, (40, 40, 3)), 0, 255)
-            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
-
-
 def test_run_map_writes_png_and_offline_html(tiny_vit, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DINOLAB_CACHE_DIR", str(tmp_path / "cache"))
-    write_colour_folders(tmp_path / "data")
+    write_colour_folders(tmp_path / "data", per_class=6)
     png, page = run_map(tiny_vit, tmp_path / "data", tmp_path / "map.png", method="tsne")
     with Image.open(png) as img:
         assert np.asarray(img.convert("L")).std() > 5

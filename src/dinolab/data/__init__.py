@@ -4,7 +4,12 @@ Pillow + torch only (no torchvision). Randomness always comes from an explicit
 ``torch.Generator`` so a sample depends on (seed, epoch, index), never on worker count.
 """
 
-from dinolab.data.collate import MultiCropCollate, collate_multicrop, draw_batch_masks
+from dinolab.data.collate import (
+    MultiCropCollate,
+    collate_multicrop,
+    collate_single_view,
+    draw_batch_masks,
+)
 from dinolab.data.decode import load_image, to_rgb
 from dinolab.data.decode_cache import DecodeCache
 from dinolab.data.folders import IMAGE_EXTENSIONS, ImageDataset
@@ -34,6 +39,7 @@ __all__ = [
     "TensorMultiCrop",
     "TensorMultiCropCollate",
     "collate_multicrop",
+    "collate_single_view",
     "draw_batch_masks",
     "load_image",
     "load_mask",

@@ -1,4 +1,5 @@
-"""Batch multi-crop samples crop by crop; draw the iBOT masks of a batch's global crops."""
+"""Batch multi-crop samples crop by crop, or single views; draw the iBOT masks of a batch's
+global crops."""
 
 from __future__ import annotations
 
@@ -77,3 +78,14 @@ class MultiCropCollate:
 
     def __call__(self, samples: Sequence[Sample]) -> dict[str, Any]:
         return collate_multicrop(samples, self.n_global)
+
+
+def collate_single_view(samples: Sequence[tuple[torch.Tensor, int]]) -> dict[str, Any]:
+    """Stack ``[(image, label), ...]`` (one view per image: masked patch prediction,
+    fine-tuning) into ``images`` (B, 3, H, W) and ``labels`` (B,) (-1: unlabelled)."""
+    if not samples:
+        raise ValueError("collate_single_view got an empty batch")
+    return {
+        "images": torch.stack([s[0] for s in samples]),
+        "labels": torch.tensor([int(s[1]) for s in samples], dtype=torch.long),
+    }

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from dinolab.data.folders import ImageDataset
 from dinolab.data.transforms import ClassifierTrainTransform, EvalTransform
 from dinolab.device import autocast, resolve_device, resolve_precision
+from dinolab.eval.classification import check_labelled_pair, topk_accuracy
 from dinolab.eval.features import (
     FeatureOptions,
     cached_features,
@@ -77,16 +78,6 @@ def format_linear_table(results: Sequence[LinearResult]) -> str:
         top5 = f"{r.top5:7.2f}" if r.top5 is not None else f"{'-':>7}"
         lines.append(f"{r.protocol:<12}  {r.lr:8.2g}  {r.epochs:>6}  {r.top1:7.2f}  {top5}")
     return "\n".join(lines)
-
-
-def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, float | None]:
-    """Top-1 and top-5 in percent (top-5 None with fewer than 5 classes)."""
-    n = max(len(targets), 1)
-    top1 = 100.0 * (logits.argmax(-1) == targets).sum().item() / n
-    if logits.shape[-1] < 5:
-        return top1, None
-    top5 = 100.0 * (logits.topk(5, dim=-1).indices == targets[:, None]).any(-1).sum().item() / n
-    return top1, top5
 
 
 def linear_probe(
@@ -298,7 +289,7 @@ def linear_probe_images(
     check_crop_size(crop_size, input_multiple(model))
     train_ds = ImageDataset(train_data, transform=ClassifierTrainTransform(crop_size), seed=seed)
     val_ds = ImageDataset(val_data, transform=EvalTransform(crop_size, resize_size))
-    num_classes = _check_labelled_pair(train_ds, val_ds)
+    num_classes = check_labelled_pair(train_ds, val_ds)
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
     if num_workers is None:
@@ -360,23 +351,6 @@ def linear_probe_images(
             "val_accuracy_after_epoch": epochs,
         },
     )
-
-
-def _check_labelled_pair(train, val) -> int:
-    """Train and val must be labelled with the same classes (else label i means two things)."""
-    if not train.classes or not val.classes:
-        raise ValueError(
-            "linear probes need labelled train and val data: class folders "
-            "(root/<class>/*.jpg) or file lists with a label column"
-        )
-    if list(train.classes) != list(val.classes):
-        raise ValueError(
-            f"train and val have different classes ({len(train.classes)} vs "
-            f"{len(val.classes)}; first differences: "
-            f"{sorted(set(train.classes) ^ set(val.classes))[:5]}); give both the "
-            "same class folders"
-        )
-    return len(train.classes)
 
 
 def run_linear(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -47,7 +48,12 @@ def _decode(data: str | os.PathLike, crop_size: int, role: str) -> _Images:
 
 
 class OnlineKNN:
-    """Weighted k-NN top-1/top-5 of a backbone on a fixed labelled train/val pair."""
+    """Weighted k-NN top-1/top-5 of a backbone on a fixed labelled train/val pair.
+
+    As a Trainer evaluator, ``knn(method, dtype)`` scores the method's `trained_backbone` (the
+    teacher's, when it has one); `headline` is the number the progress bar shows."""
+
+    headline = "knn_top1"
 
     def __init__(
         self,
@@ -78,9 +84,12 @@ class OnlineKNN:
                 out.append(compute_features(model, batch, "cls").float().cpu())
         return torch.cat(out)
 
-    def __call__(self, model: nn.Module, dtype: torch.dtype = torch.float32) -> dict[str, float]:
-        """{"knn_top1", "knn_top5"} of `model` (left in the train/eval mode it was in); no top-5
-        with fewer than 5 classes."""
+    def __call__(self, method: nn.Module, dtype: torch.dtype = torch.float32) -> dict[str, float]:
+        return self.score(cast(nn.Module, method.trained_backbone), dtype)
+
+    def score(self, model: nn.Module, dtype: torch.dtype = torch.float32) -> dict[str, float]:
+        """{"knn_top1", "knn_top5"} of the backbone `model` (left in the train/eval mode it was
+        in); no top-5 with fewer than 5 classes."""
         was_training = model.training
         model.eval()
         try:

@@ -2,23 +2,30 @@
 
 DINO ([CLS] self-distillation over multi-crop views), DINOv2 (DINO plus the iBOT
 masked-patch loss, KoLeo and Sinkhorn-Knopp centering) and DINOv2's distillation from a frozen
-teacher (Distill) share the Trainer.
+teacher (Distill) have a teacher; the ViT paper's masked patch prediction and supervised
+classification (`dinolab finetune`) have none. All share the Trainer.
 """
 
-from dinolab.methods.base import TEACHER_PROBS, StudentTeacher
+from dinolab.methods.base import TEACHER_PROBS, Method, StudentTeacher
 from dinolab.methods.dino import DINO, MultiCropNetwork, build_backbone, build_head
 from dinolab.methods.dinov2 import DINOv2, DINOv2Network
 from dinolab.methods.distill import Distill
 from dinolab.methods.ema import ema_update
+from dinolab.methods.mpp import MaskedPatchPrediction
+from dinolab.methods.supervised import ClassifierNetwork, Supervised
 
 __all__ = [
     "DINO",
     "TEACHER_PROBS",
+    "ClassifierNetwork",
     "DINOv2",
     "DINOv2Network",
     "Distill",
+    "MaskedPatchPrediction",
+    "Method",
     "MultiCropNetwork",
     "StudentTeacher",
+    "Supervised",
     "build_backbone",
     "build_head",
     "ema_update",

@@ -1,4 +1,5 @@
-"""What every Method shares: a trained student and its teacher, an EMA of the student."""
+"""What the Trainer trains: a Method (the contract), and StudentTeacher, a Method whose teacher
+is an EMA of its student (DINO, DINOv2)."""
 
 from __future__ import annotations
 
@@ -18,15 +19,36 @@ STUDENT_FORWARD = "student_forward"
 TEACHER_FORWARD = "teacher_forward"
 
 
-class StudentTeacher(nn.Module):
-    """Subclasses set `student` and `teacher` (same architecture, each with a `backbone`).
-
-    The contract with the Trainer: `forward(batch, teacher_temp, step)` returns a dict with
-    `loss` (the tensor to minimise), scalar tensors worth logging (detached), and
+class Method(nn.Module):
+    """The contract with the Trainer (ARCHITECTURE.md). Subclasses set `student` (the network
+    whose parameters are trained, with a `backbone`) and define
+    `forward(batch, teacher_temp, step)`, which returns a dict with `loss` (the tensor to
+    minimise), scalar tensors worth logging (detached) and, for a method with a teacher,
     `teacher_probs` (TEACHER_PROBS: the detached fp32 (2B, K) teacher probabilities of this
     step's global crops, what `CollapseMonitor` reads); nothing is kept between calls for the
     Trainer to fetch. The Trainer may wrap the whole method (DDP) but never replaces its
     attributes; it trains `student`'s parameters.
+
+    Without a teacher (masked patch prediction, supervised fine-tuning) a method ignores
+    `teacher_temp`, `update_teacher` does nothing, and the student's backbone is the one the
+    run exports and evaluates (`trained_backbone`).
+    """
+
+    student: nn.Module
+    has_teacher = False
+
+    def update_teacher(self, momentum: float) -> None:
+        """Called by the Trainer after each optimizer step; nothing to do without a teacher."""
+
+    @property
+    def trained_backbone(self) -> nn.Module:
+        """The backbone a run exports and scores (online k-NN): the student's here."""
+        return cast(nn.Module, self.student.backbone)
+
+
+class StudentTeacher(Method):
+    """Subclasses set `student` and `teacher` (same architecture, each with a `backbone`); the
+    teacher's backbone is what the run exports and scores, as in the papers.
 
     The teacher never trains: it stays in eval mode (no drop-path) and only follows the
     student through `update_teacher`, called by the Trainer after each optimizer step.
@@ -43,8 +65,8 @@ class StudentTeacher(nn.Module):
     and an eval-mode teacher would normalise with running statistics that lag its weights.
     """
 
-    student: nn.Module
     teacher: nn.Module
+    has_teacher = True
 
     def train(self, mode: bool = True) -> StudentTeacher:
         super().train(mode)
@@ -59,5 +81,5 @@ class StudentTeacher(nn.Module):
         ema_update(self.teacher, unwrap(self.student), momentum)
 
     @property
-    def teacher_backbone(self) -> nn.Module:
+    def trained_backbone(self) -> nn.Module:
         return cast(nn.Module, self.teacher.backbone)

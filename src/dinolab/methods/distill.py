@@ -58,6 +58,6 @@ class Distill(DINOv2):
         ema_update(self.student_ema, unwrap(self.student), momentum)
 
     @property
-    def teacher_backbone(self) -> nn.Module:
+    def trained_backbone(self) -> nn.Module:
         """The run's result (exported, scored by the online k-NN): the student's EMA."""
         return self.student_ema.get_submodule("backbone")

@@ -1,5 +1,5 @@
 """Backbones (ViT in the official DINO / DINOv2 layout, ResNet in torchvision's, the ViT paper's
-hybrid) and the DINO projection head.
+hybrid), the DINO projection head and the classifier head.
 
 Every backbone has the same token view: ``forward_features`` -> dict with ``x_norm_clstoken``
 and ``x_norm_patchtokens``, plus ``embed_dim``, ``patch_size`` (the feature-map cell in pixels),
@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from dinolab.models.heads import DINOHead
+from dinolab.models.heads import POOLS, ClassifierHead, DINOHead
 from dinolab.models.hybrid import HYBRID_ARCHS, HybridVisionTransformer
 from dinolab.models.resnet import RESNET_SPECS, ResNet, build_resnet
 from dinolab.models.vit import (
@@ -47,6 +47,8 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
 __all__ = [
     "ALL_ARCHS",
     "ARCHS",
+    "POOLS",
+    "ClassifierHead",
     "DINOHead",
     "FAMILIES",
     "HYBRID_ARCHS",

@@ -1,4 +1,5 @@
-"""DINO projection head: MLP -> L2-normalised bottleneck -> weight-normalised prototypes.
+"""Heads on a backbone: DINO's projection head (MLP -> L2-normalised bottleneck ->
+weight-normalised prototypes) and the ViT paper's linear classifier.
 
 The weight norm is written out here with parameters named ``weight_g`` / ``weight_v``, the
 names in the official DINO checkpoints, so those load without renaming. State dicts written by
@@ -8,7 +9,7 @@ renamed on load by a pre-hook.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -88,3 +89,30 @@ class DINOHead(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = F.normalize(self.mlp(x), dim=-1, p=2)
         return self.last_layer(x)
+
+
+POOLS = ("cls", "avgpool")
+
+
+class ClassifierHead(nn.Module):
+    """Linear classifier on a backbone's feature dict (``forward_features``).
+
+    ``pool`` is the ViT paper's choice of input: the final [CLS] token ("cls") or the global
+    average of the patch tokens ("avgpool"; the paper finds both work once the lr is right).
+    Zero-initialised, as the paper's fine-tuning head: training starts from uniform outputs.
+    A ResNet's "cls" token is already its pooled map, so both pools agree there.
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, pool: str = "cls") -> None:
+        super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
+        self.pool = pool
+        self.linear = nn.Linear(in_dim, num_classes)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, features: dict[str, Tensor | None]) -> Tensor:
+        if self.pool == "cls":
+            return self.linear(cast(Tensor, features["x_norm_clstoken"]))
+        return self.linear(cast(Tensor, features["x_norm_patchtokens"]).mean(dim=1))

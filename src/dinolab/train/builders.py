@@ -1,4 +1,5 @@
-"""Turn a config into what the Trainer needs: the dataset with its collate, and the Method."""
+"""Turn a config into what the Trainer needs: the dataset with its collate, the Method, and
+the evaluator scoring it while it trains."""
 
 from __future__ import annotations
 
@@ -7,21 +8,34 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
-from torch import nn
 
 from dinolab.data import (
+    ClassifierTrainTransform,
     ImageDataset,
     MultiCropCollate,
     MultiCropTransform,
     TensorMultiCrop,
     TensorMultiCropCollate,
+    collate_single_view,
 )
 from dinolab.data.decode_cache import estimated_bytes
 from dinolab.data.folders import SKIPPED_FILENAME
+from dinolab.eval.classification import ClassifierValidation, check_labelled_pair
+from dinolab.eval.online_knn import OnlineKNN
 from dinolab.hub import load
-from dinolab.methods import DINO, DINOv2, DINOv2Network, Distill, MultiCropNetwork, build_head
+from dinolab.methods import (
+    DINO,
+    DINOv2,
+    DINOv2Network,
+    Distill,
+    MaskedPatchPrediction,
+    Method,
+    MultiCropNetwork,
+    Supervised,
+    build_head,
+)
 from dinolab.train.checkpoint import load_method_state
-from dinolab.train.config import build_config
+from dinolab.train.config import SINGLE_VIEW, build_config
 from dinolab.train.pretrained import read_training_checkpoint, start_from_pretrained
 from dinolab.train.schedules import run_epochs
 
@@ -56,7 +70,9 @@ def _highres_sizes(cfg: DictConfig) -> list[int]:
 
 
 def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
-    """The multi-crop dataset of `data.path` and its collate function.
+    """The dataset of `data.path` and its collate function: multi-crop views (DINO, DINOv2) or
+    one view per image (`SINGLE_VIEW` methods: a random-resized crop of crops.global_scale and
+    a flip); a classifier's must be labelled with the classes of `finetune.val`.
 
     Unreadable images are skipped (or raise, with data.on_error=raise); the paths skipped are
     appended to RUN_DIR/skipped_images.txt, from every DataLoader worker. Nothing is written
@@ -72,17 +88,36 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
         seed=cfg.seed,
         skip_log=run_dir / SKIPPED_FILENAME,
     )
-    tensor = data_pipeline(cfg, len(dataset)) == "tensor"
-    dataset.transform = _multicrop(cfg, cfg.crops.global_size, tensor)
+    tensor = cfg.method not in SINGLE_VIEW and data_pipeline(cfg, len(dataset)) == "tensor"
+    dataset.transform = _transform(cfg, cfg.crops.global_size, tensor)
     if tensor:
         dataset.decode_once(cache_short_side(cfg), cfg.data.cache_dir)
+    if cfg.method == "supervised":
+        if cfg.finetune.val is None:
+            raise ValueError(
+                "method=supervised needs labelled validation images (finetune.val): run it "
+                "with `dinolab finetune MODEL --train DIR --val DIR`"
+            )
+        check_labelled_pair(dataset, ImageDataset(cfg.finetune.val))
     epochs = run_epochs(cfg.optim, max(1, len(dataset) // cfg.optim.batch_size))
     start = highres_start_epoch(epochs, cfg.crops.highres_fraction)
-    collate = TensorMultiCropCollate(dataset.transform) if tensor else MultiCropCollate(n_global=2)
+    if tensor:
+        collate: Any = TensorMultiCropCollate(dataset.transform)
+    elif cfg.method in SINGLE_VIEW:
+        collate = collate_single_view
+    else:
+        collate = MultiCropCollate(n_global=2)
     if start is not None:
-        highres = _multicrop(cfg, cfg.crops.highres_global_size, tensor)
-        return HighResPhase(dataset, highres, start), collate
+        dataset = HighResPhase(
+            dataset, _transform(cfg, cfg.crops.highres_global_size, tensor), start
+        )
     return dataset, collate
+
+
+def _transform(cfg: DictConfig, size: int, tensor: bool) -> Any:
+    if cfg.method in SINGLE_VIEW:
+        return ClassifierTrainTransform(size, scale=tuple(cfg.crops.global_scale))
+    return _multicrop(cfg, size, tensor)
 
 
 def _multicrop(cfg: DictConfig, global_size: int, tensor: bool) -> MultiCropTransform:
@@ -133,17 +168,37 @@ class HighResPhase:
     def __getitem__(self, index: int) -> tuple[Any, int]:
         return self.dataset[index]
 
+    @property
+    def classes(self) -> list[str]:
+        return self.dataset.classes
 
-def build_method(cfg: DictConfig, from_pretrained: bool = True) -> nn.Module:
+
+def build_method(cfg: DictConfig, num_classes: int = 0, from_pretrained: bool = True) -> Method:
     """The Method named by `cfg.method`, started from `model.pretrained` when it is set (and
-    `from_pretrained`: a resumed run takes every weight from its checkpoint)."""
+    `from_pretrained`: a resumed run takes every weight from its checkpoint); a classifier
+    (method=supervised) needs the number of classes of its training data."""
+    method: Method
     if cfg.method == "distill":
-        method: nn.Module = Distill(cfg, distillation_teacher(cfg))
+        method = Distill(cfg, distillation_teacher(cfg))
+    elif cfg.method == "supervised":
+        method = Supervised(cfg, num_classes)
     else:
-        method = {"dino": DINO, "dinov2": DINOv2}[cfg.method](cfg)
+        method = {"dino": DINO, "dinov2": DINOv2, "mpp": MaskedPatchPrediction}[cfg.method](cfg)
     if cfg.model.pretrained and from_pretrained:
         start_from_pretrained(method, cfg)
     return method
+
+
+def build_evaluator(cfg: DictConfig) -> OnlineKNN | ClassifierValidation | None:
+    """What scores the run while it trains: a classifier's accuracy on `finetune.val`, else the
+    weighted k-NN of the trained backbone when the `eval` section asks for it (eval.knn_val)."""
+    crop_size = cfg.eval.crop_size or cfg.crops.global_size
+    if cfg.method == "supervised":
+        return ClassifierValidation(cfg.finetune.val, crop_size, num_workers=cfg.data.num_workers)
+    e = cfg.eval
+    if e.knn_val is None:
+        return None
+    return OnlineKNN(e.knn_train or cfg.data.path, e.knn_val, crop_size=crop_size)
 
 
 def distillation_teacher(cfg: DictConfig) -> DINOv2Network:

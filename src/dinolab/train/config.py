@@ -185,6 +185,17 @@ class EvalConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """`dinolab finetune` (method=supervised): a classifier on a backbone, trained on labelled
+    `data.path` and scored on `val` at each epoch's end (or every eval.every steps). The
+    backbone starts from model.pretrained (fine-tuning) or at random (training from scratch)."""
+
+    val: str | None = None  # labelled folder or list (same classes as data.path)
+    pool: str = "cls"  # "cls": the [CLS] token; "avgpool": the mean patch token (ViT paper)
+    label_smoothing: float = 0.1
+
+
+@dataclass
 class TrainConfig:
     method: str = "dino"
     preset: str | None = None
@@ -204,10 +215,12 @@ class TrainConfig:
     dinov2: DINOv2Config = field(default_factory=DINOv2Config)
     eval: EvalConfig = field(default_factory=EvalConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "method": ("dino", "dinov2", "distill"),
+    # mpp: the ViT paper's masked patch prediction; supervised: `dinolab finetune`
+    "method": ("dino", "dinov2", "distill", "mpp", "supervised"),
     "device": ("auto", "cpu", "cuda"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "model.arch": (
@@ -224,6 +237,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optim.lr_scaling": ("linear", "sqrt"),
     "optim.clip_mode": ("per_param", "global", "per_module"),
     "dinov2.centering": ("sinkhorn_knopp", "centering"),
+    "finetune.pool": ("cls", "avgpool"),
 }
 
 
@@ -302,6 +316,7 @@ RANGES: dict[str, Range] = {
     "optim.freeze_last_layer_epochs": NON_NEGATIVE,
     "optim.freeze_last_layer_iters": NON_NEGATIVE,
     "optim.layerwise_decay": Range(0, 1, low_open=True, note="1 = off"),
+    "finetune.label_smoothing": Range(0, 1, high_open=True, note="0 = none"),
     "optim.patch_embed_lr_mult": Range(0, 1, low_open=True, note="1 = off"),
     "optim.momentum_teacher": Range(0, 1),
     "optim.momentum_teacher_end": Range(0, 1),
@@ -441,7 +456,9 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={[lo, hi]} must be two numbers with 0 < min <= max <= 1")
     _validate_colour(cfg.crops)
     _validate_arch(cfg)
-    for key in ("crops.global_size", "crops.local_size"):
+    # one-view methods have no local crops
+    crop_keys = ("crops.global_size",) if cfg.method in SINGLE_VIEW else CROP_KEYS
+    for key in crop_keys:
         size = OmegaConf.select(cfg, key)
         if size % cfg.model.patch_size and not is_resnet(cfg.model.arch):
             raise ConfigError(
@@ -489,8 +506,19 @@ def is_resnet(arch: str) -> bool:
     return arch.startswith("resnet")
 
 
+# Methods that see one view of an image (no local crops, no multi-crop colour distortion).
+SINGLE_VIEW = ("mpp", "supervised")
+CROP_KEYS = ("crops.global_size", "crops.local_size")
+
+
 def _validate_arch(cfg: DictConfig) -> None:
     arch = cfg.model.arch
+    if cfg.method == "mpp" and (is_resnet(arch) or arch.startswith("vit_hybrid")):
+        raise ConfigError(
+            f"method=mpp corrupts the patch embeddings of a plain ViT (a mask token, and "
+            f"other patches swapped in); model.arch={arch} has a convolutional patch embedding "
+            "whose patches see their neighbours: use a vit_* arch"
+        )
     if is_resnet(arch) and cfg.method in ("dinov2", "distill"):
         raise ConfigError(
             f"method={cfg.method} needs patch tokens and a mask token (iBOT), which "

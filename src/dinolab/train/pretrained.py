@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from dinolab.hub import load
 from dinolab.interop.official import backbone_config, backbone_family
-from dinolab.methods import Distill
+from dinolab.methods import Distill, Method
 from dinolab.models import HYBRID_ARCHS, RESNET_SPECS, build_model
 from dinolab.models.vit import ARCHS, resample_pos_embed
 
@@ -186,18 +186,20 @@ def checkpoint_networks(checkpoint: Mapping[str, Any]) -> dict[str, dict[str, Te
     return {"student": saved["student"], "teacher": teacher}
 
 
-def start_from_pretrained(method: nn.Module, cfg: DictConfig) -> None:
-    """Student and teacher of ``method`` start from ``cfg.model.pretrained`` (module docstring)."""
+def start_from_pretrained(method: Method, cfg: DictConfig) -> None:
+    """The student of ``method``, and its teacher if it has one, start from
+    ``cfg.model.pretrained`` (module docstring)."""
     source = str(cfg.model.pretrained)
     checkpoint = read_training_checkpoint(source)
     if checkpoint is None:
         state = load(source).state_dict()
         # the networks that start as copies of the student (Distill's teacher is its own)
-        roles = (
-            ("student", "student_ema") if isinstance(method, Distill) else ("student", "teacher")
-        )
+        roles: tuple[str, ...] = ("student", "teacher") if method.has_teacher else ("student",)
+        if isinstance(method, Distill):
+            roles = ("student", "student_ema")
         for role in roles:
             load_backbone_state(method.get_submodule(f"{role}.backbone"), state, source)
         return
     for role, network_state in checkpoint_networks(checkpoint).items():
-        load_network(method.get_submodule(role), network_state, source)
+        if network_state:  # a run without a teacher saved none
+            load_network(method.get_submodule(role), network_state, source)

@@ -49,8 +49,9 @@ EXPORT_NAMES = ("teacher_backbone.safetensors", "teacher_backbone.json")  # hub.
 RUN_FILES = (
     CONFIG_NAME, CHECKPOINT_NAME, LOG_NAME, HISTORY_NAME, SKIPPED_NAME, *EXPORT_NAMES,
     "knn.json", "linear.json", "segmentation.json", "report.html", "features",
+    "metrics.json", "confusion_matrix.png",  # dinolab finetune's results
 )  # fmt: skip
-PATH_KEYS = ("data.path", "eval.knn_val", "eval.knn_train")
+PATH_KEYS = ("data.path", "eval.knn_val", "eval.knn_train", "finetune.val")
 
 # Keys (or key prefixes ending in ".") that fix the shapes of the model, its heads or the
 # optimizer's state (param groups, state per parameter): a checkpoint cannot load under others.
@@ -59,13 +60,13 @@ RESUME_REFUSED = (
     "model.num_register_tokens", "model.ffn_layer", "model.qkv_bias", "model.stem",
     "model.hybrid_trunk", "head.", "crops.global_size", "dinov2.ibot_separate_head",
     "dinov2.ibot_out_dim", "dinov2.ibot_bottleneck_dim", "optim.optimizer",
-    "optim.layerwise_decay", "optim.patch_embed_lr_mult",
+    "optim.layerwise_decay", "optim.patch_embed_lr_mult", "finetune.pool",
 )  # fmt: skip
 # Keys that change how a run is logged, evaluated, fed or where it stops, never what a step
 # computes (augmentations are seeded per image, whichever worker loads it): still exact.
 RESUME_EXACT = (
     "max_steps", "log_every", "checkpoint_every", "data.num_workers", "data.on_error", "eval.",
-    "preset",
+    "preset", "finetune.val",
 )  # fmt: skip
 # The run's length: the lr, weight decay, momentum and temperature schedules are recomputed for
 # it, from the step reached on (training longer than planned).

@@ -1,10 +1,11 @@
-"""What `dinolab train` says when it starts and when it ends: what is trained, on what, where,
-for how long, and what to run next. Text only: nothing here changes the run."""
+"""What `dinolab train` (and `dinolab finetune`) says when it starts and when it ends: what is
+trained, on what, where, for how long, and what to run next. Text only: nothing here changes
+the run."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -47,16 +48,31 @@ def _length(trainer: Trainer) -> str:
     return f"{o.epochs} epochs x {ipe} steps"
 
 
+def command(cfg: Any) -> str:
+    """The command that runs (and resumes) a run of this config: `dinolab finetune` for a
+    classifier, `dinolab train` for the rest."""
+    return "dinolab finetune" if cfg.method == "supervised" else "dinolab train"
+
+
+def _model(cfg: Any, backbone: nn.Module) -> str:
+    """The backbone and what sits on it, in words."""
+    params = sum(p.numel() for p in backbone.parameters()) / 1e6
+    m = cfg.model
+    what = m.arch if is_resnet(m.arch) else f"{m.arch}/{m.patch_size}"
+    what += f", {m.depth} blocks" if m.depth else ""
+    what += f", from {m.pretrained}" if m.pretrained else ""
+    head = {
+        "supervised": f"a linear classifier on {cfg.finetune.pool} features",
+        "mpp": "a linear head to 512 mean colours (masked patch prediction)",
+    }.get(cfg.method, f"a head of {cfg.head.out_dim} prototypes")
+    return f"{what} ({params:.1f}M parameters), {head}"
+
+
 def start_message(trainer: Trainer, resumed: bool) -> str:
     """The run at a glance before the first step: data, model, device, schedule, files."""
     cfg, run = trainer.cfg, trainer.run_dir
     ipe, total, stop = trainer.iters_per_epoch, trainer.total_iters, trainer.stop_step
-    backbone = cast(nn.Module, trainer.method.teacher_backbone)
-    params = sum(p.numel() for p in backbone.parameters()) / 1e6
-    arch = cfg.model.arch
-    if not is_resnet(arch):
-        arch += f"/{cfg.model.patch_size}"
-    blocks = f", {cfg.model.depth} blocks" if cfg.model.depth else ""
+    backbone = trainer.method.trained_backbone
     where = f"from step {trainer.step} (epoch {trainer.step // ipe})" if resumed else "new run"
     skipped = skipped_count(run)
     so_far = f" ({skipped} so far)" if skipped else ""
@@ -70,10 +86,9 @@ def start_message(trainer: Trainer, resumed: bool) -> str:
         str(trainer.dtype).removeprefix("torch.")
     ]
     return "\n".join([
-        f"dinolab train: {cfg.method} in {run}, {where}",
+        f"{command(cfg)}: {cfg.method} in {run}, {where}",
         f"  data      {_plural(len(trainer.dataset), 'image')} from {cfg.data.path}; {bad}",
-        f"  model     {arch}{blocks} ({params:.1f}M parameters), head of "
-        f"{cfg.head.out_dim} prototypes",
+        f"  model     {_model(cfg, backbone)}",
         f"  device    {trainer.device}, precision {precision}, "
         f"{_plural(trainer.env.world_size, 'process')}",
         f"  schedule  {_length(trainer)} = {total} steps of {cfg.optim.batch_size} images, "
@@ -89,17 +104,20 @@ def end_message(trainer: Trainer, record: dict[str, Any], seconds: float) -> str
     losses = ", ".join(f"{k} {v:.4f}" for k, v in record.items()
                        if k.endswith("loss") and isinstance(v, float))  # fmt: skip
     knn = f", online k-NN {record['knn_top1']:.2f}%" if "knn_top1" in record else ""
+    if "val_top1" in record:
+        knn = f", val top-1 {record['val_top1']:.2f}%"
     lines = [
-        f"dinolab train: done in {duration(seconds)}, step {trainer.step} of "
+        f"{command(cfg)}: done in {duration(seconds)}, step {trainer.step} of "
         f"{trainer.total_iters}; last losses: {losses or 'none logged'}{knn}"
     ]
     if trainer.step < trainer.total_iters:
         lines.append(
-            f"  stopped   at max_steps={cfg.max_steps}; continue with `dinolab train --resume "
+            f"  stopped   at max_steps={cfg.max_steps}; continue with `{command(cfg)} --resume "
             f"{run} --max-steps N` (N up to {trainer.total_iters}), or max_steps=null for the "
             "rest of the schedule"
         )
-    lines.append(f"  model     {run / RUN_BACKBONE} (the teacher's backbone)")
+    whose = "the teacher's" if trainer.method.has_teacher else "the trained"
+    lines.append(f"  model     {run / RUN_BACKBONE} ({whose} backbone)")
     skipped = skipped_count(run)
     if skipped:
         lines.append(f"  skipped   {_plural(skipped, 'unreadable image')}, listed in "
@@ -122,9 +140,9 @@ def nothing_to_do_message(trainer: Trainer) -> str:
             else ("optim.epochs", cfg.optim.epochs)
         )
         return (
-            f"dinolab train: {run} has finished its schedule (step {step} of {total}, {key}="
+            f"{command(cfg)}: {run} has finished its schedule (step {step} of {total}, {key}="
             f"{value}); nothing to do. To train longer, raise {key} (the schedules are "
-            f"recomputed for the new length): `dinolab train --resume {run} {key}={2 * value}`"
+            f"recomputed for the new length): `{command(cfg)} --resume {run} {key}={2 * value}`"
         )
     where = (
         f"stopped at max_steps={cfg.max_steps}"
@@ -132,8 +150,8 @@ def nothing_to_do_message(trainer: Trainer) -> str:
         else f"is at step {step}, past max_steps={cfg.max_steps}"
     )
     return (
-        f"dinolab train: {run} {where} (step {step} of its {total}-step schedule); nothing to "
-        "do. Continue with a higher limit, `dinolab train "
+        f"{command(cfg)}: {run} {where} (step {step} of its {total}-step schedule); nothing to "
+        f"do. Continue with a higher limit, `{command(cfg)} "
         f"--resume {run} --max-steps {min(total, max(2 * step, step + 1))}`, or to the "
         "schedule's end with max_steps=null"
     )

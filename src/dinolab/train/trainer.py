@@ -1,9 +1,10 @@
 """The training loop, method-agnostic: read it top to bottom to see everything a step does.
 
-The Method (DINO, DINOv2) turns a batch into losses and updates its teacher; the Trainer owns
-the rest: data order, optimizer and schedules, precision, clipping, the last-layer freeze,
-logging and the collapse monitor, atomic checkpoints and exact resume, Ctrl-C handling, and
-the export of the teacher backbone.
+The Method (DINO, DINOv2, masked patch prediction, a supervised classifier) turns a batch into
+losses and updates its teacher, if it has one; the Trainer owns the rest: data order, optimizer
+and schedules, precision, clipping, the last-layer freeze, logging, the collapse monitor (of a
+teacher's outputs), the evaluation while training (online k-NN, a classifier's val accuracy),
+atomic checkpoints and exact resume, Ctrl-C handling, and the export of the trained backbone.
 """
 
 from __future__ import annotations
@@ -26,12 +27,11 @@ from tqdm import tqdm
 
 from dinolab.device import autocast, peak_memory_mb, resolve_device, resolve_precision
 from dinolab.distributed import DistEnv, barrier, init_distributed
-from dinolab.eval.online_knn import OnlineKNN
 from dinolab.hub import RUN_BACKBONE, export_backbone
-from dinolab.methods import TEACHER_PROBS
+from dinolab.methods import TEACHER_PROBS, Method
 from dinolab.train import schedules
 from dinolab.train.budget import fit_steps, step_seconds_from_log
-from dinolab.train.builders import build_data, build_method
+from dinolab.train.builders import build_data, build_evaluator, build_method
 from dinolab.train.checkpoint import (
     CHECKPOINT_NAME,
     load_checkpoint,
@@ -113,7 +113,7 @@ class Trainer:
     def __init__(
         self,
         cfg: DictConfig,
-        method: nn.Module,
+        method: Method,
         dataset: Any,
         collate_fn: Any,
         dist_env: DistEnv | None = None,
@@ -162,8 +162,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.schedules = schedules.build_run_schedules(cfg, self.iters_per_epoch)
         self.monitor = CollapseMonitor()
-        self.knn = _online_knn(cfg) if self.env.is_main else None
-        self._last_knn: float | None = None
+        self.evaluator = build_evaluator(cfg) if self.env.is_main else None
+        self._last_score: float | None = None  # the evaluator's headline, for the bar
         self.step = 0
         self.checkpoint_step: int | None = None  # the step of the checkpoint in run_dir, if any
         self._saved_step = -1
@@ -182,11 +182,11 @@ class Trainer:
         }
 
     def save(self) -> None:
-        """Checkpoint (atomic) and teacher export; rank 0 only, once per step."""
+        """Checkpoint (atomic) and export of the trained backbone; rank 0 only, once per step."""
         if self.env.is_main and self._saved_step != self.step:
             self._saved_step = self.step
             save_checkpoint(self.run_dir / CHECKPOINT_NAME, self._state())
-            export_backbone(self.method.teacher_backbone, self.run_dir / RUN_BACKBONE)
+            export_backbone(self.method.trained_backbone, self.run_dir / RUN_BACKBONE)
         self.checkpoint_step = self.step
 
     def resume(self) -> None:
@@ -247,15 +247,13 @@ class Trainer:
                     now = time.perf_counter()
                     images_per_s = cfg.optim.batch_size / max(now - tick, 1e-9)
                     tick = now
-                    if self.knn is not None and self._knn_due(stop_at):
-                        record.update(self.knn(self.method.teacher_backbone, self.dtype))
-                        self._last_knn = record["knn_top1"]
+                    evaluated = False
+                    if self.evaluator is not None and self._eval_due(stop_at):
+                        evaluated = True
+                        record.update(self.evaluator(self.method, self.dtype))
+                        self._last_score = record[self.evaluator.headline]
                         tick = time.perf_counter()  # the evaluation is not training time
-                    if (
-                        self.step % cfg.log_every == 0
-                        or self.step == stop_at
-                        or "knn_top1" in record
-                    ):
+                    if self.step % cfg.log_every == 0 or self.step == stop_at or evaluated:
                         record = self._log(record, epoch, images_per_s, bar)
                     if self.step % cfg.checkpoint_every == 0:
                         self.save()
@@ -275,7 +273,7 @@ class Trainer:
             raise KeyboardInterrupt
         return record
 
-    def _knn_due(self, stop_at: int) -> bool:
+    def _eval_due(self, stop_at: int) -> bool:
         every = self.cfg.eval.every or self.iters_per_epoch
         return self.step % every == 0 or self.step == stop_at
 
@@ -303,6 +301,7 @@ class Trainer:
         with record_function("forward"), autocast(self.device, self.dtype):
             losses = self.model(batch, teacher_temp=float(s.teacher_temp[it]), step=it)
         loss = losses["loss"]
+        losses = {**losses, "loss": loss.detach()}  # logged (the total, summed over terms)
         self._check_finite(loss)
 
         with record_function("backward"):
@@ -317,7 +316,7 @@ class Trainer:
             self.scaler.update()
         with record_function("teacher_ema"):
             self.method.update_teacher(float(s.momentum[it]))
-        return {k: v for k, v in losses.items() if k != "loss"}  # teacher_probs: for _log
+        return losses  # teacher_probs, if any: for _log
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         bad = (~torch.isfinite(loss.detach())).float()
@@ -354,18 +353,23 @@ class Trainer:
 
     def _log(self, record: dict[str, Any], epoch: int, images_per_s: float, bar: tqdm) -> dict:
         it, s = self.step - 1, self.schedules
-        teacher_probs = record.pop(TEACHER_PROBS)
-        stats, warning = self.monitor.step(teacher_probs, record.get("dino_loss"))
+        teacher_probs = record.pop(TEACHER_PROBS, None)
+        stats, warning = {}, None
+        if teacher_probs is not None:
+            stats, warning = self.monitor.step(teacher_probs, record.get("dino_loss"))
+        teacher = {
+            "momentum": float(s.momentum[it]),
+            "teacher_temp": float(s.teacher_temp[it]),
+            "teacher_age": float(s.teacher_age[it]),
+            "teacher_init_share": float(s.teacher_init_share[it]),
+        }
         record = {
             "step": self.step,
             "epoch": epoch,
             **{k: float(v) for k, v in record.items()},
             "lr": float(s.lr[it]),
             "wd": float(s.wd[it]),
-            "momentum": float(s.momentum[it]),
-            "teacher_temp": float(s.teacher_temp[it]),
-            "teacher_age": float(s.teacher_age[it]),
-            "teacher_init_share": float(s.teacher_init_share[it]),
+            **(teacher if self.method.has_teacher else {}),
             **stats,
             "images_per_s": images_per_s,
             "memory_mb": peak_memory_mb(self.device),
@@ -375,14 +379,14 @@ class Trainer:
         if self.env.is_main:
             with open(self.run_dir / LOG_NAME, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            knn = {} if self._last_knn is None else {"knn": f"{self._last_knn:.1f}%"}
-            bar.set_postfix(
-                loss=f"{record.get('dino_loss', float('nan')):.4f}",
-                lr=f"{record['lr']:.2e}",
-                t_temp=f"{record['teacher_temp']:.3f}",
-                img_s=f"{images_per_s:.1f}",
-                **knn,
-            )
+            shown = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}"}
+            if self.method.has_teacher:
+                shown["t_temp"] = f"{record['teacher_temp']:.3f}"
+            shown["img_s"] = f"{images_per_s:.1f}"
+            if self.evaluator is not None and self._last_score is not None:
+                name = self.evaluator.headline.removesuffix("_top1")  # knn, val
+                shown[name] = f"{self._last_score:.1f}%"
+            bar.set_postfix(**shown)
             if warning:
                 tqdm.write(f"WARNING (step {self.step}): {warning}", file=sys.stderr)
         return record
@@ -410,15 +414,6 @@ def sync_batchnorms(method: nn.Module, device: torch.device) -> nn.Module:
         )
         return method
     return nn.SyncBatchNorm.convert_sync_batchnorm(method)
-
-
-def _online_knn(cfg: DictConfig) -> OnlineKNN | None:
-    """The online k-NN evaluator the `eval` section asks for (decodes its images once)."""
-    e = cfg.eval
-    if e.knn_val is None:
-        return None
-    train = e.knn_train or cfg.data.path
-    return OnlineKNN(train, e.knn_val, crop_size=e.crop_size or cfg.crops.global_size)
 
 
 def _grads(module: nn.Module) -> list[torch.Tensor]:
@@ -473,7 +468,7 @@ def run_training(
         def time_steps(probe: DictConfig) -> float:
             torch.manual_seed(probe.seed)
             data, collate = build_data(probe, Path(probe.out))
-            Trainer(probe, build_method(probe), data, collate, env).fit()
+            Trainer(probe, build_method(probe, len(data.classes)), data, collate, env).fit()
             barrier()
             step_s = step_seconds_from_log(Path(probe.out) / LOG_NAME, probe.optim.batch_size)
             barrier()
@@ -492,7 +487,7 @@ def run_training(
     # built after --budget set the run length: the high-resolution phase starts from it
     dataset, collate_fn = build_data(cfg, run_dir)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (the teacher too)
-    method = build_method(cfg, from_pretrained=not resume)
+    method = build_method(cfg, len(dataset.classes), from_pretrained=not resume)
     torch.manual_seed(cfg.seed + env.rank)  # then per-rank randomness (drop-path)
     trainer = Trainer(cfg, method, dataset, collate_fn, env)
     if resume:

@@ -29,6 +29,7 @@ from dinolab.hub import RUN_BACKBONE, load
 from dinolab.io import atomic_write_text
 from dinolab.train.rundir import is_run_dir
 from dinolab.viz.attention import plot_attention
+from dinolab.viz.classification import plot_confusion_matrix
 from dinolab.viz.images import (
     ImageSource,
     data_uri,
@@ -44,7 +45,9 @@ REPORT_NAME = "report.html"
 
 # (panel title, [(log key, y axis: "left"/"right")]); panels without data are left out
 _PANELS: list[tuple[str, list[tuple[str, str]]]] = [
-    ("online k-NN of the teacher (%)", [("knn_top1", "left"), ("knn_top5", "left")]),
+    ("online k-NN of the trained backbone (%)", [("knn_top1", "left"), ("knn_top5", "left")]),
+    ("accuracy (%): train batches, validation",
+     [("train_top1", "left"), ("mpp_top1", "left"), ("val_top1", "left"), ("val_top5", "left")]),
     ("learning rate (left) and weight decay (right)", [("lr", "left"), ("wd", "right")]),
     ("teacher temperature (left) and EMA momentum (right)",
      [("teacher_temp", "left"), ("momentum", "right")]),
@@ -161,6 +164,16 @@ def render_result(name: str, obj: Any) -> str:
                obj.get("epochs"), obj.get("num_train"), obj.get("num_val"))  # fmt: skip
         header = ("protocol", "top-1", "top-5", "lr", "epochs", "train", "val")
         return title + "<p>linear probe</p>" + _table(header, [row])
+    if isinstance(obj, dict) and {"confusion", "per_class_top1"} <= set(obj):
+        d = obj.get("details", {})
+        info = (
+            f"{obj.get('protocol')}: {d.get('init', '?')}, {d.get('steps', '?')} steps; "
+            f"{obj.get('num_val')} val images (centre crops of {d.get('crop_size')} px)"
+        )
+        rows = [("top-1", _pct(obj.get("top1"))), ("top-5", _pct(obj.get("top5")))]
+        rows += [(f"class {c}", _pct(v)) for c, v in obj["per_class_top1"].items()]
+        return (title + f"<p>{html.escape(info)}</p>" + _table(("accuracy", ""), rows)
+                + _img(plot_confusion_matrix(obj), "confusion matrix"))  # fmt: skip
     if isinstance(obj, dict) and "per_head_iou" in obj:
         rows = [(f"head {i}", v) for i, v in enumerate(obj["per_head_iou"])]
         rows += [(f"best head ({obj.get('best_head')})", obj.get("best_head_iou")),
