@@ -161,16 +161,18 @@ def test_data_pipeline_auto_takes_the_tensor_path_for_small_crops(tmp_path, imag
     from dinolab.train.builders import build_data, data_pipeline
 
     imagenette = 9469  # train images
-    assert data_pipeline(build_config(["preset=imagenette_cpu"]), imagenette) == "tensor"
-    assert data_pipeline(build_config(["preset=demo"]), 1200) == "tensor"
-    assert data_pipeline(build_config(["preset=vit_small_dino"]), imagenette) == "pil"
-    highres = ["preset=imagenette_cpu", "crops.highres_fraction=0.1"]
+    assert data_pipeline(build_config(["preset=imagenette_cpu"]), imagenette) == "pil"  # default
+    auto = ["data.pipeline=auto"]
+    assert data_pipeline(build_config(["preset=imagenette_cpu", *auto]), imagenette) == "tensor"
+    assert data_pipeline(build_config(["preset=demo", *auto]), 1200) == "tensor"
+    assert data_pipeline(build_config(["preset=vit_small_dino", *auto]), imagenette) == "pil"
+    highres = ["preset=imagenette_cpu", "crops.highres_fraction=0.1", *auto]
     assert data_pipeline(build_config([*highres, "crops.highres_global_size=224"]), 10) == "pil"
     forced = build_config(["preset=vit_small_dino", "data.pipeline=tensor"])
     assert data_pipeline(forced, imagenette) == "tensor"
     # ImageNet-1k at 124 px would be ~60 GB of cache: auto decodes every epoch instead
-    assert data_pipeline(build_config(["preset=imagenette_cpu"]), 1_281_167) == "pil"
-    common = [f"data.path={image_list}", f"data.cache_dir={tmp_path / 'cache'}"]
+    assert data_pipeline(build_config(["preset=imagenette_cpu", *auto]), 1_281_167) == "pil"
+    common = [f"data.path={image_list}", f"data.cache_dir={tmp_path / 'cache'}", *auto]
     dataset, collate = build_data(build_config(["preset=imagenette_cpu", *common]), tmp_path / "a")
     assert isinstance(dataset.transform, TensorMultiCrop)
     assert isinstance(collate, TensorMultiCropCollate)
