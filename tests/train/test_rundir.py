@@ -137,13 +137,17 @@ def test_resume_of_a_finished_run_says_why_nothing_happens(small_run, tmp_path, 
 
 
 def test_paths_are_stored_absolute_so_a_run_resumes_from_anywhere(
-    image_list, tiny, tmp_path, monkeypatch, capsys
+    small_run, image_list, tiny, tmp_path, monkeypatch, capsys
 ):
-    (tmp_path / "project").mkdir()
-    shutil.copy(image_list, tmp_path / "project" / "train.txt")
-    monkeypatch.chdir(tmp_path / "project")
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(image_list, project / "train.txt")
+    for name in ("teacher_backbone.safetensors", "teacher_backbone.json"):  # weights to start from
+        shutil.copy(small_run / name, project / name.replace("teacher_backbone", "start"))
+    monkeypatch.chdir(project)
     args = [*tiny, "model.depth=2", "optim.epochs=2", "--max-steps", 1]
-    assert train("--data", "train.txt", "--out", "runs/x", *args) == 0
+    assert train("--data", "train.txt", "--out", "runs/x", *args,
+                 "model.pretrained=start.safetensors") == 0  # fmt: skip
     err = capsys.readouterr().err
     # the start and end of training say what runs where, and what to do next
     said = ["dino in runs/x, new run", "64 images from", "cpu, precision fp32",
@@ -152,7 +156,8 @@ def test_paths_are_stored_absolute_so_a_run_resumes_from_anywhere(
     assert [s for s in said if s not in err] == []
     run = tmp_path / "project" / "runs" / "x"
     saved = (run / "config.yaml").read_text()
-    assert f"path: {tmp_path / 'project' / 'train.txt'}" in saved
+    assert f"path: {project / 'train.txt'}" in saved
+    assert f"pretrained: {project / 'start.safetensors'}" in saved
     monkeypatch.chdir(tmp_path)
     assert train("--resume", run, "--max-steps", 2) == 0
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 2

@@ -51,7 +51,10 @@ RUN_FILES = (
     "knn.json", "linear.json", "segmentation.json", "report.html", "features",
     "metrics.json", "confusion_matrix.png",  # dinolab finetune's results
 )  # fmt: skip
-PATH_KEYS = ("data.path", "eval.knn_val", "eval.knn_train", "finetune.val")
+PATH_KEYS = (
+    "data.path", "eval.knn_val", "eval.knn_train", "finetune.val", "model.pretrained",
+    "teacher.model",
+)  # fmt: skip
 
 # Keys (or key prefixes ending in ".") that fix the shapes of the model, its heads or the
 # optimizer's state (param groups, state per parameter): a checkpoint cannot load under others.
@@ -63,10 +66,11 @@ RESUME_REFUSED = (
     "optim.layerwise_decay", "optim.patch_embed_lr_mult", "finetune.pool",
 )  # fmt: skip
 # Keys that change how a run is logged, evaluated, fed or where it stops, never what a step
-# computes (augmentations are seeded per image, whichever worker loads it): still exact.
+# computes (augmentations are seeded per image, whichever worker loads it), and the weights a
+# new run starts from (a resumed run takes every weight from its checkpoint): still exact.
 RESUME_EXACT = (
     "max_steps", "log_every", "checkpoint_every", "data.num_workers", "data.on_error", "eval.",
-    "preset", "finetune.val",
+    "preset", "finetune.val", "model.pretrained", "teacher.model",
 )  # fmt: skip
 # The run's length: the lr, weight decay, momentum and temperature schedules are recomputed for
 # it, from the step reached on (training longer than planned).
