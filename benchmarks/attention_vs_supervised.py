@@ -142,7 +142,7 @@ def main() -> None:
     print(
         f"\nAttention-mask IoU (Jaccard, masks keep 60% of the last block's [CLS] attention) on "
         f"{scores['untrained'].num_images} held-out demo shapes; {arch}, {size} px, "
-        f"{ssl_cfg.optim.epochs} epochs of batch {ssl_cfg.optim.batch_size} each"
+        f"{ssl_cfg.optim.epochs} epoch(s) of batch {ssl_cfg.optim.batch_size} each"
     )
     heads = len(scores["untrained"].per_head_iou)
     head_cols = "".join(f"{f'head {i}':>8}" for i in range(heads))
