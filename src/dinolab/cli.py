@@ -397,6 +397,23 @@ def _add_linear(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_linear)
 
 
+def _add_run_length_options(p: argparse.ArgumentParser) -> None:
+    """--overwrite, --max-steps and --budget: shared by `train` and `finetune`."""
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (deletes its checkpoint, log, exported model, results)",
+    )
+    p.add_argument("--max-steps", type=int, help="stop once this many steps are done in total")
+    p.add_argument(
+        "--budget",
+        type=float,
+        metavar="MINUTES",
+        help="train for about this long: times a few real steps, then sets optim.total_steps so "
+        "the whole schedule (warmups, cosine) ends inside the budget, and says what it chose",
+    )
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from dinolab.configs import preset_names
 
@@ -427,19 +444,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="config keys from a YAML file (e.g. written by `dinolab config show`), under the "
         "key=value overrides",
     )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the run in --out (deletes its checkpoint, log, exported model, results)",
-    )
-    p.add_argument("--max-steps", type=int, help="stop once this many steps are done in total")
-    p.add_argument(
-        "--budget",
-        type=float,
-        metavar="MINUTES",
-        help="train for about this long: times a few real steps, then sets optim.epochs so the "
-        "whole schedule (warmups, cosine) ends inside the budget, and says what it chose",
-    )
+    _add_run_length_options(p)
     p.add_argument(
         "--knn-val",
         metavar="DIR",
@@ -486,18 +491,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         help="train a random backbone of this arch instead (e.g. vit_tiny; model.* overrides)",
     )
     p.add_argument("--out", help="run directory (default runs/finetune)")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the run in --out (deletes its checkpoint, log, exported model, results)",
-    )
-    p.add_argument("--max-steps", type=int, help="stop once this many steps are done in total")
-    p.add_argument(
-        "--budget",
-        type=float,
-        metavar="MINUTES",
-        help="train for about this long (sets optim.epochs, as train --budget)",
-    )
+    _add_run_length_options(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
     p.set_defaults(func=cmd_finetune)
 
