@@ -47,7 +47,8 @@ def stack_crops(crops: list[np.ndarray]) -> torch.Tensor:
 
 
 class TensorMultiCrop(MultiCropTransform):
-    """``MultiCropTransform`` (same arguments, same ``sample``) rendered with torch.
+    """``MultiCropTransform`` (same arguments, same ``sample``) with the flips and colour ops
+    done by torch on whole batches.
 
     ``__call__(image, generator)`` returns ``CroppedViews`` for ``TensorMultiCropCollate``,
     which finishes the views of a batch; ``render(image, generator)`` returns the finished
@@ -58,7 +59,7 @@ class TensorMultiCrop(MultiCropTransform):
         self, image: Image.Image | np.ndarray, generator: torch.Generator | None = None
     ) -> CroppedViews:
         """``image``: an RGB image, or an (H, W, 3) uint8 array (a row of the decode cache)."""
-        if isinstance(image, np.ndarray):  # frombuffer: no copy, 2x faster than fromarray
+        if isinstance(image, np.ndarray):  # frombuffer: 1.5x faster than fromarray
             h, w = image.shape[:2]
             image = Image.frombuffer("RGB", (w, h), np.ascontiguousarray(image), "raw", "RGB", 0, 1)
         image = image.convert("RGB") if image.mode != "RGB" else image
