@@ -154,28 +154,22 @@ def run_knn(
     model: nn.Module | str | os.PathLike,
     train: str | os.PathLike,
     val: str | os.PathLike,
+    options: FeatureOptions = FeatureOptions(),
     *,
-    kind: str = "cls",
     ks: tuple[int, ...] | list[int] = DEFAULT_KS,
     temperature: float = 0.07,
-    crop_size: int = 224,
-    resize_size: int | None = None,
-    batch_size: int = 64,
-    device: str = "auto",
-    precision: str = "auto",
-    num_workers: int | None = None,
     backend: str = "torch",
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     out_json: str | os.PathLike | None = None,
 ) -> KNNResult:
-    """`dinolab knn`: features of both folders (through the feature cache), then the DINO
-    weighted k-NN. Writes `out_json` when given."""
-    options = FeatureOptions(
-        kind, crop_size, resize_size, batch_size, device, precision, num_workers
-    ).kwargs()
-    opts = {**options, "cache_dir": cache_dir, "progress": progress}
-    tr, va = cached_features(model, train, **opts), cached_features(model, val, **opts)
+    """`dinolab knn`: features of both folders (computed as `options` say, default
+    `FeatureOptions()`, through the feature cache), then the DINO weighted k-NN. Writes
+    `out_json` when given."""
+    tr, va = (
+        cached_features(model, data, options, cache_dir=cache_dir, progress=progress)
+        for data in (train, val)
+    )
     if tr.labels is None or va.labels is None:
         raise ValueError(
             "k-NN needs labelled train and val data: class folders "
@@ -195,11 +189,11 @@ def run_knn(
         temperature=temperature,
         num_classes=len(tr.meta["classes"]) or None,
         backend=backend,
-        device=resolve_device(device),
+        device=resolve_device(options.device),
     )
     result.extra = {
-        "kind": kind,
-        "crop_size": crop_size,
+        "kind": options.kind,
+        "crop_size": tr.meta["crop_size"],
         "precision": tr.meta["precision"],
         "model": "<module>" if isinstance(model, nn.Module) else str(model),
     }

@@ -21,6 +21,7 @@ from dinolab.data import (
 from dinolab.data.decode_cache import estimated_bytes
 from dinolab.data.folders import SKIPPED_FILENAME
 from dinolab.eval.classification import ClassifierValidation, check_labelled_pair
+from dinolab.eval.features import FeatureOptions
 from dinolab.eval.online_knn import OnlineKNN
 from dinolab.hub import load
 from dinolab.methods import (
@@ -198,7 +199,7 @@ def build_evaluator(cfg: DictConfig) -> OnlineKNN | ClassifierValidation | None:
     e = cfg.eval
     if e.knn_val is None:
         return None
-    return OnlineKNN(e.knn_train or cfg.data.path, e.knn_val, crop_size=crop_size)
+    return OnlineKNN(e.knn_train or cfg.data.path, e.knn_val, FeatureOptions(crop_size=crop_size))
 
 
 def distillation_teacher(cfg: DictConfig) -> DINOv2Network:

@@ -23,13 +23,13 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from dinolab.data.decode import load_image
-from dinolab.data.images import model_short_side
-from dinolab.eval.features import cached_features, default_cache_dir
+from dinolab.eval.features import FeatureOptions, cached_features, default_cache_dir
 from dinolab.hub import load_model
 from dinolab.viz.images import data_uri, new_figure, save_figure
 from dinolab.viz.pca import pca
 
 METHODS = ("auto", "tsne", "umap", "pca")
+NATIVE_RESOLUTION = FeatureOptions(crop_size=None)  # a map's default: no pos-embed resampling
 
 
 @dataclass
@@ -101,19 +101,16 @@ def compute_map(
     model: nn.Module | str | os.PathLike,
     data: str | os.PathLike,
     method: str = "auto",
-    kind: str = "cls",
-    crop_size: int | None = None,
-    device: str = "auto",
+    options: FeatureOptions = NATIVE_RESOLUTION,
     seed: int = 0,
 ) -> EmbeddingMap:
     """Features of every image under ``data`` (cached, see `dinolab.eval.cached_features`),
-    projected to 2-D. ``crop_size`` defaults to the model's native resolution."""
+    projected to 2-D. The default `options` crop at the model's native resolution."""
     method = resolve_method(method)  # before any feature extraction
     loaded = load_model(model)
     feats = cached_features(
-        loaded, data, kind=kind, crop_size=crop_size or model_short_side(loaded), device=device,
-        cache_dir=default_cache_dir(model), progress=False,
-    )  # fmt: skip
+        loaded, data, options, cache_dir=default_cache_dir(model), progress=False
+    )
     labels = None if feats.labels is None else feats.labels.numpy()
     return EmbeddingMap(
         xy=project_2d(feats.features.numpy(), method, seed),
@@ -121,7 +118,7 @@ def compute_map(
         labels=labels,
         classes=list(feats.meta.get("classes", [])),
         method=method,
-        kind=kind,
+        kind=options.kind,
     )
 
 
@@ -234,17 +231,15 @@ def run_map(
     data: str | os.PathLike,
     out: str | os.PathLike,
     method: str = "auto",
-    kind: str = "cls",
-    crop_size: int | None = None,
+    options: FeatureOptions = NATIVE_RESOLUTION,
     html_page: bool = True,
-    device: str = "auto",
     seed: int = 0,
 ) -> list[Path]:
     """`dinolab map`: ``out`` (PNG) and, with ``html_page``, the same name with .html."""
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out names the PNG picture (e.g. map.png), got {out}")
-    result = compute_map(model, data, method, kind, crop_size, device, seed)
+    result = compute_map(model, data, method, options, seed)
     written = [save_figure(plot_map(result), out)]
     if html_page:
         page = out.with_suffix(".html")
