@@ -6,7 +6,6 @@ everything else (optimizer, schedules, precision, checkpoints), so DINOv2 plugs 
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -86,10 +85,7 @@ class DINO(StudentTeacher):
         if hasattr(backbone, "mask_token"):  # DINO never masks (DDP needs every param used)
             backbone.mask_token.requires_grad_(False)
         self.student = MultiCropNetwork(backbone, build_head(cfg, backbone.embed_dim))
-        teacher_backbone = build_backbone(cfg, drop_path_rate=0.0)
-        self.teacher = MultiCropNetwork(teacher_backbone, copy.deepcopy(self.student.head))
-        self.teacher.load_state_dict(self.student.state_dict())
-        self.teacher.requires_grad_(False)
+        self.init_teacher(build_backbone(cfg, drop_path_rate=0.0))
         self.loss = DINOLoss(
             cfg.head.out_dim,
             student_temp=cfg.dino.student_temp,

@@ -14,7 +14,6 @@ every epoch) gets new masks, whatever the number of loader workers.
 
 from __future__ import annotations
 
-import copy
 import warnings
 from typing import Any
 
@@ -121,13 +120,7 @@ class DINOv2(StudentTeacher):
             ibot_dim = d.ibot_out_dim or cfg.head.out_dim
             ibot_head = build_head(cfg, backbone.embed_dim, ibot_dim, d.ibot_bottleneck_dim)
         self.student = DINOv2Network(backbone, dino_head, ibot_head)
-        self.teacher = DINOv2Network(
-            build_backbone(cfg, drop_path_rate=0.0),
-            copy.deepcopy(dino_head),
-            copy.deepcopy(ibot_head),
-        )
-        self.teacher.load_state_dict(self.student.state_dict())
-        self.teacher.requires_grad_(False)
+        self.init_teacher(build_backbone(cfg, drop_path_rate=0.0))
 
         self.dino_loss = DINOLoss(
             cfg.head.out_dim,
