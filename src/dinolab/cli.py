@@ -84,8 +84,9 @@ def _train_config(args: argparse.Namespace):
         )
     if args.overwrite:
         raise ValueError("--resume continues the run and --overwrite replaces it: choose one")
-    saved = load_config(Path(args.resume) / "config.yaml")
-    return build_config(overrides + [f"out={args.resume}"], base=OmegaConf.to_container(saved))
+    saved = OmegaConf.to_container(load_config(Path(args.resume) / "config.yaml"))
+    assert isinstance(saved, dict)  # load_config returns a mapping
+    return build_config(overrides + [f"out={args.resume}"], base=saved)
 
 
 def cmd_config(args: argparse.Namespace) -> int:

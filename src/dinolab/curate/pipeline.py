@@ -35,6 +35,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -57,7 +58,7 @@ from dinolab.device import peak_rss_mb
 from dinolab.distributed import barrier, join, rank
 from dinolab.eval.features import FeatureOptions, embed, listing_identity, model_identity
 from dinolab.hub import load_model
-from dinolab.io import atomic_write, atomic_write_text
+from dinolab.io import atomic_write, atomic_write_npz, atomic_write_text
 
 STAGES = ("embed", "calibrate", "dedup", "retrieve", "summary")
 MODES = ("nn", "kmeans")
@@ -103,10 +104,6 @@ def _write_lines(path: Path, lines: Sequence[str]) -> None:
 
 def _write_jsonl(path: Path, records: Sequence[dict]) -> None:
     _write_lines(path, [json.dumps(r) for r in records])
-
-
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 class _Stages:
@@ -314,7 +311,7 @@ def _calibrate(out: Path, work: Path, protect_names: list[str], shard_size: int)
         )[0][:, 0]
         calib["protect_threshold"] = choose_threshold(pos, edits, neg_p, what="--protect-threshold")
         arrays["nearest_protected_sim"] = neg_p
-    _save_npz(out / "calibration.npz", **arrays)
+    atomic_write_npz(out / "calibration.npz", **arrays)
     record = {
         "sample_size": len(sample),
         "copies_per_image": len(EDITS),
@@ -330,7 +327,7 @@ def _resolve_thresholds(
     calib: dict | None, threshold, protect_threshold, protect_names: list[str], out: Path
 ) -> tuple[float, float | None]:
     """Numbers for the dedup stage; CalibrationError when an "auto" one cannot be had."""
-    wanted = {}
+    wanted: dict[str, float | None] = {}
     if threshold == "auto":
         wanted["threshold"] = None
     if protect_names and _protect_auto(threshold, protect_threshold):
@@ -381,7 +378,7 @@ def _dedup_stage(
         index=index,
         shard_size=shard_size,
     )
-    _save_npz(
+    atomic_write_npz(
         out / "dedup.npz",
         component=res.component,
         keep=res.keep,
@@ -451,7 +448,7 @@ def _retrieve_stage(
     if len(rows) == 0:
         hits = Hits.empty()
         if mode == "kmeans":
-            _save_npz(
+            atomic_write_npz(
                 out / "clusters.npz",
                 centroids=np.zeros((0, pool.shape[1]), np.float32),
                 assign=np.full(len(pool), -1),
@@ -470,7 +467,7 @@ def _retrieve_stage(
             shard_size=shard_size,
             backend="torch" if index == "torch" else "auto",
         )
-        _save_npz(out / "clusters.npz", centroids=km.centroids, assign=km.assign, sim=km.sim)
+        atomic_write_npz(out / "clusters.npz", centroids=km.centroids, assign=km.assign, sim=km.sim)
         info["n_clusters"] = k
         hits = cluster_hits(pool, queries, km, per_query, seed=seed)
     records = provenance(hits, pool_paths, query_paths)
@@ -520,7 +517,7 @@ def _summary_stage(out: Path, stages: _Stages, protect_names: list[str]) -> dict
         "selected": len(records),
         "retrievals": int(sum(len(r["sources"]) for r in records)),
     }
-    summary = {
+    summary: dict[str, Any] = {
         "counts": counts,
         "dedup": dedup_rec["params"] if dedup_rec else None,
         "retrieve": retrieve_rec["params"] if retrieve_rec else None,
@@ -632,7 +629,7 @@ def _plot_summary(
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3 if calib else 2, figsize=(15 if calib else 10, 3.6))
-    if calib:
+    if calib and record:
         _draw_calibration(axes[2], calib, record)
     axes[0].hist(nn_sim, bins=_bin_edges(nn_sim, threshold), color="tab:blue")
     if threshold is not None:
@@ -702,7 +699,7 @@ def curate(
     for name, t in (("threshold", threshold), ("protect_threshold", protect_threshold)):
         if isinstance(t, str) and t != "auto":
             raise ValueError(f"{name} is a cosine similarity in [-1, 1] or 'auto', got {t!r}")
-        if t is not None and t != "auto" and not -1.0 <= t <= 1.0:
+        if t is not None and not isinstance(t, str) and not -1.0 <= t <= 1.0:
             raise ValueError(f"{name} is a cosine similarity in [-1, 1], got {t}")
     if calibration_sample < 1:
         raise ValueError(f"calibration_sample must be >= 1, got {calibration_sample}")

@@ -38,7 +38,8 @@ from dinolab.device import autocast, resolve_device, resolve_precision
 from dinolab.distributed import barrier, join, world_size
 from dinolab.distributed import rank as dist_rank
 from dinolab.hub import load_model, source_files
-from dinolab.io import atomic_write, atomic_write_text, file_stamp
+from dinolab.io import atomic_write, atomic_write_npz, atomic_write_text, file_stamp
+from dinolab.models.backbone import as_backbone
 
 FEATURE_KINDS = ("cls", "avgpool", "cls+avgpool", "last4")
 FORMAT_VERSION = 1
@@ -113,6 +114,11 @@ class Features(NamedTuple):
     paths: list[str]
     meta: dict
 
+    @property
+    def classes(self) -> list[str]:
+        """The class names the labels index (empty when unlabelled)."""
+        return list(self.meta.get("classes", []))
+
 
 # ---------------------------------------------------------------------- per-batch features
 def linear_input(
@@ -125,7 +131,8 @@ def linear_input(
             f"kind 'last{n_last_blocks}' concatenates blocks of one width; a ResNet's stages "
             "differ in width: use kind 'cls' (its pooled feature, DINO's ResNet protocol)"
         )
-    outputs = model.get_intermediate_layers(images, n_last_blocks, return_class_token=True)
+    backbone = as_backbone(model)
+    outputs = backbone.get_intermediate_layers(images, n_last_blocks, return_class_token=True)
     feats = [cls for _, cls in outputs]
     if avgpool:
         feats.append(outputs[-1][0].mean(1))
@@ -139,7 +146,7 @@ def compute_features(model: nn.Module, images: torch.Tensor, kind: str = "cls") 
         return linear_input(model, images, 4, avgpool=False)
     if kind not in FEATURE_KINDS:
         raise ValueError(f"unknown feature kind {kind!r}; choose one of {', '.join(FEATURE_KINDS)}")
-    out = model.forward_features(images)
+    out = as_backbone(model).forward_features(images)
     if kind == "cls":
         return out["x_norm_clstoken"]
     avg = out["x_norm_patchtokens"].mean(1)
@@ -148,7 +155,7 @@ def compute_features(model: nn.Module, images: torch.Tensor, kind: str = "cls") 
 
 def input_multiple(model: nn.Module) -> int:
     """Image sides a model takes are multiples of this: a ViT's patch size, 1 for a ResNet."""
-    return int(getattr(model, "input_multiple", model.patch_size))
+    return int(getattr(model, "input_multiple", as_backbone(model).patch_size))
 
 
 def check_crop_size(crop_size: int, patch_size: int) -> None:
@@ -178,6 +185,11 @@ def _as_dataset(data: Any, options: FeatureOptions) -> Dataset:
             f"(like dinolab.data.ImageDataset); got {type(data).__name__}"
         )
     return data
+
+
+def _paths(dataset: Dataset) -> list[str]:
+    """The image paths of a dataset `_as_dataset` returned, in its order."""
+    return [str(p) for p in getattr(dataset, "paths", [])]
 
 
 def _file_identity(path: Path) -> str:
@@ -226,10 +238,6 @@ def _chunk_name(start: int, end: int) -> str:
     return f"{start:09d}-{end:09d}.npz"
 
 
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
 def _prepare_work_dir(work_dir: Path, manifest: dict, rank: int) -> int:
     """Create or check the manifest; returns the chunk size the work directory uses."""
     path = work_dir / "manifest.json"
@@ -254,6 +262,7 @@ def _prepare_work_dir(work_dir: Path, manifest: dict, rank: int) -> int:
 def _run_chunk(
     model: nn.Module,
     dataset: Dataset,
+    paths: list[str],
     start: int,
     end: int,
     kind: str,
@@ -278,8 +287,7 @@ def _run_chunk(
         parts.append(feats.float().cpu())
         bar.update(len(images))
     skipped_paths = set(getattr(dataset, "skipped", []))
-    paths = dataset.paths
-    skipped = [i for i in range(start, end) if str(paths[i]) in skipped_paths]
+    skipped = [i for i in range(start, end) if paths[i] in skipped_paths]
     return torch.cat(parts).numpy(), np.asarray(skipped, dtype=np.int64)
 
 
@@ -322,7 +330,7 @@ def extract_features(
             "extraction under torchrun exchanges rows through files: pass "
             "work_dir= (embed and cached_features do this for you)"
         )
-    paths = [str(p) for p in dataset.paths]
+    paths = _paths(dataset)
     labels = _labels_of(dataset)
     n = len(paths)
     meta = {
@@ -342,7 +350,7 @@ def extract_features(
         if work_dir is None:
             bar = tqdm(total=n, desc=f"features ({kind})", disable=not progress, unit="img")
             feats, skipped = _run_chunk(
-                model, dataset, 0, n, kind, batch_size, num_workers, dev, dtype, bar
+                model, dataset, paths, 0, n, kind, batch_size, num_workers, dev, dtype, bar
             )
             bar.close()
             return _assemble(feats, set(int(i) for i in skipped), paths, labels, meta)
@@ -362,9 +370,9 @@ def extract_features(
         )
         for s, e in todo:
             feats, skipped = _run_chunk(
-                model, dataset, s, e, kind, batch_size, num_workers, dev, dtype, bar
+                model, dataset, paths, s, e, kind, batch_size, num_workers, dev, dtype, bar
             )
-            _save_npz(work / _chunk_name(s, e), features=feats, skipped=skipped)
+            atomic_write_npz(work / _chunk_name(s, e), features=feats, skipped=skipped)
         bar.close()
         barrier()
         return _merge_chunks(work, ranges, paths, labels, meta)
@@ -385,7 +393,7 @@ def _merge_chunks(
             f"chunks missing in {work} after extraction: {missing[:5]}; rerun "
             "the same command to compute them"
         )
-    feats, skipped = [], set()
+    feats, skipped = [], set[int]()
     for s, e in ranges:
         with np.load(work / _chunk_name(s, e)) as z:
             feats.append(z["features"])
@@ -430,7 +438,7 @@ def save_features(result: Features, out: str | os.PathLike) -> list[Path]:
         }
         if result.labels is not None:
             arrays["labels"] = result.labels.numpy()
-        _save_npz(out, **arrays)
+        atomic_write_npz(out, **arrays)
         return [out]
     if out.suffix != ".npy":
         raise ValueError(f"unsupported output {out.name}: use a .npy or .npz file name")
@@ -535,7 +543,7 @@ def cached_features(
     if options.crop_size is None:
         options = options.for_model(load_model(model))
     dataset = _as_dataset(data, options)
-    listing = listing_identity([str(p) for p in dataset.paths], _labels_of(dataset))
+    listing = listing_identity(_paths(dataset), _labels_of(dataset))
     key = options.cache_key(model_identity(model), listing)[:20]
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir(model)
     path = root / f"{options.kind.replace('+', '_')}-{options.crop}-{key}.npz"

@@ -19,7 +19,6 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -30,15 +29,16 @@ from tqdm.auto import tqdm
 from dinolab.data.folders import ImageDataset
 from dinolab.data.transforms import ClassifierTrainTransform, EvalTransform
 from dinolab.device import autocast, resolve_device, resolve_precision
-from dinolab.eval.classification import check_labelled_pair, topk_accuracy
+from dinolab.eval.classification import check_labelled_pair, labelled_features, topk_accuracy
 from dinolab.eval.features import (
     FeatureOptions,
-    cached_features,
     check_crop_size,
     input_multiple,
     linear_input,
     load_model,
 )
+from dinolab.io import atomic_write_text
+from dinolab.models.backbone import as_backbone
 
 FAST_PROTOCOL = "linear-fast"
 DINO_PROTOCOL = "dino-linear"
@@ -64,8 +64,8 @@ class LinearResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def save_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+    def save_json(self, path: str | os.PathLike) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def table(self) -> str:
         return format_linear_table([self])
@@ -300,7 +300,8 @@ def linear_probe_images(
             return linear_input(model, images.to(dev), n_last_blocks, avgpool).float()
 
     g = torch.Generator().manual_seed(seed)
-    classifier = nn.Linear(model.embed_dim * (n_last_blocks + int(avgpool)), num_classes)
+    in_dim = as_backbone(model).embed_dim * (n_last_blocks + int(avgpool))
+    classifier = nn.Linear(in_dim, num_classes)
     with torch.no_grad():
         classifier.weight.copy_(torch.randn(classifier.weight.shape, generator=g) * 0.01)
         classifier.bias.zero_()
@@ -372,32 +373,20 @@ def run_linear(
     or "dino" (images, one `lr`, batch 128 by default) on the features `options` describe
     (default: "last4"). `batch_size` is the probe's. Writes `out_json` when given."""
     if protocol == "fast":
-        tr, va = (
-            cached_features(model, data, options, cache_dir=cache_dir, progress=progress)
-            for data in (train, val)
-        )
-        if tr.meta["classes"] != va.meta["classes"]:
-            raise ValueError(
-                "train and val have different classes; give both the same class folders"
-            )
-        if tr.labels is None or va.labels is None:
-            raise ValueError(
-                "linear probes need labelled train and val data: class folders "
-                "(root/<class>/*.jpg) or file lists with a label column"
-            )
+        f = labelled_features(model, train, val, options, cache_dir=cache_dir, progress=progress)
         result = linear_probe(
-            tr.features,
-            tr.labels,
-            va.features,
-            va.labels,
+            f.train,
+            f.train_labels,
+            f.val,
+            f.val_labels,
             lrs=lrs,
             epochs=epochs,
             batch_size=batch_size or 256,
-            num_classes=len(tr.meta["classes"]) or None,
+            num_classes=len(f.classes),
             seed=seed,
             device=resolve_device(options.device),
         )
-        result.details.update(kind=options.kind, crop_size=tr.meta["crop_size"])
+        result.details.update(kind=options.kind, crop_size=f.meta["crop_size"])
     elif protocol == "dino":
         result = linear_probe_images(
             model,

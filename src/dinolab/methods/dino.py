@@ -16,6 +16,7 @@ from torch.profiler import record_function
 from dinolab.losses import DINOLoss
 from dinolab.methods.base import STUDENT_FORWARD, TEACHER_FORWARD, TEACHER_PROBS, StudentTeacher
 from dinolab.models import DINOHead, build_model
+from dinolab.models.backbone import as_backbone
 
 
 class MultiCropNetwork(nn.Module):
@@ -31,7 +32,7 @@ class MultiCropNetwork(nn.Module):
         self.head = head
 
     def forward(self, crops: list[Tensor]) -> Tensor:
-        outputs = self.backbone.forward_features(crops)
+        outputs = as_backbone(self.backbone).forward_features(crops)
         cls_tokens = torch.cat([out["x_norm_clstoken"] for out in outputs])
         return self.head(cls_tokens)
 
@@ -84,7 +85,7 @@ class DINO(StudentTeacher):
         backbone = build_backbone(cfg, drop_path_rate=cfg.model.drop_path_rate)
         if hasattr(backbone, "mask_token"):  # DINO never masks (DDP needs every param used)
             backbone.mask_token.requires_grad_(False)
-        self.student = MultiCropNetwork(backbone, build_head(cfg, backbone.embed_dim))
+        self.student = MultiCropNetwork(backbone, build_head(cfg, as_backbone(backbone).embed_dim))
         self.init_teacher(build_backbone(cfg, drop_path_rate=0.0))
         self.loss = DINOLoss(
             cfg.head.out_dim,

@@ -13,6 +13,7 @@ import importlib.util
 import io
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +89,7 @@ def project_2d(features: np.ndarray, method: str = "auto", seed: int = 0) -> np.
 
 def class_colours(n: int) -> list[str]:
     """Distinct hex colours: tab10 up to 10 classes, tab20 up to 20, then a hue wheel."""
+    pick: Iterable[float]
     if n <= 10:
         cmap, pick = colormaps["tab10"], range(n)
     elif n <= 20:
@@ -205,13 +207,14 @@ def map_html(
     scaled = (result.xy - lo) / span
     px = margin + scaled[:, 0] * (width - 2 * margin)
     py = margin + (1 - scaled[:, 1]) * (height - 2 * margin)
-    labelled = result.labels is not None
-    n_colours = max(len(result.classes), int(result.labels.max()) + 1) if labelled else 1
+    labels = result.labels
+    labelled = labels is not None
+    n_colours = 1 if labels is None else max(len(result.classes), int(labels.max()) + 1)
     colours = class_colours(n_colours) if labelled else ["#555555"]
     names = [result.classes[k] if k < len(result.classes) else str(k) for k in range(n_colours)]
     circles, points = [], []
     for i, path in enumerate(result.paths):
-        k = int(result.labels[i]) if labelled else 0
+        k = 0 if labels is None else int(labels[i])
         circles.append(f'<circle data-i="{i}" cx="{px[i]:.1f}" cy="{py[i]:.1f}" r="4" '
                        f'fill="{colours[k]}"></circle>')  # fmt: skip
         text = f"{names[k]}: {Path(path).name}" if labelled else Path(path).name
