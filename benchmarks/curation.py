@@ -74,6 +74,7 @@ def _recall_per_edit(component: np.ndarray, paths: list[str], group: np.ndarray)
 def run_real(args: argparse.Namespace) -> None:
     from dinolab.curate import CalibrationError, curate, deduplicate
     from dinolab.curate.planted import pair_scores, plant_duplicates
+    from dinolab.eval import FeatureOptions
 
     rng = np.random.default_rng(0)
     sources = _class_images(IMAGENETTE / "train", args.unique // 10, rng)
@@ -101,11 +102,12 @@ def run_real(args: argparse.Namespace) -> None:
         return len(set(planted.group.tolist())) - len(set(planted.group[keep].tolist()))
 
     sweep = [0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999]
+    options = FeatureOptions(crop_size=args.crop)
     for name, model in _models(args.model).items():
         out = tmp / "out" / name.split()[0]
         t0 = time.perf_counter()
         try:
-            res = curate(tmp / "pool", queries, out, model, crop_size=args.crop, progress=False)
+            res = curate(tmp / "pool", queries, out, model, options=options, progress=False)
         except CalibrationError as err:
             print(f"\n== {name}: auto stopped: {err}")
             continue
@@ -158,7 +160,7 @@ def run_real(args: argparse.Namespace) -> None:
                     queries,
                     out,
                     model,
-                    crop_size=args.crop,
+                    options=options,
                     mode=mode,
                     threshold=t,
                     per_query=args.per_query,

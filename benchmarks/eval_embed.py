@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dinolab.eval.features import embed
+from dinolab.eval.features import FeatureOptions, embed
 from dinolab.models import build_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenette2_sq160" / "train"
@@ -45,9 +45,7 @@ def main() -> None:
             model,
             listing,
             Path(tmp) / "warm.npy",
-            precision="fp32",
-            device=args.device,
-            batch_size=args.batch,
+            FeatureOptions(precision="fp32", device=args.device, batch_size=args.batch),
             progress=False,
         )  # warm-up: caches, allocator
         rows = {}
@@ -57,9 +55,7 @@ def main() -> None:
                 model,
                 listing,
                 Path(tmp) / f"{precision}.npy",
-                precision=precision,
-                device=args.device,
-                batch_size=args.batch,
+                FeatureOptions(precision=precision, device=args.device, batch_size=args.batch),
                 progress=False,
             )
             rows[precision] = (len(paths) / (time.perf_counter() - t0), result.features)

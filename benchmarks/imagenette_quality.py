@@ -30,7 +30,7 @@ import torch
 
 from dinolab.data import EvalTransform, ImageDataset
 from dinolab.eval import extract_features, knn_classify
-from dinolab.eval.features import input_multiple
+from dinolab.eval.features import FeatureOptions, input_multiple
 from dinolab.methods.dino import build_backbone
 from dinolab.train.config import build_config
 from dinolab.train.trainer import run_training
@@ -63,8 +63,8 @@ def pixel_features(data: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def knn_top1(model, train: Path, val: Path, size: int) -> tuple[float, float]:
-    opts = {"crop_size": size, "resize_size": round(size * 256 / 224), "progress": False}
-    tr, va = extract_features(model, train, **opts), extract_features(model, val, **opts)
+    options = FeatureOptions(crop_size=size, resize_size=round(size * 256 / 224))
+    tr, va = (extract_features(model, data, options, progress=False) for data in (train, val))
     row = knn_classify(tr.features, tr.labels, va.features, va.labels, ks=(20,)).rows[0]
     return row.top1, row.top5
 

@@ -29,6 +29,30 @@ def test_kind_choices_are_the_feature_kinds() -> None:
     assert cli.FEATURE_KINDS == FEATURE_KINDS
 
 
+def test_feature_commands_build_the_same_feature_options() -> None:
+    """embed, knn, linear, map and curate take one set of feature flags, and turn them into one
+    FeatureOptions; only their defaults differ (linear: last4, map: the native resolution)."""
+    from dinolab import cli
+    from dinolab.eval import FeatureOptions
+
+    parser = build_parser()
+    commands = {
+        "embed": ["embed", "m", "--data", "d", "--out", "o.npy"],
+        "knn": ["knn", "m", "--train", "t", "--val", "v"],
+        "linear": ["linear", "m", "--train", "t", "--val", "v"],
+        "map": ["map", "m", "--data", "d", "--out", "o.png"],
+        "curate": ["curate", "--pool", "p", "--queries", "q", "--out", "o", "--model", "m"],
+    }
+    flags = "--kind avgpool --crop-size 32 --resize-size 40 --batch-size 8 --device cpu "
+    flags += "--precision fp32 --workers 2"
+    given = FeatureOptions("avgpool", 32, 40, 8, "cpu", "fp32", 2)
+    defaults = {"linear": FeatureOptions(kind="last4"), "map": FeatureOptions(crop_size=None)}
+    for name, argv in commands.items():
+        assert cli._feature_options(parser.parse_args(argv + flags.split())) == given, name
+        got = cli._feature_options(parser.parse_args(argv))
+        assert got == defaults.get(name, FeatureOptions()), name
+
+
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
     parser = build_parser()
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices

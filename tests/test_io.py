@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import stat
 
+import numpy as np
 import pytest
 import torch
 
 from dinolab.hub import export_backbone
-from dinolab.io import atomic_write_text, stale_temp_files
+from dinolab.io import atomic_write_npz, atomic_write_text, stale_temp_files
 from dinolab.models import VisionTransformer
 from dinolab.train.checkpoint import save_checkpoint
 
@@ -38,3 +39,11 @@ def test_stale_temp_files_are_the_ones_atomic_write_leaves(tmp_path):
     for name in names:
         (tmp_path / name).write_text("")
     assert [p.name for p in stale_temp_files(tmp_path)] == names[:2]
+
+
+def test_atomic_npz_reads_back_and_leaves_no_temp_file(tmp_path):
+    rows = np.arange(6, dtype=np.float32).reshape(2, 3)
+    path = atomic_write_npz(tmp_path / "a.npz", features=rows, skipped=np.zeros(0, np.int64))
+    with np.load(path) as z:
+        assert np.array_equal(z["features"], rows) and z["skipped"].shape == (0,)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]

@@ -15,6 +15,10 @@ import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dinolab.eval.features import FeatureOptions
 
 USER_ERRORS = (ValueError, OSError, ImportError)
 DEBUG_ENV = "DINOLAB_DEBUG"
@@ -80,8 +84,9 @@ def _train_config(args: argparse.Namespace):
         )
     if args.overwrite:
         raise ValueError("--resume continues the run and --overwrite replaces it: choose one")
-    saved = load_config(Path(args.resume) / "config.yaml")
-    return build_config(overrides + [f"out={args.resume}"], base=OmegaConf.to_container(saved))
+    saved = OmegaConf.to_container(load_config(Path(args.resume) / "config.yaml"))
+    assert isinstance(saved, dict)  # load_config returns a mapping
+    return build_config(overrides + [f"out={args.resume}"], base=saved)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -143,11 +148,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     from dinolab.eval import embed
 
-    result = embed(
-        args.model, args.data, args.out, kind=args.kind, batch_size=args.batch_size,
-        crop_size=args.crop_size, resize_size=args.resize_size, device=args.device,
-        precision=args.precision, num_workers=args.workers,
-    )  # fmt: skip
+    result = embed(args.model, args.data, args.out, _feature_options(args))
     print(f"wrote {len(result.paths)} x {result.features.shape[1]} features to {args.out}")
     if result.meta.get("skipped"):
         print(f"left out {len(result.meta['skipped'])} unreadable images (listed in the metadata)")
@@ -167,10 +168,8 @@ def cmd_knn(args: argparse.Namespace) -> int:
 
     out_json = _results_file(args.model, args.json, "knn.json")
     result = run_knn(
-        args.model, args.train, args.val, kind=args.kind, ks=args.k, temperature=args.temperature,
-        crop_size=args.crop_size, resize_size=args.resize_size, batch_size=args.batch_size,
-        device=args.device, precision=args.precision, num_workers=args.workers,
-        backend=args.backend, out_json=out_json,
+        args.model, args.train, args.val, _feature_options(args), ks=args.k,
+        temperature=args.temperature, backend=args.backend, out_json=out_json,
     )  # fmt: skip
     print(result.table())
     if out_json:
@@ -183,10 +182,8 @@ def cmd_linear(args: argparse.Namespace) -> int:
 
     out_json = _results_file(args.model, args.json, f"linear_{args.protocol}.json")
     result = run_linear(
-        args.model, args.train, args.val, protocol=args.protocol, kind=args.kind,
-        crop_size=args.crop_size, resize_size=args.resize_size, epochs=args.epochs,
-        device=args.device, precision=args.precision, num_workers=args.workers,
-        out_json=out_json,
+        args.model, args.train, args.val, _feature_options(args), protocol=args.protocol,
+        epochs=args.epochs, out_json=out_json,
     )  # fmt: skip
     print(result.table())
     if out_json:
@@ -232,8 +229,8 @@ def cmd_map(args: argparse.Namespace) -> int:
     from dinolab.viz.embedding_map import run_map
 
     written = run_map(
-        args.model, args.data, args.out, method=args.method, kind=args.kind,
-        crop_size=args.crop_size, html_page=not args.no_html, device=args.device,
+        args.model, args.data, args.out, method=args.method, options=_feature_options(args),
+        html_page=not args.no_html,
     )  # fmt: skip
     print("\n".join(str(p) for p in written))
     return 0
@@ -256,10 +253,8 @@ def cmd_curate(args: argparse.Namespace) -> int:
         protect=args.protect or (), threshold=args.threshold,
         protect_threshold=args.protect_threshold, calibration_sample=args.calibration_sample,
         mode=args.mode, per_query=args.per_query,
-        n_clusters=args.clusters, dedup_k=args.dedup_k, index=args.index, kind=args.kind,
-        crop_size=args.crop_size, resize_size=args.resize_size, batch_size=args.batch_size,
-        device=args.device, precision=args.precision, num_workers=args.workers, seed=args.seed,
-        from_stage=args.from_stage,
+        n_clusters=args.clusters, dedup_k=args.dedup_k, index=args.index,
+        options=_feature_options(args), seed=args.seed, from_stage=args.from_stage,
     )  # fmt: skip
     print(result.table())
     return 0
@@ -318,20 +313,48 @@ def _add_precision(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_feature_options(p: argparse.ArgumentParser, default_kind: str = "cls") -> None:
+def _add_model_and_features(p: argparse.ArgumentParser, default_kind: str = "cls") -> None:
+    """MODEL and the feature flags: `embed`, `knn`, `linear`."""
     p.add_argument("model", help="run directory, exported .safetensors, or official .pth file")
+    _add_feature_arguments(p, default_kind)
+
+
+def _add_feature_arguments(
+    p: argparse.ArgumentParser, default_kind: str = "cls", default_crop: int | None = 224
+) -> None:
+    """The flags of `dinolab.eval.FeatureOptions`, shared by every command that computes
+    features; `_feature_options` builds the options from them. `default_crop` None: the
+    model's native resolution."""
     p.add_argument(
         "--kind",
         default=default_kind,
         choices=FEATURE_KINDS,
         help=f"which features (default {default_kind}; last4 = CLS of the last 4 blocks)",
     )
-    p.add_argument("--crop-size", type=int, default=224, help="centre crop (multiple of patch)")
+    crop_help = "centre crop (multiple of patch)"
+    if default_crop is None:
+        crop_help += "; default: the model's native resolution"
+    p.add_argument("--crop-size", type=int, default=default_crop, help=crop_help)
     p.add_argument("--resize-size", type=int, help="shorter side before the crop (crop*256/224)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     _add_device(p)
     _add_precision(p)
     p.add_argument("--workers", type=int, help="DataLoader workers (default: 0 on CPU)")
+
+
+def _feature_options(args: argparse.Namespace) -> FeatureOptions:
+    """The `FeatureOptions` of the flags `_add_feature_arguments` added."""
+    from dinolab.eval.features import FeatureOptions
+
+    return FeatureOptions(
+        kind=args.kind,
+        crop_size=args.crop_size,
+        resize_size=args.resize_size,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        num_workers=args.workers,
+    )
 
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:
@@ -343,7 +366,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
         "are left out and listed in OUT's .skipped.txt.",
         epilog=_example("dinolab embed runs/photos --data ./photos --out feats.npy"),
     )
-    _add_feature_options(p)
+    _add_model_and_features(p)
     p.add_argument("--data", required=True, help="folder of images or a file list")
     p.add_argument("--out", required=True, help="output file: .npy or .npz")
     p.set_defaults(func=cmd_embed)
@@ -358,7 +381,7 @@ def _add_knn(sub: argparse._SubParsersAction) -> None:
         "MODEL/features; the results go to MODEL/knn.json when MODEL is a run directory.",
         epilog=_example("dinolab knn runs/photos --train ./labeled/train --val ./labeled/val"),
     )
-    _add_feature_options(p)
+    _add_model_and_features(p)
     p.add_argument("--train", required=True, help="labeled folder (root/<class>/*) or list")
     p.add_argument("--val", required=True, help="labeled folder with the same classes")
     p.add_argument("--k", type=int, nargs="+", default=[10, 20, 100, 200], help="neighbours")
@@ -385,7 +408,7 @@ def _add_linear(sub: argparse._SubParsersAction) -> None:
         "directory.",
         epilog=_example("dinolab linear runs/photos --train ./labeled/train --val ./labeled/val"),
     )
-    _add_feature_options(p, default_kind="last4")
+    _add_model_and_features(p, default_kind="last4")
     p.add_argument("--train", required=True, help="labeled folder (root/<class>/*) or list")
     p.add_argument("--val", required=True, help="labeled folder with the same classes")
     p.add_argument("--protocol", default="fast", choices=("fast", "dino"), help="see above")
@@ -639,10 +662,8 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
         choices=("auto", "tsne", "umap", "pca"),
         help="auto: UMAP when installed, else t-SNE",
     )
-    p.add_argument("--kind", default="cls", choices=FEATURE_KINDS, help="which features")
-    p.add_argument("--crop-size", type=int, help="default: the model's native resolution")
+    _add_feature_arguments(p, default_crop=None)
     p.add_argument("--no-html", action="store_true", help="write the PNG only")
-    _add_device(p)
     p.set_defaults(func=cmd_map)
 
 
@@ -740,13 +761,7 @@ def _add_curate(sub: argparse._SubParsersAction) -> None:
         choices=("auto", "torch", "flat", "ivf", "hnsw"),
         help="auto: exact faiss up to 100k images, IVF above",
     )
-    p.add_argument("--kind", default="cls", choices=FEATURE_KINDS, help="which features")
-    p.add_argument("--crop-size", type=int, default=224, help="centre crop (multiple of patch)")
-    p.add_argument("--resize-size", type=int, help="shorter side before the crop (crop*256/224)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-    _add_device(p)
-    _add_precision(p)
-    p.add_argument("--workers", type=int, help="DataLoader workers (default: 0 on CPU)")
+    _add_feature_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="k-means and sampling seed")
     p.add_argument(
         "--from-stage",

@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from dinolab.data import make_shapes_dataset
+from dinolab.eval.features import FeatureOptions
 from dinolab.eval.knn import run_knn
 from dinolab.eval.segmentation import attention_iou
 from dinolab.methods.dino import build_backbone
@@ -84,10 +85,12 @@ def run_demo(
 
     torch.manual_seed(cfg.seed)
     untrained = build_backbone(cfg, drop_path_rate=0.0).eval()
-    opts = {"crop_size": size, "resize_size": size, "ks": (20,), "progress": False}
+    options = FeatureOptions(crop_size=size, resize_size=size)
     results: dict[str, dict] = {}
     for name, model in (("untrained", untrained), ("trained", out)):
-        knn = run_knn(model, train, val, cache_dir=out / "features" / name, **opts)
+        knn = run_knn(
+            model, train, val, options, ks=(20,), cache_dir=out / "features" / name, progress=False
+        )
         seg = attention_iou(model, val, size=size)
         results[name] = {"knn_top1": knn.rows[0].top1, "iou_best_head": seg.best_head_iou,
                          "iou_mean_map": seg.mean_map_iou}  # fmt: skip

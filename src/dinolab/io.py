@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # .NAME.<8 hex digits>.tmp, see below
 
 
@@ -48,6 +50,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """`atomic_write` of `text`, UTF-8 encoded."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
+    """`atomic_write` of named arrays in NumPy's .npz format (`np.load` reads them back)."""
+    # numpy's stub reads **arrays as its keyword `allow_pickle: bool`
+    return atomic_write(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
 
 
 def stale_temp_files(directory: str | os.PathLike) -> list[Path]:

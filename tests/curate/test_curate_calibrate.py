@@ -13,6 +13,7 @@ from PIL import Image
 
 from dinolab.curate import CalibrationError, choose_threshold, curate
 from dinolab.curate.planted import EDITS, plant_duplicates
+from dinolab.eval import FeatureOptions
 from dinolab.models import VisionTransformer
 
 POOL_CROP = 32  # 2x2 patches of 16 px (tiny_model), 4x4 of 8 px (the trained one)
@@ -118,7 +119,11 @@ def test_auto_keeps_distinct_images_and_finds_copies_with_any_model(
 ) -> None:
     pool, queries, group = planted
     out = tmp_path / "out"
-    kw = {"crop_size": POOL_CROP, "progress": False, "calibration_sample": 30}
+    kw = {
+        "options": FeatureOptions(crop_size=POOL_CROP),
+        "progress": False,
+        "calibration_sample": 30,
+    }
     res = curate(pool, queries, out, tiny_model, **kw)  # untrained
     assert res.ran == ["embed", "calibrate", "dedup", "retrieve", "summary"]
     lost, reduced = check_dedup(out, group)
@@ -166,7 +171,14 @@ def test_model_that_cannot_separate_stops_before_deduplicating(planted, tmp_path
     model = NoisyViT(patch_size=16, embed_dim=192, depth=1, num_heads=3).eval()
     model.gen = torch.Generator().manual_seed(0)
     with pytest.raises(CalibrationError, match="cannot calibrate --threshold") as err:
-        curate(pool, queries, tmp_path / "out", model, crop_size=32, calibration_sample=20)
+        curate(
+            pool,
+            queries,
+            tmp_path / "out",
+            model,
+            options=FeatureOptions(crop_size=32),
+            calibration_sample=20,
+        )
     assert "--threshold" in str(err.value) and "by hand" in str(err.value)
     assert "Nothing was deduplicated" in str(err.value)
     assert (tmp_path / "out" / "calibration.png").stat().st_size > 0
@@ -177,7 +189,8 @@ def test_protect_threshold_auto(pools: dict, tiny_model, tmp_path: Path) -> None
     out = tmp_path / "out"
     res = curate(
         pools["pool"], pools["queries"], out, tiny_model, protect=[pools["protect"]],
-        crop_size=POOL_CROP, threshold=0.999, protect_threshold="auto", progress=False,
+        options=FeatureOptions(crop_size=POOL_CROP), threshold=0.999, protect_threshold="auto",
+        progress=False,
     )  # fmt: skip
     assert res.ran[:3] == ["embed", "calibrate", "dedup"]
     calib = json.loads((out / "calibration.json").read_text())

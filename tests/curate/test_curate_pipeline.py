@@ -11,6 +11,7 @@ from curate_helpers import CROP
 from dinolab.cli import main
 from dinolab.curate import CalibrationError, curate
 from dinolab.data import ImageDataset
+from dinolab.eval import FeatureOptions
 from dinolab.hub import export_backbone
 
 
@@ -19,7 +20,7 @@ def read_lines(path: Path) -> list[str]:
 
 
 def run(pools: dict, out: Path, model, **kw):
-    kw = {"crop_size": CROP, "progress": False, "threshold": 0.999, **kw}
+    kw = {"options": FeatureOptions(crop_size=CROP), "progress": False, "threshold": 0.999, **kw}
     return curate(pools["pool"], pools["queries"], out, model, **kw)
 
 
@@ -101,7 +102,13 @@ def test_pool_of_only_duplicates(pools: dict, tiny_model, tmp_path: Path) -> Non
         (dups / f"d{i:02d}.jpg").write_bytes(image)
     # auto cannot tell a pool of copies from a model that sees no differences: it stops
     with pytest.raises(CalibrationError, match="100% of the 11 sampled images.*mostly dup"):
-        curate(dups, pools["queries"], tmp_path / "out", tiny_model, crop_size=CROP)
+        curate(
+            dups,
+            pools["queries"],
+            tmp_path / "out",
+            tiny_model,
+            options=FeatureOptions(crop_size=CROP),
+        )
     assert not (tmp_path / "out" / "dedup_keep.txt").exists()
     with pytest.warns(RuntimeWarning, match="one duplicate group holds 11 of the 11"):
         res = curate(
@@ -109,7 +116,7 @@ def test_pool_of_only_duplicates(pools: dict, tiny_model, tmp_path: Path) -> Non
             pools["queries"],
             tmp_path / "out",
             tiny_model,
-            crop_size=CROP,
+            options=FeatureOptions(crop_size=CROP),
             progress=False,
             threshold=0.9,
         )
@@ -171,8 +178,9 @@ def test_cli_curate(pools: dict, tiny_model, tmp_path: Path, capsys) -> None:
 WORKER = """
 import sys
 from dinolab.curate import CalibrationError, curate
-curate(*sys.argv[1:5], crop_size={crop}, shard_size=4, threshold=0.999, device="cpu",
-       precision="fp32", progress=False)
+from dinolab.eval import FeatureOptions
+options = FeatureOptions(crop_size={crop}, device="cpu", precision="fp32")
+curate(*sys.argv[1:5], options=options, shard_size=4, threshold=0.999, progress=False)
 """
 
 
@@ -185,11 +193,9 @@ def test_torchrun_ranks_share_the_embedding(
         *args,
         tmp_path / "single",
         str(weights),
-        crop_size=CROP,
+        options=FeatureOptions(crop_size=CROP, device="cpu", precision="fp32"),
         shard_size=4,
         threshold=0.999,
-        device="cpu",
-        precision="fp32",
         progress=False,
     )
     script = tmp_path / "worker.py"

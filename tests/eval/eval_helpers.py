@@ -6,7 +6,10 @@ from pathlib import Path
 
 import torch
 
+from dinolab.eval.features import FeatureOptions
+
 CROP = 64  # a 4x4 patch grid keeps a 12-block ViT fast on CPU
+FP32 = FeatureOptions(crop_size=CROP, device="cpu", precision="fp32")
 
 
 def write_file_list(imagenette: Path, out: Path, per_class: int, classes: int = 2) -> list[str]:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from eval_helpers import CROP, ForwardCounter, write_file_list
+from eval_helpers import CROP, FP32, ForwardCounter, write_file_list
 
 from dinolab.data.folders import ImageDataset
 from dinolab.data.transforms import EvalTransform
 from dinolab.eval.features import embed, load_features
-
-FP32 = {"crop_size": CROP, "precision": "fp32", "device": "cpu", "progress": False}
 
 
 class InterruptAt(ImageDataset):
@@ -32,11 +31,13 @@ class InterruptAt(ImageDataset):
 def test_embed_resumes_after_interruption_without_duplicate_or_missing_rows(
     few_images, tiny_vit, tmp_path
 ):
-    reference = embed(tiny_vit, few_images, tmp_path / "ref.npy", chunk_size=4, **FP32)
+    reference = embed(
+        tiny_vit, few_images, tmp_path / "ref.npy", FP32, chunk_size=4, progress=False
+    )
 
     out = tmp_path / "feats.npy"
     with pytest.raises(KeyboardInterrupt):  # dies inside chunk [8, 12)
-        embed(tiny_vit, InterruptAt(few_images, at=9), out, chunk_size=4, **FP32)
+        embed(tiny_vit, InterruptAt(few_images, at=9), out, FP32, chunk_size=4, progress=False)
     work = tmp_path / "feats.npy.chunks"
     assert sorted(p.name for p in work.glob("*.npz")) == [
         "000000000-000000004.npz",
@@ -45,7 +46,7 @@ def test_embed_resumes_after_interruption_without_duplicate_or_missing_rows(
     assert not out.exists()
 
     counter = ForwardCounter(tiny_vit)
-    resumed = embed(tiny_vit, few_images, out, chunk_size=4, **FP32)
+    resumed = embed(tiny_vit, few_images, out, FP32, chunk_size=4, progress=False)
     assert counter.images == 14 - 8  # only the unfinished chunks were computed
     assert not work.exists()  # merged and cleaned up
     saved = load_features(out)
@@ -57,16 +58,16 @@ def test_embed_resumes_after_interruption_without_duplicate_or_missing_rows(
 def test_resume_refuses_chunks_of_another_job(few_images, tiny_vit, tmp_path):
     out = tmp_path / "feats.npy"
     with pytest.raises(KeyboardInterrupt):
-        embed(tiny_vit, InterruptAt(few_images, at=5), out, chunk_size=4, **FP32)
+        embed(tiny_vit, InterruptAt(few_images, at=5), out, FP32, chunk_size=4, progress=False)
     with pytest.raises(ValueError, match=r"different kind.*delete that directory"):
-        embed(tiny_vit, few_images, out, kind="avgpool", chunk_size=4, **FP32)
+        embed(tiny_vit, few_images, out, replace(FP32, kind="avgpool"), chunk_size=4)
 
 
 WORKER = """
 import sys
-from dinolab.eval.features import embed
-embed(sys.argv[1], sys.argv[2], sys.argv[3], chunk_size=3, crop_size={crop}, precision="fp32",
-      device="cpu", progress=False)
+from dinolab.eval.features import FeatureOptions, embed
+options = FeatureOptions(crop_size={crop}, precision="fp32", device="cpu")
+embed(sys.argv[1], sys.argv[2], sys.argv[3], options, chunk_size=3, progress=False)
 """
 
 
@@ -78,7 +79,7 @@ def test_sharded_embed_under_torchrun_equals_single_process(
     weights = export_backbone(tiny_vit, tmp_path / "tiny.safetensors")
     listing = tmp_path / "twenty.txt"
     write_file_list(imagenette, listing, per_class=10)
-    single = embed(str(weights), listing, tmp_path / "single.npz", **FP32)
+    single = embed(str(weights), listing, tmp_path / "single.npz", FP32, progress=False)
 
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(WORKER.format(crop=CROP)))
@@ -97,7 +98,7 @@ def test_unreadable_images_are_listed_in_a_kept_file(few_images, tiny_vit, tmp_p
     listing = tmp_path / "with_bad.txt"
     listing.write_text("\n".join([*rows, f"{bad}\t{rows[0].split(chr(9))[1]}"]) + "\n")
     with pytest.warns(RuntimeWarning, match="skipping unreadable image") as caught:
-        result = embed(tiny_vit, listing, tmp_path / "feats.npy", **FP32)
+        result = embed(tiny_vit, listing, tmp_path / "feats.npy", FP32, progress=False)
     kept = tmp_path / "feats.skipped.txt"
     assert any(f"listed in {kept}" in str(w.message) for w in caught)  # not a temporary file
     assert kept.read_text().startswith(f"{bad}\t")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
-from eval_helpers import CROP, ForwardCounter, write_file_list
+from eval_helpers import CROP, FP32, ForwardCounter, write_file_list
 
 from dinolab.eval.features import (
+    FeatureOptions,
     cached_features,
     compute_features,
     default_cache_dir,
@@ -16,13 +19,13 @@ from dinolab.eval.features import (
     load_features,
 )
 
-FP32 = {"crop_size": CROP, "precision": "fp32", "device": "cpu", "progress": False}
-
 
 def test_all_kinds_have_the_right_shapes_and_the_listing_order(few_images, tiny_vit):
     listed = [line.split("\t")[0] for line in few_images.read_text().splitlines()]
     out = {
-        k: extract_features(tiny_vit, few_images, kind=k, batch_size=5, **FP32)
+        k: extract_features(
+            tiny_vit, few_images, replace(FP32, kind=k, batch_size=5), progress=False
+        )
         for k in ("cls", "avgpool", "cls+avgpool", "last4")
     }
     dim = tiny_vit.embed_dim
@@ -42,7 +45,7 @@ def test_all_kinds_have_the_right_shapes_and_the_listing_order(few_images, tiny_
     torch.testing.assert_close(out["last4"].features[:, -dim:], cls)
     assert not torch.allclose(out["last4"].features[:, :dim], cls)
     # same rows whatever the batching
-    again = extract_features(tiny_vit, few_images, kind="cls", batch_size=64, **FP32)
+    again = extract_features(tiny_vit, few_images, replace(FP32, batch_size=64), progress=False)
     torch.testing.assert_close(again.features, cls, rtol=1e-5, atol=1e-5)
 
 
@@ -53,20 +56,20 @@ def test_cls_is_the_model_output_on_the_eval_crop(few_images, tiny_vit):
     image, _ = ImageDataset(few_images, transform=EvalTransform(CROP))[3]
     with torch.no_grad():
         expected = tiny_vit(image[None])[0]
-    got = extract_features(tiny_vit, few_images, kind="cls", **FP32).features[3]
+    got = extract_features(tiny_vit, few_images, FP32, progress=False).features[3]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     assert compute_features(tiny_vit, image[None], "cls").shape == (1, tiny_vit.embed_dim)
 
 
 def test_crop_that_does_not_tile_names_both_numbers(few_images, tiny_vit):
     with pytest.raises(ValueError, match=r"crop size 70 .* patch size 16"):
-        extract_features(tiny_vit, few_images, crop_size=70, progress=False)
-    with pytest.raises(ValueError, match="feature kind"):
-        extract_features(tiny_vit, few_images, kind="mean", progress=False)
+        extract_features(tiny_vit, few_images, FeatureOptions(crop_size=70), progress=False)
+    with pytest.raises(ValueError, match="feature kind 'mean'; choose one of cls, avgpool"):
+        FeatureOptions(kind="mean")
 
 
 def test_embed_writes_npy_with_sidecars_and_npz(few_images, tiny_vit, tmp_path):
-    result = embed(tiny_vit, few_images, tmp_path / "feats.npy", chunk_size=4, **FP32)
+    result = embed(tiny_vit, few_images, tmp_path / "feats.npy", FP32, chunk_size=4, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("feats")) == [
         "feats.labels.npy",
         "feats.meta.json",
@@ -79,12 +82,14 @@ def test_embed_writes_npy_with_sidecars_and_npz(few_images, tiny_vit, tmp_path):
     assert torch.equal(back.labels, result.labels)
     assert back.meta["kind"] == "cls" and back.meta["classes"] == sorted(back.meta["classes"])
 
-    embed(tiny_vit, few_images, tmp_path / "feats.npz", kind="avgpool", **FP32)
+    embed(
+        tiny_vit, few_images, tmp_path / "feats.npz", replace(FP32, kind="avgpool"), progress=False
+    )
     z = load_features(tmp_path / "feats.npz")
     assert z.features.shape == (14, tiny_vit.embed_dim) and z.paths == result.paths
     assert z.meta["kind"] == "avgpool"
     with pytest.raises(ValueError, match=".npy or .npz"):
-        embed(tiny_vit, few_images, tmp_path / "feats.csv", **FP32)
+        embed(tiny_vit, few_images, tmp_path / "feats.csv", FP32)
 
 
 def test_unreadable_image_is_left_out_and_listed(imagenette, tmp_path, tiny_vit):
@@ -93,32 +98,28 @@ def test_unreadable_image_is_left_out_and_listed(imagenette, tmp_path, tiny_vit)
     bad.write_bytes(b"not a jpeg")
     (tmp_path / "list.txt").write_text("\n".join(good[:2] + [str(bad)] + good[2:]) + "\n")
     with pytest.warns(RuntimeWarning, match="broken.jpg"):
-        result = extract_features(tiny_vit, tmp_path / "list.txt", **FP32)
+        result = extract_features(tiny_vit, tmp_path / "list.txt", FP32, progress=False)
     assert result.paths == good and result.meta["skipped"] == [str(bad)]
     clean = tmp_path / "clean.txt"
     clean.write_text("\n".join(good) + "\n")
-    torch.testing.assert_close(result.features, extract_features(tiny_vit, clean, **FP32).features)
+    torch.testing.assert_close(
+        result.features, extract_features(tiny_vit, clean, FP32, progress=False).features
+    )
 
 
 def test_cache_extracts_once_per_model_data_and_kind(few_images, tiny_vit, tmp_path):
     counter = ForwardCounter(tiny_vit)
-    opts = {
-        "crop_size": CROP,
-        "precision": "fp32",
-        "device": "cpu",
-        "progress": False,
-        "cache_dir": tmp_path / "cache",
-    }
-    first = cached_features(tiny_vit, few_images, **opts)
+    opts = {"progress": False, "cache_dir": tmp_path / "cache"}
+    first = cached_features(tiny_vit, few_images, FP32, **opts)
     assert counter.images == 14
-    second = cached_features(tiny_vit, few_images, **opts)
+    second = cached_features(tiny_vit, few_images, FP32, **opts)
     assert counter.images == 14  # read from the cache
     assert torch.equal(first.features, second.features) and first.paths == second.paths
-    cached_features(tiny_vit, few_images, kind="avgpool", **opts)
+    cached_features(tiny_vit, few_images, replace(FP32, kind="avgpool"), **opts)
     assert counter.images == 28
     with torch.no_grad():
         tiny_vit.norm.weight.mul_(2)  # another model: the key changes
-    cached_features(tiny_vit, few_images, **opts)
+    cached_features(tiny_vit, few_images, FP32, **opts)
     assert counter.images == 42
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 3
     assert not list((tmp_path / "cache").glob("*.chunks"))
@@ -131,3 +132,28 @@ def test_default_cache_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("DINOLAB_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert default_cache_dir(torch.nn.Linear(1, 1)) == tmp_path / "x" / "dinolab" / "features"
+
+
+def test_cache_key_is_the_one_features_had_before_feature_options():
+    """Caches written by earlier versions stay valid: the key of given options, model and
+    listing is fixed (values from the key function as it was before FeatureOptions was threaded
+    through), and batch size, workers and device do not enter it."""
+    options = FeatureOptions("avgpool", 32, 40, precision="fp32", device="cpu")
+    expected = "b5a4d7377a5964a1b0d3fa96e75eb35e74a314042fd41826e478bca3d5658b98"
+    assert options.cache_key("state:abc", "def") == expected
+    other_run = replace(options, batch_size=7, num_workers=3)
+    assert other_run.cache_key("state:abc", "def") == expected
+    assert replace(options, crop_size=48).cache_key("state:abc", "def") != expected
+    assert replace(options, precision="bf16").cache_key("state:abc", "def") != expected
+
+
+def test_crop_none_is_the_models_native_resolution(few_images, tiny_vit, tmp_path):
+    native = tiny_vit.grid_size * tiny_vit.patch_size
+    options = replace(FP32, crop_size=None)
+    assert options.for_model(tiny_vit).crop_size == native
+    assert FP32.for_model(tiny_vit) is FP32  # a given crop is kept
+    with pytest.raises(ValueError, match="call for_model"):
+        options.cache_key("m", "l")
+    cached = cached_features(tiny_vit, few_images, options, cache_dir=tmp_path, progress=False)
+    assert cached.meta["crop_size"] == native
+    assert [p.name.split("-")[1] for p in tmp_path.glob("*.npz")] == [str(native)]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from eval_helpers import ForwardCounter, write_file_list
 
+from dinolab.eval.features import FeatureOptions
 from dinolab.eval.knn import run_knn
 from dinolab.eval.linear import linear_probe_images, run_linear
 from folder_helpers import write_colour_folders
 
-OPTS = {"crop_size": 32, "precision": "fp32", "device": "cpu", "progress": False}
+FP32 = FeatureOptions(crop_size=32, precision="fp32", device="cpu")
 
 
 @pytest.fixture
@@ -28,11 +30,11 @@ def test_knn_and_fast_linear_share_one_extraction(colours, tiny_vit, tmp_path):
         tiny_vit,
         colours / "train",
         colours / "val",
-        kind="cls",
+        FP32,
         ks=(5, 20),
         cache_dir=cache,
         out_json=tmp_path / "knn.json",
-        **OPTS,
+        progress=False,
     )
     assert counter.images == 16 + 6
     assert [(r.k, r.k_used, r.top1) for r in knn.rows] == [(5, 5, 100.0), (20, 16, 100.0)]
@@ -41,11 +43,11 @@ def test_knn_and_fast_linear_share_one_extraction(colours, tiny_vit, tmp_path):
         tiny_vit,
         colours / "train",
         colours / "val",
-        kind="cls",
+        FP32,
         epochs=10,
         batch_size=8,
         cache_dir=cache,
-        **OPTS,
+        progress=False,
     )
     assert counter.images == 16 + 6  # the linear probe read the cached features
     assert lin.protocol == "linear-fast" and lin.top1 == 100.0
@@ -56,11 +58,11 @@ def test_dino_linear_protocol_learns_colours(colours, tiny_vit):
         tiny_vit,
         colours / "train",
         colours / "val",
-        kind="last4",
+        replace(FP32, kind="last4"),
         epochs=5,
         lr=2.0,
         batch_size=8,
-        **OPTS,
+        progress=False,
     )
     assert result.protocol == "dino-linear" and result.top1 == 100.0
     assert result.details["n_last_blocks"] == 4 and result.details["scaled_lr"] == 2.0 * 8 / 256
@@ -71,12 +73,17 @@ def test_mismatched_classes_are_refused(imagenette, colours, tiny_vit, tmp_path)
     write_file_list(imagenette, tmp_path / "nette.txt", per_class=2)
     with pytest.raises(ValueError, match="different classes"):
         run_knn(
-            tiny_vit, colours / "train", tmp_path / "nette.txt", cache_dir=tmp_path / "c", **OPTS
+            tiny_vit,
+            colours / "train",
+            tmp_path / "nette.txt",
+            FP32,
+            cache_dir=tmp_path / "c",
+            progress=False,
         )
     with pytest.raises(ValueError, match="different classes"):
-        linear_probe_images(tiny_vit, colours / "train", tmp_path / "nette.txt", epochs=1, **OPTS)
+        linear_probe_images(tiny_vit, colours / "train", tmp_path / "nette.txt", FP32, epochs=1)
     with pytest.raises(ValueError, match="protocol"):
-        run_linear(tiny_vit, colours / "train", colours / "val", protocol="svm", **OPTS)
+        run_linear(tiny_vit, colours / "train", colours / "val", FP32, protocol="svm")
 
 
 def test_run_directory_model_caches_features_inside_the_run(colours, tiny_vit, tmp_path):
@@ -84,7 +91,7 @@ def test_run_directory_model_caches_features_inside_the_run(colours, tiny_vit, t
 
     run = tmp_path / "run"
     export_backbone(tiny_vit, run / RUN_BACKBONE)
-    result = run_knn(str(run), colours / "train", colours / "val", ks=(3,), **OPTS)
+    result = run_knn(str(run), colours / "train", colours / "val", FP32, ks=(3,), progress=False)
     assert result.row(3).top1 == 100.0 and result.extra["model"] == str(run)
     assert len(list((run / "features").glob("cls-32-*.npz"))) == 2  # train and val
 

@@ -306,3 +306,10 @@ def test_weight_init() -> None:
         assert abs(p.std().item() - 0.02) < 0.002
     assert abs(model.cls_token.std().item() - 0.02) < 0.01
     assert torch.count_nonzero(model.blocks[3].mlp.fc1.bias) == 0
+
+
+def test_one_image_tensor_takes_one_mask() -> None:
+    model = tiny()
+    x = torch.randn(2, 3, 32, 32)
+    with pytest.raises(TypeError, match="one mask tensor"):
+        model.forward_features(x, [None])

@@ -107,7 +107,7 @@ def test_batchnorms_become_sync_on_gpus_and_stay_on_cpu():
 
 
 def test_hybrid_trains_with_dino_then_knn_and_attention(tiny, image_list, tmp_path):
-    from dinolab.eval import extract_features, knn_classify
+    from dinolab.eval import FeatureOptions, extract_features, knn_classify
     from dinolab.models import HybridVisionTransformer
     from dinolab.viz.attention import attention_maps
 
@@ -118,7 +118,8 @@ def test_hybrid_trains_with_dino_then_knn_and_attention(tiny, image_list, tmp_pa
     run_training(cfg)
     model = dinolab.load(tmp_path / "run")
     assert isinstance(model, HybridVisionTransformer)
-    feats = extract_features(model, image_list, crop_size=40, progress=False)  # a 5x5 map
+    crop = FeatureOptions(crop_size=40)  # a 5x5 map
+    feats = extract_features(model, image_list, crop, progress=False)
     assert feats.features.shape == (64, 192)
     classes = sorted({Path(p).parent.name for p in feats.paths})
     labels = torch.tensor([classes.index(Path(p).parent.name) for p in feats.paths])

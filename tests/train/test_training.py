@@ -236,7 +236,7 @@ def _labelled_list(imagenette: Path, split: str, per_class: int, out: Path) -> P
 
 def test_online_knn_equals_dinolab_knn(tiny, image_list, imagenette, tmp_path):
     """The k-NN logged while training equals `dinolab knn` on the teacher exported then."""
-    from dinolab.eval import run_knn
+    from dinolab.eval import FeatureOptions, run_knn
 
     train = _labelled_list(imagenette, "train", 8, tmp_path / "train.txt")
     val = _labelled_list(imagenette, "val", 6, tmp_path / "val.txt")
@@ -248,7 +248,9 @@ def test_online_knn_equals_dinolab_knn(tiny, image_list, imagenette, tmp_path):
     log = read_log(tmp_path / "run")
     knn_steps = [r["step"] for r in log if "knn_top1" in r]
     assert knn_steps == [4, 8]  # each epoch's end (64 images, batch 16), logged off-cycle
-    offline = run_knn(tmp_path / "run", train, val, ks=(20,), crop_size=48, progress=False)
+    offline = run_knn(
+        tmp_path / "run", train, val, FeatureOptions(crop_size=48), ks=(20,), progress=False
+    )
     assert log[-1]["knn_top1"] == pytest.approx(offline.rows[0].top1)
     assert "knn_top5" not in log[-1] and offline.rows[0].top5 is None  # 4 classes
 

@@ -89,7 +89,7 @@ def _share_at_or_above(sorted_values: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def choose_threshold(
     copy_sims: np.ndarray,
-    copy_edits: Sequence[str],
+    copy_edits: Sequence[str] | np.ndarray,
     neighbour_sims: np.ndarray,
     *,
     what: str = "--threshold",

@@ -87,7 +87,7 @@ def kmeans(
             verbose=False,
         )
         km.train(train)
-        centroids = l2_normalize(km.centroids)
+        centroids = l2_normalize(np.asarray(km.centroids))  # set by train()
     else:
         centroids = _lloyd_torch(train, k, niter, rng)
     assign = np.full(len(feats), -1, np.int64)

@@ -143,7 +143,7 @@ def choose_representatives(
     """
     component = np.asarray(component)
     keep = np.ones(len(component), bool)
-    counts = np.bincount(component, minlength=len(component)) if len(component) else []
+    counts = np.bincount(component, minlength=len(component)) if len(component) else np.zeros(0)
     groups: dict[int, list[int]] = {}
     for i in np.flatnonzero(np.asarray(counts)[component] > 1).tolist():
         groups.setdefault(int(component[i]), []).append(i)

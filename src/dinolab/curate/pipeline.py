@@ -35,6 +35,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -57,7 +58,7 @@ from dinolab.device import peak_rss_mb
 from dinolab.distributed import barrier, join, rank
 from dinolab.eval.features import FeatureOptions, embed, listing_identity, model_identity
 from dinolab.hub import load_model
-from dinolab.io import atomic_write, atomic_write_text
+from dinolab.io import atomic_write, atomic_write_npz, atomic_write_text
 
 STAGES = ("embed", "calibrate", "dedup", "retrieve", "summary")
 MODES = ("nn", "kmeans")
@@ -103,10 +104,6 @@ def _write_lines(path: Path, lines: Sequence[str]) -> None:
 
 def _write_jsonl(path: Path, records: Sequence[dict]) -> None:
     _write_lines(path, [json.dumps(r) for r in records])
-
-
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 class _Stages:
@@ -174,14 +171,14 @@ def _embed_stage(
     sets: dict[str, str | os.PathLike],
     model,
     weights,
-    opts: dict,
+    options: FeatureOptions,
+    chunk_size: int,
     progress: bool,
 ) -> dict[str, str]:
     """Embeddings of every set; returns each set's key. Only missing or stale sets run."""
     started = time.perf_counter()
     listings = {name: _listing(name, src) for name, src in sets.items()}  # all errors first
     identity = model_identity(weights if weights is not None else model)
-    options = FeatureOptions(**{k: v for k, v in opts.items() if k != "chunk_size"})
     keys = {
         name: options.cache_key(identity, listing_identity([str(p) for p in ds.paths], None))[:24]
         for name, ds in listings.items()
@@ -199,7 +196,10 @@ def _embed_stage(
             continue
         if loaded is None:
             loaded = load_model(model, weights)
-        embed(loaded, str(ds.source), files[name], progress=progress, **opts)
+        embed(
+            loaded, str(ds.source), files[name], options, chunk_size=chunk_size,
+            progress=progress,
+        )  # fmt: skip
     if rank() == 0:
         stages.finish("embed", _key(keys), {"sets": keys, "model": identity}, started)
     return keys
@@ -218,11 +218,12 @@ def _calibrate_stage(
     keys: dict[str, str],
     model,
     weights,
-    opts: dict,
+    options: FeatureOptions,
     protect_names: list[str],
     sample_size: int,
     seed: int,
     shard_size: int,
+    chunk_size: int,
     progress: bool,
 ) -> tuple[str, dict | None]:
     """Calibration of the thresholds on edited copies of a pool sample (runs on every rank:
@@ -242,10 +243,13 @@ def _calibrate_stage(
         started = time.perf_counter()
         work = out / "calibration"
         if rank() == 0:
-            _write_calibration_copies(out, work, sample_size, seed, opts)
+            _write_calibration_copies(out, work, sample_size, seed, options)
         barrier()
         loaded = load_model(model, weights)
-        embed(loaded, str(work / "copies"), work / "copies.npy", progress=progress, **opts)
+        embed(
+            loaded, work / "copies", work / "copies.npy", options, chunk_size=chunk_size,
+            progress=progress,
+        )  # fmt: skip
         if rank() == 0:
             _calibrate(out, work, protect_names, shard_size)
             stages.finish("calibrate", key, params, started)
@@ -255,7 +259,7 @@ def _calibrate_stage(
 
 
 def _write_calibration_copies(
-    out: Path, work: Path, sample_size: int, seed: int, opts: dict
+    out: Path, work: Path, sample_size: int, seed: int, options: FeatureOptions
 ) -> None:
     """One copy per edit of `sample_size` pool images (seeded), named <pool row>_<edit>.jpg.
     Large photos are first shrunk to 4x the embedding's resize (the embedding sees no more)."""
@@ -266,7 +270,7 @@ def _write_calibration_copies(
     rows = np.sort(rng.choice(len(paths), min(len(paths), sample_size), replace=False))
     shutil.rmtree(work, ignore_errors=True)
     (work / "copies").mkdir(parents=True)
-    limit = 4 * (opts["resize_size"] or round(opts["crop_size"] * 256 / 224))
+    limit = 4 * (options.resize_size or round(options.crop * 256 / 224))
     for row in rows.tolist():
         try:
             img = load_image(paths[row])
@@ -307,7 +311,7 @@ def _calibrate(out: Path, work: Path, protect_names: list[str], shard_size: int)
         )[0][:, 0]
         calib["protect_threshold"] = choose_threshold(pos, edits, neg_p, what="--protect-threshold")
         arrays["nearest_protected_sim"] = neg_p
-    _save_npz(out / "calibration.npz", **arrays)
+    atomic_write_npz(out / "calibration.npz", **arrays)
     record = {
         "sample_size": len(sample),
         "copies_per_image": len(EDITS),
@@ -323,7 +327,7 @@ def _resolve_thresholds(
     calib: dict | None, threshold, protect_threshold, protect_names: list[str], out: Path
 ) -> tuple[float, float | None]:
     """Numbers for the dedup stage; CalibrationError when an "auto" one cannot be had."""
-    wanted = {}
+    wanted: dict[str, float | None] = {}
     if threshold == "auto":
         wanted["threshold"] = None
     if protect_names and _protect_auto(threshold, protect_threshold):
@@ -374,7 +378,7 @@ def _dedup_stage(
         index=index,
         shard_size=shard_size,
     )
-    _save_npz(
+    atomic_write_npz(
         out / "dedup.npz",
         component=res.component,
         keep=res.keep,
@@ -444,7 +448,7 @@ def _retrieve_stage(
     if len(rows) == 0:
         hits = Hits.empty()
         if mode == "kmeans":
-            _save_npz(
+            atomic_write_npz(
                 out / "clusters.npz",
                 centroids=np.zeros((0, pool.shape[1]), np.float32),
                 assign=np.full(len(pool), -1),
@@ -463,7 +467,7 @@ def _retrieve_stage(
             shard_size=shard_size,
             backend="torch" if index == "torch" else "auto",
         )
-        _save_npz(out / "clusters.npz", centroids=km.centroids, assign=km.assign, sim=km.sim)
+        atomic_write_npz(out / "clusters.npz", centroids=km.centroids, assign=km.assign, sim=km.sim)
         info["n_clusters"] = k
         hits = cluster_hits(pool, queries, km, per_query, seed=seed)
     records = provenance(hits, pool_paths, query_paths)
@@ -513,7 +517,7 @@ def _summary_stage(out: Path, stages: _Stages, protect_names: list[str]) -> dict
         "selected": len(records),
         "retrievals": int(sum(len(r["sources"]) for r in records)),
     }
-    summary = {
+    summary: dict[str, Any] = {
         "counts": counts,
         "dedup": dedup_rec["params"] if dedup_rec else None,
         "retrieve": retrieve_rec["params"] if retrieve_rec else None,
@@ -625,7 +629,7 @@ def _plot_summary(
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3 if calib else 2, figsize=(15 if calib else 10, 3.6))
-    if calib:
+    if calib and record:
         _draw_calibration(axes[2], calib, record)
     axes[0].hist(nn_sim, bins=_bin_edges(nn_sim, threshold), color="tab:blue")
     if threshold is not None:
@@ -665,13 +669,7 @@ def curate(
     n_clusters: int | None = None,
     dedup_k: int = DEFAULT_K,
     index: str = "auto",
-    kind: str = "cls",
-    crop_size: int = 224,
-    resize_size: int | None = None,
-    batch_size: int = 64,
-    device: str = "auto",
-    precision: str = "auto",
-    num_workers: int | None = None,
+    options: FeatureOptions = FeatureOptions(),
     seed: int = 0,
     shard_size: int = DEFAULT_SHARD,
     from_stage: str | None = None,
@@ -686,7 +684,8 @@ def curate(
     near-duplicates (>= `protect_threshold`, default `threshold`, calibrated on its own when
     "auto") are removed from the pool. `mode` "nn": `per_query` nearest pool images per
     query; "kmeans": `per_query` images sampled from each query's cluster among `n_clusters`
-    (default sqrt of the deduplicated pool). `index`: see dinolab.curate.search. Outputs and
+    (default sqrt of the deduplicated pool). `index`: see dinolab.curate.search. `options`: the
+    features every set is embedded with (`dinolab.eval.FeatureOptions`). Outputs and
     stage skipping: see the module docstring.
     """
     if mode not in MODES:
@@ -700,27 +699,26 @@ def curate(
     for name, t in (("threshold", threshold), ("protect_threshold", protect_threshold)):
         if isinstance(t, str) and t != "auto":
             raise ValueError(f"{name} is a cosine similarity in [-1, 1] or 'auto', got {t!r}")
-        if t is not None and t != "auto" and not -1.0 <= t <= 1.0:
+        if t is not None and not isinstance(t, str) and not -1.0 <= t <= 1.0:
             raise ValueError(f"{name} is a cosine similarity in [-1, 1], got {t}")
     if calibration_sample < 1:
         raise ValueError(f"calibration_sample must be >= 1, got {calibration_sample}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    join(device)
+    join(options.device)
     stages = _Stages(out, from_stage)
     sets = {"pool": pool, "queries": queries}
     sets.update({f"protect-{i}": p for i, p in enumerate(protect)})
     protect_names = [n for n in sets if n.startswith("protect-")]
-    options = FeatureOptions(
-        kind, crop_size, resize_size, batch_size, device, precision, num_workers
-    )
-    opts = {**options.kwargs(), "chunk_size": min(4096, shard_size)}
-    keys = _embed_stage(stages, out, sets, model, weights, opts, progress)
+    if options.crop_size is None:
+        options = options.for_model(load_model(model, weights))
+    chunk_size = min(4096, shard_size)
+    keys = _embed_stage(stages, out, sets, model, weights, options, chunk_size, progress)
     calib_key, calib = None, None
     if threshold == "auto" or (protect_names and _protect_auto(threshold, protect_threshold)):
         calib_key, calib = _calibrate_stage(
-            stages, out, keys, model, weights, opts, protect_names, calibration_sample, seed,
-            shard_size, progress,
+            stages, out, keys, model, weights, options, protect_names, calibration_sample, seed,
+            shard_size, chunk_size, progress,
         )  # fmt: skip
     result = CurationResult(out, stages.ran, stages.skipped)
     if rank() != 0:

@@ -40,7 +40,7 @@ class Hits:
         return _hits([])
 
 
-def _hits(parts: list[tuple[np.ndarray, ...]]) -> Hits:
+def _hits(parts: Sequence[tuple[np.ndarray, ...]]) -> Hits:
     if not parts:
         parts = [tuple(np.zeros(0) for _ in range(5))]
     q, r, s, k, c = (np.concatenate(x) for x in zip(*parts, strict=True))

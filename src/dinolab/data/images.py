@@ -20,6 +20,7 @@ from PIL import Image
 from dinolab.data.augment import to_normalized_tensor
 from dinolab.data.decode import load_image
 from dinolab.data.folders import ImageDataset, UnreadableImageError
+from dinolab.models.backbone import as_backbone
 
 ImageSource = str | os.PathLike | Image.Image
 
@@ -52,7 +53,8 @@ def patch_multiple_size(
             f"use at least {patch_size} (a few patches more to see anything)"
         )
     f = 1.0 if short_side is None else short_side / min(width, height)
-    return tuple(max(patch_size, round(s * f / patch_size) * patch_size) for s in (width, height))
+    w, h = (max(patch_size, round(s * f / patch_size) * patch_size) for s in (width, height))
+    return w, h
 
 
 def prepare_image(
@@ -102,10 +104,11 @@ def none_readable(images: Sequence[ImageSource]) -> UnreadableImageError:
 def model_short_side(model: torch.nn.Module) -> int:
     """The resolution a model was built for (its position-embedding grid): DINO 224, DINOv2 518,
     the demo model 64. Used as the default short side, so maps need no pos-embed resampling."""
-    return int(model.grid_size * model.patch_size)
+    backbone = as_backbone(model)
+    return int(backbone.grid_size * backbone.patch_size)
 
 
-def list_images(sources: list[ImageSource] | ImageSource, limit: int | None = None) -> list:
+def list_images(sources: Sequence[ImageSource] | ImageSource, limit: int | None = None) -> list:
     """Image files as given; a folder or .txt/.csv list is replaced by its images (sorted,
     recursive). With ``limit``, that many picked evenly over the whole listing (so class folders
     all show up, not only the first class)."""

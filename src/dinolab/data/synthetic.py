@@ -73,11 +73,10 @@ def _unit_outline(name: str) -> np.ndarray | None:
 
 
 def _unit_area(name: str) -> float:
-    if name == "circle":
-        return math.pi
-    if name == "ring":
-        return math.pi * (1 - _RING_INNER**2)
-    x, y = _unit_outline(name).T  # shoelace formula
+    outline = _unit_outline(name)
+    if outline is None:  # round
+        return math.pi * (1 - _RING_INNER**2) if name == "ring" else math.pi
+    x, y = outline.T  # shoelace formula
     return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
 
 

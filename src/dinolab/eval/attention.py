@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dinolab.data.images import ImageSource, PreparedImage, model_short_side, prepare_image
+from dinolab.models import VisionTransformer
 
 
 def mass_mask(weights: np.ndarray | torch.Tensor, threshold: float = 0.6) -> np.ndarray:
@@ -58,14 +59,16 @@ class NoAttentionError(ValueError):
     """The model has no self-attention (a convnet such as a ResNet)."""
 
 
-def require_attention(model: nn.Module) -> None:
-    """Raise NoAttentionError, pointing to `dinolab pca`, for a model without self-attention."""
-    if not hasattr(model, "get_self_attention"):
+def require_attention(model: nn.Module) -> VisionTransformer:
+    """`model` as the ViT it is (plain or hybrid); NoAttentionError, pointing to `dinolab pca`,
+    for a model without self-attention."""
+    if not isinstance(model, VisionTransformer):
         raise NoAttentionError(
             f"{type(model).__name__} is a convnet: it has no self-attention to show. Its last "
             "feature map is what it looks at: `dinolab pca RUN IMAGE` shows the PCA of that map "
             "upsampled to the image (a vit_hybrid_* arch has attention over a ResNet's map)"
         )
+    return model
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -120,13 +123,13 @@ def attention_maps(
     the other side keeps the aspect ratio; both are rounded to multiples of the patch size.
     ``query`` (x, y in [0, 1]): use the patch there as the query instead of [CLS].
     """
-    require_attention(model)
+    vit = require_attention(model)
     if not isinstance(image, PreparedImage):
-        image = prepare_image(image, model.patch_size, short_side or model_short_side(model))
-    with evaluating(model):
-        attn = model.get_self_attention(image.tensor.to(model_device(model)), [block])[0]
-    attn = attn[0].float().cpu().numpy()  # (heads, N, N)
-    prefix = 1 + model.num_register_tokens
+        image = prepare_image(image, vit.patch_size, short_side or model_short_side(vit))
+    with evaluating(vit):
+        block_attn = vit.get_self_attention(image.tensor.to(model_device(vit)), [block])[0]
+    attn = block_attn[0].float().cpu().numpy()  # (heads, N, N)
+    prefix = 1 + vit.num_register_tokens
     h, w = image.grid
     if attn.shape[-1] != prefix + h * w:
         raise RuntimeError(f"attention has {attn.shape[-1]} tokens, expected {prefix + h * w}")
@@ -143,7 +146,7 @@ def attention_maps(
         mean_map=mean_map,
         mean_mask=mass_mask(mean_map.reshape(-1), threshold).reshape(h, w),
         threshold=threshold,
-        block=block % len(model.blocks),
+        block=block % len(vit.blocks),
         query=where,
     )
 

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from dinolab.data.folders import ImageDataset
 from dinolab.data.transforms import EvalTransform
 from dinolab.device import autocast
+from dinolab.eval.features import FeatureOptions, cached_features
 from dinolab.io import atomic_write_text
 
 FINETUNE_PROTOCOL = "finetune"
@@ -51,6 +52,37 @@ def check_labelled_pair(train: Any, val: Any) -> int:
             "same class folders"
         )
     return len(train.classes)
+
+
+class LabelledFeatures(NamedTuple):
+    """Features of a labelled train and val set with the same classes."""
+
+    train: torch.Tensor
+    train_labels: torch.Tensor
+    val: torch.Tensor
+    val_labels: torch.Tensor
+    classes: list[str]
+    meta: dict  # the train features' (kind, crop, precision...)
+
+
+def labelled_features(
+    model: nn.Module | str | os.PathLike,
+    train: str | os.PathLike,
+    val: str | os.PathLike,
+    options: FeatureOptions = FeatureOptions(),
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> LabelledFeatures:
+    """Cached features (`cached_features`) of labelled `train` and `val` data with the same
+    classes (`check_labelled_pair`): what k-NN and linear probes on frozen features start from."""
+    tr, va = (
+        cached_features(model, data, options, cache_dir=cache_dir, progress=progress)
+        for data in (train, val)
+    )
+    check_labelled_pair(tr, va)
+    assert tr.labels is not None and va.labels is not None  # labelled: checked above
+    return LabelledFeatures(tr.features, tr.labels, va.features, va.labels, tr.classes, tr.meta)
 
 
 @dataclass

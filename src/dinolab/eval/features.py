@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,12 +32,14 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from dinolab.data.folders import ImageDataset
+from dinolab.data.images import model_short_side
 from dinolab.data.transforms import EvalTransform
 from dinolab.device import autocast, resolve_device, resolve_precision
 from dinolab.distributed import barrier, join, world_size
 from dinolab.distributed import rank as dist_rank
 from dinolab.hub import load_model, source_files
-from dinolab.io import atomic_write, atomic_write_text, file_stamp
+from dinolab.io import atomic_write, atomic_write_npz, atomic_write_text, file_stamp
+from dinolab.models.backbone import as_backbone
 
 FEATURE_KINDS = ("cls", "avgpool", "cls+avgpool", "last4")
 FORMAT_VERSION = 1
@@ -47,12 +49,13 @@ CACHE_ENV = "DINOLAB_CACHE_DIR"
 @dataclass(frozen=True)
 class FeatureOptions:
     """How features are computed: which ones (`kind`), from which pixels (`crop_size` centre crop
-    after resizing the shorter side to `resize_size`, default crop*256/224), and how (batch,
-    device, precision, loader workers). Built once (the CLI does it from its flags) and handed to
-    every feature user; `cache_key` is the one identity of features computed with them."""
+    after resizing the shorter side to `resize_size`, default crop*256/224; `crop_size` None: the
+    model's native resolution), and how (batch, device, precision, loader workers). Built once
+    (the CLI does it from its flags) and handed to every feature user; `cache_key` is the one
+    identity of features computed with them."""
 
     kind: str = "cls"
-    crop_size: int = 224
+    crop_size: int | None = 224
     resize_size: int | None = None
     batch_size: int = 64
     device: str = "auto"
@@ -64,10 +67,28 @@ class FeatureOptions:
             raise ValueError(
                 f"unknown feature kind {self.kind!r}; choose one of {', '.join(FEATURE_KINDS)}"
             )
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
-    def kwargs(self) -> dict[str, Any]:
-        """The options as keyword arguments of `extract_features`, `embed`, `cached_features`."""
-        return asdict(self)
+    def for_model(self, model: nn.Module) -> FeatureOptions:
+        """These options with `crop_size` None replaced by the model's native resolution."""
+        if self.crop_size is not None:
+            return self
+        return replace(self, crop_size=model_short_side(model))
+
+    @property
+    def crop(self) -> int:
+        """`crop_size`, once `for_model` has resolved it."""
+        if self.crop_size is None:
+            raise ValueError("crop_size None is the model's native resolution: call for_model")
+        return self.crop_size
+
+    def loader_workers(self, device: torch.device) -> int:
+        """`num_workers`, or when None: 0 on CPU (decoding is cheap next to the model there),
+        min(8, CPUs) on GPU."""
+        if self.num_workers is not None:
+            return self.num_workers
+        return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
 
     def cache_key(self, model_id: str, listing_id: str) -> str:
         """What identifies features of these options, a model (`model_identity`) and a data
@@ -78,7 +99,7 @@ class FeatureOptions:
             "model": model_id,
             "listing": listing_id,
             "kind": self.kind,
-            "crop_size": self.crop_size,
+            "crop_size": self.crop,
             "resize_size": self.resize_size,
             "precision": str(resolve_precision(self.precision, resolve_device(self.device))),
         }
@@ -93,6 +114,11 @@ class Features(NamedTuple):
     paths: list[str]
     meta: dict
 
+    @property
+    def classes(self) -> list[str]:
+        """The class names the labels index (empty when unlabelled)."""
+        return list(self.meta.get("classes", []))
+
 
 # ---------------------------------------------------------------------- per-batch features
 def linear_input(
@@ -105,7 +131,8 @@ def linear_input(
             f"kind 'last{n_last_blocks}' concatenates blocks of one width; a ResNet's stages "
             "differ in width: use kind 'cls' (its pooled feature, DINO's ResNet protocol)"
         )
-    outputs = model.get_intermediate_layers(images, n_last_blocks, return_class_token=True)
+    backbone = as_backbone(model)
+    outputs = backbone.get_intermediate_layers(images, n_last_blocks, return_class_token=True)
     feats = [cls for _, cls in outputs]
     if avgpool:
         feats.append(outputs[-1][0].mean(1))
@@ -119,7 +146,7 @@ def compute_features(model: nn.Module, images: torch.Tensor, kind: str = "cls") 
         return linear_input(model, images, 4, avgpool=False)
     if kind not in FEATURE_KINDS:
         raise ValueError(f"unknown feature kind {kind!r}; choose one of {', '.join(FEATURE_KINDS)}")
-    out = model.forward_features(images)
+    out = as_backbone(model).forward_features(images)
     if kind == "cls":
         return out["x_norm_clstoken"]
     avg = out["x_norm_patchtokens"].mean(1)
@@ -128,7 +155,7 @@ def compute_features(model: nn.Module, images: torch.Tensor, kind: str = "cls") 
 
 def input_multiple(model: nn.Module) -> int:
     """Image sides a model takes are multiples of this: a ViT's patch size, 1 for a ResNet."""
-    return int(getattr(model, "input_multiple", model.patch_size))
+    return int(getattr(model, "input_multiple", as_backbone(model).patch_size))
 
 
 def check_crop_size(crop_size: int, patch_size: int) -> None:
@@ -142,11 +169,11 @@ def check_crop_size(crop_size: int, patch_size: int) -> None:
 
 
 # ---------------------------------------------------------------------- data and identity
-def _as_dataset(data: Any, crop_size: int, resize_size: int | None) -> Dataset:
+def _as_dataset(data: Any, options: FeatureOptions) -> Dataset:
     """A folder / file list becomes an ImageDataset with the eval transform (resize, centre crop).
     A dataset object is used as is (its own transform decides the size)."""
     if isinstance(data, str | os.PathLike):
-        return ImageDataset(data, transform=EvalTransform(crop_size, resize_size))
+        return ImageDataset(data, transform=EvalTransform(options.crop, options.resize_size))
     if getattr(data, "transform", "") is None:
         raise ValueError(
             "the dataset has no transform, so it yields PIL images; build it with "
@@ -158,6 +185,11 @@ def _as_dataset(data: Any, crop_size: int, resize_size: int | None) -> Dataset:
             f"(like dinolab.data.ImageDataset); got {type(data).__name__}"
         )
     return data
+
+
+def _paths(dataset: Dataset) -> list[str]:
+    """The image paths of a dataset `_as_dataset` returned, in its order."""
+    return [str(p) for p in getattr(dataset, "paths", [])]
 
 
 def _file_identity(path: Path) -> str:
@@ -206,10 +238,6 @@ def _chunk_name(start: int, end: int) -> str:
     return f"{start:09d}-{end:09d}.npz"
 
 
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
 def _prepare_work_dir(work_dir: Path, manifest: dict, rank: int) -> int:
     """Create or check the manifest; returns the chunk size the work directory uses."""
     path = work_dir / "manifest.json"
@@ -234,6 +262,7 @@ def _prepare_work_dir(work_dir: Path, manifest: dict, rank: int) -> int:
 def _run_chunk(
     model: nn.Module,
     dataset: Dataset,
+    paths: list[str],
     start: int,
     end: int,
     kind: str,
@@ -258,60 +287,50 @@ def _run_chunk(
         parts.append(feats.float().cpu())
         bar.update(len(images))
     skipped_paths = set(getattr(dataset, "skipped", []))
-    paths = dataset.paths
-    skipped = [i for i in range(start, end) if str(paths[i]) in skipped_paths]
+    skipped = [i for i in range(start, end) if paths[i] in skipped_paths]
     return torch.cat(parts).numpy(), np.asarray(skipped, dtype=np.int64)
 
 
 def extract_features(
     model: nn.Module | str | os.PathLike,
     data: str | os.PathLike | Dataset,
+    options: FeatureOptions = FeatureOptions(),
     *,
-    kind: str = "cls",
-    batch_size: int = 64,
-    crop_size: int = 224,
-    resize_size: int | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    num_workers: int | None = None,
     chunk_size: int = 4096,
     work_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> Features:
-    """Features of every image of `data` (folder, .txt/.csv list, or dataset), in its order.
+    """Features of every image of `data` (folder, .txt/.csv list, or dataset), in its order,
+    computed as `options` say (default `FeatureOptions()`: [CLS] of a 224 centre crop).
 
-    Images are resized to `resize_size` (default crop*256/224) and centre-cropped to
-    `crop_size`. `precision`: "fp32", "bf16" (autocast) or "auto" (bf16 where the device runs it
+    `options.precision`: "fp32", "bf16" (autocast) or "auto" (bf16 where the device runs it
     natively: 1.2-1.7x the fp32 speed for ViT-S/16 on a 2-core AVX512-BF16 CPU, features at
-    cosine >= 0.9999 to fp32; benchmarks/eval_embed.py).
-    `num_workers` None: 0 on CPU (decoding is cheap next to the model there), min(8, CPUs) on
-    GPU. With `work_dir`, finished chunks survive an interruption and the
-    work is split over torchrun ranks (see the module docstring); the directory is kept
-    (`embed` removes it after writing its output).
+    cosine >= 0.9999 to fp32; benchmarks/eval_embed.py). With `work_dir`, finished chunks
+    survive an interruption and the work is split over torchrun ranks (see the module
+    docstring); the directory is kept (`embed` removes it after writing its output).
     """
-    if kind not in FEATURE_KINDS:
-        raise ValueError(f"unknown feature kind {kind!r}; choose one of {', '.join(FEATURE_KINDS)}")
-    if batch_size < 1 or chunk_size < 1:
-        raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     source = model
     model = load_model(model)
-    check_crop_size(crop_size, input_multiple(model))  # before scanning a possibly huge folder
-    dataset = _as_dataset(data, crop_size, resize_size)
+    options = options.for_model(model)
+    check_crop_size(options.crop, input_multiple(model))  # before scanning a huge folder
+    dataset = _as_dataset(data, options)
     transform = getattr(dataset, "transform", None)
-    crop_size = getattr(transform, "crop_size", crop_size)
-    resize_size = getattr(transform, "resize_size", resize_size)
+    crop_size = getattr(transform, "crop_size", options.crop)
+    resize_size = getattr(transform, "resize_size", options.resize_size)
     check_crop_size(crop_size, input_multiple(model))
-    dev = resolve_device(device)
-    dtype = resolve_precision(precision, dev)
-    if num_workers is None:
-        num_workers = min(8, os.cpu_count() or 1) if dev.type == "cuda" else 0
+    kind, batch_size = options.kind, options.batch_size
+    dev = resolve_device(options.device)
+    dtype = resolve_precision(options.precision, dev)
+    num_workers = options.loader_workers(dev)
     rank, world = dist_rank(), world_size()
     if world > 1 and work_dir is None:
         raise ValueError(
             "extraction under torchrun exchanges rows through files: pass "
             "work_dir= (embed and cached_features do this for you)"
         )
-    paths = [str(p) for p in dataset.paths]
+    paths = _paths(dataset)
     labels = _labels_of(dataset)
     n = len(paths)
     meta = {
@@ -331,7 +350,7 @@ def extract_features(
         if work_dir is None:
             bar = tqdm(total=n, desc=f"features ({kind})", disable=not progress, unit="img")
             feats, skipped = _run_chunk(
-                model, dataset, 0, n, kind, batch_size, num_workers, dev, dtype, bar
+                model, dataset, paths, 0, n, kind, batch_size, num_workers, dev, dtype, bar
             )
             bar.close()
             return _assemble(feats, set(int(i) for i in skipped), paths, labels, meta)
@@ -351,9 +370,9 @@ def extract_features(
         )
         for s, e in todo:
             feats, skipped = _run_chunk(
-                model, dataset, s, e, kind, batch_size, num_workers, dev, dtype, bar
+                model, dataset, paths, s, e, kind, batch_size, num_workers, dev, dtype, bar
             )
-            _save_npz(work / _chunk_name(s, e), features=feats, skipped=skipped)
+            atomic_write_npz(work / _chunk_name(s, e), features=feats, skipped=skipped)
         bar.close()
         barrier()
         return _merge_chunks(work, ranges, paths, labels, meta)
@@ -374,7 +393,7 @@ def _merge_chunks(
             f"chunks missing in {work} after extraction: {missing[:5]}; rerun "
             "the same command to compute them"
         )
-    feats, skipped = [], set()
+    feats, skipped = [], set[int]()
     for s, e in ranges:
         with np.load(work / _chunk_name(s, e)) as z:
             feats.append(z["features"])
@@ -419,7 +438,7 @@ def save_features(result: Features, out: str | os.PathLike) -> list[Path]:
         }
         if result.labels is not None:
             arrays["labels"] = result.labels.numpy()
-        _save_npz(out, **arrays)
+        atomic_write_npz(out, **arrays)
         return [out]
     if out.suffix != ".npy":
         raise ValueError(f"unsupported output {out.name}: use a .npy or .npz file name")
@@ -459,14 +478,8 @@ def embed(
     model: nn.Module | str | os.PathLike,
     data: str | os.PathLike | Dataset,
     out: str | os.PathLike,
+    options: FeatureOptions = FeatureOptions(),
     *,
-    kind: str = "cls",
-    batch_size: int = 64,
-    crop_size: int = 224,
-    resize_size: int | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    num_workers: int | None = None,
     chunk_size: int = 4096,
     progress: bool = True,
 ) -> Features:
@@ -481,27 +494,18 @@ def embed(
         raise ValueError(f"unsupported output {out.name}: use a .npy or .npz file name")
     if isinstance(model, str | os.PathLike) and not Path(model).exists():
         raise FileNotFoundError(f"model {model} not found; pass a run directory or weights file")
-    join(device)
+    join(options.device)
     work = out.with_name(out.name + ".chunks")
-    dataset = _as_dataset(data, crop_size, resize_size)
+    if options.crop_size is None and isinstance(data, str | os.PathLike):
+        options = options.for_model(load_model(model))  # the crop the dataset is built with
+    dataset = _as_dataset(data, options)
     if isinstance(dataset, ImageDataset) and not dataset.skip_log_kept:
         skipped = _sidecar(out, ".skipped.txt")  # kept, so warnings can point to it
         if not work.is_dir() and dist_rank() == 0:
             skipped.unlink(missing_ok=True)  # a new extraction: an old list is stale
         dataset.log_skips_to(skipped)
     result = extract_features(
-        model,
-        dataset,
-        kind=kind,
-        batch_size=batch_size,
-        crop_size=crop_size,
-        resize_size=resize_size,
-        device=device,
-        precision=precision,
-        num_workers=num_workers,
-        chunk_size=chunk_size,
-        work_dir=work,
-        progress=progress,
+        model, dataset, options, chunk_size=chunk_size, work_dir=work, progress=progress
     )
     if dist_rank() == 0:
         save_features(result, out)
@@ -526,35 +530,23 @@ def default_cache_dir(model: nn.Module | str | os.PathLike) -> Path:
 def cached_features(
     model: nn.Module | str | os.PathLike,
     data: str | os.PathLike | Dataset,
+    options: FeatureOptions = FeatureOptions(),
     *,
-    kind: str = "cls",
-    crop_size: int = 224,
-    resize_size: int | None = None,
-    device: str = "auto",
-    precision: str = "auto",
     cache_dir: str | os.PathLike | None = None,
-    **kwargs: Any,
+    chunk_size: int = 4096,
+    progress: bool = True,
 ) -> Features:
-    """`extract_features` once per (model identity, data listing, kind, crop, resize,
-    precision); later calls read ``<cache_dir>/<kind>-<crop>-<key>.npz``. The cache key uses the
-    weight file's path, mtime and size (a model object: its weights' hash), so retraining
-    invalidates it. Other keyword arguments go to `embed`."""
-    dataset = _as_dataset(data, crop_size, resize_size)
-    options = FeatureOptions(kind, crop_size, resize_size, device=device, precision=precision)
-    listing = listing_identity([str(p) for p in dataset.paths], _labels_of(dataset))
+    """`extract_features` once per `options.cache_key` (model identity, data listing, kind,
+    crop, resize, precision); later calls read ``<cache_dir>/<kind>-<crop>-<key>.npz``. The key
+    uses the weight file's path, mtime and size (a model object: its weights' hash), so
+    retraining invalidates it."""
+    if options.crop_size is None:
+        options = options.for_model(load_model(model))
+    dataset = _as_dataset(data, options)
+    listing = listing_identity(_paths(dataset), _labels_of(dataset))
     key = options.cache_key(model_identity(model), listing)[:20]
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir(model)
-    path = root / f"{kind.replace('+', '_')}-{crop_size}-{key}.npz"
+    path = root / f"{options.kind.replace('+', '_')}-{options.crop}-{key}.npz"
     if path.is_file():
         return load_features(path)
-    return embed(
-        model,
-        dataset,
-        path,
-        kind=kind,
-        crop_size=crop_size,
-        resize_size=resize_size,
-        device=device,
-        precision=precision,
-        **kwargs,
-    )
+    return embed(model, dataset, path, options, chunk_size=chunk_size, progress=progress)

@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dinolab.device import resolve_device
-from dinolab.eval.features import FeatureOptions, cached_features
+from dinolab.eval.classification import labelled_features
+from dinolab.eval.features import FeatureOptions
+from dinolab.io import atomic_write_text
 
 KNN_PROTOCOL = "dino-weighted-knn"
 DEFAULT_KS = (10, 20, 100, 200)
@@ -58,8 +59,8 @@ class KNNResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def save_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+    def save_json(self, path: str | os.PathLike) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def table(self) -> str:
         return format_knn_table(self)
@@ -154,53 +155,34 @@ def run_knn(
     model: nn.Module | str | os.PathLike,
     train: str | os.PathLike,
     val: str | os.PathLike,
+    options: FeatureOptions = FeatureOptions(),
     *,
-    kind: str = "cls",
     ks: tuple[int, ...] | list[int] = DEFAULT_KS,
     temperature: float = 0.07,
-    crop_size: int = 224,
-    resize_size: int | None = None,
-    batch_size: int = 64,
-    device: str = "auto",
-    precision: str = "auto",
-    num_workers: int | None = None,
     backend: str = "torch",
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     out_json: str | os.PathLike | None = None,
 ) -> KNNResult:
-    """`dinolab knn`: features of both folders (through the feature cache), then the DINO
-    weighted k-NN. Writes `out_json` when given."""
-    options = FeatureOptions(
-        kind, crop_size, resize_size, batch_size, device, precision, num_workers
-    ).kwargs()
-    opts = {**options, "cache_dir": cache_dir, "progress": progress}
-    tr, va = cached_features(model, train, **opts), cached_features(model, val, **opts)
-    if tr.labels is None or va.labels is None:
-        raise ValueError(
-            "k-NN needs labelled train and val data: class folders "
-            "(root/<class>/*.jpg) or file lists with a label column"
-        )
-    if tr.meta["classes"] != va.meta["classes"]:
-        diff = sorted(set(tr.meta["classes"]) ^ set(va.meta["classes"]))[:5]
-        raise ValueError(
-            f"train and val have different classes (e.g. {diff}); give both the same class folders"
-        )
+    """`dinolab knn`: features of both folders (computed as `options` say, default
+    `FeatureOptions()`, through the feature cache), then the DINO weighted k-NN. Writes
+    `out_json` when given."""
+    f = labelled_features(model, train, val, options, cache_dir=cache_dir, progress=progress)
     result = knn_classify(
-        tr.features,
-        tr.labels,
-        va.features,
-        va.labels,
+        f.train,
+        f.train_labels,
+        f.val,
+        f.val_labels,
         ks=ks,
         temperature=temperature,
-        num_classes=len(tr.meta["classes"]) or None,
+        num_classes=len(f.classes),
         backend=backend,
-        device=resolve_device(device),
+        device=resolve_device(options.device),
     )
     result.extra = {
-        "kind": kind,
-        "crop_size": crop_size,
-        "precision": tr.meta["precision"],
+        "kind": options.kind,
+        "crop_size": f.meta["crop_size"],
+        "precision": f.meta["precision"],
         "model": "<module>" if isinstance(model, nn.Module) else str(model),
     }
     if out_json is not None:

@@ -19,7 +19,6 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -30,15 +29,16 @@ from tqdm.auto import tqdm
 from dinolab.data.folders import ImageDataset
 from dinolab.data.transforms import ClassifierTrainTransform, EvalTransform
 from dinolab.device import autocast, resolve_device, resolve_precision
-from dinolab.eval.classification import check_labelled_pair, topk_accuracy
+from dinolab.eval.classification import check_labelled_pair, labelled_features, topk_accuracy
 from dinolab.eval.features import (
     FeatureOptions,
-    cached_features,
     check_crop_size,
     input_multiple,
     linear_input,
     load_model,
 )
+from dinolab.io import atomic_write_text
+from dinolab.models.backbone import as_backbone
 
 FAST_PROTOCOL = "linear-fast"
 DINO_PROTOCOL = "dino-linear"
@@ -64,8 +64,8 @@ class LinearResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def save_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+    def save_json(self, path: str | os.PathLike) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def table(self) -> str:
         return format_linear_table([self])
@@ -262,38 +262,37 @@ def linear_probe_images(
     model: nn.Module | str | os.PathLike,
     train_data: str | os.PathLike,
     val_data: str | os.PathLike,
+    options: FeatureOptions = FeatureOptions(kind="last4"),  # DINO's ViT-S input
     *,
-    kind: str = "last4",
     epochs: int = 100,
     lr: float = 1e-3,
     batch_size: int = 128,
-    crop_size: int = 224,
-    resize_size: int | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    num_workers: int | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> LinearResult:
     """The "dino-linear" protocol (DINO eval_linear.py) on image folders / file lists.
 
-    `kind` picks DINO's input: "last4" (n_last_blocks=4, its ViT-S setting), "cls"
-    (n_last_blocks=1) or "cls+avgpool" (n_last_blocks=1 + pooled patches, its ViT-B setting).
-    `lr` is per 256 images (DINO's default 0.001); the backbone runs every epoch on fresh
-    augmentations, so this is slow on CPU: "linear-fast" is the everyday probe.
+    `options.kind` picks DINO's input: "last4" (n_last_blocks=4, its ViT-S setting), "cls"
+    (n_last_blocks=1) or "cls+avgpool" (n_last_blocks=1 + pooled patches, its ViT-B setting);
+    `batch_size` is the probe's (`options.batch_size` is not used: images go through the
+    backbone in the probe's batches). `lr` is per 256 images (DINO's default 0.001); the
+    backbone runs every epoch on fresh augmentations, so this is slow on CPU: "linear-fast" is
+    the everyday probe.
     """
+    kind = options.kind
     if kind not in _DINO_INPUTS:
         raise ValueError(f"the DINO protocol takes kind in {sorted(_DINO_INPUTS)}, got {kind!r}")
     n_last_blocks, avgpool = _DINO_INPUTS[kind]
     model = load_model(model)
+    options = options.for_model(model)
+    crop_size = options.crop
     check_crop_size(crop_size, input_multiple(model))
     train_ds = ImageDataset(train_data, transform=ClassifierTrainTransform(crop_size), seed=seed)
-    val_ds = ImageDataset(val_data, transform=EvalTransform(crop_size, resize_size))
+    val_ds = ImageDataset(val_data, transform=EvalTransform(crop_size, options.resize_size))
     num_classes = check_labelled_pair(train_ds, val_ds)
-    dev = resolve_device(device)
-    dtype = resolve_precision(precision, dev)
-    if num_workers is None:
-        num_workers = min(8, os.cpu_count() or 1) if dev.type == "cuda" else 0
+    dev = resolve_device(options.device)
+    dtype = resolve_precision(options.precision, dev)
+    num_workers = options.loader_workers(dev)
     model.eval().to(dev)
 
     def features(images: torch.Tensor) -> torch.Tensor:
@@ -301,7 +300,8 @@ def linear_probe_images(
             return linear_input(model, images.to(dev), n_last_blocks, avgpool).float()
 
     g = torch.Generator().manual_seed(seed)
-    classifier = nn.Linear(model.embed_dim * (n_last_blocks + int(avgpool)), num_classes)
+    in_dim = as_backbone(model).embed_dim * (n_last_blocks + int(avgpool))
+    classifier = nn.Linear(in_dim, num_classes)
     with torch.no_grad():
         classifier.weight.copy_(torch.randn(classifier.weight.shape, generator=g) * 0.01)
         classifier.bias.zero_()
@@ -357,69 +357,45 @@ def run_linear(
     model: nn.Module | str | os.PathLike,
     train: str | os.PathLike,
     val: str | os.PathLike,
+    options: FeatureOptions = FeatureOptions(kind="last4"),  # DINO's ViT-S input
     *,
     protocol: str = "fast",
-    kind: str = "last4",
-    crop_size: int = 224,
-    resize_size: int | None = None,
     batch_size: int | None = None,
     epochs: int = 100,
     lrs: Sequence[float] = DEFAULT_LRS,
     lr: float = 1e-3,
-    device: str = "auto",
-    precision: str = "auto",
-    num_workers: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     seed: int = 0,
     progress: bool = True,
     out_json: str | os.PathLike | None = None,
 ) -> LinearResult:
     """`dinolab linear`: protocol "fast" (cached features, lr grid `lrs`, batch 256 by default)
-    or "dino" (images, one `lr`, batch 128 by default). Writes `out_json` when given."""
+    or "dino" (images, one `lr`, batch 128 by default) on the features `options` describe
+    (default: "last4"). `batch_size` is the probe's. Writes `out_json` when given."""
     if protocol == "fast":
-        options = FeatureOptions(
-            kind, crop_size, resize_size, device=device, precision=precision,
-            num_workers=num_workers,
-        ).kwargs()  # fmt: skip
-        options.pop("batch_size")  # the probe's batch, not the extraction's
-        opts = {**options, "cache_dir": cache_dir, "progress": progress}
-        tr, va = cached_features(model, train, **opts), cached_features(model, val, **opts)
-        if tr.meta["classes"] != va.meta["classes"]:
-            raise ValueError(
-                "train and val have different classes; give both the same class folders"
-            )
-        if tr.labels is None or va.labels is None:
-            raise ValueError(
-                "linear probes need labelled train and val data: class folders "
-                "(root/<class>/*.jpg) or file lists with a label column"
-            )
+        f = labelled_features(model, train, val, options, cache_dir=cache_dir, progress=progress)
         result = linear_probe(
-            tr.features,
-            tr.labels,
-            va.features,
-            va.labels,
+            f.train,
+            f.train_labels,
+            f.val,
+            f.val_labels,
             lrs=lrs,
             epochs=epochs,
             batch_size=batch_size or 256,
-            num_classes=len(tr.meta["classes"]) or None,
+            num_classes=len(f.classes),
             seed=seed,
-            device=resolve_device(device),
+            device=resolve_device(options.device),
         )
-        result.details.update(kind=kind, crop_size=crop_size)
+        result.details.update(kind=options.kind, crop_size=f.meta["crop_size"])
     elif protocol == "dino":
         result = linear_probe_images(
             model,
             train,
             val,
-            kind=kind,
+            options,
             epochs=epochs,
             lr=lr,
             batch_size=batch_size or 128,
-            crop_size=crop_size,
-            resize_size=resize_size,
-            device=device,
-            precision=precision,
-            num_workers=num_workers,
             seed=seed,
             progress=progress,
         )

@@ -18,7 +18,7 @@ from torch import nn
 from dinolab.data.folders import ImageDataset
 from dinolab.data.transforms import EvalTransform
 from dinolab.device import autocast
-from dinolab.eval.features import compute_features
+from dinolab.eval.features import FeatureOptions, compute_features
 from dinolab.eval.knn import knn_classify
 
 
@@ -29,8 +29,8 @@ class _Images:
     classes: tuple[str, ...]
 
 
-def _decode(data: str | os.PathLike, crop_size: int, role: str) -> _Images:
-    dataset = ImageDataset(data, transform=EvalTransform(crop_size))
+def _decode(data: str | os.PathLike, options: FeatureOptions, role: str) -> _Images:
+    dataset = ImageDataset(data, transform=EvalTransform(options.crop, options.resize_size))
     if not dataset.classes:
         raise ValueError(
             f"online k-NN needs labelled images: {data} ({role}) has no class folders "
@@ -51,7 +51,9 @@ class OnlineKNN:
     """Weighted k-NN top-1/top-5 of a backbone on a fixed labelled train/val pair.
 
     As a Trainer evaluator, ``knn(method, dtype)`` scores the method's `trained_backbone` (the
-    teacher's, when it has one); `headline` is the number the progress bar shows."""
+    teacher's, when it has one); `headline` is the number the progress bar shows. Of `options`
+    it takes the features (kind, crop, resize) and the batch size, as `dinolab knn` does, so the
+    numbers agree; the device and precision are the training's."""
 
     headline = "knn_top1"
 
@@ -59,29 +61,29 @@ class OnlineKNN:
         self,
         train: str | os.PathLike,
         val: str | os.PathLike,
-        crop_size: int,
+        options: FeatureOptions = FeatureOptions(),
         k: int = 20,
         temperature: float = 0.07,
-        batch_size: int = 64,  # as dinolab knn, so the batches (and numbers) are the same
     ) -> None:
-        self.train = _decode(train, crop_size, "eval.knn_train")
-        self.val = _decode(val, crop_size, "eval.knn_val")
+        self.train = _decode(train, options, "eval.knn_train")
+        self.val = _decode(val, options, "eval.knn_val")
         if self.train.classes != self.val.classes:
             diff = sorted(set(self.train.classes) ^ set(self.val.classes))[:5]
             raise ValueError(
                 f"eval.knn_train and eval.knn_val have different classes (e.g. {diff}); give "
                 "both the same class folders"
             )
-        self.k, self.temperature, self.batch_size = k, temperature, batch_size
+        self.k, self.temperature, self.options = k, temperature, options
 
     @torch.no_grad()
     def _features(self, model: nn.Module, pixels: torch.Tensor, dtype: torch.dtype):
         device = next(model.parameters()).device
         out = []
-        for start in range(0, len(pixels), self.batch_size):
-            batch = pixels[start : start + self.batch_size].to(device)
+        size = self.options.batch_size
+        for start in range(0, len(pixels), size):
+            batch = pixels[start : start + size].to(device)
             with autocast(device, dtype):
-                out.append(compute_features(model, batch, "cls").float().cpu())
+                out.append(compute_features(model, batch, self.options.kind).float().cpu())
         return torch.cat(out)
 
     def __call__(self, method: nn.Module, dtype: torch.dtype = torch.float32) -> dict[str, float]:

@@ -24,6 +24,7 @@ from dinolab.data.synthetic import mask_path_for
 from dinolab.device import resolve_device
 from dinolab.eval.attention import attention_maps, mass_mask, upsample
 from dinolab.hub import load_model
+from dinolab.models.backbone import as_backbone
 
 PROTOCOL = "dino-attention-jaccard"
 
@@ -104,16 +105,15 @@ def attention_iou(
     for p in paths[:1]:
         _mask_at(p, (1, 1))  # fail early when the layout has no masks
     model = load_model(model).to(resolve_device(device))
-    side = size or model_short_side(model)
+    side, patch = size or model_short_side(model), as_backbone(model).patch_size
     per_head, mean_map = [], []
     for path in paths:
-        image = prepare_image(path, model.patch_size, side)
+        image = prepare_image(path, patch, side)
         maps = attention_maps(model, image, threshold)
         h, w = image.pixels.shape[:2]
         target = _mask_at(path, (w, h))
-        p = model.patch_size
-        per_head.append([jaccard(upsample(m, p), target) for m in maps.masks])
-        mean_map.append(jaccard(upsample(maps.mean_mask, p), target))
+        per_head.append([jaccard(upsample(m, patch), target) for m in maps.masks])
+        mean_map.append(jaccard(upsample(maps.mean_mask, patch), target))
     heads = np.mean(per_head, axis=0)
     best = int(np.argmax(heads))
     return SegmentationResult(

@@ -3,6 +3,7 @@ is an EMA of its student (DINO, DINOv2)."""
 
 from __future__ import annotations
 
+import copy
 from typing import cast
 
 import torch
@@ -67,6 +68,15 @@ class StudentTeacher(Method):
 
     teacher: nn.Module
     has_teacher = True
+
+    def init_teacher(self, backbone: nn.Module) -> None:
+        """Set `teacher`: the student's network with `backbone` (the student's architecture,
+        built without drop-path) in place of the student's backbone, starting from the
+        student's weights, never trained by gradients."""
+        # deepcopy copies the heads; the memo hands it `backbone` for the student's backbone
+        teacher = copy.deepcopy(self.student, memo={id(self.student.backbone): backbone})
+        teacher.load_state_dict(self.student.state_dict())
+        self.teacher = teacher.requires_grad_(False)
 
     def train(self, mode: bool = True) -> StudentTeacher:
         super().train(mode)

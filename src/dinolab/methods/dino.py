@@ -6,7 +6,6 @@ everything else (optimizer, schedules, precision, checkpoints), so DINOv2 plugs 
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -17,6 +16,7 @@ from torch.profiler import record_function
 from dinolab.losses import DINOLoss
 from dinolab.methods.base import STUDENT_FORWARD, TEACHER_FORWARD, TEACHER_PROBS, StudentTeacher
 from dinolab.models import DINOHead, build_model
+from dinolab.models.backbone import as_backbone
 
 
 class MultiCropNetwork(nn.Module):
@@ -32,7 +32,7 @@ class MultiCropNetwork(nn.Module):
         self.head = head
 
     def forward(self, crops: list[Tensor]) -> Tensor:
-        outputs = self.backbone.forward_features(crops)
+        outputs = as_backbone(self.backbone).forward_features(crops)
         cls_tokens = torch.cat([out["x_norm_clstoken"] for out in outputs])
         return self.head(cls_tokens)
 
@@ -85,11 +85,8 @@ class DINO(StudentTeacher):
         backbone = build_backbone(cfg, drop_path_rate=cfg.model.drop_path_rate)
         if hasattr(backbone, "mask_token"):  # DINO never masks (DDP needs every param used)
             backbone.mask_token.requires_grad_(False)
-        self.student = MultiCropNetwork(backbone, build_head(cfg, backbone.embed_dim))
-        teacher_backbone = build_backbone(cfg, drop_path_rate=0.0)
-        self.teacher = MultiCropNetwork(teacher_backbone, copy.deepcopy(self.student.head))
-        self.teacher.load_state_dict(self.student.state_dict())
-        self.teacher.requires_grad_(False)
+        self.student = MultiCropNetwork(backbone, build_head(cfg, as_backbone(backbone).embed_dim))
+        self.init_teacher(build_backbone(cfg, drop_path_rate=0.0))
         self.loss = DINOLoss(
             cfg.head.out_dim,
             student_temp=cfg.dino.student_temp,

@@ -14,7 +14,6 @@ every epoch) gets new masks, whatever the number of loader workers.
 
 from __future__ import annotations
 
-import copy
 import warnings
 from typing import Any
 
@@ -30,6 +29,7 @@ from dinolab.losses import DINOLoss, KoLeoLoss, iBOTPatchLoss, masks_weight, sin
 from dinolab.losses.statistics import entropy
 from dinolab.methods.base import STUDENT_FORWARD, TEACHER_FORWARD, TEACHER_PROBS, StudentTeacher
 from dinolab.methods.dino import build_backbone, build_head
+from dinolab.models.backbone import as_backbone
 
 N_GLOBAL_CROPS = 2
 MASK_STREAM = 0x6D61736B  # added to the seed so masks and augmentations draw unrelated streams
@@ -65,7 +65,8 @@ class DINOv2Network(nn.Module):
         (M, K') of the selected patches (or None).
         """
         crops = [global_crops] if local_crops is None else [global_crops, local_crops]
-        outputs = self.backbone.forward_features(crops, masks=[masks] + [None] * (len(crops) - 1))
+        backbone = as_backbone(self.backbone)
+        outputs = backbone.forward_features(crops, masks=[masks] + [None] * (len(crops) - 1))
         cls_global = outputs[0]["x_norm_clstoken"]
         cls_all = torch.cat([out["x_norm_clstoken"] for out in outputs])
         if mask_indices is None:
@@ -114,20 +115,15 @@ class DINOv2(StudentTeacher):
         backbone = build_backbone(cfg, drop_path_rate=cfg.model.drop_path_rate)
         if not self.do_ibot:  # nothing is masked: DDP needs every trained parameter used
             backbone.mask_token.requires_grad_(False)
-        dino_head = build_head(cfg, backbone.embed_dim)
+        embed_dim = as_backbone(backbone).embed_dim
+        dino_head = build_head(cfg, embed_dim)
         ibot_head = None
         ibot_dim = cfg.head.out_dim
         if self.do_ibot and d.ibot_separate_head:
             ibot_dim = d.ibot_out_dim or cfg.head.out_dim
-            ibot_head = build_head(cfg, backbone.embed_dim, ibot_dim, d.ibot_bottleneck_dim)
+            ibot_head = build_head(cfg, embed_dim, ibot_dim, d.ibot_bottleneck_dim)
         self.student = DINOv2Network(backbone, dino_head, ibot_head)
-        self.teacher = DINOv2Network(
-            build_backbone(cfg, drop_path_rate=0.0),
-            copy.deepcopy(dino_head),
-            copy.deepcopy(ibot_head),
-        )
-        self.teacher.load_state_dict(self.student.state_dict())
-        self.teacher.requires_grad_(False)
+        self.init_teacher(build_backbone(cfg, drop_path_rate=0.0))
 
         self.dino_loss = DINOLoss(
             cfg.head.out_dim,
@@ -174,20 +170,21 @@ class DINOv2(StudentTeacher):
         self, cls_logits: Tensor, patch_logits: Tensor | None, teacher_temp: float
     ) -> tuple[Tensor, Tensor | None]:
         """Teacher probabilities of the global [CLS] tokens and of the masked patches."""
-        has_patches = patch_logits is not None and patch_logits.shape[0] > 0
+        if patch_logits is not None and patch_logits.shape[0] == 0:
+            patch_logits = None  # no patch was masked
         if self.centering == "sinkhorn_knopp":
             cls_probs = sinkhorn_knopp(cls_logits, teacher_temp, self.sinkhorn_iterations)
             patch_probs = (
-                self.ibot_loss.sinkhorn_knopp_teacher(
+                None
+                if patch_logits is None
+                else self.ibot_loss.sinkhorn_knopp_teacher(
                     patch_logits, teacher_temp, self.sinkhorn_iterations
                 )
-                if has_patches
-                else None
             )
             return cls_probs, patch_probs
         cls_probs = self.dino_loss.softmax_center_teacher(cls_logits, teacher_temp)
         self.dino_loss.update_center(cls_logits)
-        if not has_patches:
+        if patch_logits is None:
             return cls_probs, None
         patch_probs = self.ibot_loss.softmax_center_teacher(patch_logits, teacher_temp)
         self.ibot_loss.update_center(patch_logits)
@@ -227,6 +224,8 @@ class DINOv2(StudentTeacher):
         losses = {"dino_loss": dino.detach()}
         if self.do_ibot:
             patch_logits = student_out["patch_logits"]
+            # with iBOT on, masks were drawn and the patch head ran
+            assert masks is not None and mask_indices is not None and patch_logits is not None
             if patch_probs is None:  # no patch was masked (tiny grids): nothing to predict
                 ibot = patch_logits.sum() * 0.0
                 ibot_entropy = ibot.detach()
@@ -241,7 +240,7 @@ class DINOv2(StudentTeacher):
             losses["masked_patches"] = torch.tensor(float(mask_indices.numel()))
         if self.koleo_weight > 0:
             koleo_per_crop = [self._koleo(c) for c in student_out["cls"].chunk(N_GLOBAL_CROPS)]
-            koleo = sum(koleo_per_crop)
+            koleo = torch.stack(koleo_per_crop).sum()
             loss = loss + self.koleo_weight * koleo
             losses["koleo_loss"] = koleo.detach() / N_GLOBAL_CROPS
         return {"loss": loss, **losses, TEACHER_PROBS: cls_probs.detach().float()}

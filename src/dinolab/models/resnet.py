@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-FeatureDict = dict[str, Tensor | None]
+from dinolab.models.backbone import FeatureDict
 
 # name -> (block, blocks per stage)
 RESNET_SPECS: dict[str, tuple[str, tuple[int, ...]]] = {

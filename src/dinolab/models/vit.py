@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast, overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dinolab.models.backbone import FeatureDict
 from dinolab.models.layers import Block, PatchEmbed
 from dinolab.models.resample import resample_grid
-
-FeatureDict = dict[str, Tensor | None]
 
 
 class VisionTransformer(nn.Module):
@@ -170,22 +169,32 @@ class VisionTransformer(nn.Module):
             "masks": masks,
         }
 
+    @overload
+    def forward_features(self, x: Tensor, masks: Tensor | None = None) -> FeatureDict: ...
+
+    @overload
+    def forward_features(
+        self, x: list[Tensor], masks: list[Tensor | None] | None = None
+    ) -> list[FeatureDict]: ...
+
     def forward_features(
         self, x: Tensor | list[Tensor], masks: Tensor | list[Tensor | None] | None = None
     ) -> FeatureDict | list[FeatureDict]:
         """DINOv2 feature dict; a list of images (one tensor per resolution) gives a list."""
-        if isinstance(x, list | tuple):
-            masks_list = [None] * len(x) if masks is None else list(masks)
-            if len(masks_list) != len(x):
-                raise ValueError(
-                    f"got {len(x)} image tensors but {len(masks_list)} masks; "
-                    "pass one mask (or None) per tensor"
-                )
-            return [self.forward_features(xi, mi) for xi, mi in zip(x, masks_list, strict=True)]
-        tokens = self.prepare_tokens_with_masks(x, masks)
-        for blk in self.blocks:
-            tokens = blk(tokens)
-        return self._split(tokens, masks)
+        if isinstance(x, Tensor):
+            if isinstance(masks, list | tuple):
+                raise TypeError("one image tensor takes one mask tensor (or None), not a list")
+            tokens = self.prepare_tokens_with_masks(x, masks)
+            for blk in self.blocks:
+                tokens = blk(tokens)
+            return self._split(tokens, masks)
+        masks_list = [None] * len(x) if masks is None else list(masks)
+        if len(masks_list) != len(x):
+            raise ValueError(
+                f"got {len(x)} image tensors but {len(masks_list)} masks; "
+                "pass one mask (or None) per tensor"
+            )
+        return [self.forward_features(xi, mi) for xi, mi in zip(x, masks_list, strict=True)]
 
     def forward(self, x: Tensor) -> Tensor:
         """[CLS] feature after the final norm, (B, embed_dim)."""
@@ -243,7 +252,7 @@ class VisionTransformer(nn.Module):
         wanted = set(idx)
         found: dict[int, Tensor] = {}
         tokens = self.prepare_tokens_with_masks(x)
-        for i, blk in enumerate(self.blocks[: max(idx) + 1]):
+        for i, blk in enumerate(cast(list[Block], self.blocks[: max(idx) + 1])):
             if i in wanted:
                 tokens, found[i] = blk.forward_with_attention(tokens)
             else:

@@ -21,6 +21,7 @@ from dinolab.data import (
 from dinolab.data.decode_cache import estimated_bytes
 from dinolab.data.folders import SKIPPED_FILENAME
 from dinolab.eval.classification import ClassifierValidation, check_labelled_pair
+from dinolab.eval.features import FeatureOptions
 from dinolab.eval.online_knn import OnlineKNN
 from dinolab.hub import load
 from dinolab.methods import (
@@ -34,6 +35,7 @@ from dinolab.methods import (
     Supervised,
     build_head,
 )
+from dinolab.models.backbone import as_backbone
 from dinolab.train.checkpoint import load_method_state
 from dinolab.train.config import SINGLE_VIEW, build_config
 from dinolab.train.pretrained import read_training_checkpoint, start_from_pretrained
@@ -89,7 +91,8 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
         skip_log=run_dir / SKIPPED_FILENAME,
     )
     tensor = cfg.method not in SINGLE_VIEW and data_pipeline(cfg, len(dataset)) == "tensor"
-    dataset.transform = _transform(cfg, cfg.crops.global_size, tensor)
+    transform = _transform(cfg, cfg.crops.global_size, tensor)
+    dataset.transform = transform
     if tensor:
         dataset.decode_once(cache_short_side(cfg), cfg.data.cache_dir)
     if cfg.method == "supervised":
@@ -102,16 +105,15 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
     epochs = run_epochs(cfg.optim, max(1, len(dataset) // cfg.optim.batch_size))
     start = highres_start_epoch(epochs, cfg.crops.highres_fraction)
     if tensor:
-        collate: Any = TensorMultiCropCollate(dataset.transform)
+        collate: Any = TensorMultiCropCollate(transform)
     elif cfg.method in SINGLE_VIEW:
         collate = collate_single_view
     else:
         collate = MultiCropCollate(n_global=2)
-    if start is not None:
-        dataset = HighResPhase(
-            dataset, _transform(cfg, cfg.crops.highres_global_size, tensor), start
-        )
-    return dataset, collate
+    if start is None:
+        return dataset, collate
+    highres = _transform(cfg, cfg.crops.highres_global_size, tensor)
+    return HighResPhase(dataset, highres, start), collate
 
 
 def _transform(cfg: DictConfig, size: int, tensor: bool) -> Any:
@@ -198,7 +200,7 @@ def build_evaluator(cfg: DictConfig) -> OnlineKNN | ClassifierValidation | None:
     e = cfg.eval
     if e.knn_val is None:
         return None
-    return OnlineKNN(e.knn_train or cfg.data.path, e.knn_val, crop_size=crop_size)
+    return OnlineKNN(e.knn_train or cfg.data.path, e.knn_val, FeatureOptions(crop_size=crop_size))
 
 
 def distillation_teacher(cfg: DictConfig) -> DINOv2Network:
@@ -208,7 +210,7 @@ def distillation_teacher(cfg: DictConfig) -> DINOv2Network:
     checkpoint = read_training_checkpoint(source)
     if checkpoint is None:
         backbone = load(source)
-        dim = int(backbone.embed_dim)
+        dim = as_backbone(backbone).embed_dim
         d = cfg.dinov2
         separate = d.ibot_loss_weight > 0 and d.ibot_separate_head
         ibot_dim = d.ibot_out_dim or cfg.head.out_dim
@@ -224,5 +226,6 @@ def distillation_teacher(cfg: DictConfig) -> DINOv2Network:
     load_method_state(trained, checkpoint["method"])
     teacher = trained.get_submodule("teacher")
     if isinstance(teacher, MultiCropNetwork):  # DINO: one head for [CLS] and (shared) patches
-        teacher = DINOv2Network(teacher.backbone, teacher.head)
+        return DINOv2Network(teacher.backbone, teacher.head)
+    assert isinstance(teacher, DINOv2Network)  # the only other method with a teacher
     return teacher

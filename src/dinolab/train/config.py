@@ -8,6 +8,7 @@ fails before any data is read, with a message that names the key and what is all
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -351,7 +352,10 @@ def _preset(name: str) -> DictConfig:
             f"unknown preset {name!r}; available presets: {', '.join(preset_names())}"
         )
     text = resources.files("dinolab.configs").joinpath(f"{name}.yaml").read_text()
-    return OmegaConf.create(text)
+    preset = OmegaConf.create(text)
+    if not isinstance(preset, DictConfig):
+        raise ConfigError(f"preset {name!r} is not a mapping of config keys")
+    return preset
 
 
 def _split_overrides(overrides: list[str]) -> tuple[str | None, list[str]]:
@@ -372,7 +376,7 @@ def _split_overrides(overrides: list[str]) -> tuple[str | None, list[str]]:
 
 
 def build_config(
-    overrides: list[str] | None = None, base: dict[str, Any] | None = None
+    overrides: list[str] | None = None, base: Mapping[Any, Any] | None = None
 ) -> DictConfig:
     """Defaults <- preset <- `base` (a config file, a saved run's config) <- `key=value`
     overrides. The preset is `preset=NAME` among the overrides, else the base's `preset`."""
@@ -394,6 +398,7 @@ def build_config(
         ) from None
     except OmegaConfBaseException as err:
         raise ConfigError(f"bad value for config key {err.full_key!r}: {err.msg}") from None
+    assert isinstance(cfg, DictConfig)  # mappings merged onto the structured config
     if base is None:  # a new run; a saved config already holds the weights' architecture
         _adopt_weights_architecture(cfg, {item.split("=", 1)[0] for item in dotlist})
     validate(cfg)

@@ -341,9 +341,9 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(params, clip)
             return
         # DINO's rule: each parameter tensor's gradient is clipped to norm `clip` on its own.
-        for p in params:
-            norm = p.grad.norm()
-            p.grad.mul_(torch.clamp(clip / (norm + 1e-6), max=1.0))
+        for grad in [p.grad for p in params if p.grad is not None]:
+            norm = grad.norm()
+            grad.mul_(torch.clamp(clip / (norm + 1e-6), max=1.0))
 
     def _drop_last_layer_grads(self) -> None:
         for group in self.optimizer.param_groups:
@@ -354,7 +354,8 @@ class Trainer:
     def _log(self, record: dict[str, Any], epoch: int, images_per_s: float, bar: tqdm) -> dict:
         it, s = self.step - 1, self.schedules
         teacher_probs = record.pop(TEACHER_PROBS, None)
-        stats, warning = {}, None
+        stats: dict[str, float] = {}
+        warning: str | None = None
         if teacher_probs is not None:
             stats, warning = self.monitor.step(teacher_probs, record.get("dino_loss"))
         teacher = {
@@ -399,7 +400,7 @@ class Trainer:
             tqdm.write("Ctrl-C: finishing this step and saving a checkpoint (again to abort)...")
 
 
-def sync_batchnorms(method: nn.Module, device: torch.device) -> nn.Module:
+def sync_batchnorms(method: Method, device: torch.device) -> Method:
     """Under torchrun, BatchNorm layers (student and teacher) become SyncBatchNorm, so batch
     statistics cover the global batch, as DINO's reference. PyTorch syncs them on GPUs only: on
     CPU they stay per process (a warning says so). State-dict keys do not change."""
@@ -413,7 +414,8 @@ def sync_batchnorms(method: nn.Module, device: torch.device) -> nn.Module:
             stacklevel=2,
         )
         return method
-    return nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    nn.SyncBatchNorm.convert_sync_batchnorm(method)  # replaces the method's layers in place
+    return method
 
 
 def _grads(module: nn.Module) -> list[torch.Tensor]:

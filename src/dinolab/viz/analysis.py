@@ -33,6 +33,7 @@ from dinolab.data.synthetic import SyntheticShapes
 from dinolab.device import resolve_device
 from dinolab.eval.attention import evaluating, model_device, require_attention
 from dinolab.hub import load_model
+from dinolab.models import VisionTransformer
 from dinolab.viz.images import blank_axes, new_figure, save_figure
 from dinolab.viz.pca import minmax, pca
 
@@ -59,7 +60,7 @@ def mean_attention_distance(
     return per_query.mean(axis=(0, 2))
 
 
-def attention_distances(model: nn.Module, images: Sequence[PreparedImage]) -> np.ndarray:
+def attention_distances(model: VisionTransformer, images: Sequence[PreparedImage]) -> np.ndarray:
     """(depth, heads) mean attention distance in pixels, averaged over ``images``."""
     prefix = 1 + model.num_register_tokens
     total = np.zeros((len(model.blocks), model.num_heads))
@@ -73,7 +74,7 @@ def attention_distances(model: nn.Module, images: Sequence[PreparedImage]) -> np
     return total / len(images)
 
 
-def position_embedding_similarity(model: nn.Module) -> np.ndarray:
+def position_embedding_similarity(model: VisionTransformer) -> np.ndarray:
     """(h, w, h, w): cosine similarity of the position embedding of patch (i, j) with every
     patch position, on the model's native grid ([CLS] position left out)."""
     pos = model.pos_embed.detach()[0, 1:].double().cpu()
@@ -82,7 +83,9 @@ def position_embedding_similarity(model: nn.Module) -> np.ndarray:
     return (unit @ unit.T).numpy().reshape(g, g, g, g)
 
 
-def patch_embedding_components(model: nn.Module, n: int = 28) -> tuple[np.ndarray, np.ndarray]:
+def patch_embedding_components(
+    model: VisionTransformer, n: int = 28
+) -> tuple[np.ndarray, np.ndarray]:
     """The first ``n`` principal components of the patch-embedding filters as (n, p, p, C)
     images, each min-max scaled to [0, 1] (colours are relative), and their variance ratios."""
     w = model.patch_embed.proj.weight.detach().double().cpu().numpy()  # (D, C, p, p)
@@ -148,7 +151,7 @@ def plot_patch_filters(tiles: np.ndarray, ratio: np.ndarray) -> Figure:
 
 
 def analysis_images(
-    model: nn.Module, images: Sequence[ImageSource] | ImageSource | None, n_images: int,
+    model: VisionTransformer, images: Sequence[ImageSource] | ImageSource | None, n_images: int,
     short_side: int | None,
 ) -> list[PreparedImage]:  # fmt: skip
     """``n_images`` picked from ``images`` (files, folders, lists), or synthetic demo shapes."""
@@ -172,14 +175,12 @@ def run_analysis(
     """`dinolab analyze`: the three figures and ``analysis.npz`` with their arrays."""
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
-    model = load_model(model)
-    require_attention(model)
-    model = model.to(resolve_device(device))
-    prepared = analysis_images(model, images, n_images, short_side)
+    vit = require_attention(load_model(model)).to(resolve_device(device))
+    prepared = analysis_images(vit, images, n_images, short_side)
     out = Path(out_dir)
-    distances = attention_distances(model, prepared)
-    similarity = position_embedding_similarity(model)
-    tiles, ratio = patch_embedding_components(model)
+    distances = attention_distances(vit, prepared)
+    similarity = position_embedding_similarity(vit)
+    tiles, ratio = patch_embedding_components(vit)
     source = "synthetic shapes" if images is None else "images"
     label = f"({len(prepared)} {source}, shorter side {min(prepared[0].pixels.shape[:2])} px)"
     written = [

@@ -133,15 +133,13 @@ def run_attention(
     if query is not None:
         query_patch(query, (1, 1))
     paths = list_images(images)
-    model = load_model(model)
-    require_attention(model)
-    model = model.to(resolve_device(device))
-    side = short_side or model_short_side(model)
+    vit = require_attention(load_model(model)).to(resolve_device(device))
+    side = short_side or model_short_side(vit)
     written = []
     for path, name in zip(paths, unique_names(paths), strict=True):
-        image = prepare_or_skip(path, model.patch_size, side)  # warns when it skips
+        image = prepare_or_skip(path, vit.patch_size, side)  # warns when it skips
         if image is not None:
-            maps = attention_maps(model, image, threshold, query=query, block=block)
+            maps = attention_maps(vit, image, threshold, query=query, block=block)
             written += save_attention(maps, out_dir, name, mode)
     if not written:
         raise none_readable(paths)

@@ -13,6 +13,7 @@ import importlib.util
 import io
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +24,13 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from dinolab.data.decode import load_image
-from dinolab.data.images import model_short_side
-from dinolab.eval.features import cached_features, default_cache_dir
+from dinolab.eval.features import FeatureOptions, cached_features, default_cache_dir
 from dinolab.hub import load_model
 from dinolab.viz.images import data_uri, new_figure, save_figure
 from dinolab.viz.pca import pca
 
 METHODS = ("auto", "tsne", "umap", "pca")
+NATIVE_RESOLUTION = FeatureOptions(crop_size=None)  # a map's default: no pos-embed resampling
 
 
 @dataclass
@@ -88,6 +89,7 @@ def project_2d(features: np.ndarray, method: str = "auto", seed: int = 0) -> np.
 
 def class_colours(n: int) -> list[str]:
     """Distinct hex colours: tab10 up to 10 classes, tab20 up to 20, then a hue wheel."""
+    pick: Iterable[float]
     if n <= 10:
         cmap, pick = colormaps["tab10"], range(n)
     elif n <= 20:
@@ -101,19 +103,16 @@ def compute_map(
     model: nn.Module | str | os.PathLike,
     data: str | os.PathLike,
     method: str = "auto",
-    kind: str = "cls",
-    crop_size: int | None = None,
-    device: str = "auto",
+    options: FeatureOptions = NATIVE_RESOLUTION,
     seed: int = 0,
 ) -> EmbeddingMap:
     """Features of every image under ``data`` (cached, see `dinolab.eval.cached_features`),
-    projected to 2-D. ``crop_size`` defaults to the model's native resolution."""
+    projected to 2-D. The default `options` crop at the model's native resolution."""
     method = resolve_method(method)  # before any feature extraction
     loaded = load_model(model)
     feats = cached_features(
-        loaded, data, kind=kind, crop_size=crop_size or model_short_side(loaded), device=device,
-        cache_dir=default_cache_dir(model), progress=False,
-    )  # fmt: skip
+        loaded, data, options, cache_dir=default_cache_dir(model), progress=False
+    )
     labels = None if feats.labels is None else feats.labels.numpy()
     return EmbeddingMap(
         xy=project_2d(feats.features.numpy(), method, seed),
@@ -121,7 +120,7 @@ def compute_map(
         labels=labels,
         classes=list(feats.meta.get("classes", [])),
         method=method,
-        kind=kind,
+        kind=options.kind,
     )
 
 
@@ -208,13 +207,14 @@ def map_html(
     scaled = (result.xy - lo) / span
     px = margin + scaled[:, 0] * (width - 2 * margin)
     py = margin + (1 - scaled[:, 1]) * (height - 2 * margin)
-    labelled = result.labels is not None
-    n_colours = max(len(result.classes), int(result.labels.max()) + 1) if labelled else 1
+    labels = result.labels
+    labelled = labels is not None
+    n_colours = 1 if labels is None else max(len(result.classes), int(labels.max()) + 1)
     colours = class_colours(n_colours) if labelled else ["#555555"]
     names = [result.classes[k] if k < len(result.classes) else str(k) for k in range(n_colours)]
     circles, points = [], []
     for i, path in enumerate(result.paths):
-        k = int(result.labels[i]) if labelled else 0
+        k = 0 if labels is None else int(labels[i])
         circles.append(f'<circle data-i="{i}" cx="{px[i]:.1f}" cy="{py[i]:.1f}" r="4" '
                        f'fill="{colours[k]}"></circle>')  # fmt: skip
         text = f"{names[k]}: {Path(path).name}" if labelled else Path(path).name
@@ -234,17 +234,15 @@ def run_map(
     data: str | os.PathLike,
     out: str | os.PathLike,
     method: str = "auto",
-    kind: str = "cls",
-    crop_size: int | None = None,
+    options: FeatureOptions = NATIVE_RESOLUTION,
     html_page: bool = True,
-    device: str = "auto",
     seed: int = 0,
 ) -> list[Path]:
     """`dinolab map`: ``out`` (PNG) and, with ``html_page``, the same name with .html."""
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out names the PNG picture (e.g. map.png), got {out}")
-    result = compute_map(model, data, method, kind, crop_size, device, seed)
+    result = compute_map(model, data, method, options, seed)
     written = [save_figure(plot_map(result), out)]
     if html_page:
         page = out.with_suffix(".html")

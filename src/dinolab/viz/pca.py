@@ -41,6 +41,7 @@ from dinolab.data.images import (
 from dinolab.device import resolve_device
 from dinolab.eval.attention import evaluating, model_device, upsample
 from dinolab.hub import load_model
+from dinolab.models.backbone import as_backbone
 from dinolab.viz.images import blank_axes, dimmed_outside, new_figure, save_figure, unique_names
 
 SIGN_RULES = ("border", "minority")
@@ -120,7 +121,7 @@ class PatchPCA:
 def patch_features(model: nn.Module, image: PreparedImage) -> np.ndarray:
     """Final-norm patch tokens (h*w, D) of one image, float32."""
     with evaluating(model):
-        out = model.forward_features(image.tensor.to(model_device(model)))
+        out = as_backbone(model).forward_features(image.tensor.to(model_device(model)))
     return out["x_norm_patchtokens"][0].float().cpu().numpy()
 
 
@@ -184,9 +185,9 @@ def patch_pca(
     """DINOv2-style PCA picture of one or more images, colours fitted jointly (any sizes; each
     is resized so its shorter side is ``short_side``, default the model's native resolution)."""
     side = short_side or model_short_side(model)
+    patch = as_backbone(model).patch_size
     prepared = [
-        im if isinstance(im, PreparedImage) else prepare_image(im, model.patch_size, side)
-        for im in images
+        im if isinstance(im, PreparedImage) else prepare_image(im, patch, side) for im in images
     ]
     feats = [patch_features(model, im) for im in prepared]
     return pca_of_features(prepared, feats, threshold, sign_rule, joint_foreground)
@@ -260,10 +261,10 @@ def run_pca(
         raise ValueError(f"unknown sign rule {sign_rule!r}; choose one of {', '.join(SIGN_RULES)}")
     paths = list_images(images)
     model = load_model(model).to(resolve_device(device))
-    side = short_side or model_short_side(model)
+    side, patch = short_side or model_short_side(model), as_backbone(model).patch_size
     named = list(zip(paths, unique_names(paths), strict=True))
     if joint:
-        prepared_named = [(prepare_or_skip(path, model.patch_size, side), name)  # warns on skips
+        prepared_named = [(prepare_or_skip(path, patch, side), name)  # warns on skips
                           for path, name in named]  # fmt: skip
         readable = [(image, name) for image, name in prepared_named if image is not None]
         if not readable:
@@ -273,7 +274,7 @@ def run_pca(
         return save_pca(result, out_dir, "joint", names, mode)
     written = []
     for path, name in named:
-        image = prepare_or_skip(path, model.patch_size, side)  # warns when it skips
+        image = prepare_or_skip(path, patch, side)  # warns when it skips
         if image is not None:
             result = patch_pca(model, [image], threshold, sign_rule, side)
             written += save_pca(result, out_dir, name, [name], mode)

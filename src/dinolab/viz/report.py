@@ -27,6 +27,7 @@ from dinolab.data.images import prepare_or_skip
 from dinolab.eval.attention import attention_maps
 from dinolab.hub import RUN_BACKBONE, load
 from dinolab.io import atomic_write_text
+from dinolab.models.backbone import as_backbone
 from dinolab.train.rundir import is_run_dir
 from dinolab.viz.attention import plot_attention
 from dinolab.viz.classification import plot_confusion_matrix
@@ -99,7 +100,7 @@ def plot_training_curves(records: list[dict[str, Any]], log_k: float | None = No
     for ax, (title, keys) in zip(axes, panels, strict=False):
         right = ax.twinx() if any(a == "right" for _, a in keys) else None
         for i, (key, side) in enumerate(keys):
-            target = right if side == "right" else ax
+            target = right if right is not None and side == "right" else ax
             steps, values = _series(records, key)
             target.plot(steps, values, color=f"C{i}", label=key, lw=1.4,
                         marker="." if len(steps) < 30 else None)  # fmt: skip
@@ -152,6 +153,7 @@ def render_result(name: str, obj: Any) -> str:
     """HTML for one saved result: k-NN, linear probe and attention IoU get their own tables,
     a dict of results one section each, anything else a flat key/value table."""
     title = f"<h3>{html.escape(name)}</h3>"
+    rows: list[tuple[Any, ...]]  # table rows, each section its own columns
     if isinstance(obj, dict) and isinstance(obj.get("rows"), list) and "temperature" in obj:
         rows = [(r.get("k"), r.get("k_used"), _pct(r.get("top1")), _pct(r.get("top5")))
                 for r in obj["rows"]]  # fmt: skip
@@ -241,10 +243,10 @@ def pictures_html(
         model = load(run_dir)
     except (FileNotFoundError, ValueError) as err:
         return f"<p>No pictures: {html.escape(str(err))}</p>"
-    side = short_side or model_short_side(model)
+    side, patch = short_side or model_short_side(model), as_backbone(model).patch_size
     prepared, unreadable = [], []
     for path, name in zip(paths, unique_names(paths), strict=True):
-        image = prepare_or_skip(path, model.patch_size, side)  # warns when it skips
+        image = prepare_or_skip(path, patch, side)  # warns when it skips
         if image is None:
             unreadable.append(str(path))
         else:
@@ -301,7 +303,8 @@ def write_report(
             "`dinolab train`"
         )
     cfg_path, log_path = run / "config.yaml", run / "log.jsonl"
-    config = OmegaConf.to_container(OmegaConf.load(cfg_path)) if cfg_path.is_file() else {}
+    saved = OmegaConf.to_container(OmegaConf.load(cfg_path)) if cfg_path.is_file() else {}
+    config = saved if isinstance(saved, dict) else {}
     records = read_log(log_path) if log_path.is_file() else []
     log_k = next((r["log_k"] for r in reversed(records) if "log_k" in r), None)
     if log_k is None and config.get("head", {}).get("out_dim"):
