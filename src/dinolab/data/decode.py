@@ -16,6 +16,14 @@ from PIL import Image, ImageOps
 _EXIF_ORIENTATION = 0x0112
 
 
+class UnreadableImageError(OSError, ValueError):
+    """An image file that does not decode, raised where the caller cannot skip it: a dataset
+    that stops on such files (on_error="raise"), a decode cache entry whose file failed when
+    the cache was built, or a listing none of whose images decodes. The message names the file.
+    An OSError (it is about a file) and a ValueError (bad input), like ``io.UnsupportedOperation``,
+    so code catching either keeps working."""
+
+
 def _sixteen_bit_to_rgb(img: Image.Image) -> Image.Image:
     """Scale 16-bit (or 32-bit integer / float holding 16-bit data) gray to 8-bit RGB.
 
