@@ -17,11 +17,11 @@ _EXIF_ORIENTATION = 0x0112
 
 
 class UnreadableImageError(OSError, ValueError):
-    """An image file that does not decode, raised where the caller cannot skip it: a dataset
-    that stops on such files (on_error="raise"), a decode cache entry whose file failed when
-    the cache was built, or a listing none of whose images decodes. The message names the file.
-    An OSError (it is about a file) and a ValueError (bad input), like ``io.UnsupportedOperation``,
-    so code catching either keeps working."""
+    """An image file that does not decode: read from the decode cache (the file failed when the
+    cache was built), from a dataset that stops on such files (on_error="raise"), or a listing
+    none of whose images decodes. The message names the file. An OSError (it is about a file)
+    and a ValueError (bad input), like ``io.UnsupportedOperation``, so that code catching
+    either keeps working."""
 
 
 def _sixteen_bit_to_rgb(img: Image.Image) -> Image.Image:
