@@ -69,6 +69,20 @@ def test_every_subcommand_has_a_description_an_example_and_its_defaults() -> Non
             assert "default" in formatter._get_help_string(action), (name, action.dest)
 
 
+def test_every_model_argument_says_what_a_model_may_be() -> None:
+    """The formats dinolab.load reads (README "Interop"), in one string for every command."""
+    from dinolab.cli import MODEL_HELP
+
+    assert all(f in MODEL_HELP for f in ("run directory", "transformers", "timm", ".pth"))
+    takes_model = {
+        name: next((a.help for a in sub._actions if a.dest == "model"), None)
+        for name, sub in _subcommands().items()
+    }
+    takes_model = {name: text for name, text in takes_model.items() if text is not None}
+    assert len(takes_model) >= 8, takes_model  # embed, knn, linear, attention, pca, ...
+    assert all(MODEL_HELP in text for text in takes_model.values()), takes_model
+
+
 def test_train_help_lists_the_presets(capsys) -> None:
     from dinolab.configs import preset_names
 

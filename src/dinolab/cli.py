@@ -26,6 +26,11 @@ DEBUG_ENV = "DINOLAB_DEBUG"
 # (tests/test_cli.py checks that the two agree).
 FEATURE_KINDS = ("cls", "avgpool", "cls+avgpool", "last4")
 EXPORT_FORMATS = ("hf", "onnx", "official")  # dinolab.interop.EXPORT_FORMATS, checked likewise
+# What every MODEL argument accepts: anything dinolab.load reads (README "Interop").
+MODEL_HELP = (
+    "run directory, exported .safetensors, official .pth file, Hugging Face transformers folder "
+    "(save_pretrained or Hub snapshot), or timm checkpoint (.pth/.safetensors or its folder)"
+)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -315,7 +320,7 @@ def _add_precision(p: argparse.ArgumentParser) -> None:
 
 def _add_model_and_features(p: argparse.ArgumentParser, default_kind: str = "cls") -> None:
     """MODEL and the feature flags: `embed`, `knn`, `linear`."""
-    p.add_argument("model", help="run directory, exported .safetensors, or official .pth file")
+    p.add_argument("model", help=MODEL_HELP)
     _add_feature_arguments(p, default_kind)
 
 
@@ -503,8 +508,8 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         "overrides",
         nargs="*",
         metavar="[MODEL] [key=value ...]",
-        help="the model to fine-tune, and config overrides, e.g. crops.global_size=64 "
-        "finetune.pool=avgpool optim.epochs=10",
+        help=f"MODEL to fine-tune ({MODEL_HELP}), then config overrides, e.g. "
+        "crops.global_size=64 finetune.pool=avgpool optim.epochs=10",
     )
     p.add_argument("--train", help="labelled training images: class folders or a file list")
     p.add_argument("--val", help="labelled validation images with the same classes")
@@ -563,7 +568,7 @@ def _relative_xy(text: str) -> tuple[float, float]:
 
 
 def _add_picture_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="run directory, exported .safetensors, or official .pth file")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("images", nargs="+", help="image files, folders or .txt lists")
     p.add_argument("--out", required=True, help="output folder (figures + .npy arrays)")
     p.add_argument(
@@ -636,7 +641,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         "block, similarity of the position embeddings, the first patch-embedding filters.",
         epilog=_example("dinolab analyze runs/photos --out analysis/"),
     )
-    p.add_argument("model", help="run directory, exported .safetensors, or official .pth file")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--images", nargs="+", help="images or folders (default: synthetic shapes)")
     p.add_argument("--n-images", type=int, default=8, help="images averaged over (default 8)")
@@ -653,7 +658,7 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
         "points); the HTML page shows each image on hover.",
         epilog=_example("dinolab map runs/photos --data ./labeled/val --out map.png"),
     )
-    p.add_argument("model", help="run directory, exported .safetensors, or official .pth file")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--data", required=True, help="folder (class folders colour the map) or list")
     p.add_argument("--out", required=True, help="PNG path; the HTML page gets the .html suffix")
     p.add_argument(
@@ -712,7 +717,7 @@ def _add_curate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         required=True,
-        help="run directory, .safetensors/.pth file, or official name with --weights",
+        help=f"{MODEL_HELP}; or an official model name with --weights",
     )
     p.add_argument("--weights", help="official checkpoint file when --model is a hub name")
     p.add_argument(
@@ -784,10 +789,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
             "dinolab export runs/photos --format onnx --out photos.onnx",
         ),
     )
-    p.add_argument(
-        "model",
-        help="run directory, .safetensors/.pth file, or a transformers / timm folder",
-    )
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("--out", required=True, help="folder (hf), .onnx file (onnx), .pth (official)")
     p.set_defaults(func=cmd_export)

@@ -11,9 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dinolab.data import DecodeCache, ImageDataset, TensorMultiCrop, load_image
-from dinolab.data.decode_cache import UnreadableImage
-from dinolab.data.folders import UnreadableImageError
+from dinolab.data import (
+    DecodeCache,
+    ImageDataset,
+    TensorMultiCrop,
+    UnreadableImageError,
+    load_image,
+)
 
 
 def _png(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> None:
@@ -52,7 +56,7 @@ def test_built_once_then_reused_with_the_decoded_pixels(folder: Path, tmp_path: 
     assert cache[4].shape == (150, 100, 3)
     full = load_image(paths[4]).resize((100, 150), Image.Resampling.BICUBIC)
     assert np.abs(cache[4].astype(int) - np.asarray(full).astype(int)).mean() < 2
-    with pytest.raises(UnreadableImage, match=r"5_broken\.jpg did not decode: OSError"):
+    with pytest.raises(UnreadableImageError, match=r"5_broken\.jpg did not decode: OSError"):
         cache[5]
     again = DecodeCache(paths, tmp_path / "cache", short_side=100, progress=False)
     assert (again.stats.decoded, again.stats.reused) == (0, 6)
@@ -93,7 +97,7 @@ def test_dataset_skips_and_lists_files_the_cache_could_not_read(
     assert [tuple(c.shape) for c in items[5][0]] == [(3, 16, 16)] * 2 + [(3, 8, 8)] * 2
     lines = ds.write_skipped(tmp_path / "run").read_text().splitlines()
     assert len(lines) == 1 and lines[0].startswith(str(folder / "5_broken.jpg") + "\t")
-    assert "UnreadableImage" in lines[0]  # and the decoder's own reason after it
+    assert "UnreadableImageError" in lines[0]  # and the decoder's own reason after it
     strict = ImageDataset(folder, on_error="raise")
     assert strict.decode_once(64, tmp_path / "c").stats.decoded == 0
     assert isinstance(strict[0][0], np.ndarray)

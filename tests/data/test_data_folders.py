@@ -15,10 +15,11 @@ from dinolab.data import (
     EvalTransform,
     ImageDataset,
     MultiCropTransform,
+    UnreadableImageError,
     collate_multicrop,
     load_image,
 )
-from dinolab.data.folders import SKIPPED_FILENAME, UnreadableImageError
+from dinolab.data.folders import SKIPPED_FILENAME
 
 
 def _jpeg_bytes(size: int = 64, seed: int = 0) -> bytes:

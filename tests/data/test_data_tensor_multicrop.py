@@ -196,3 +196,97 @@ def test_deterministic_per_seed_epoch_and_index_whatever_the_workers(
     assert torch.equal(
         torch.cat([first["global_crops"].flatten(), first["local_crops"].flatten()]), a[0]
     )
+
+
+def _pixels(views: torch.Tensor) -> torch.Tensor:
+    """(N, 3, s, s) normalised views -> their 0..255 pixel values."""
+    std = torch.tensor(A.IMAGENET_STD).reshape(1, 3, 1, 1)
+    mean = torch.tensor(A.IMAGENET_MEAN).reshape(1, 3, 1, 1)
+    return (views * std + mean) * 255
+
+
+def _views_by_position(transform: MultiCropTransform, img: Image.Image, seeds: range) -> list:
+    """Each view position's (n, 3, s, s) pixels over ``seeds``: the PIL path image by image, the
+    tensor path through its collate (the batched ops, one parameter per crop)."""
+    n_views = 2 + transform.n_local
+    if isinstance(transform, TensorMultiCrop):
+        batch = TensorMultiCropCollate(transform)([(transform(img, _g(s)), 0) for s in seeds])
+        crops = [batch["global_crops"], batch["local_crops"]]
+        split = [c for group in crops for c in group.split(len(seeds))]
+        return [_pixels(v) for v in split]
+    views = [transform(img, _g(s)) for s in seeds]
+    return [_pixels(torch.stack([v[i] for v in views])) for i in range(n_views)]
+
+
+def _agree(a: np.ndarray, b: np.ndarray) -> bool:
+    """Means of two independent samples within 4 standard errors of their difference."""
+    se = math.sqrt(a.var() / len(a) + b.var() / len(b))
+    return abs(a.mean() - b.mean()) <= 4 * se + 1e-9
+
+
+N_DRAWS = 300  # views per position and path; independent seeds for the two paths
+GEOMETRY = dict(global_size=48, local_size=24, n_local=2, global_scale=(0.32, 1.0),
+                local_scale=(0.05, 0.32), flip_p=0.5, jitter_p=0.0, gray_p=0.0,
+                blur_p=(0.0, 0.0, 0.0), solarize_p=0.0)  # fmt: skip
+
+
+def test_crop_scales_and_flips_measured_in_pixels_match_the_pil_path() -> None:
+    """On an image whose red and green channels are its x and y coordinates, each view's
+    pixels tell its crop's area fraction and whether it was flipped."""
+    ramp = np.linspace(0, 255, 160)
+    coords = np.stack([*np.meshgrid(ramp, ramp), np.zeros((160, 160))], axis=-1)
+    img = Image.fromarray(coords.round().astype(np.uint8))
+    measured = {}
+    for path, transform in (("pil", MultiCropTransform), ("tensor", TensorMultiCrop)):
+        seeds = range(N_DRAWS) if path == "tensor" else range(N_DRAWS, 2 * N_DRAWS)
+        per_view = _views_by_position(transform(**GEOMETRY), img, seeds)
+        areas, flips = [], []
+        for v in per_view:
+            size = v.shape[-1]  # the ramp spans the crop's width less one output pixel
+            width = (v[:, 0].amax((1, 2)) - v[:, 0].amin((1, 2))) / 255 / (1 - 1 / size)
+            height = (v[:, 1].amax((1, 2)) - v[:, 1].amin((1, 2))) / 255 / (1 - 1 / size)
+            areas.append((width * height).numpy())
+            flips.append((v[:, 0, :, -1].mean(1) < v[:, 0, :, 0].mean(1)).float().numpy())
+        measured[path] = areas, flips
+    for view in range(4):
+        pil_area, tensor_area = measured["pil"][0][view], measured["tensor"][0][view]
+        lo, hi = GEOMETRY["global_scale"] if view < 2 else GEOMETRY["local_scale"]
+        assert lo - 0.02 < tensor_area.min() and tensor_area.max() < hi + 0.02, view
+        assert _agree(pil_area, tensor_area), (view, pil_area.mean(), tensor_area.mean())
+        assert _agree(np.sort(pil_area)[N_DRAWS // 2 :], np.sort(tensor_area)[N_DRAWS // 2 :])
+        pil_flip, tensor_flip = measured["pil"][1][view], measured["tensor"][1][view]
+        assert _agree(pil_flip, tensor_flip), view
+        assert abs(tensor_flip.mean() - 0.5) < 4 * math.sqrt(0.25 / N_DRAWS), view
+
+
+OFF = dict(flip_p=0.0, jitter_p=0.0, gray_p=0.0, blur_p=(0.0, 0.0, 0.0), solarize_p=0.0)
+OP_RATES = {  # one op at a time, at the DINO recipe's probabilities: (option, rate per view)
+    "jitter": (dict(jitter_p=0.8), [0.8, 0.8, 0.8, 0.8]),
+    "gray": (dict(gray_p=0.2), [0.2, 0.2, 0.2, 0.2]),
+    "blur": (dict(blur_p=(1.0, 0.1, 0.5)), [1.0, 0.1, 0.5, 0.5]),
+    "solarize": (dict(solarize_p=0.2), [0.0, 0.2, 0.0, 0.0]),
+}
+
+
+@pytest.mark.parametrize("op", list(OP_RATES))
+def test_op_rates_measured_in_pixels_match_the_pil_path(op: str) -> None:
+    """Every crop is the whole noise image (scale 1) and only ``op`` may happen; a view took
+    it when its pixels differ from the view without it. Sigma 1-2 px so every blur shows."""
+    option, rates = OP_RATES[op]
+    recipe = dict(global_size=48, local_size=24, n_local=2, global_scale=(1.0, 1.0),
+                  local_scale=(1.0, 1.0), blur_sigma=(1.0, 2.0), blur_reference=None)  # fmt: skip
+    noise = np.random.default_rng(0).integers(40, 216, (48, 48, 3), dtype=np.uint8)
+    img = Image.fromarray(noise)
+    took = {}
+    for path, transform in (("pil", MultiCropTransform), ("tensor", TensorMultiCrop)):
+        plain = _views_by_position(transform(**recipe, **OFF), img, range(1))
+        seeds = range(N_DRAWS) if path == "tensor" else range(N_DRAWS, 2 * N_DRAWS)
+        views = _views_by_position(transform(**recipe, **{**OFF, **option}), img, seeds)
+        took[path] = [
+            ((v - v0).abs().mean((1, 2, 3)) > 1.0).float().numpy()
+            for v, v0 in zip(views, plain, strict=True)
+        ]
+    for view, p in enumerate(rates):
+        pil, tensor = took["pil"][view], took["tensor"][view]
+        assert _agree(pil, tensor), (view, pil.mean(), tensor.mean())
+        assert abs(tensor.mean() - p) <= 4 * math.sqrt(p * (1 - p) / N_DRAWS), (view, p)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 import dinolab
@@ -123,13 +124,15 @@ def _timing(record: dict) -> dict:
     return {k: record[k] for k in ("images_per_s", "memory_mb")}
 
 
-def test_highres_phase_switches_the_global_crops_by_epoch(image_list, tmp_path):
+@pytest.mark.parametrize("pipeline", ["pil", "tensor"])
+def test_highres_phase_switches_the_global_crops_by_epoch(image_list, tmp_path, pipeline):
     assert highres_start_epoch(10, 0.0) is None
     assert highres_start_epoch(10, 0.1) == 9
     assert highres_start_epoch(10, 0.25) == 7  # ceil(2.5) epochs at high resolution
     assert highres_start_epoch(3, 0.01) == 2  # never less than one epoch
     cfg = config(image_list, tmp_path / "run", "optim.epochs=4", "crops.highres_fraction=0.25",
-                 "crops.highres_global_size=48", "data.num_workers=1")  # fmt: skip
+                 "crops.highres_global_size=48", "data.num_workers=1",
+                 f"data.pipeline={pipeline}", f"data.cache_dir={tmp_path / 'cache'}")  # fmt: skip
     dataset, collate = build_data(cfg, tmp_path / "run")
     assert isinstance(dataset, HighResPhase) and dataset.start_epoch == 3
     sizes = []

@@ -10,7 +10,7 @@ from dinolab.data.collate import (
     collate_single_view,
     draw_batch_masks,
 )
-from dinolab.data.decode import load_image, to_rgb
+from dinolab.data.decode import UnreadableImageError, load_image, to_rgb
 from dinolab.data.decode_cache import DecodeCache
 from dinolab.data.folders import IMAGE_EXTENSIONS, ImageDataset
 from dinolab.data.masking import MaskGenerator
@@ -38,6 +38,7 @@ __all__ = [
     "SyntheticShapes",
     "TensorMultiCrop",
     "TensorMultiCropCollate",
+    "UnreadableImageError",
     "collate_multicrop",
     "collate_single_view",
     "draw_batch_masks",

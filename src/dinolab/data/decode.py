@@ -16,6 +16,14 @@ from PIL import Image, ImageOps
 _EXIF_ORIENTATION = 0x0112
 
 
+class UnreadableImageError(OSError, ValueError):
+    """An image file that does not decode: read from the decode cache (the file failed when the
+    cache was built), from a dataset that stops on such files (on_error="raise"), or a listing
+    none of whose images decodes. The message names the file. An OSError (it is about a file)
+    and a ValueError (bad input), like ``io.UnsupportedOperation``, so that code catching
+    either keeps working."""
+
+
 def _sixteen_bit_to_rgb(img: Image.Image) -> Image.Image:
     """Scale 16-bit (or 32-bit integer / float holding 16-bit data) gray to 8-bit RGB.
 

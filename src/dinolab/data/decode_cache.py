@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from dinolab.data.decode import load_image
+from dinolab.data.decode import UnreadableImageError, load_image
 from dinolab.distributed import barrier, local_rank
 from dinolab.io import atomic_write, atomic_write_text, file_stamp
 
@@ -43,10 +43,6 @@ def default_cache_dir() -> Path:
     directory, so that every run (and the ``--budget`` probe) on the same images reuses it."""
     xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(xdg) / "dinolab" / "decoded"
-
-
-class UnreadableImage(OSError):
-    """The file could not be decoded when the cache was built; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +70,8 @@ def _shrink(img: Image.Image, short_side: int) -> Image.Image:
 
 class DecodeCache:
     """uint8 (H, W, 3) pixels of ``paths``, shorter side at most ``short_side``; ``cache[i]`` is
-    a read-only array view of the mapped file, or raises ``UnreadableImage``.
+    a read-only array view of the mapped file, or raises ``UnreadableImageError`` (the file did
+    not decode when the cache was built; the message says why).
 
     The constructor builds or refreshes the cache (with a progress bar when ``progress``),
     then maps it. Under torchrun the first process of each machine builds while the others
@@ -117,7 +114,7 @@ class DecodeCache:
 
     def __getitem__(self, i: int) -> np.ndarray:
         if i in self._errors:
-            raise UnreadableImage(f"{self.paths[i]} did not decode: {self._errors[i]}")
+            raise UnreadableImageError(f"{self.paths[i]} did not decode: {self._errors[i]}")
         if self._data is None:
             self._data = np.memmap(self.data_path, dtype=np.uint8, mode="r")
         h, w = self._shapes[i]

@@ -26,16 +26,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dinolab.data.decode import load_image
+from dinolab.data.decode import UnreadableImageError, load_image
 from dinolab.data.decode_cache import DecodeCache, default_cache_dir
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SKIPPED_FILENAME = "skipped_images.txt"
-
-
-class UnreadableImageError(ValueError):
-    """An image will not decode and the dataset stops on such files (on_error="raise"), or none
-    of its images decodes."""
 
 
 # --- sources -----------------------------------------------------------------------------

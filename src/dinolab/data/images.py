@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from dinolab.data.augment import to_normalized_tensor
-from dinolab.data.decode import load_image
-from dinolab.data.folders import ImageDataset, UnreadableImageError
+from dinolab.data.decode import UnreadableImageError, load_image
+from dinolab.data.folders import ImageDataset
 from dinolab.models.backbone import as_backbone
 
 ImageSource = str | os.PathLike | Image.Image

@@ -24,6 +24,7 @@ from dinolab.data.images import (
     prepare_image,
 )
 from dinolab.eval.attention import upsample
+from dinolab.io import atomic_write
 
 __all__ = [
     "ImageSource",
@@ -62,11 +63,11 @@ def figure_png(fig: Figure, dpi: int = 100) -> bytes:
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
-    """Write a figure as PNG, creating the parent folder."""
+    """Write a figure as PNG, creating the parent folder; atomically, so a figure that fails
+    to draw (or a killed run) leaves the previous picture in place, never half a PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(figure_png(fig, dpi))
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
 
 
 def data_uri(data: bytes, mime: str = "image/png") -> str:
