@@ -58,7 +58,8 @@ from dinolab.device import peak_rss_mb
 from dinolab.distributed import barrier, join, rank
 from dinolab.eval.features import FeatureOptions, embed, listing_identity, model_identity
 from dinolab.hub import load_model
-from dinolab.io import atomic_write, atomic_write_npz, atomic_write_text
+from dinolab.io import atomic_write_npz, atomic_write_text
+from dinolab.viz.images import save_figure
 
 STAGES = ("embed", "calibrate", "dedup", "retrieve", "summary")
 MODES = ("nn", "kmeans")
@@ -598,7 +599,7 @@ def _save_figure(fig, path: Path) -> None:
 
     # fixed margins: tight_layout measures every tick label (seconds with log axes)
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.15, top=0.9, wspace=0.3)
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    save_figure(fig, path)
     plt.close(fig)
 
 
