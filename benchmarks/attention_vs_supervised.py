@@ -5,16 +5,17 @@ comparison (sec. 4.2.1, Table 9: Jaccard of thresholded [CLS] attention), on the
     .venv/bin/python benchmarks/attention_vs_supervised.py --ssl runs/demo    # reuse the demo's
 
 Three ViTs of one architecture (the `demo` preset's: vit_tiny/8, 4 blocks, 48 px) on the demo's
-patterned shapes, which come with object masks: untrained; trained with labels from scratch
-(`dinolab finetune --from-scratch`, on the shape classes); trained without labels by the `demo`
-preset (DINOv2), or the run given with --ssl. The supervised run gets the same epochs, batch
-size, crop scale, lr and warmup as the self-supervised one: the same images seen, in fewer
-operations (one 48-px view a step against DINOv2's two 48-px and two 24-px views through a
-student and a teacher). Each model's last-block [CLS] attention masks (60% of the mass) are
-scored against the object masks of the 300 held-out images, per head and for the mean map
-(`dinolab.eval.segmentation.attention_iou`). Writes OUT/attention_vs_supervised.json, each run's
-segmentation.json (so `dinolab report RUN` shows it) and OUT/attention_side_by_side.png: the
-mean attention and its mask of both trained models on one held-out image per class.
+shapes (each class a shape of its own hue), which come with object masks: untrained; trained
+with labels from scratch (`dinolab finetune --from-scratch`, on the shape classes); trained
+without labels by the `demo` preset (DINOv2), or the run given with --ssl. The supervised run
+gets the same epochs, batch size, crop scale, lr and warmup as the self-supervised one: the same
+images seen, in fewer operations (one 48-px view a step against DINOv2's two 48-px and two 24-px
+views through a student and a teacher). Each model's last-block [CLS] attention masks (60% of
+the mass) are scored against the object masks of the 300 held-out images, per head and for the
+mean map (`dinolab.eval.segmentation.attention_iou`). Writes OUT/attention_vs_supervised.json,
+each run's segmentation.json (so `dinolab report RUN` shows it) and
+OUT/attention_side_by_side.png: the mean attention and its mask of both trained models on one
+held-out image per class.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 from omegaconf import OmegaConf
 
 from dinolab.data import make_shapes_dataset
-from dinolab.demo import CLUTTER, DATA_DIR, PATTERNED, TRAIN_PER_CLASS, VAL_PER_CLASS
+from dinolab.demo import DATA_DIR, SHAPES_STYLE, TRAIN_PER_CLASS, VAL_PER_CLASS
 from dinolab.eval.attention import attention_maps
 from dinolab.eval.segmentation import SegmentationResult, attention_iou
 from dinolab.hub import load
@@ -42,10 +43,9 @@ from dinolab.viz.images import blank_axes, dimmed_outside, new_figure, save_figu
 
 def shapes(root: Path, size: int) -> tuple[Path, Path]:
     """The demo's train and val splits (the same images `dinolab demo` draws), written once."""
-    style = {"clutter": CLUTTER, "patterned": PATTERNED}
     for split, per_class, seed in (("train", TRAIN_PER_CLASS, 0), ("val", VAL_PER_CLASS, 1)):
         if not (root / split / "images").is_dir():
-            make_shapes_dataset(root, per_class, size, seed, split=split, **style)
+            make_shapes_dataset(root, per_class, size, seed, split=split, **SHAPES_STYLE)
     return root / "train", root / "val"
 
 

@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 
 from dinolab.data import ImageDataset, MultiCropTransform, collate_multicrop, make_shapes_dataset
+from dinolab.demo import SHAPES_STYLE
 from dinolab.train.builders import build_data
 from dinolab.train.config import build_config
 
@@ -101,9 +102,9 @@ def epoch(dataset, collate, batch_size: int, workers: int) -> tuple[float, float
 
 
 def preset_data(name: str, root: Path, images: int) -> Path:
-    if name == "demo":  # the demo's own recipe: patterned shapes at the crop size
+    if name == "demo":  # the demo's own recipe: its shapes at the crop size
         per_class = max(1, images // 6)
-        return make_shapes_dataset(root / "shapes", per_class, 48, clutter=0.3, patterned=True)
+        return make_shapes_dataset(root / "shapes", per_class, 48, **SHAPES_STYLE)
     return subset_list(ImageDataset(IMAGENETTE / "train").paths, images, root / "imagenette.txt")
 
 

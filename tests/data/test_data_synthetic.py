@@ -116,3 +116,27 @@ def test_patterned_objects_carry_their_class_pattern() -> None:
         assert two_tone == (PATTERNS[s.label] != "solid"), (s.name, PATTERNS[s.label])
     colours = [np.asarray(ds[i][0], float)[ds.mask(i)].mean(0) for i in range(0, 18, 6)]
     assert np.ptp(np.array(colours), axis=0).max() > 30  # same class, different colours
+
+
+def test_class_colours_give_each_class_its_hue() -> None:
+    """class_colours=True: class k's object has a hue within HUE_SPREAD of k / K (measured on
+    the object's median pixel, which the mild object texture and image noise barely move);
+    without it the same class comes in unrelated hues."""
+    import colorsys
+
+    from dinolab.data.synthetic import HUE_SPREAD
+
+    def object_hue(ds: SyntheticShapes, i: int) -> float:
+        s = ds.sample(i)
+        r, g, b = np.median(np.asarray(s.image, dtype=float)[s.mask], axis=0) / 255
+        return colorsys.rgb_to_hsv(r, g, b)[0]
+
+    coloured = SyntheticShapes(4, size=64, seed=3, class_colours=True)
+    k = len(coloured.classes)
+    for i in range(len(coloured)):
+        target = (i % k) / k
+        gap = abs((object_hue(coloured, i) - target + 0.5) % 1 - 0.5)  # on the hue circle
+        assert gap <= HUE_SPREAD + 0.02, (i, object_hue(coloured, i), target)
+    plain = SyntheticShapes(4, size=64, seed=3)
+    hues = [object_hue(plain, i) for i in range(0, len(plain), k)]  # all class 0
+    assert np.ptp(hues) > 0.2

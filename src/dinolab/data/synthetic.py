@@ -1,16 +1,20 @@
 """Demo data that needs no download: one shape per image, with its class and pixel mask.
 
 Each image shows one object of a shape class (circle, square, triangle, star, cross, ring,
-hexagon, ...) on a cluttered, textured background. Colour, size, position, rotation and the
+hexagon, ...) on a cluttered, textured background. Size, position, rotation and the
 background are random and independent of the class, and all shapes are drawn at the same
-area for a given size draw, so the only class signal is the shape itself. The pixel mask
-of the object is the ground truth for attention-map and segmentation scores.
+area for a given size draw. By default the object's colour is random too, so the only class
+signal is the shape; ``class_colours=True`` gives each class its own hue (as bananas are
+yellow), a signal in the object alone, which the random background colours hide from a model
+that looks at the whole image; ``patterned=True`` fills each class with its own pattern.
+The pixel mask of the object is the ground truth for attention-map and segmentation scores.
 
 Everything is a pure function of (seed, split, index): the same call gives the same images.
 """
 
 from __future__ import annotations
 
+import colorsys
 import math
 import os
 import zlib
@@ -24,6 +28,7 @@ SHAPE_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring", "hexag
 DEFAULT_CLASSES = SHAPE_CLASSES[:6]
 _SUPERSAMPLE = 4
 _RING_INNER = 0.55
+HUE_SPREAD = 0.05  # class colours: hues within +-18 degrees of the class's own
 
 
 def _regular_polygon(n: int, radius: float = 1.0, phase: float = 0.0) -> np.ndarray:
@@ -154,13 +159,23 @@ def _pattern(kind: str, size: int, cx: float, cy: float, rng: np.random.Generato
     raise ValueError(f"unknown pattern {kind!r}; choose from {', '.join(PATTERNS)}")
 
 
-def _far_colour(reference: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random colour at least 90 RGB units from `reference` (black or white if none is)."""
+def _near_hue(hue: float, rng: np.random.Generator) -> np.ndarray:
+    """A saturated, bright RGB colour (0..255) within HUE_SPREAD of `hue` (in [0, 1))."""
+    h = (hue + rng.uniform(-HUE_SPREAD, HUE_SPREAD)) % 1.0
+    return np.array(colorsys.hsv_to_rgb(h, rng.uniform(0.6, 1), rng.uniform(0.6, 1))) * 255
+
+
+def _far_colour(
+    reference: np.ndarray, rng: np.random.Generator, hue: float | None = None
+) -> np.ndarray:
+    """A colour at least 90 RGB units from `reference`: random, or near `hue` when given.
+
+    If 20 draws find none: black or white (random colours), the last draw (a hue)."""
     for _ in range(20):
-        colour = rng.uniform(0, 255, 3)
+        colour = rng.uniform(0, 255, 3) if hue is None else _near_hue(hue, rng)
         if np.linalg.norm(colour - reference) >= 90:
             return colour
-    return np.where(reference > 127, 0.0, 255.0)
+    return np.where(reference > 127, 0.0, 255.0) if hue is None else colour
 
 
 def render_shape(
@@ -169,11 +184,13 @@ def render_shape(
     rng: np.random.Generator | None = None,
     clutter: float = 1.0,
     pattern: str = "solid",
+    hue: float | None = None,
 ) -> tuple[Image.Image, np.ndarray]:
     """One image of shape ``name`` and its object mask (bool, size x size).
 
     ``clutter`` in [0, 1] scales the background's texture (grating, blotches, strokes).
     ``pattern`` fills the object with two random colours in one of PATTERNS.
+    ``hue`` in [0, 1): the object's colour is drawn near it (else at random).
     The object's area is drawn independently of the class (equal-area scaling), its colour
     is kept at least 90 RGB units from the background under it so it stays visible.
     """
@@ -190,7 +207,7 @@ def render_shape(
     alpha = _coverage(name, size, cx, cy, scale, rng.uniform(0, 2 * math.pi))
     mask = alpha >= 0.5
     under = bg[mask].mean(axis=0) if mask.any() else bg.mean(axis=(0, 1))
-    colour = _far_colour(under, rng)
+    colour = _far_colour(under, rng, hue)
     obj = colour + rng.normal(0, 8, (size, size, 3))  # mild texture on the object too
     if pattern != "solid":
         fill = _pattern(pattern, size, cx, cy, rng)[..., None]
@@ -220,6 +237,7 @@ class SyntheticShapes:
     ``dataset[i]`` is ``(PIL image, label)`` like ``ImageDataset``; ``sample(i)`` adds the
     mask. Items are rendered on demand from (seed, split, i), so the same settings always
     give the same images, and different splits never share an image stream.
+    ``class_colours``: class k's objects have hues near k / K (see the module docstring).
     """
 
     def __init__(
@@ -231,10 +249,11 @@ class SyntheticShapes:
         split: str | None = "train",
         clutter: float = 1.0,
         patterned: bool = False,
+        class_colours: bool = False,
     ) -> None:
         if not 0 <= clutter <= 1:
             raise ValueError(f"clutter must be in [0, 1] (0: plain background), got {clutter}")
-        self.clutter, self.patterned = clutter, patterned
+        self.clutter, self.patterned, self.class_colours = clutter, patterned, class_colours
         self.classes = list(classes) if classes is not None else list(DEFAULT_CLASSES)
         for c in self.classes:
             _unit_outline(c)  # raises for unknown names
@@ -255,7 +274,8 @@ class SyntheticShapes:
         label = index % len(self.classes)
         rng = np.random.default_rng([self.seed, _split_key(self.split), index])
         pattern = PATTERNS[label % len(PATTERNS)] if self.patterned else "solid"
-        image, mask = render_shape(self.classes[label], self.size, rng, self.clutter, pattern)
+        hue = label / len(self.classes) if self.class_colours else None
+        image, mask = render_shape(self.classes[label], self.size, rng, self.clutter, pattern, hue)
         return ShapeSample(image, mask, label, self.classes[label])
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
@@ -275,6 +295,7 @@ def make_shapes_dataset(
     split: str | None = "train",
     clutter: float = 1.0,
     patterned: bool = False,
+    class_colours: bool = False,
 ) -> Path:
     """Write the demo set to disk and return its image folder (give that to ImageDataset).
 
@@ -283,7 +304,9 @@ def make_shapes_dataset(
     ``<split>`` level). The image folder is a class-per-folder tree and holds no masks.
     Use ``mask_path_for`` / ``load_mask`` to go from an image to its mask.
     """
-    data = SyntheticShapes(n_per_class, size, seed, classes, split, clutter, patterned)
+    data = SyntheticShapes(
+        n_per_class, size, seed, classes, split, clutter, patterned, class_colours
+    )
     base = Path(root) / split if split else Path(root)
     images, masks = base / "images", base / "masks"
     for i in range(len(data)):
