@@ -30,7 +30,7 @@ import torch
 from omegaconf import OmegaConf
 
 from dinolab.data import make_shapes_dataset
-from dinolab.demo import DATA_DIR, SHAPES_STYLE, TRAIN_PER_CLASS, VAL_PER_CLASS
+from dinolab.demo import DATA_DIR, DEMO_SEEDS, SHAPES_STYLE, TRAIN_PER_CLASS, VAL_PER_CLASS
 from dinolab.eval.attention import attention_maps
 from dinolab.eval.segmentation import SegmentationResult, attention_iou
 from dinolab.hub import load
@@ -43,7 +43,8 @@ from dinolab.viz.images import blank_axes, dimmed_outside, new_figure, save_figu
 
 def shapes(root: Path, size: int) -> tuple[Path, Path]:
     """The demo's train and val splits (the same images `dinolab demo` draws), written once."""
-    for split, per_class, seed in (("train", TRAIN_PER_CLASS, 0), ("val", VAL_PER_CLASS, 1)):
+    sizes = (TRAIN_PER_CLASS, VAL_PER_CLASS)
+    for split, per_class, seed in zip(("train", "val"), sizes, DEMO_SEEDS, strict=True):
         if not (root / split / "images").is_dir():
             make_shapes_dataset(root, per_class, size, seed, split=split, **SHAPES_STYLE)
     return root / "train", root / "val"

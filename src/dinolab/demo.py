@@ -29,12 +29,14 @@ from dinolab.viz.report import write_report
 DATA_DIR = "data-v3"  # v3: each class its own hue (v2: own pattern, colours random; v1: "data")
 TRAIN_PER_CLASS = 200
 VAL_PER_CLASS = 50
+DEMO_SEEDS = (0, 1)  # the demo's train and val images
+TUNING_SEEDS = (10, 11)  # other images of the same kind, to choose the demo's recipe on
 # How the demo shapes look (data.synthetic.SyntheticShapes): a calm background texture, and each
 # class a shape of its own hue. With colours random per image (v2), the class lives only in the
 # outline, which neither DINOv2 nor a supervised ViT learned in the demo's 144 steps (k-NN 18.7%,
-# supervised 19.0%, chance 16.7%): a demo that shows nothing. A class hue in the object alone is
-# a signal the background's random colours hide from a model that has not learnt to look at the
-# object (untrained k-NN 29%).
+# supervised 14-17%, chance 16.7%; benchmarks/README.md, session 7): a demo that shows nothing.
+# A class hue in the object alone is a signal the background's random colours hide from a model
+# that has not learnt to look at the object (untrained k-NN 29%).
 SHAPES_STYLE: dict[str, Any] = {"clutter": 0.3, "patterned": False, "class_colours": True}
 
 
@@ -66,18 +68,21 @@ def run_demo(
     out: str | Path = "runs/demo",
     max_steps: int | None = None,
     overrides: list[str] | None = None,
+    seeds: tuple[int, int] = DEMO_SEEDS,
 ) -> dict[str, dict]:
     """Train the demo model (resuming if a previous demo was cut short), evaluate, report.
 
-    `overrides`: key=value changes to the `demo` preset (a changed recipe retrains)."""
+    `overrides`: key=value changes to the `demo` preset (a changed recipe retrains).
+    `seeds`: of the train and val images; TUNING_SEEDS to compare recipes without looking at
+    the demo's own images (in an `out` of their own: the images are written there once)."""
     out = Path(out)
     keys = ["preset=demo", *(overrides or []), f"out={out}"]
     if max_steps is not None:
         keys.append(f"max_steps={max_steps}")
     cfg = build_config(keys)
     size = cfg.crops.global_size
-    train = _shapes(out / DATA_DIR, "train", TRAIN_PER_CLASS, size, seed=0, **SHAPES_STYLE)
-    val = _shapes(out / DATA_DIR, "val", VAL_PER_CLASS, size, seed=1, **SHAPES_STYLE)
+    train = _shapes(out / DATA_DIR, "train", TRAIN_PER_CLASS, size, seeds[0], **SHAPES_STYLE)
+    val = _shapes(out / DATA_DIR, "val", VAL_PER_CLASS, size, seeds[1], **SHAPES_STYLE)
     cfg.data.path = str(train)
     absolute_paths(cfg)  # as the run's config.yaml stores them
 
