@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue #16, one script, under 8 minutes on one GPU:
+# The GPU check, one script, under 8 minutes on one GPU:
 #   - the DINO step of ViT-S/16 (2 x 224 + 10 x 96 crops, batch 64, bf16, SDPA): s/step, img/s,
 #     phases, MFU against this GPU's measured bf16 matmul ceiling, peak memory;
 #   - backbone forward throughput, SDPA vs explicit attention, fp32/bf16, eager/torch.compile.

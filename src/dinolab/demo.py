@@ -26,15 +26,16 @@ from dinolab.train.rundir import CONFIG_NAME, absolute_paths, config_changes
 from dinolab.train.trainer import run_training
 from dinolab.viz.report import write_report
 
-DATA_DIR = "data-v3"  # v3: each class its own hue (v2: own pattern, colours random; v1: "data")
+DATA_DIR = "data-v3"  # a new name whenever SHAPES_STYLE changes: images of another look are redrawn
 TRAIN_PER_CLASS = 200
 VAL_PER_CLASS = 50
 DEMO_SEEDS = (0, 1)  # the demo's train and val images
 TUNING_SEEDS = (10, 11)  # other images of the same kind, to choose the demo's recipe on
 # How the demo shapes look (data.synthetic.SyntheticShapes): a calm background texture, and each
-# class a shape of its own hue. With colours random per image (v2), the class lives only in the
-# outline, which neither DINOv2 nor a supervised ViT learned in the demo's 144 steps (k-NN 18.7%,
-# supervised 14-17%, chance 16.7%; benchmarks/README.md, session 7): a demo that shows nothing.
+# class a shape of its own hue. With colours random per image (`class_colours=False`), the class
+# lives only in the outline, which neither DINOv2 nor a supervised ViT learns in 144 steps (k-NN
+# 18.7%, supervised 14-17%, chance 16.7%; measured 2026-11-30 on a 2-core AMD EPYC Zen 3, the
+# commands in benchmarks/README.md): a demo that shows nothing.
 # A class hue in the object alone is a signal the background's random colours hide from a model
 # that has not learnt to look at the object (untrained k-NN 29%).
 SHAPES_STYLE: dict[str, Any] = {"clutter": 0.3, "patterned": False, "class_colours": True}

@@ -9,7 +9,7 @@ import pytest
 from curate_helpers import CROP
 
 from dinolab.cli import main
-from dinolab.curate import CalibrationError, curate
+from dinolab.curate import CalibrationError, CurationOptions, curate, run_curation
 from dinolab.data import ImageDataset
 from dinolab.eval import FeatureOptions
 from dinolab.hub import export_backbone
@@ -146,6 +146,43 @@ def test_empty_or_missing_inputs_fail_before_any_work(
     with pytest.raises(ValueError, match="unknown mode"):
         curate(pools["pool"], pools["queries"], tmp_path / "o4", tiny_model, mode="knn")
     assert not (tmp_path / "o1" / "embeddings").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"mode": "knn"}, "unknown mode 'knn'"),
+        ({"from_stage": "index"}, "unknown stage 'index'; stages: embed, calibrate"),
+        ({"index": "annoy"}, "unknown index 'annoy'"),
+        ({"per_query": 0}, "per_query, dedup_k and n_clusters must be >= 1"),
+        ({"n_clusters": 0}, "per_query, dedup_k and n_clusters must be >= 1"),
+        ({"threshold": "high"}, r"threshold is a cosine similarity in \[-1, 1\] or 'auto'"),
+        ({"protect_threshold": 1.5}, r"protect_threshold is a cosine similarity in \[-1, 1\]"),
+        ({"calibration_sample": 0}, "calibration_sample must be >= 1, got 0"),
+    ],
+)
+def test_options_are_checked_before_anything_is_written(
+    pools: dict, tmp_path: Path, option: dict, message: str
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=message):
+        CurationOptions(pools["pool"], pools["queries"], out, "no-model", **option)
+    assert not out.exists()
+
+
+def test_run_curation_takes_the_options_curate_builds(
+    pools: dict, tiny_model, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    first = run(pools, out, tiny_model, per_query=2)
+    opts = CurationOptions(
+        pools["pool"], pools["queries"], out, tiny_model, threshold=0.999, per_query=2,
+        features=FeatureOptions(crop_size=CROP), progress=False,
+    )  # fmt: skip
+    again = run_curation(opts)
+    assert again.ran == ["summary"]  # the same keys: every other stage is up to date
+    assert again.skipped == ["embed", "dedup", "retrieve"]
+    assert again.counts == first.counts and again.thresholds == first.thresholds
 
 
 def test_cli_curate(pools: dict, tiny_model, tmp_path: Path, capsys) -> None:

@@ -1,4 +1,4 @@
-"""A torch.compile'd DINO step gives the eager step's loss and gradients (issue #16).
+"""A torch.compile'd DINO step gives the eager step's loss and gradients.
 
 Compilation takes minutes on a 2-core CPU even for this 1-block model (this test: 258 s and
 662 s, niced on a shared machine), so it carries the ``compile`` marker, which the default run

@@ -1,6 +1,7 @@
 """Data curation (the DINOv2 recipe): deduplicate a raw pool, retrieve what resembles a curated
-set, keep provenance. `curate` runs the resumable pipeline behind `dinolab curate`; the pieces
-(search, dedup, clusters, retrieval) work on any (N, D) embeddings, memory-mapped ones too.
+set, keep provenance. `curate` (or `run_curation` with one `CurationOptions`) runs the
+resumable pipeline behind `dinolab curate`; the pieces (search, dedup, clusters, retrieval) work
+on any (N, D) embeddings, memory-mapped ones too.
 """
 
 from dinolab.curate.calibrate import Calibration, CalibrationError, choose_threshold
@@ -16,9 +17,11 @@ from dinolab.curate.dedup import (
     duplicate_pairs,
     protected_matches,
 )
-from dinolab.curate.pipeline import MODES, STAGES, CurationResult, curate
+from dinolab.curate.options import MODES, CurationOptions
+from dinolab.curate.pipeline import CurationResult, curate, run_curation
 from dinolab.curate.retrieval import Hits, cluster_hits, nearest_hits, provenance
 from dinolab.curate.search import EXACT_LIMIT, INDEX_KINDS, NeighborIndex, l2_normalize
+from dinolab.curate.stage_cache import STAGES
 
 __all__ = [
     "DEFAULT_K",
@@ -29,6 +32,7 @@ __all__ = [
     "STAGES",
     "Calibration",
     "CalibrationError",
+    "CurationOptions",
     "CurationResult",
     "DedupResult",
     "Hits",
@@ -47,4 +51,5 @@ __all__ = [
     "nearest_hits",
     "protected_matches",
     "provenance",
+    "run_curation",
 ]

@@ -258,37 +258,56 @@ def _prepare_work_dir(work_dir: Path, manifest: dict, rank: int) -> int:
     return int(json.loads(path.read_text())["chunk_size"])
 
 
-@torch.inference_mode()
-def _run_chunk(
-    model: nn.Module,
-    dataset: Dataset,
-    paths: list[str],
-    start: int,
-    end: int,
-    kind: str,
-    batch_size: int,
-    num_workers: int,
-    device: torch.device,
-    dtype: torch.dtype,
-    bar: tqdm,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Features of rows [start, end) and the rows among them whose image could not be read."""
-    loader = DataLoader(
-        Subset(dataset, range(start, end)),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
+@dataclass(frozen=True)
+class _Extraction:
+    """What every chunk of one extraction shares: the model (in eval mode on `device`), the
+    dataset and its paths, and how batches run."""
+
+    model: nn.Module
+    dataset: Dataset
+    paths: list[str]
+    kind: str
+    batch_size: int
+    num_workers: int
+    device: torch.device
+    dtype: torch.dtype
+
+    @torch.inference_mode()
+    def run_chunk(self, start: int, end: int, bar: tqdm) -> tuple[np.ndarray, np.ndarray]:
+        """Features of rows [start, end) and the rows among them whose image could not be read."""
+        loader = DataLoader(
+            Subset(self.dataset, range(start, end)),
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        parts = []
+        for images, _ in loader:
+            with autocast(self.device, self.dtype):
+                images = images.to(self.device, non_blocking=True)
+                feats = compute_features(self.model, images, self.kind)
+            parts.append(feats.float().cpu())
+            bar.update(len(images))
+        skipped_paths = set(getattr(self.dataset, "skipped", []))
+        skipped = [i for i in range(start, end) if self.paths[i] in skipped_paths]
+        return torch.cat(parts).numpy(), np.asarray(skipped, dtype=np.int64)
+
+    def bar(self, total: int, initial: int = 0, show: bool = True) -> tqdm:
+        return tqdm(
+            total=total, initial=initial, desc=f"features ({self.kind})", disable=not show,
+            unit="img",
+        )  # fmt: skip
+
+
+def _dataset_sizes(dataset: Dataset, options: FeatureOptions) -> tuple[int, int | None]:
+    """Crop and resize the dataset's own transform uses (a dataset object may bring its own),
+    else those of `options`."""
+    transform = getattr(dataset, "transform", None)
+    return (
+        getattr(transform, "crop_size", options.crop),
+        getattr(transform, "resize_size", options.resize_size),
     )
-    parts = []
-    for images, _ in loader:
-        with autocast(device, dtype):
-            feats = compute_features(model, images.to(device, non_blocking=True), kind)
-        parts.append(feats.float().cpu())
-        bar.update(len(images))
-    skipped_paths = set(getattr(dataset, "skipped", []))
-    skipped = [i for i in range(start, end) if paths[i] in skipped_paths]
-    return torch.cat(parts).numpy(), np.asarray(skipped, dtype=np.int64)
 
 
 def extract_features(
@@ -316,68 +335,70 @@ def extract_features(
     options = options.for_model(model)
     check_crop_size(options.crop, input_multiple(model))  # before scanning a huge folder
     dataset = _as_dataset(data, options)
-    transform = getattr(dataset, "transform", None)
-    crop_size = getattr(transform, "crop_size", options.crop)
-    resize_size = getattr(transform, "resize_size", options.resize_size)
+    crop_size, resize_size = _dataset_sizes(dataset, options)
     check_crop_size(crop_size, input_multiple(model))
-    kind, batch_size = options.kind, options.batch_size
     dev = resolve_device(options.device)
     dtype = resolve_precision(options.precision, dev)
-    num_workers = options.loader_workers(dev)
-    rank, world = dist_rank(), world_size()
-    if world > 1 and work_dir is None:
+    if world_size() > 1 and work_dir is None:
         raise ValueError(
             "extraction under torchrun exchanges rows through files: pass "
             "work_dir= (embed and cached_features do this for you)"
         )
     paths = _paths(dataset)
     labels = _labels_of(dataset)
-    n = len(paths)
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "kind": kind,
-        "crop_size": crop_size,
-        "resize_size": resize_size,
-        "precision": str(dtype).removeprefix("torch."),
-        "num_images": n,
-        "model": model_identity(source),
-        "data": str(getattr(dataset, "source", "")),
-        "classes": list(getattr(dataset, "classes", []) or []),
-    }
+    job = _Extraction(
+        model, dataset, paths, options.kind, options.batch_size, options.loader_workers(dev),
+        dev, dtype,
+    )  # fmt: skip
+    meta = _meta(job, source, crop_size, resize_size)
     was_training = model.training
     model.eval().to(dev)
     try:
         if work_dir is None:
-            bar = tqdm(total=n, desc=f"features ({kind})", disable=not progress, unit="img")
-            feats, skipped = _run_chunk(
-                model, dataset, paths, 0, n, kind, batch_size, num_workers, dev, dtype, bar
-            )
+            bar = job.bar(len(paths), show=progress)
+            feats, skipped = job.run_chunk(0, len(paths), bar)
             bar.close()
             return _assemble(feats, set(int(i) for i in skipped), paths, labels, meta)
         work = Path(work_dir)
         manifest = {**meta, "listing": listing_identity(paths, labels), "chunk_size": chunk_size}
-        chunk_size = _prepare_work_dir(work, manifest, rank)
-        ranges = _chunk_ranges(n, chunk_size)
-        mine = ranges[rank * len(ranges) // world : (rank + 1) * len(ranges) // world]
-        todo = [(s, e) for s, e in mine if not (work / _chunk_name(s, e)).is_file()]
-        total, left = sum(e - s for s, e in mine), sum(e - s for s, e in todo)
-        bar = tqdm(
-            total=total,
-            initial=total - left,
-            desc=f"features ({kind})",
-            disable=not progress or rank != 0,
-            unit="img",
-        )
-        for s, e in todo:
-            feats, skipped = _run_chunk(
-                model, dataset, paths, s, e, kind, batch_size, num_workers, dev, dtype, bar
-            )
-            atomic_write_npz(work / _chunk_name(s, e), features=feats, skipped=skipped)
-        bar.close()
+        ranges = _chunk_ranges(len(paths), _prepare_work_dir(work, manifest, dist_rank()))
+        _run_my_chunks(job, work, ranges, progress)
         barrier()
         return _merge_chunks(work, ranges, paths, labels, meta)
     finally:
         model.train(was_training)
+
+
+def _meta(
+    job: _Extraction, source: nn.Module | str | os.PathLike, crop_size: int, resize_size: int | None
+) -> dict:
+    """What the features are (kind, sizes, precision, model, data, classes), saved beside them."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": job.kind,
+        "crop_size": crop_size,
+        "resize_size": resize_size,
+        "precision": str(job.dtype).removeprefix("torch."),
+        "num_images": len(job.paths),
+        "model": model_identity(source),
+        "data": str(getattr(job.dataset, "source", "")),
+        "classes": list(getattr(job.dataset, "classes", []) or []),
+    }
+
+
+def _run_my_chunks(
+    job: _Extraction, work: Path, ranges: list[tuple[int, int]], progress: bool
+) -> None:
+    """This rank's contiguous share of the chunks, skipping those a previous run finished."""
+    rank, world = dist_rank(), world_size()
+    mine = ranges[rank * len(ranges) // world : (rank + 1) * len(ranges) // world]
+    todo = [(s, e) for s, e in mine if not (work / _chunk_name(s, e)).is_file()]
+    total, left = sum(e - s for s, e in mine), sum(e - s for s, e in todo)
+    bar = job.bar(total, initial=total - left, show=progress and rank == 0)
+    for s, e in todo:
+        feats, skipped = job.run_chunk(s, e, bar)
+        atomic_write_npz(work / _chunk_name(s, e), features=feats, skipped=skipped)
+    bar.close()
 
 
 def _merge_chunks(

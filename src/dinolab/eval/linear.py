@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -100,63 +100,21 @@ def linear_probe(
     `lrs` are per 256 images. `standardize` subtracts the train mean and divides by the train std
     per dimension (statistics of the split being fit), which makes one lr grid fit all backbones.
     """
-    train_labels = torch.as_tensor(train_labels).long().flatten()
-    val_labels = torch.as_tensor(val_labels).long().flatten()
-    if len(train_feats) != len(train_labels) or len(val_feats) != len(val_labels):
-        raise ValueError("one label per feature row needed")
-    if min(int(train_labels.min()), int(val_labels.min())) < 0:
-        raise ValueError(
-            "the linear probe needs labelled data (labels >= 0); an unlabelled "
-            "folder has label -1: use a class-per-subfolder layout"
-        )
+    train_labels, val_labels = _checked_labels(train_feats, train_labels, val_feats, val_labels)
     if not 0.0 < holdout_fraction < 1.0:
         raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
     if num_classes is None:
         num_classes = int(max(train_labels.max(), val_labels.max())) + 1
     device = torch.device(device)
-    x_train = train_feats.float().to(device)
-    y_train = train_labels.to(device)
-    x_val = val_feats.float().to(device)
-    y_val = val_labels.to(device)
-
-    fit_idx, hold_idx = _stratified_split(y_train.cpu(), holdout_fraction, seed)
-    if len(hold_idx) == 0:
-        raise ValueError(
-            f"no held-out train images at holdout_fraction={holdout_fraction}: "
-            "every class needs >= 2 train images (or raise holdout_fraction)"
-        )
-    fit_idx, hold_idx = fit_idx.to(device), hold_idx.to(device)
-    scale = batch_size / 256.0
-    mean, std = _stats(x_train[fit_idx], standardize)
-    grid = train_batched_linear(
-        (x_train[fit_idx] - mean) / std,
-        y_train[fit_idx],
-        [lr * scale for lr in lrs],
-        num_classes,
-        epochs,
-        batch_size,
-        seed,
-    )
-    hold_logits = grid((x_train[hold_idx] - mean) / std)
-    holdout_top1, holdout_loss = {}, {}
-    for lr, logits in zip(lrs, hold_logits, strict=True):
-        finite = bool(torch.isfinite(logits).all())
-        holdout_top1[lr] = topk_accuracy(logits, y_train[hold_idx])[0] if finite else 0.0
-        holdout_loss[lr] = F.cross_entropy(logits, y_train[hold_idx]).item() if finite else math.inf
+    x_train, y_train = train_feats.float().to(device), train_labels.to(device)
+    x_val, y_val = val_feats.float().to(device), val_labels.to(device)
+    fit_idx, hold_idx = _holdout_split(y_train, holdout_fraction, seed)
+    grid = _LinearGrid(num_classes, epochs, batch_size, standardize, seed)
+    hold_logits = grid.fit(x_train[fit_idx], y_train[fit_idx], lrs)(x_train[hold_idx])
+    holdout_top1, holdout_loss = _holdout_scores(hold_logits, y_train[hold_idx], lrs)
     # best held-out accuracy; among equals (small holdouts tie often) the lowest held-out loss
     best_lr = min(lrs, key=lambda lr: (-holdout_top1[lr], holdout_loss[lr]))
-
-    mean, std = _stats(x_train, standardize)
-    final = train_batched_linear(
-        (x_train - mean) / std,
-        y_train,
-        [best_lr * scale],
-        num_classes,
-        epochs,
-        batch_size,
-        seed,
-    )
-    top1, top5 = topk_accuracy(final((x_val - mean) / std)[0], y_val)
+    top1, top5 = topk_accuracy(grid.fit(x_train, y_train, [best_lr])(x_val)[0], y_val)
     return LinearResult(
         protocol=FAST_PROTOCOL,
         top1=top1,
@@ -179,6 +137,81 @@ def linear_probe(
             "seed": seed,
         },
     )
+
+
+def _checked_labels(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_feats: torch.Tensor,
+    val_labels: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both label sets as flat long tensors, one per feature row, all >= 0."""
+    train_labels = torch.as_tensor(train_labels).long().flatten()
+    val_labels = torch.as_tensor(val_labels).long().flatten()
+    if len(train_feats) != len(train_labels) or len(val_feats) != len(val_labels):
+        raise ValueError("one label per feature row needed")
+    if min(int(train_labels.min()), int(val_labels.min())) < 0:
+        raise ValueError(
+            "the linear probe needs labelled data (labels >= 0); an unlabelled "
+            "folder has label -1: use a class-per-subfolder layout"
+        )
+    return train_labels, val_labels
+
+
+def _holdout_split(
+    labels: torch.Tensor, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of train that fit the classifiers and rows held out to choose the lr, on the
+    labels' device; an error when no class has a held-out row."""
+    fit_idx, hold_idx = _stratified_split(labels.cpu(), fraction, seed)
+    if len(hold_idx) == 0:
+        raise ValueError(
+            f"no held-out train images at holdout_fraction={fraction}: "
+            "every class needs >= 2 train images (or raise holdout_fraction)"
+        )
+    return fit_idx.to(labels.device), hold_idx.to(labels.device)
+
+
+@dataclass(frozen=True)
+class _LinearGrid:
+    """How "linear-fast" fits its classifiers: on features standardised with the statistics of
+    the split being fit, with lrs given per 256 images."""
+
+    num_classes: int
+    epochs: int
+    batch_size: int
+    standardize: bool
+    seed: int
+
+    def fit(
+        self, x: torch.Tensor, y: torch.Tensor, lrs: Sequence[float]
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """One classifier per lr; returns the function from raw features to their logits
+        (L, B, C), standardised as the fit data was."""
+        mean, std = _stats(x, self.standardize)
+        scale = self.batch_size / 256.0
+        classifiers = train_batched_linear(
+            (x - mean) / std,
+            y,
+            [lr * scale for lr in lrs],
+            self.num_classes,
+            self.epochs,
+            self.batch_size,
+            self.seed,
+        )
+        return lambda features: classifiers((features - mean) / std)
+
+
+def _holdout_scores(
+    logits: torch.Tensor, labels: torch.Tensor, lrs: Sequence[float]
+) -> tuple[dict[float, float], dict[float, float]]:
+    """Top-1 and cross-entropy of each lr's held-out logits (0 and inf for a diverged one)."""
+    top1, loss = {}, {}
+    for lr, lr_logits in zip(lrs, logits, strict=True):
+        finite = bool(torch.isfinite(lr_logits).all())
+        top1[lr] = topk_accuracy(lr_logits, labels)[0] if finite else 0.0
+        loss[lr] = F.cross_entropy(lr_logits, labels).item() if finite else math.inf
+    return top1, loss
 
 
 class BatchedLinear:
@@ -291,45 +324,15 @@ def linear_probe_images(
     val_ds = ImageDataset(val_data, transform=EvalTransform(crop_size, options.resize_size))
     num_classes = check_labelled_pair(train_ds, val_ds)
     dev = resolve_device(options.device)
-    dtype = resolve_precision(options.precision, dev)
-    num_workers = options.loader_workers(dev)
-    model.eval().to(dev)
-
-    def features(images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), autocast(dev, dtype):
-            return linear_input(model, images.to(dev), n_last_blocks, avgpool).float()
-
+    features = _FrozenInput(
+        model, n_last_blocks, avgpool, dev, resolve_precision(options.precision, dev)
+    )
     g = torch.Generator().manual_seed(seed)
-    in_dim = as_backbone(model).embed_dim * (n_last_blocks + int(avgpool))
-    classifier = nn.Linear(in_dim, num_classes)
-    with torch.no_grad():
-        classifier.weight.copy_(torch.randn(classifier.weight.shape, generator=g) * 0.01)
-        classifier.bias.zero_()
-    classifier.to(dev)
+    classifier = _dino_classifier(features.dim, num_classes, g).to(dev)
     scaled_lr = lr * batch_size / 256.0
-    optimizer = torch.optim.SGD(classifier.parameters(), scaled_lr, momentum=0.9, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min=0)
-    bar = tqdm(total=epochs * len(train_ds), desc="linear (dino)", disable=not progress, unit="img")
-    for epoch in range(epochs):
-        train_ds.set_epoch(epoch)
-        loader = DataLoader(
-            train_ds, batch_size=batch_size, shuffle=True, generator=g, num_workers=num_workers
-        )
-        for images, targets in loader:
-            loss = F.cross_entropy(classifier(features(images)), targets.to(dev))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            bar.update(len(images))
-        scheduler.step()
-    bar.close()
-
-    logits, targets = [], []
-    with torch.no_grad():
-        for images, y in DataLoader(val_ds, batch_size=batch_size, num_workers=num_workers):
-            logits.append(classifier(features(images)).cpu())
-            targets.append(y)
-    top1, top5 = topk_accuracy(torch.cat(logits), torch.cat(targets))
+    loaders = _Loaders(batch_size, options.loader_workers(dev), g)
+    _train_classifier(classifier, features, train_ds, loaders, scaled_lr, epochs, progress)
+    top1, top5 = _val_accuracy(classifier, features, val_ds, loaders)
     return LinearResult(
         protocol=DINO_PROTOCOL,
         top1=top1,
@@ -351,6 +354,97 @@ def linear_probe_images(
             "val_accuracy_after_epoch": epochs,
         },
     )
+
+
+class _FrozenInput:
+    """The frozen backbone (eval mode, on `device`) as the classifier's input: DINO's
+    `linear_input` of a batch, without gradients, under the precision's autocast."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        n_last_blocks: int,
+        avgpool: bool,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.model = model.eval().to(device)
+        self.n_last_blocks, self.avgpool = n_last_blocks, avgpool
+        self.device, self.dtype = device, dtype
+        self.dim = as_backbone(model).embed_dim * (n_last_blocks + int(avgpool))
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), autocast(self.device, self.dtype):
+            images = images.to(self.device)
+            return linear_input(self.model, images, self.n_last_blocks, self.avgpool).float()
+
+
+@dataclass(frozen=True)
+class _Loaders:
+    """The probe's batches: its batch size, the loader workers, and the seeded generator that
+    shuffles train (after it drew the classifier's initial weights)."""
+
+    batch_size: int
+    num_workers: int
+    generator: torch.Generator
+
+    def train(self, dataset: ImageDataset) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=self.generator,
+            num_workers=self.num_workers,
+        )
+
+    def val(self, dataset: ImageDataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
+
+
+def _dino_classifier(in_dim: int, num_classes: int, generator: torch.Generator) -> nn.Linear:
+    """DINO's linear classifier init: weight N(0, 0.01) drawn from `generator`, bias 0."""
+    classifier = nn.Linear(in_dim, num_classes)
+    with torch.no_grad():
+        classifier.weight.copy_(torch.randn(classifier.weight.shape, generator=generator) * 0.01)
+        classifier.bias.zero_()
+    return classifier
+
+
+def _train_classifier(
+    classifier: nn.Linear,
+    features: _FrozenInput,
+    train_ds: ImageDataset,
+    loaders: _Loaders,
+    lr: float,
+    epochs: int,
+    progress: bool,
+) -> None:
+    """SGD (momentum 0.9, no weight decay), cosine per epoch, fresh augmentations each epoch."""
+    optimizer = torch.optim.SGD(classifier.parameters(), lr, momentum=0.9, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min=0)
+    bar = tqdm(total=epochs * len(train_ds), desc="linear (dino)", disable=not progress, unit="img")
+    for epoch in range(epochs):
+        train_ds.set_epoch(epoch)
+        for images, targets in loaders.train(train_ds):
+            loss = F.cross_entropy(classifier(features(images)), targets.to(features.device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            bar.update(len(images))
+        scheduler.step()
+    bar.close()
+
+
+def _val_accuracy(
+    classifier: nn.Linear, features: _FrozenInput, val_ds: ImageDataset, loaders: _Loaders
+) -> tuple[float, float | None]:
+    """Top-1 and top-5 (percent) of the classifier on val."""
+    logits, targets = [], []
+    with torch.no_grad():
+        for images, y in loaders.val(val_ds):
+            logits.append(classifier(features(images)).cpu())
+            targets.append(y)
+    return topk_accuracy(torch.cat(logits), torch.cat(targets))
 
 
 def run_linear(

@@ -14,9 +14,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # The CPU's SDPA kernel by dtype, from measurements (benchmarks/attention_kernels.py), not from
 # PyTorch's default (the flash kernel for every dtype): fp32 keeps flash (1.7-4x faster than the
-# math kernel, forward + backward, at 14-197 tokens on 2 AVX2 cores); bf16 and fp16 take the
-# math kernel (flash was 1.05-2.6x slower there, and the whole `imagenette_cpu` bf16 step 1.6x
-# faster with math on 2 AMX cores, issue #16). CUDA keeps PyTorch's own choice.
+# math kernel, forward + backward, at 14-197 tokens on a 2-core AMD EPYC Zen 3, AVX2,
+# 2026-11-30); bf16 and fp16 take the math kernel (flash was 1.05-2.6x slower there, and the
+# whole `imagenette_cpu` bf16 step 1.6x faster with math on a 2-core Intel CPU with AMX,
+# November 2026; `benchmarks/train_step.py --cases imagenette_cpu --precisions bf16` measures
+# it). CUDA keeps PyTorch's own choice.
 CPU_LOW_PRECISION_SDPA = SDPBackend.MATH
 
 
