@@ -340,7 +340,8 @@ def _adopt_weights_architecture(cfg: DictConfig, explicit: set[str]) -> None:
     to other values are an error rather than silently replaced."""
     sources = {
         "model.pretrained": lambda source: pretrained_keys(source, cfg.method),
-        "teacher.model": teacher_keys if cfg.method == "distill" else None,
+        # a method that reads the `teacher` section learns from the model it names
+        "teacher.model": teacher_keys if _reads_section(cfg.method, "teacher") else None,
     }
     keys: dict[str, Any] = {}
     for key, read in sources.items():
@@ -362,6 +363,10 @@ def _adopt_weights_architecture(cfg: DictConfig, explicit: set[str]) -> None:
         )
     for key, value in keys.items():
         OmegaConf.update(cfg, key, value)
+
+
+def _reads_section(method: str, section: str) -> bool:
+    return any(s.name == section for s in method_spec(method).sections)
 
 
 def _known_keys_hint(full_key: str | None) -> str:
