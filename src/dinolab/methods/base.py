@@ -1,5 +1,6 @@
 """What the Trainer trains: a Method (the contract), and StudentTeacher, a Method whose teacher
-is an EMA of its student (DINO, DINOv2)."""
+is an EMA of its student (DINO, DINOv2, distillation); and the StepContext every Method call
+receives."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ class Method(nn.Module):
     monitored_loss: str | None = None
 
     def forward(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, Tensor]:
-        raise NotImplementedError
+        """The losses of one batch (see the class docstring); every method defines it."""
+        raise NotImplementedError(f"{type(self).__name__} defines no forward(batch, ctx)")
 
     def before_optimizer_step(self, ctx: StepContext) -> None:
         """Called by the Trainer after backward and gradient clipping, just before the optimizer
