@@ -12,6 +12,7 @@ import copy
 import pytest
 import torch
 
+from dinolab.methods import StepContext
 from dinolab.methods.dino import DINO
 from dinolab.train.config import build_config
 
@@ -43,7 +44,7 @@ def test_compiled_step_gives_the_eager_loss_and_gradients() -> None:
     torch._dynamo.reset()
     losses = {}
     for name, method in (("eager", eager), ("compiled", torch.compile(compiled))):
-        loss = method(batch, teacher_temp=0.04, step=0)["loss"]
+        loss = method(batch, StepContext(step=0, teacher_temp=0.04))["loss"]
         loss.backward()
         losses[name] = loss.detach()
     assert torch.allclose(losses["compiled"], losses["eager"], rtol=1e-4), losses

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from dinolab.methods import StepContext
 from dinolab.methods.dino import DINO
 from dinolab.train.config import build_config
 
@@ -50,7 +51,7 @@ def test_teacher_sees_only_global_crops_student_sees_all():
         "global_crops": torch.randn(2 * batch_size, 3, 16, 16),
         "local_crops": torch.randn(3 * batch_size, 3, 8, 8),
     }
-    losses = method(batch, teacher_temp=0.04, step=0)
+    losses = method(batch, StepContext(step=0, teacher_temp=0.04))
     assert seen == {"teacher": [2 * batch_size], "student": [5 * batch_size]}
     assert losses["loss"].requires_grad and losses["loss"].dtype == torch.float32
     losses["loss"].backward()

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dinolab.methods import StepContext
 from dinolab.methods.dinov2 import DINOv2
 from dinolab.train.config import ConfigError, build_config
 from dinolab.train.param_groups import apply_optim_schedules
@@ -61,7 +62,7 @@ def test_student_sees_mask_token_only_at_masked_global_patches_teacher_never():
     batch = random_batch()
     student_in = capture_block_inputs(method.student)
     teacher_in = capture_block_inputs(method.teacher)
-    method(batch, teacher_temp=0.04, step=7)
+    method(batch, StepContext(step=7, teacher_temp=0.04))
     masks = method.draw_masks(batch["global_crops"], 7)
     assert 0 < masks.sum() < masks.numel()
 
@@ -120,7 +121,7 @@ def test_loss_equals_a_restatement_of_the_reference(separate_head):
     extra = [*weights, f"dinov2.ibot_separate_head={separate_head}", "dinov2.ibot_out_dim=48"]
     method = tiny_method(*extra)
     batch, temp, step = random_batch(), 0.05, 11
-    losses = method(batch, teacher_temp=temp, step=step)
+    losses = method(batch, StepContext(step=step, teacher_temp=temp))
 
     b, n_crops, student_temp = 4, 4, 0.1
     masks = method.draw_masks(batch["global_crops"], step)
@@ -157,10 +158,10 @@ def test_loss_equals_a_restatement_of_the_reference(separate_head):
 def test_ema_centering_option_updates_both_centers_sinkhorn_leaves_them():
     batch = random_batch()
     sinkhorn = tiny_method()
-    sinkhorn(batch, teacher_temp=0.04, step=0)
+    sinkhorn(batch, StepContext(step=0, teacher_temp=0.04))
     assert not sinkhorn.dino_loss.center.any() and not sinkhorn.ibot_loss.center.any()
     ema = tiny_method("dinov2.centering=centering")
-    first = ema(batch, teacher_temp=0.04, step=0)
+    first = ema(batch, StepContext(step=0, teacher_temp=0.04))
     assert ema.dino_loss.center.abs().sum() > 0 and ema.ibot_loss.center.abs().sum() > 0
     # the loss of a step uses the center from before it (DINO's order): step 0 saw zeros
     with torch.no_grad():
@@ -174,7 +175,7 @@ def test_ema_centering_option_updates_both_centers_sinkhorn_leaves_them():
 
 def test_ibot_off_means_no_masks_and_a_frozen_mask_token():
     method = tiny_method("dinov2.ibot_loss_weight=0")
-    losses = method(random_batch(), teacher_temp=0.04, step=0)
+    losses = method(random_batch(), StepContext(step=0, teacher_temp=0.04))
     assert "ibot_loss" not in losses
     assert not method.student.backbone.mask_token.requires_grad
     assert method.student.ibot_head is None
@@ -183,9 +184,11 @@ def test_ibot_off_means_no_masks_and_a_frozen_mask_token():
 def test_koleo_with_one_image_per_process_is_a_clear_error():
     method = tiny_method()
     with pytest.raises(ValueError, match="koleo_loss_weight=0"):
-        method(random_batch(n_images=1), teacher_temp=0.04, step=0)
+        method(random_batch(n_images=1), StepContext(step=0, teacher_temp=0.04))
     no_koleo = tiny_method("dinov2.koleo_loss_weight=0")
-    assert "koleo_loss" not in no_koleo(random_batch(n_images=1), teacher_temp=0.04, step=0)
+    assert "koleo_loss" not in no_koleo(
+        random_batch(n_images=1), StepContext(step=0, teacher_temp=0.04)
+    )
 
 
 @pytest.mark.parametrize(

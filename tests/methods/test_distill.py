@@ -1,5 +1,6 @@
 """method=distill: a frozen teacher, a smaller student learning its head outputs (DINOv2 losses,
-no masking, iBOT on every patch), and a spare EMA of the student as the run's result."""
+no masking, iBOT on every patch), and the student's EMA (`teacher`, as in every method) as the
+run's result."""
 
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ from omegaconf import OmegaConf
 
 import dinolab
 from dinolab.hub import export_backbone
-from dinolab.methods import Distill
+from dinolab.methods import Distill, StepContext
 from dinolab.models import build_model
 from dinolab.train.builders import build_method
-from dinolab.train.checkpoint import CHECKPOINT_NAME, method_state, save_checkpoint
+from dinolab.train.checkpoint import (
+    CHECKPOINT_NAME,
+    load_method_state,
+    method_state,
+    save_checkpoint,
+)
 from dinolab.train.config import ConfigError, build_config
 from dinolab.train.trainer import run_training
 
@@ -73,19 +79,19 @@ def test_teacher_stays_frozen_and_the_student_loss_falls(teacher_checkpoint: Pat
     method = build_method(cfg).train()
     assert isinstance(method, Distill)
     saved = torch.load(teacher_checkpoint, weights_only=True)["method"]
-    teacher_state = {k: v.clone() for k, v in method.teacher.state_dict().items()}
+    teacher_state = {k: v.clone() for k, v in method.frozen_teacher.state_dict().items()}
     for key, value in teacher_state.items():  # the checkpoint's teacher, heads included
         assert torch.equal(value, saved[f"teacher.{key}"])
-    assert not any(p.requires_grad for p in method.teacher.parameters())
+    assert not any(p.requires_grad for p in method.frozen_teacher.parameters())
 
-    ema_before = {k: v.clone() for k, v in method.student_ema.state_dict().items()}
+    ema_before = {k: v.clone() for k, v in method.teacher.state_dict().items()}
     optimizer = torch.optim.AdamW(
         [p for p in method.student.parameters() if p.requires_grad], lr=1e-3
     )
     data = batch()
     losses = []
     for step in range(8):
-        out = method(data, teacher_temp=0.04, step=step)
+        out = method(data, StepContext(step=step, teacher_temp=0.04))
         assert out["masked_patches"] == 8 * 16  # every patch of both global crops, nothing hidden
         optimizer.zero_grad()
         out["loss"].backward()
@@ -93,12 +99,10 @@ def test_teacher_stays_frozen_and_the_student_loss_falls(teacher_checkpoint: Pat
         method.update_teacher(0.9)
         losses.append(out["loss"].item())
     assert losses[-1] < losses[0] - 0.1, losses
-    for key, value in method.teacher.state_dict().items():
+    for key, value in method.frozen_teacher.state_dict().items():
         assert torch.equal(value, teacher_state[key]), key
-    assert method.trained_backbone is method.student_ema.backbone  # the run's result
-    moved = [
-        k for k, v in method.student_ema.state_dict().items() if not torch.equal(v, ema_before[k])
-    ]
+    assert method.trained_backbone is method.teacher.backbone  # the run's result
+    moved = [k for k, v in method.teacher.state_dict().items() if not torch.equal(v, ema_before[k])]
     assert moved
 
 
@@ -108,9 +112,11 @@ def test_backbone_teacher_gets_fresh_frozen_heads(tmp_path: Path) -> None:
     teacher = build_model("vit_small", patch_size=8, depth=1, img_size=32)
     path = export_backbone(teacher, tmp_path / "teacher.safetensors")
     method = build_method(build_config([*STUDENT, "head.out_dim=32", f"teacher.model={path}"]))
-    assert method.teacher.dino_head(torch.randn(2, 384)).shape == (2, 32)
-    assert method.teacher.backbone.embed_dim == 384 and method.student.backbone.embed_dim == 192
-    assert not any(p.requires_grad for p in method.teacher.parameters())
+    assert method.frozen_teacher.dino_head(torch.randn(2, 384)).shape == (2, 32)
+    assert (
+        method.frozen_teacher.backbone.embed_dim == 384 and method.student.backbone.embed_dim == 192
+    )
+    assert not any(p.requires_grad for p in method.frozen_teacher.parameters())
 
 
 def test_distill_config_errors(tmp_path: Path) -> None:
@@ -137,7 +143,38 @@ def test_distillation_run_exports_the_student(teacher_checkpoint: Path, image_li
     assert exported.embed_dim == 192 and exported.n_blocks == 1  # the student, not the teacher
     state = torch.load(out / CHECKPOINT_NAME, weights_only=True)["method"]
     saved = torch.load(teacher_checkpoint, weights_only=True)["method"]
-    assert torch.equal(state["teacher.backbone.pos_embed"], saved["teacher.backbone.pos_embed"])
+    frozen = state["frozen_teacher.backbone.pos_embed"]
+    assert torch.equal(frozen, saved["teacher.backbone.pos_embed"])
     assert torch.equal(
-        exported.pos_embed, state["student_ema.backbone.pos_embed"].to(exported.pos_embed.dtype)
+        exported.pos_embed, state["teacher.backbone.pos_embed"].to(exported.pos_embed.dtype)
     )
+
+
+def test_a_checkpoint_with_the_old_role_names_resumes(teacher_checkpoint: Path) -> None:
+    """Checkpoints written when `teacher` was the frozen model and `student_ema` the EMA load
+    into today's names: the frozen model is `frozen_teacher`, the EMA `teacher`."""
+    cfg = build_config([*STUDENT, f"teacher.model={teacher_checkpoint}"])
+    torch.manual_seed(0)
+    trained = build_method(cfg)
+    with torch.no_grad():
+        for p in trained.teacher.parameters():  # an EMA unlike the fresh method's
+            p.add_(1.0)
+    state = method_state(trained)
+    old = {}
+    for key, value in state.items():
+        if key.startswith("teacher."):
+            key = "student_ema." + key.removeprefix("teacher.")
+        elif key.startswith("frozen_teacher."):
+            key = "teacher." + key.removeprefix("frozen_teacher.")
+        old[key] = value
+    assert any(k.startswith("student_ema.") for k in old) and not any(
+        k.startswith("frozen_teacher.") for k in old
+    )
+    torch.manual_seed(1)
+    resumed = build_method(cfg)
+    load_method_state(resumed, old)
+    for key, value in method_state(resumed).items():
+        if key != "student":
+            assert torch.equal(value, state[key]), key
+    ema = resumed.teacher.state_dict()
+    assert all(torch.equal(v, trained.teacher.state_dict()[k]) for k, v in ema.items())

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from dinolab.methods import StepContext
 from dinolab.methods.dino import DINO
 from dinolab.models import ResNet
 from dinolab.train.config import ConfigError, build_config
@@ -51,7 +52,7 @@ def test_resnet_student_and_teacher_with_a_batchnorm_head() -> None:
     assert isinstance(method.student.backbone, ResNet)
     assert any(isinstance(m, nn.BatchNorm1d) for m in method.student.head.modules())
     assert method.student.head.mlp[0].in_features == 512
-    losses = method(batch(), teacher_temp=0.04, step=0)
+    losses = method(batch(), StepContext(step=0, teacher_temp=0.04))
     losses["loss"].backward()
     assert torch.isfinite(losses["loss"])
     assert all(p.grad is None for p in method.teacher.parameters())
@@ -69,7 +70,7 @@ def test_teacher_batchnorm_trains_on_its_own_batches_and_is_not_averaged() -> No
         expected = reference([data["global_crops"]])
     seen = []
     method.teacher.register_forward_hook(lambda m, inp, out: seen.append(out))
-    method(data, teacher_temp=0.04, step=0)
+    method(data, StepContext(step=0, teacher_temp=0.04))
     # the teacher normalised with its batch's statistics (an eval-mode one would not match)
     torch.testing.assert_close(seen[0], expected)
     # the teacher's running statistics are those of its own forward pass on the global crops

@@ -173,3 +173,14 @@ def test_paper_momentum_keeps_the_init_in_a_short_run() -> None:
 
     share, _ = teacher_age(cosine_schedule(0.99, 1.0, 365))
     assert 0.14 < share[-1] < 0.18
+
+
+def test_a_method_sees_every_schedule_at_its_step() -> None:
+    """`RunSchedules.at` is what `Method.forward` and its hooks receive each step."""
+    s = _run(["optim.epochs=10", "optim.warmup_epochs=2", "optim.freeze_last_layer_epochs=1"], 13)
+    for step in (0, 12, 13, 129):
+        ctx = s.at(step)
+        assert ctx.step == step
+        assert (ctx.lr, ctx.weight_decay) == (s.lr[step], s.wd[step])
+        assert (ctx.teacher_temp, ctx.teacher_momentum) == (s.teacher_temp[step], s.momentum[step])
+        assert ctx.last_layer_frozen == (step < 13)

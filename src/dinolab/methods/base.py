@@ -1,13 +1,15 @@
 """What the Trainer trains: a Method (the contract), and StudentTeacher, a Method whose teacher
-is an EMA of its student (DINO, DINOv2)."""
+is an EMA of its student (DINO, DINOv2, distillation); and the StepContext every Method call
+receives."""
 
 from __future__ import annotations
 
 import copy
-from typing import cast
+from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from dinolab.distributed import unwrap
 from dinolab.methods.ema import ema_update
@@ -20,23 +22,49 @@ STUDENT_FORWARD = "student_forward"
 TEACHER_FORWARD = "teacher_forward"
 
 
+@dataclass(frozen=True)
+class StepContext:
+    """This step's values of the run's schedules, computed by the Trainer
+    (`RunSchedules.at(step)`) and handed to every `Method.forward` and hook. A method reads
+    the ones it uses. Called outside a Trainer (tests, benchmarks), the optimizer's and the
+    EMA's values may stay at their defaults."""
+
+    step: int  # the global iteration: seeds randomness a method draws itself
+    teacher_temp: float  # the teacher's softmax temperature (DINO-style methods)
+    lr: float = 0.0  # the base learning rate (before layer-wise multipliers)
+    weight_decay: float = 0.0
+    teacher_momentum: float = 1.0  # the EMA momentum `update_teacher` is called with
+    last_layer_frozen: bool = False  # DINO's freeze: the heads' last layer gets no gradient
+
+
 class Method(nn.Module):
     """The contract with the Trainer (ARCHITECTURE.md). Subclasses set `student` (the network
-    whose parameters are trained, with a `backbone`) and define
-    `forward(batch, teacher_temp, step)`, which returns a dict with `loss` (the tensor to
-    minimise), scalar tensors worth logging (detached) and, for a method with a teacher,
-    `teacher_probs` (TEACHER_PROBS: the detached fp32 (2B, K) teacher probabilities of this
-    step's global crops, what `CollapseMonitor` reads); nothing is kept between calls for the
-    Trainer to fetch. The Trainer may wrap the whole method (DDP) but never replaces its
-    attributes; it trains `student`'s parameters.
+    whose parameters are trained, with a `backbone`) and define `forward(batch, ctx)` (`ctx` a
+    `StepContext`), which returns a dict with `loss` (the tensor to minimise), scalar tensors
+    worth logging (detached) and, for a method with a teacher, `teacher_probs` (TEACHER_PROBS:
+    the detached fp32 (2B, K) teacher probabilities of this step's global crops, what
+    `CollapseMonitor` reads, with the logged loss named by `monitored_loss`); nothing is kept
+    between calls for the Trainer to fetch. The Trainer may wrap the whole method (DDP) but
+    never replaces its attributes; it trains `student`'s parameters.
 
-    Without a teacher (masked patch prediction, supervised fine-tuning) a method ignores
-    `teacher_temp`, `update_teacher` does nothing, and the student's backbone is the one the
-    run exports and evaluates (`trained_backbone`).
+    Without a teacher (masked patch prediction, supervised fine-tuning) `update_teacher` does
+    nothing, and the student's backbone is the one the run exports and evaluates
+    (`trained_backbone`).
     """
 
     student: nn.Module
     has_teacher = False
+    # the key of `forward`'s output the collapse monitor reads with `teacher_probs` (its
+    # KL(teacher || student) is that loss minus the teacher's entropy); None: no such loss
+    monitored_loss: str | None = None
+
+    def forward(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, Tensor]:
+        """The losses of one batch (see the class docstring); every method defines it."""
+        raise NotImplementedError(f"{type(self).__name__} defines no forward(batch, ctx)")
+
+    def before_optimizer_step(self, ctx: StepContext) -> None:
+        """Called by the Trainer after backward and gradient clipping, just before the optimizer
+        step: the place to change gradients. Nothing to do here."""
 
     def update_teacher(self, momentum: float) -> None:
         """Called by the Trainer after each optimizer step; nothing to do without a teacher."""
@@ -85,6 +113,14 @@ class StudentTeacher(Method):
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.train(mode)
         return self
+
+    def before_optimizer_step(self, ctx: StepContext) -> None:
+        """DINO's freeze: while `ctx.last_layer_frozen`, the heads' last layer (the prototypes,
+        parameters named ``last_layer``) gets no gradient, so the optimizer leaves it as it is."""
+        if ctx.last_layer_frozen:
+            for name, param in self.student.named_parameters():
+                if "last_layer" in name:
+                    param.grad = None
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:

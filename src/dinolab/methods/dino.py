@@ -6,6 +6,7 @@ everything else (optimizer, schedules, precision, checkpoints), so DINOv2 plugs 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,10 +14,45 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.profiler import record_function
 
+from dinolab.configs.rules import NON_NEGATIVE, SHARE_OF_RUN, TEMPERATURE, Range
 from dinolab.losses import DINOLoss
-from dinolab.methods.base import STUDENT_FORWARD, TEACHER_FORWARD, TEACHER_PROBS, StudentTeacher
+from dinolab.methods.base import (
+    STUDENT_FORWARD,
+    TEACHER_FORWARD,
+    TEACHER_PROBS,
+    StepContext,
+    StudentTeacher,
+)
+from dinolab.methods.registry import ConfigSection, MethodSpec, Views, register
 from dinolab.models import DINOHead, build_model
 from dinolab.models.backbone import as_backbone
+
+
+@dataclass
+class DINOLossConfig:
+    """The `dino` section: DINO's loss temperatures and center, shared by DINOv2 and
+    distillation (the teacher temperature's schedule is computed by the Trainer)."""
+
+    student_temp: float = 0.1
+    warmup_teacher_temp: float = 0.04
+    teacher_temp: float = 0.07
+    warmup_teacher_temp_epochs: int = 30
+    warmup_teacher_temp_fraction: float | None = None  # replaces the epochs: share of the run
+    center_momentum: float = 0.9
+
+
+DINO_SECTION = ConfigSection(
+    "dino",
+    DINOLossConfig,
+    ranges={
+        "student_temp": TEMPERATURE,
+        "warmup_teacher_temp": TEMPERATURE,
+        "teacher_temp": TEMPERATURE,
+        "warmup_teacher_temp_epochs": NON_NEGATIVE,
+        "warmup_teacher_temp_fraction": SHARE_OF_RUN,
+        "center_momentum": Range(0, 1),
+    },
+)
 
 
 class MultiCropNetwork(nn.Module):
@@ -80,6 +116,8 @@ def build_head(
 class DINO(StudentTeacher):
     """Student (trained) and teacher (EMA of the student, no drop-path, no gradient)."""
 
+    monitored_loss = "dino_loss"
+
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__()
         backbone = build_backbone(cfg, drop_path_rate=cfg.model.drop_path_rate)
@@ -93,13 +131,10 @@ class DINO(StudentTeacher):
             center_momentum=cfg.dino.center_momentum,
         )
 
-    def forward(self, batch: dict[str, Any], teacher_temp: float, step: int) -> dict[str, Tensor]:
+    def forward(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, Tensor]:
         """One batch: `loss` (to minimise), the numbers worth logging and `teacher_probs` (see
-        `StudentTeacher`).
-
-        `step` (the global iteration) seeds any per-step randomness a method draws itself;
-        DINO draws none.
-        """
+        `StudentTeacher`), at the teacher temperature `ctx.teacher_temp`. DINO draws no
+        randomness of its own."""
         global_crops = batch["global_crops"]
         crops = (
             [global_crops]
@@ -109,9 +144,27 @@ class DINO(StudentTeacher):
         with torch.no_grad(), record_function(TEACHER_FORWARD):
             teacher_out = self.teacher([global_crops]).float()
         with torch.no_grad():
-            teacher_probs = self.loss.softmax_center_teacher(teacher_out, teacher_temp)
+            teacher_probs = self.loss.softmax_center_teacher(teacher_out, ctx.teacher_temp)
         with record_function(STUDENT_FORWARD):
             student_out = self.student(crops)
         loss = self.loss.forward_probs(student_out.float(), teacher_probs)
         self.loss.update_center(teacher_out)  # the next step sees the new center
         return {"loss": loss, "dino_loss": loss.detach(), TEACHER_PROBS: teacher_probs}
+
+
+def describe_prototype_head(cfg: DictConfig) -> str:
+    """The start summary's words for DINO's projection head."""
+    return f"a head of {cfg.head.out_dim} prototypes"
+
+
+register(
+    MethodSpec(
+        name="dino",
+        build=lambda cfg, inputs: DINO(cfg),
+        views=Views.MULTI_CROP,
+        describe_head=describe_prototype_head,
+        sections=(DINO_SECTION,),
+        head_keys=("head.",),
+        implied_head_keys={"dinov2.ibot_separate_head": False},
+    )
+)

@@ -15,6 +15,7 @@ every epoch) gets new masks, whatever the number of loader workers.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,17 +23,95 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.profiler import record_function
 
+from dinolab.configs.rules import COUNT, PROBABILITY, ConfigError, Range
 from dinolab.data import MaskGenerator, draw_batch_masks
 from dinolab.data.folders import item_seed
 from dinolab.distributed import rank, world_size
 from dinolab.losses import DINOLoss, KoLeoLoss, iBOTPatchLoss, masks_weight, sinkhorn_knopp
 from dinolab.losses.statistics import entropy
-from dinolab.methods.base import STUDENT_FORWARD, TEACHER_FORWARD, TEACHER_PROBS, StudentTeacher
-from dinolab.methods.dino import build_backbone, build_head
+from dinolab.methods.base import (
+    STUDENT_FORWARD,
+    TEACHER_FORWARD,
+    TEACHER_PROBS,
+    StepContext,
+    StudentTeacher,
+)
+from dinolab.methods.dino import DINO_SECTION, build_backbone, build_head, describe_prototype_head
+from dinolab.methods.registry import ConfigSection, MethodSpec, Views, register
 from dinolab.models.backbone import as_backbone
+from dinolab.models.resnet import RESNET_SPECS
 
 N_GLOBAL_CROPS = 2
 MASK_STREAM = 0x6D61736B  # added to the seed so masks and augmentations draw unrelated streams
+
+
+@dataclass
+class DINOv2Config:
+    """DINOv2's additions to DINO: iBOT masked-patch loss, KoLeo, Sinkhorn-Knopp centering."""
+
+    centering: str = "sinkhorn_knopp"  # or "centering": DINO's EMA center, for both heads
+    sinkhorn_iterations: int = 3
+    dino_loss_weight: float = 1.0
+    ibot_loss_weight: float = 1.0  # 0 = no iBOT (no masks, no patch head)
+    koleo_loss_weight: float = 0.1  # 0 = off; needs >= 2 images per process
+    ibot_separate_head: bool = False  # False: the DINO head also maps the patch tokens
+    ibot_out_dim: int | None = None  # prototypes of a separate iBOT head; None = head.out_dim
+    ibot_bottleneck_dim: int | None = None  # of a separate iBOT head; None = head.bottleneck_dim
+    mask_probability: float = 0.5  # share of global crops that get a mask
+    mask_ratio: list[float] = field(default_factory=lambda: [0.1, 0.5])  # of the patches
+
+
+def check_dinov2_section(cfg: DictConfig) -> None:
+    """The rules tying the `dinov2` keys together."""
+    d = cfg.dinov2
+    if d.dino_loss_weight == 0 and d.ibot_loss_weight == 0:
+        raise ConfigError("dinov2.dino_loss_weight and dinov2.ibot_loss_weight are both 0: no loss")
+    if d.ibot_loss_weight > 0 and d.mask_probability == 0:
+        raise ConfigError(
+            "dinov2.mask_probability=0 masks no crop, so iBOT has nothing to predict: use a "
+            "share in (0, 1] or dinov2.ibot_loss_weight=0"
+        )
+    lo, hi = (list(d.mask_ratio) + [None, None])[:2]
+    if lo is None or hi is None or not 0 <= lo <= hi <= 1 or (d.ibot_loss_weight > 0 and hi == 0):
+        raise ConfigError(
+            f"dinov2.mask_ratio={[lo, hi]} must be two numbers with 0 <= min <= max <= 1 "
+            "(and max > 0 with iBOT on), e.g. [0.1, 0.5]"
+        )
+
+
+DINOV2_SECTION = ConfigSection(
+    "dinov2",
+    DINOv2Config,
+    ranges={
+        "sinkhorn_iterations": COUNT,
+        "dino_loss_weight": Range(0, note="0 = off"),
+        "ibot_loss_weight": Range(0, note="0 = off"),
+        "koleo_loss_weight": Range(0, note="0 = off"),
+        "ibot_out_dim": Range(1, note="null = head.out_dim"),
+        "ibot_bottleneck_dim": Range(1, note="null = head.bottleneck_dim"),
+        "mask_probability": PROBABILITY,
+    },
+    choices={"centering": ("sinkhorn_knopp", "centering")},
+    check=check_dinov2_section,
+)
+# the keys of DINOv2's heads: DINO's head and a separate iBOT head
+DINOV2_HEAD_KEYS = (
+    "head.",
+    "dinov2.ibot_separate_head",
+    "dinov2.ibot_out_dim",
+    "dinov2.ibot_bottleneck_dim",
+)
+
+
+def check_patch_tokens(cfg: DictConfig) -> None:
+    """iBOT needs patch tokens and a mask token: no plain ResNet."""
+    arch = cfg.model.arch
+    if arch in RESNET_SPECS:
+        raise ConfigError(
+            f"method={cfg.method} needs patch tokens and a mask token (iBOT), which "
+            f"model.arch={arch} does not have; use method=dino with a ResNet (the DINO paper's "
+            "ResNet-50 recipe), or a ViT / vit_hybrid_* arch for DINOv2"
+        )
 
 
 class DINOv2Network(nn.Module):
@@ -86,6 +165,8 @@ class DINOv2Network(nn.Module):
 
 class DINOv2(StudentTeacher):
     """Student (trained), teacher (EMA of the student, no drop-path, no gradient) and losses."""
+
+    monitored_loss = "dino_loss"
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__()
@@ -191,7 +272,12 @@ class DINOv2(StudentTeacher):
         return cls_probs, patch_probs
 
     # ------------------------------------------------------------------ step
-    def forward(self, batch: dict[str, Any], teacher_temp: float, step: int) -> dict[str, Tensor]:
+    @property
+    def target_network(self) -> nn.Module:
+        """The network whose outputs the student learns: the EMA teacher."""
+        return self.teacher
+
+    def forward(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, Tensor]:
         """Losses of one batch: `loss` (to minimise) plus the unweighted terms, detached,
         `ibot_kl_teacher_student` (iBOT loss minus the teacher's weighted patch entropy) and
         `teacher_probs`, the teacher's [CLS] probabilities (see `StudentTeacher`).
@@ -204,17 +290,19 @@ class DINOv2(StudentTeacher):
         local_crops = batch.get("local_crops")
         masks = mask_indices = student_masks = None
         if self.do_ibot:
-            masks, hidden = self.ibot_masks(global_crops, step)
+            masks, hidden = self.ibot_masks(global_crops, ctx.step)
             # indices found on the CPU: no device sync for nonzero()
             mask_indices = torch.nonzero(masks.flatten()).flatten().to(global_crops.device)
             masks = masks.to(global_crops.device)
             student_masks = masks if hidden else None
 
         with torch.no_grad(), record_function(TEACHER_FORWARD):
-            teacher_out = self.teacher(global_crops, None, None, mask_indices)
+            teacher_out = self.target_network(global_crops, None, None, mask_indices)
         with torch.no_grad():
             cls_probs, patch_probs = self.teacher_targets(
-                teacher_out["cls_logits"].float(), _float(teacher_out["patch_logits"]), teacher_temp
+                teacher_out["cls_logits"].float(),
+                _float(teacher_out["patch_logits"]),
+                ctx.teacher_temp,
             )
         with record_function(STUDENT_FORWARD):
             student_out = self.student(global_crops, local_crops, student_masks, mask_indices)
@@ -256,3 +344,16 @@ class DINOv2(StudentTeacher):
 
 def _float(x: Tensor | None) -> Tensor | None:
     return None if x is None else x.float()
+
+
+register(
+    MethodSpec(
+        name="dinov2",
+        build=lambda cfg, inputs: DINOv2(cfg),
+        views=Views.MULTI_CROP,
+        describe_head=describe_prototype_head,
+        sections=(DINO_SECTION, DINOV2_SECTION),
+        check=check_patch_tokens,
+        head_keys=DINOV2_HEAD_KEYS,
+    )
+)

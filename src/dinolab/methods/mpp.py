@@ -26,11 +26,15 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.profiler import record_function
 
+from dinolab.configs.rules import ConfigError
 from dinolab.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from dinolab.data.folders import item_seed
 from dinolab.distributed import rank
-from dinolab.methods.base import STUDENT_FORWARD, Method
+from dinolab.methods.base import STUDENT_FORWARD, Method, StepContext
 from dinolab.methods.dino import build_backbone
+from dinolab.methods.registry import MethodSpec, Views, register
+from dinolab.models.hybrid import HYBRID_ARCHS
+from dinolab.models.resnet import RESNET_SPECS
 
 CORRUPT_RATIO = 0.5  # of each image's patches
 MASK_SHARE, SWAP_SHARE = 0.8, 0.1  # of the corrupted patches; the rest are kept as they were
@@ -141,11 +145,11 @@ class MaskedPatchPrediction(Method):
         g = torch.Generator().manual_seed(item_seed(self.seed + CORRUPTION_STREAM, step, rank()))
         return draw_corruption(n, patches, g)
 
-    def forward(self, batch: dict[str, Any], teacher_temp: float, step: int) -> dict[str, Tensor]:
+    def forward(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, Tensor]:
         """`loss`: the cross-entropy of the corrupted patches' colour classes; also logged,
-        `mpp_top1` (% of them predicted right). `teacher_temp` is unused (no teacher)."""
+        `mpp_top1` (% of them predicted right). The corruption is drawn for `ctx.step`."""
         images = batch["images"]
-        corruption = self.draw_corruption(images, step)
+        corruption = self.draw_corruption(images, ctx.step)
         targets = mean_colour_classes(unnormalize(images), self.patch_size)
         shown = swap_patches(images, corruption.source.to(images.device), self.patch_size)
         with record_function(STUDENT_FORWARD):
@@ -155,3 +159,25 @@ class MaskedPatchPrediction(Method):
         loss = F.cross_entropy(logits, targets)
         top1 = (logits.argmax(-1) == targets).float().mean() * 100
         return {"loss": loss, "mpp_loss": loss.detach(), "mpp_top1": top1.detach()}
+
+
+def check_plain_vit(cfg: DictConfig) -> None:
+    """The corruption swaps patches of pixels: a convolutional patch embedding mixes them."""
+    arch = cfg.model.arch
+    if arch in RESNET_SPECS or arch in HYBRID_ARCHS:
+        raise ConfigError(
+            f"method=mpp corrupts the patch embeddings of a plain ViT (a mask token, and "
+            f"other patches swapped in); model.arch={arch} has a convolutional patch embedding "
+            "whose patches see their neighbours: use a vit_* arch"
+        )
+
+
+register(
+    MethodSpec(
+        name="mpp",
+        build=lambda cfg, inputs: MaskedPatchPrediction(cfg),
+        views=Views.ONE_VIEW,
+        describe_head=lambda cfg: "a linear head to 512 mean colours (masked patch prediction)",
+        check=check_plain_vit,
+    )
+)

@@ -12,6 +12,7 @@ layer-wise lr decay and clipping apply as to any method.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch.nn.functional as F
@@ -19,9 +20,30 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from dinolab.methods.base import STUDENT_FORWARD, Method
+from dinolab.configs.rules import Range
+from dinolab.methods.base import STUDENT_FORWARD, Method, StepContext
 from dinolab.methods.dino import build_backbone
-from dinolab.models import ClassifierHead
+from dinolab.methods.registry import ConfigSection, MethodSpec, Views, register
+from dinolab.models import POOLS, ClassifierHead
+
+
+@dataclass
+class FinetuneConfig:
+    """`dinolab finetune` (method=supervised): a classifier on a backbone, trained on labelled
+    `data.path` and scored on `val` at each epoch's end (or every eval.every steps). The
+    backbone starts from model.pretrained (fine-tuning) or at random (training from scratch)."""
+
+    val: str | None = None  # labelled folder or list (same classes as data.path)
+    pool: str = "cls"  # "cls": the [CLS] token; "avgpool": the mean patch token (ViT paper)
+    label_smoothing: float = 0.1
+
+
+FINETUNE_SECTION = ConfigSection(
+    "finetune",
+    FinetuneConfig,
+    ranges={"label_smoothing": Range(0, 1, high_open=True, note="0 = none")},
+    choices={"pool": POOLS},
+)
 
 
 class ClassifierNetwork(nn.Module):
@@ -55,12 +77,24 @@ class Supervised(Method):
         self.student = ClassifierNetwork(backbone, head)
         self.label_smoothing = float(cfg.finetune.label_smoothing)
 
-    def forward(self, batch: dict[str, Any], teacher_temp: float, step: int) -> dict[str, Tensor]:
-        """`loss` and `train_top1` (% of the batch classified right, augmented images);
-        `teacher_temp` and `step` are unused (no teacher, no randomness of its own)."""
+    def forward(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, Tensor]:
+        """`loss` and `train_top1` (% of the batch classified right, augmented images); `ctx`
+        is unused (no teacher, no randomness of its own)."""
         labels = batch["labels"]
         with record_function(STUDENT_FORWARD):
             logits = self.student(batch["images"]).float()
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         top1 = (logits.argmax(-1) == labels).float().mean() * 100
         return {"loss": loss, "train_top1": top1.detach()}
+
+
+register(
+    MethodSpec(
+        name="supervised",
+        build=lambda cfg, inputs: Supervised(cfg, inputs.num_classes),
+        views=Views.LABELLED,
+        describe_head=lambda cfg: f"a linear classifier on {cfg.finetune.pool} features",
+        sections=(FINETUNE_SECTION,),
+        command="dinolab finetune",
+    )
+)

@@ -49,8 +49,9 @@ def _rename_parametrized(
 class DINOHead(nn.Module):
     """Projection head of DINO (and DINOv2): ``nlayers`` MLP, bottleneck, prototypes.
 
-    The prototype layer is called ``last_layer`` because the trainer freezes it during the first
-    epoch by parameter name. With ``norm_last_layer`` its norm g stays fixed at 1.
+    The prototype layer is called ``last_layer`` because its freeze during the first epoch finds
+    it by parameter name (`StudentTeacher.before_optimizer_step`, the optimizer's last-layer
+    groups). With ``norm_last_layer`` its norm g stays fixed at 1.
     """
 
     def __init__(

@@ -25,19 +25,17 @@ from dinolab.eval.features import FeatureOptions
 from dinolab.eval.online_knn import OnlineKNN
 from dinolab.hub import load
 from dinolab.methods import (
-    DINO,
-    DINOv2,
     DINOv2Network,
-    Distill,
-    MaskedPatchPrediction,
     Method,
+    MethodInputs,
     MultiCropNetwork,
-    Supervised,
+    Views,
     build_head,
+    method_spec,
 )
 from dinolab.models.backbone import as_backbone
 from dinolab.train.checkpoint import load_method_state
-from dinolab.train.config import SINGLE_VIEW, build_config
+from dinolab.train.config import build_config
 from dinolab.train.pretrained import read_training_checkpoint, start_from_pretrained
 from dinolab.train.schedules import run_epochs
 
@@ -72,9 +70,10 @@ def _highres_sizes(cfg: DictConfig) -> list[int]:
 
 
 def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
-    """The dataset of `data.path` and its collate function: multi-crop views (DINO, DINOv2) or
-    one view per image (`SINGLE_VIEW` methods: a random-resized crop of crops.global_scale and
-    a flip); a classifier's must be labelled with the classes of `finetune.val`.
+    """The dataset of `data.path` and its collate function, with the views the method's
+    registry entry names (`Views`): multi-crop views (DINO, DINOv2) or one view per image (a
+    random-resized crop of crops.global_scale and a flip); labelled ones must have the classes
+    of `finetune.val`.
 
     Unreadable images are skipped (or raise, with data.on_error=raise); the paths skipped are
     appended to RUN_DIR/skipped_images.txt, from every DataLoader worker. Nothing is written
@@ -90,15 +89,17 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
         seed=cfg.seed,
         skip_log=run_dir / SKIPPED_FILENAME,
     )
-    tensor = cfg.method not in SINGLE_VIEW and data_pipeline(cfg, len(dataset)) == "tensor"
+    views = method_spec(cfg.method).views
+    multi_crop = views is Views.MULTI_CROP
+    tensor = multi_crop and data_pipeline(cfg, len(dataset)) == "tensor"
     transform = _transform(cfg, cfg.crops.global_size, tensor)
     dataset.transform = transform
     if tensor:
         dataset.decode_once(cache_short_side(cfg), cfg.data.cache_dir)
-    if cfg.method == "supervised":
+    if views is Views.LABELLED:
         if cfg.finetune.val is None:
             raise ValueError(
-                "method=supervised needs labelled validation images (finetune.val): run it "
+                f"method={cfg.method} needs labelled validation images (finetune.val): run it "
                 "with `dinolab finetune MODEL --train DIR --val DIR`"
             )
         check_labelled_pair(dataset, ImageDataset(cfg.finetune.val))
@@ -106,10 +107,10 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
     start = highres_start_epoch(epochs, cfg.crops.highres_fraction)
     if tensor:
         collate: Any = TensorMultiCropCollate(transform)
-    elif cfg.method in SINGLE_VIEW:
-        collate = collate_single_view
-    else:
+    elif multi_crop:
         collate = MultiCropCollate(n_global=2)
+    else:
+        collate = collate_single_view
     if start is None:
         return dataset, collate
     highres = _transform(cfg, cfg.crops.highres_global_size, tensor)
@@ -117,7 +118,7 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
 
 
 def _transform(cfg: DictConfig, size: int, tensor: bool) -> Any:
-    if cfg.method in SINGLE_VIEW:
+    if method_spec(cfg.method).views is not Views.MULTI_CROP:
         return ClassifierTrainTransform(size, scale=tuple(cfg.crops.global_scale))
     return _multicrop(cfg, size, tensor)
 
@@ -176,16 +177,11 @@ class HighResPhase:
 
 
 def build_method(cfg: DictConfig, num_classes: int = 0, from_pretrained: bool = True) -> Method:
-    """The Method named by `cfg.method`, started from `model.pretrained` when it is set (and
-    `from_pretrained`: a resumed run takes every weight from its checkpoint); a classifier
+    """The Method registered as `cfg.method`, started from `model.pretrained` when it is set
+    (and `from_pretrained`: a resumed run takes every weight from its checkpoint); a classifier
     (method=supervised) needs the number of classes of its training data."""
-    method: Method
-    if cfg.method == "distill":
-        method = Distill(cfg, distillation_teacher(cfg))
-    elif cfg.method == "supervised":
-        method = Supervised(cfg, num_classes)
-    else:
-        method = {"dino": DINO, "dinov2": DINOv2, "mpp": MaskedPatchPrediction}[cfg.method](cfg)
+    inputs = MethodInputs(num_classes, frozen_teacher=lambda: distillation_teacher(cfg))
+    method = method_spec(cfg.method).build(cfg, inputs)
     if cfg.model.pretrained and from_pretrained:
         start_from_pretrained(method, cfg)
     return method
@@ -195,7 +191,7 @@ def build_evaluator(cfg: DictConfig) -> OnlineKNN | ClassifierValidation | None:
     """What scores the run while it trains: a classifier's accuracy on `finetune.val`, else the
     weighted k-NN of the trained backbone when the `eval` section asks for it (eval.knn_val)."""
     crop_size = cfg.eval.crop_size or cfg.crops.global_size
-    if cfg.method == "supervised":
+    if method_spec(cfg.method).views is Views.LABELLED:
         return ClassifierValidation(cfg.finetune.val, crop_size, num_workers=cfg.data.num_workers)
     e = cfg.eval
     if e.knn_val is None:

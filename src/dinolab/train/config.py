@@ -9,7 +9,7 @@ fails before any data is read, with a message that names the key and what is all
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,13 +19,19 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from dinolab.configs import preset_names
+from dinolab.configs.rules import (
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    SHARE_OF_RUN,
+    ConfigError,
+    Range,
+)
 from dinolab.io import atomic_write_text
+from dinolab.methods import Views, config_sections, method_names, method_spec
 from dinolab.models.hybrid import trunk_stages
 from dinolab.train.pretrained import pretrained_keys, teacher_keys
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is wrong; the message says which and what is allowed."""
 
 
 @dataclass
@@ -52,14 +58,6 @@ class ModelConfig:
     # (heads start fresh) or a run's checkpoint.pt (heads too). A new run takes the model.*
     # architecture keys (from a checkpoint, head.* too) from it.
     pretrained: str | None = None
-
-
-@dataclass
-class TeacherConfig:
-    """method=distill: the frozen teacher (train/pretrained.py): anything dinolab.load reads
-    (its heads start fresh and stay frozen) or a run's checkpoint.pt (its teacher's heads)."""
-
-    model: str | None = None
 
 
 @dataclass
@@ -151,32 +149,6 @@ class OptimConfig:
 
 
 @dataclass
-class DINOLossConfig:
-    student_temp: float = 0.1
-    warmup_teacher_temp: float = 0.04
-    teacher_temp: float = 0.07
-    warmup_teacher_temp_epochs: int = 30
-    warmup_teacher_temp_fraction: float | None = None  # replaces the epochs: share of the run
-    center_momentum: float = 0.9
-
-
-@dataclass
-class DINOv2Config:
-    """DINOv2's additions to DINO: iBOT masked-patch loss, KoLeo, Sinkhorn-Knopp centering."""
-
-    centering: str = "sinkhorn_knopp"  # or "centering": DINO's EMA center, for both heads
-    sinkhorn_iterations: int = 3
-    dino_loss_weight: float = 1.0
-    ibot_loss_weight: float = 1.0  # 0 = no iBOT (no masks, no patch head)
-    koleo_loss_weight: float = 0.1  # 0 = off; needs >= 2 images per process
-    ibot_separate_head: bool = False  # False: the DINO head also maps the patch tokens
-    ibot_out_dim: int | None = None  # prototypes of a separate iBOT head; None = head.out_dim
-    ibot_bottleneck_dim: int | None = None  # of a separate iBOT head; None = head.bottleneck_dim
-    mask_probability: float = 0.5  # share of global crops that get a mask
-    mask_ratio: list[float] = field(default_factory=lambda: [0.1, 0.5])  # of the patches
-
-
-@dataclass
 class EvalConfig:
     """Online k-NN of the teacher while training (off unless knn_val is set): weighted k-NN
     (k=20, T=0.07) of labelled images, logged to log.jsonl, shown in the bar and the report."""
@@ -188,18 +160,9 @@ class EvalConfig:
 
 
 @dataclass
-class FinetuneConfig:
-    """`dinolab finetune` (method=supervised): a classifier on a backbone, trained on labelled
-    `data.path` and scored on `val` at each epoch's end (or every eval.every steps). The
-    backbone starts from model.pretrained (fine-tuning) or at random (training from scratch)."""
-
-    val: str | None = None  # labelled folder or list (same classes as data.path)
-    pool: str = "cls"  # "cls": the [CLS] token; "avgpool": the mean patch token (ViT paper)
-    label_smoothing: float = 0.1
-
-
-@dataclass
 class TrainConfig:
+    """The keys every run has; `config_schema` adds the registered methods' sections."""
+
     method: str = "dino"
     preset: str | None = None
     out: str = "runs/dino"
@@ -214,16 +177,18 @@ class TrainConfig:
     crops: CropsConfig = field(default_factory=CropsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    dino: DINOLossConfig = field(default_factory=DINOLossConfig)
-    dinov2: DINOv2Config = field(default_factory=DINOv2Config)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
+def config_schema() -> type:
+    """The whole config tree: `TrainConfig` and a section per registered method section
+    (methods/registry.py), so a method registered later still gets its keys."""
+    sections = [(s.name, s.schema, field(default_factory=s.schema)) for s in config_sections()]
+    return make_dataclass("TrainConfig", sections, bases=(TrainConfig,))
+
+
+# The words the keys of `TrainConfig` accept; `choices` adds the methods' and their sections'.
 CHOICES: dict[str, tuple[str, ...]] = {
-    # mpp: the ViT paper's masked patch prediction; supervised: `dinolab finetune`
-    "method": ("dino", "dinov2", "distill", "mpp", "supervised"),
     "device": ("auto", "cpu", "cuda"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "model.arch": (
@@ -239,50 +204,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.pipeline": ("auto", "pil", "tensor"),
     "optim.lr_scaling": ("linear", "sqrt"),
     "optim.clip_mode": ("per_param", "global", "per_module"),
-    "dinov2.centering": ("sinkhorn_knopp", "centering"),
-    "finetune.pool": ("cls", "avgpool"),
 }
 
 
-@dataclass(frozen=True)
-class Range:
-    """The numbers a key accepts: bounds (None: unbounded) that are closed unless marked open,
-    and a note on what special values mean. A null value is the type's business (OmegaConf
-    refuses None for keys that are not Optional)."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    note: str = ""
-
-    def __contains__(self, value: float) -> bool:
-        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
-        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
-        return above and below
-
-    def describe(self) -> str:
-        if self.low is not None and self.high is not None:
-            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            text = f"in {left}{self.low:g}, {self.high:g}{right}"
-        elif self.low is not None:
-            text = f"more than {self.low:g}" if self.low_open else f"{self.low:g} or more"
-        else:
-            assert self.high is not None
-            text = f"less than {self.high:g}" if self.high_open else f"{self.high:g} or less"
-        return text + (f" ({self.note})" if self.note else "")
-
-
-POSITIVE = Range(0, low_open=True)
-COUNT = Range(1)
-NON_NEGATIVE = Range(0)
-PROBABILITY = Range(0, 1, note="a probability")
-SHARE_OF_RUN = Range(0, 1, note="a share of the run; null = use the epoch count")
-TEMPERATURE = Range(0, low_open=True, note="a softmax temperature; 0 divides by zero")
-
-# Every numeric key and the values it accepts (tests/train/test_config.py checks that no numeric
-# key is missing). Rules that tie keys together (crop sizes and the patch size, momentum start
-# and end, ...) stay in `validate`.
+# Every numeric key of `TrainConfig` and the values it accepts; `ranges` adds the methods'
+# sections' (tests/train/test_config.py checks that no numeric key is missing). Rules that tie
+# keys together (crop sizes and the patch size, momentum start and end, ...) stay in `validate`.
 RANGES: dict[str, Range] = {
     "seed": NON_NEGATIVE,
     "max_steps": Range(1, note="null = the whole schedule"),
@@ -319,7 +246,6 @@ RANGES: dict[str, Range] = {
     "optim.freeze_last_layer_epochs": NON_NEGATIVE,
     "optim.freeze_last_layer_iters": NON_NEGATIVE,
     "optim.layerwise_decay": Range(0, 1, low_open=True, note="1 = off"),
-    "finetune.label_smoothing": Range(0, 1, high_open=True, note="0 = none"),
     "optim.patch_embed_lr_mult": Range(0, 1, low_open=True, note="1 = off"),
     "optim.momentum_teacher": Range(0, 1),
     "optim.momentum_teacher_end": Range(0, 1),
@@ -328,22 +254,25 @@ RANGES: dict[str, Range] = {
     "optim.momentum_teacher_half_life": Range(
         0, 1, low_open=True, note="a share of the run, e.g. 0.05; null = use momentum_teacher"
     ),
-    "dino.student_temp": TEMPERATURE,
-    "dino.warmup_teacher_temp": TEMPERATURE,
-    "dino.teacher_temp": TEMPERATURE,
-    "dino.warmup_teacher_temp_epochs": NON_NEGATIVE,
-    "dino.warmup_teacher_temp_fraction": SHARE_OF_RUN,
-    "dino.center_momentum": Range(0, 1),
-    "dinov2.sinkhorn_iterations": COUNT,
-    "dinov2.dino_loss_weight": Range(0, note="0 = off"),
-    "dinov2.ibot_loss_weight": Range(0, note="0 = off"),
-    "dinov2.koleo_loss_weight": Range(0, note="0 = off"),
-    "dinov2.ibot_out_dim": Range(1, note="null = head.out_dim"),
-    "dinov2.ibot_bottleneck_dim": Range(1, note="null = head.bottleneck_dim"),
-    "dinov2.mask_probability": PROBABILITY,
     "eval.every": Range(0, note="steps between evaluations; 0 = at each epoch's end"),
     "eval.crop_size": Range(1, note="null = crops.global_size"),
 }
+
+
+def choices() -> dict[str, tuple[str, ...]]:
+    """Every key that takes one of a few words: the method, `CHOICES`, the sections' keys."""
+    found = {"method": method_names(), **CHOICES}
+    for s in config_sections():
+        found |= {f"{s.name}.{key}": allowed for key, allowed in s.choices.items()}
+    return found
+
+
+def ranges() -> dict[str, Range]:
+    """Every numeric key and the values it accepts: `RANGES` and the sections' keys."""
+    found = dict(RANGES)
+    for s in config_sections():
+        found |= {f"{s.name}.{key}": allowed for key, allowed in s.ranges.items()}
+    return found
 
 
 def _preset(name: str) -> DictConfig:
@@ -382,7 +311,7 @@ def build_config(
     overrides. The preset is `preset=NAME` among the overrides, else the base's `preset`."""
     preset, dotlist = _split_overrides(list(overrides or []))
     preset = preset or (base or {}).get("preset")
-    cfg = OmegaConf.structured(TrainConfig)
+    cfg = OmegaConf.structured(config_schema())
     layers: list[Any] = []
     if preset is not None:
         layers += [_preset(preset), {"preset": preset}]
@@ -411,7 +340,8 @@ def _adopt_weights_architecture(cfg: DictConfig, explicit: set[str]) -> None:
     to other values are an error rather than silently replaced."""
     sources = {
         "model.pretrained": lambda source: pretrained_keys(source, cfg.method),
-        "teacher.model": teacher_keys if cfg.method == "distill" else None,
+        # a method that reads the `teacher` section learns from the model it names
+        "teacher.model": teacher_keys if _reads_section(cfg.method, "teacher") else None,
     }
     keys: dict[str, Any] = {}
     for key, read in sources.items():
@@ -435,9 +365,13 @@ def _adopt_weights_architecture(cfg: DictConfig, explicit: set[str]) -> None:
         OmegaConf.update(cfg, key, value)
 
 
+def _reads_section(method: str, section: str) -> bool:
+    return any(s.name == section for s in method_spec(method).sections)
+
+
 def _known_keys_hint(full_key: str | None) -> str:
     parent = (full_key or "").rsplit(".", 1)[0] if full_key and "." in full_key else ""
-    node = OmegaConf.structured(TrainConfig)
+    node = OmegaConf.structured(config_schema())
     if parent and parent in node:
         keys = [f"{parent}.{k}" for k in node[parent]]
     else:
@@ -447,13 +381,13 @@ def _known_keys_hint(full_key: str | None) -> str:
 
 def validate(cfg: DictConfig) -> None:
     """Check choices and ranges; raise ConfigError naming the key and the allowed values."""
-    for key, allowed in CHOICES.items():
+    for key, allowed in choices().items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise ConfigError(
                 f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}"
             )
-    for key, allowed_range in RANGES.items():
+    for key, allowed_range in ranges().items():
         value = OmegaConf.select(cfg, key)
         if value is not None and value not in allowed_range:
             raise ConfigError(f"{key}={value!r} must be {allowed_range.describe()}")
@@ -462,9 +396,12 @@ def validate(cfg: DictConfig) -> None:
         if lo is None or hi is None or not 0 < lo <= hi <= 1:
             raise ConfigError(f"{key}={[lo, hi]} must be two numbers with 0 < min <= max <= 1")
     _validate_colour(cfg.crops)
-    _validate_arch(cfg)
+    spec = method_spec(cfg.method)
+    if spec.check is not None:
+        spec.check(cfg)
+    _validate_hybrid(cfg)
     # one-view methods have no local crops
-    crop_keys = ("crops.global_size",) if cfg.method in SINGLE_VIEW else CROP_KEYS
+    crop_keys = CROP_KEYS if spec.views is Views.MULTI_CROP else ("crops.global_size",)
     for key in crop_keys:
         size = OmegaConf.select(cfg, key)
         if size % cfg.model.patch_size and not is_resnet(cfg.model.arch):
@@ -473,27 +410,15 @@ def validate(cfg: DictConfig) -> None:
                 f"use e.g. {key}={max(1, size // cfg.model.patch_size) * cfg.model.patch_size}"
             )
     _validate_highres(cfg)
-    _validate_dinov2(cfg.dinov2)
+    for section in config_sections():
+        if section.check is not None:
+            section.check(cfg)
     _validate_eval(cfg)
-    _validate_teacher(cfg)
     if cfg.optim.momentum_teacher > cfg.optim.momentum_teacher_end:
         raise ConfigError(
             f"optim.momentum_teacher={cfg.optim.momentum_teacher} is above "
             f"optim.momentum_teacher_end={cfg.optim.momentum_teacher_end}: the teacher's EMA "
             "momentum rises from the first to the second"
-        )
-
-
-def _validate_teacher(cfg: DictConfig) -> None:
-    if cfg.method == "distill" and not cfg.teacher.model:
-        raise ConfigError(
-            "method=distill needs a teacher: teacher.model=PATH (a run's checkpoint.pt for its "
-            "heads, or anything dinolab.load reads)"
-        )
-    if cfg.method != "distill" and cfg.teacher.model:
-        raise ConfigError(
-            f"teacher.model is set but method={cfg.method} trains its own EMA teacher: use "
-            "method=distill, or model.pretrained=PATH to start from those weights"
         )
 
 
@@ -513,25 +438,11 @@ def is_resnet(arch: str) -> bool:
     return arch.startswith("resnet")
 
 
-# Methods that see one view of an image (no local crops, no multi-crop colour distortion).
-SINGLE_VIEW = ("mpp", "supervised")
 CROP_KEYS = ("crops.global_size", "crops.local_size")
 
 
-def _validate_arch(cfg: DictConfig) -> None:
+def _validate_hybrid(cfg: DictConfig) -> None:
     arch = cfg.model.arch
-    if cfg.method == "mpp" and (is_resnet(arch) or arch.startswith("vit_hybrid")):
-        raise ConfigError(
-            f"method=mpp corrupts the patch embeddings of a plain ViT (a mask token, and "
-            f"other patches swapped in); model.arch={arch} has a convolutional patch embedding "
-            "whose patches see their neighbours: use a vit_* arch"
-        )
-    if is_resnet(arch) and cfg.method in ("dinov2", "distill"):
-        raise ConfigError(
-            f"method={cfg.method} needs patch tokens and a mask token (iBOT), which "
-            f"model.arch={arch} does not have; use method=dino with a ResNet (the DINO paper's "
-            "ResNet-50 recipe), or a ViT / vit_hybrid_* arch for DINOv2"
-        )
     if arch.startswith("vit_hybrid"):
         try:
             trunk_stages(cfg.model.patch_size, cfg.model.stem)
@@ -568,22 +479,6 @@ def _validate_highres(cfg: DictConfig) -> None:
             f"crops.highres_global_size={size} must be a positive multiple of "
             f"model.patch_size={patch} when crops.highres_fraction > 0; e.g. "
             f"crops.highres_global_size={example}"
-        )
-
-
-def _validate_dinov2(d: DictConfig) -> None:
-    if d.dino_loss_weight == 0 and d.ibot_loss_weight == 0:
-        raise ConfigError("dinov2.dino_loss_weight and dinov2.ibot_loss_weight are both 0: no loss")
-    if d.ibot_loss_weight > 0 and d.mask_probability == 0:
-        raise ConfigError(
-            "dinov2.mask_probability=0 masks no crop, so iBOT has nothing to predict: use a "
-            "share in (0, 1] or dinov2.ibot_loss_weight=0"
-        )
-    lo, hi = (list(d.mask_ratio) + [None, None])[:2]
-    if lo is None or hi is None or not 0 <= lo <= hi <= 1 or (d.ibot_loss_weight > 0 and hi == 0):
-        raise ConfigError(
-            f"dinov2.mask_ratio={[lo, hi]} must be two numbers with 0 <= min <= max <= 1 "
-            "(and max > 0 with iBOT on), e.g. [0.1, 0.5]"
         )
 
 

@@ -29,12 +29,10 @@ from torch import Tensor, nn
 
 from dinolab.hub import load
 from dinolab.interop.official import backbone_config, backbone_family
-from dinolab.methods import Distill, Method
+from dinolab.methods import Method, method_spec
 from dinolab.models import HYBRID_ARCHS, RESNET_SPECS, build_model
 from dinolab.models.vit import ARCHS, resample_pos_embed
 
-# DINOv2's keys of a separate iBOT head: part of the heads' architecture
-IBOT_HEAD_KEYS = ("ibot_separate_head", "ibot_out_dim", "ibot_bottleneck_dim")
 # model.* keys that are not the architecture: each run sets its own
 RUN_MODEL_KEYS = ("drop_path_rate", "pretrained")
 
@@ -107,11 +105,17 @@ def _named_size(
 
 
 def _head_keys(saved: Mapping[str, Any]) -> dict[str, Any]:
-    """A checkpoint's head architecture as dotted keys (a DINO run shares one head)."""
-    keys = {f"head.{k}": v for k, v in saved["head"].items()}
-    if saved["method"] == "dino":
-        return keys | {"dinov2.ibot_separate_head": False}
-    return keys | {f"dinov2.{k}": saved["dinov2"][k] for k in IBOT_HEAD_KEYS}
+    """A checkpoint's head architecture as dotted keys: those its method's registry entry names
+    (`MethodSpec.head_keys`, "section." for a whole section) with the values its heads imply."""
+    spec = method_spec(saved["method"])
+    keys: dict[str, Any] = {}
+    for key in spec.head_keys:
+        section, name = key.split(".", 1)
+        if name:
+            keys[key] = saved[section][name]
+        else:
+            keys |= {f"{section}.{k}": v for k, v in saved[section].items()}
+    return keys | dict(spec.implied_head_keys)
 
 
 def pretrained_keys(source: str, method: str) -> dict[str, Any]:
@@ -193,10 +197,8 @@ def start_from_pretrained(method: Method, cfg: DictConfig) -> None:
     checkpoint = read_training_checkpoint(source)
     if checkpoint is None:
         state = load(source).state_dict()
-        # the networks that start as copies of the student (Distill's teacher is its own)
-        roles: tuple[str, ...] = ("student", "teacher") if method.has_teacher else ("student",)
-        if isinstance(method, Distill):
-            roles = ("student", "student_ema")
+        # the networks that start as copies of the student (Distill's frozen one is its own)
+        roles = ("student", "teacher") if method.has_teacher else ("student",)
         for role in roles:
             load_backbone_state(method.get_submodule(f"{role}.backbone"), state, source)
         return

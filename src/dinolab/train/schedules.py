@@ -23,6 +23,8 @@ from typing import Literal
 import numpy as np
 from omegaconf import DictConfig
 
+from dinolab.methods import StepContext
+
 
 def cosine_schedule(
     base: float,
@@ -155,6 +157,17 @@ class RunSchedules:
     freeze_last_layer_iters: int  # DINO's freeze: the last layer gets no gradient
     teacher_init_share: np.ndarray
     teacher_age: np.ndarray
+
+    def at(self, step: int) -> StepContext:
+        """The values a Method sees at iteration `step`."""
+        return StepContext(
+            step=step,
+            teacher_temp=float(self.teacher_temp[step]),
+            lr=float(self.lr[step]),
+            weight_decay=float(self.wd[step]),
+            teacher_momentum=float(self.momentum[step]),
+            last_layer_frozen=step < self.freeze_last_layer_iters,
+        )
 
 
 def run_iters(optim: DictConfig, iters_per_epoch: int) -> int:

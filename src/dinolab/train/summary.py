@@ -4,17 +4,35 @@ the run."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from torch import nn
+from omegaconf import DictConfig
 
 from dinolab.hub import RUN_BACKBONE
+from dinolab.methods import method_spec
 from dinolab.train.config import is_resnet
 from dinolab.train.rundir import SKIPPED_NAME
 
-if TYPE_CHECKING:
-    from dinolab.train.trainer import Trainer
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the messages tell about a run: its config and where the Trainer stands
+    (`Trainer.facts`)."""
+
+    cfg: DictConfig
+    run_dir: Path
+    step: int  # the next step to train
+    iters_per_epoch: int
+    total_iters: int  # the schedule's length
+    stop_step: int  # where this call stops (max_steps or the schedule's end)
+    images: int  # in the dataset
+    device: str
+    precision: str  # fp32, bf16 or fp16
+    processes: int
+    backbone_params: int  # of the backbone the run exports
+    has_teacher: bool
 
 
 def duration(seconds: float) -> str:
@@ -40,40 +58,35 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _length(trainer: Trainer) -> str:
+def _length(run: RunFacts) -> str:
     """How the run's length is set: optim.total_steps, or optim.epochs of whole epochs."""
-    o, ipe = trainer.cfg.optim, trainer.iters_per_epoch
+    o, ipe = run.cfg.optim, run.iters_per_epoch
     if o.total_steps:
         return f"optim.total_steps ({ipe} steps per epoch)"
     return f"{o.epochs} epochs x {ipe} steps"
 
 
 def command(cfg: Any) -> str:
-    """The command that runs (and resumes) a run of this config: `dinolab finetune` for a
-    classifier, `dinolab train` for the rest."""
-    return "dinolab finetune" if cfg.method == "supervised" else "dinolab train"
+    """The command that runs (and resumes) a run of this config (the method's registry entry
+    says: `dinolab finetune` for a classifier, `dinolab train` for the rest)."""
+    return method_spec(cfg.method).command
 
 
-def _model(cfg: Any, backbone: nn.Module) -> str:
+def _model(cfg: Any, backbone_params: int) -> str:
     """The backbone and what sits on it, in words."""
-    params = sum(p.numel() for p in backbone.parameters()) / 1e6
     m = cfg.model
     what = m.arch if is_resnet(m.arch) else f"{m.arch}/{m.patch_size}"
     what += f", {m.depth} blocks" if m.depth else ""
     what += f", from {m.pretrained}" if m.pretrained else ""
-    head = {
-        "supervised": f"a linear classifier on {cfg.finetune.pool} features",
-        "mpp": "a linear head to 512 mean colours (masked patch prediction)",
-    }.get(cfg.method, f"a head of {cfg.head.out_dim} prototypes")
-    return f"{what} ({params:.1f}M parameters), {head}"
+    head = method_spec(cfg.method).describe_head(cfg)
+    return f"{what} ({backbone_params / 1e6:.1f}M parameters), {head}"
 
 
-def start_message(trainer: Trainer, resumed: bool) -> str:
+def start_message(facts: RunFacts, resumed: bool) -> str:
     """The run at a glance before the first step: data, model, device, schedule, files."""
-    cfg, run = trainer.cfg, trainer.run_dir
-    ipe, total, stop = trainer.iters_per_epoch, trainer.total_iters, trainer.stop_step
-    backbone = trainer.method.trained_backbone
-    where = f"from step {trainer.step} (epoch {trainer.step // ipe})" if resumed else "new run"
+    cfg, run = facts.cfg, facts.run_dir
+    ipe, total, stop = facts.iters_per_epoch, facts.total_iters, facts.stop_step
+    where = f"from step {facts.step} (epoch {facts.step // ipe})" if resumed else "new run"
     skipped = skipped_count(run)
     so_far = f" ({skipped} so far)" if skipped else ""
     bad = (
@@ -82,41 +95,38 @@ def start_message(trainer: Trainer, resumed: bool) -> str:
         else "an unreadable one stops the run (data.on_error=raise)"
     )
     until = f"stopping at step {stop} (max_steps)" if stop < total else "to the schedule's end"
-    precision = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[
-        str(trainer.dtype).removeprefix("torch.")
-    ]
     return "\n".join([
         f"{command(cfg)}: {cfg.method} in {run}, {where}",
-        f"  data      {_plural(len(trainer.dataset), 'image')} from {cfg.data.path}; {bad}",
-        f"  model     {_model(cfg, backbone)}",
-        f"  device    {trainer.device}, precision {precision}, "
-        f"{_plural(trainer.env.world_size, 'process')}",
-        f"  schedule  {_length(trainer)} = {total} steps of {cfg.optim.batch_size} images, "
+        f"  data      {_plural(facts.images, 'image')} from {cfg.data.path}; {bad}",
+        f"  model     {_model(cfg, facts.backbone_params)}",
+        f"  device    {facts.device}, precision {facts.precision}, "
+        f"{_plural(facts.processes, 'process')}",
+        f"  schedule  {_length(facts)} = {total} steps of {cfg.optim.batch_size} images, "
         f"{until}",
         f"  saves     checkpoint.pt every {cfg.checkpoint_every} steps and at each epoch's end; "
         f"log.jsonl every {_plural(cfg.log_every, 'step')}",
     ])  # fmt: skip
 
 
-def end_message(trainer: Trainer, record: dict[str, Any], seconds: float) -> str:
+def end_message(facts: RunFacts, record: dict[str, Any], seconds: float) -> str:
     """Time taken, final losses, where the model is, what to run next."""
-    cfg, run = trainer.cfg, trainer.run_dir
+    cfg, run = facts.cfg, facts.run_dir
     losses = ", ".join(f"{k} {v:.4f}" for k, v in record.items()
                        if k.endswith("loss") and isinstance(v, float))  # fmt: skip
     knn = f", online k-NN {record['knn_top1']:.2f}%" if "knn_top1" in record else ""
     if "val_top1" in record:
         knn = f", val top-1 {record['val_top1']:.2f}%"
     lines = [
-        f"{command(cfg)}: done in {duration(seconds)}, step {trainer.step} of "
-        f"{trainer.total_iters}; last losses: {losses or 'none logged'}{knn}"
+        f"{command(cfg)}: done in {duration(seconds)}, step {facts.step} of "
+        f"{facts.total_iters}; last losses: {losses or 'none logged'}{knn}"
     ]
-    if trainer.step < trainer.total_iters:
+    if facts.step < facts.total_iters:
         lines.append(
             f"  stopped   at max_steps={cfg.max_steps}; continue with `{command(cfg)} --resume "
-            f"{run} --max-steps N` (N up to {trainer.total_iters}), or max_steps=null for the "
+            f"{run} --max-steps N` (N up to {facts.total_iters}), or max_steps=null for the "
             "rest of the schedule"
         )
-    whose = "the teacher's" if trainer.method.has_teacher else "the trained"
+    whose = "the teacher's" if facts.has_teacher else "the trained"
     lines.append(f"  model     {run / RUN_BACKBONE} ({whose} backbone)")
     skipped = skipped_count(run)
     if skipped:
@@ -129,10 +139,10 @@ def end_message(trainer: Trainer, record: dict[str, Any], seconds: float) -> str
     return "\n".join(lines)
 
 
-def nothing_to_do_message(trainer: Trainer) -> str:
+def nothing_to_do_message(facts: RunFacts) -> str:
     """Why a resumed run does not train, and how to make it train on."""
-    cfg, run, step = trainer.cfg, trainer.run_dir, trainer.step
-    total = trainer.total_iters
+    cfg, run, step = facts.cfg, facts.run_dir, facts.step
+    total = facts.total_iters
     if step >= total:
         key, value = (
             ("optim.total_steps", cfg.optim.total_steps)

@@ -2,9 +2,10 @@
 
 The Method (DINO, DINOv2, masked patch prediction, a supervised classifier) turns a batch into
 losses and updates its teacher, if it has one; the Trainer owns the rest: data order, optimizer
-and schedules, precision, clipping, the last-layer freeze, logging, the collapse monitor (of a
-teacher's outputs), the evaluation while training (online k-NN, a classifier's val accuracy),
-atomic checkpoints and exact resume, Ctrl-C handling, and the export of the trained backbone.
+and schedules (handed to the method each step as a `StepContext`), precision, clipping,
+logging, the collapse monitor (of a teacher's outputs), the evaluation while training (online
+k-NN, a classifier's val accuracy), atomic checkpoints and exact resume, Ctrl-C handling, and
+the export of the trained backbone.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from dinolab.train.rundir import (
     record_history,
     remove_stale_temps,
 )
-from dinolab.train.summary import end_message, nothing_to_do_message, start_message
+from dinolab.train.summary import RunFacts, end_message, nothing_to_do_message, start_message
 
 NONFINITE_CAUSES = """\
 Usual causes and what to try:
@@ -292,14 +293,13 @@ class Trainer:
         )
 
     def _train_step(self, batch: dict[str, Any]) -> dict[str, Any]:
-        it, s = self.step, self.schedules
-        apply_optim_schedules(
-            self.optimizer, float(s.lr[it]), float(s.wd[it]), float(s.last_layer_lr[it])
-        )
+        ctx = self.schedules.at(self.step)
+        last_layer_lr = float(self.schedules.last_layer_lr[ctx.step])
+        apply_optim_schedules(self.optimizer, ctx.lr, ctx.weight_decay, last_layer_lr)
         batch = _to_device(batch, self.device)
 
         with record_function("forward"), autocast(self.device, self.dtype):
-            losses = self.model(batch, teacher_temp=float(s.teacher_temp[it]), step=it)
+            losses = self.model(batch, ctx)
         loss = losses["loss"]
         losses = {**losses, "loss": loss.detach()}  # logged (the total, summed over terms)
         self._check_finite(loss)
@@ -310,12 +310,11 @@ class Trainer:
         with record_function("optimizer"):
             self.scaler.unscale_(self.optimizer)
             self._clip_gradients()
-            if it < s.freeze_last_layer_iters:
-                self._drop_last_layer_grads()
+            self.method.before_optimizer_step(ctx)  # e.g. DINO's last-layer freeze
             self.scaler.step(self.optimizer)
             self.scaler.update()
         with record_function("teacher_ema"):
-            self.method.update_teacher(float(s.momentum[it]))
+            self.method.update_teacher(ctx.teacher_momentum)
         return losses  # teacher_probs, if any: for _log
 
     def _check_finite(self, loss: torch.Tensor) -> None:
@@ -345,19 +344,15 @@ class Trainer:
             norm = grad.norm()
             grad.mul_(torch.clamp(clip / (norm + 1e-6), max=1.0))
 
-    def _drop_last_layer_grads(self) -> None:
-        for group in self.optimizer.param_groups:
-            if group.get("is_last_layer"):
-                for p in group["params"]:
-                    p.grad = None
-
     def _log(self, record: dict[str, Any], epoch: int, images_per_s: float, bar: tqdm) -> dict:
         it, s = self.step - 1, self.schedules
         teacher_probs = record.pop(TEACHER_PROBS, None)
         stats: dict[str, float] = {}
         warning: str | None = None
         if teacher_probs is not None:
-            stats, warning = self.monitor.step(teacher_probs, record.get("dino_loss"))
+            loss_key = self.method.monitored_loss
+            loss = record.get(loss_key) if loss_key is not None else None
+            stats, warning = self.monitor.step(teacher_probs, loss)
         teacher = {
             "momentum": float(s.momentum[it]),
             "teacher_temp": float(s.teacher_temp[it]),
@@ -398,6 +393,24 @@ class Trainer:
         self._interrupted = True
         if self.env.is_main:
             tqdm.write("Ctrl-C: finishing this step and saving a checkpoint (again to abort)...")
+
+    def facts(self) -> RunFacts:
+        """What the start and end messages tell about this run (train/summary.py)."""
+        precision = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+        return RunFacts(
+            cfg=self.cfg,
+            run_dir=self.run_dir,
+            step=self.step,
+            iters_per_epoch=self.iters_per_epoch,
+            total_iters=self.total_iters,
+            stop_step=self.stop_step,
+            images=len(self.dataset),
+            device=str(self.device),
+            precision=precision[str(self.dtype).removeprefix("torch.")],
+            processes=self.env.world_size,
+            backbone_params=sum(p.numel() for p in self.method.trained_backbone.parameters()),
+            has_teacher=self.method.has_teacher,
+        )
 
 
 def sync_batchnorms(method: Method, device: torch.device) -> Method:
@@ -496,7 +509,7 @@ def run_training(
         _resume(trainer, changes)
         if trainer.step >= trainer.stop_step:
             if env.is_main:
-                print(nothing_to_do_message(trainer), file=sys.stderr)
+                print(nothing_to_do_message(trainer.facts()), file=sys.stderr)
             return {}
     barrier()  # every rank has read the run directory before rank 0 changes it
     if env.is_main:
@@ -504,7 +517,7 @@ def run_training(
     started = time.perf_counter()
     record = trainer.fit()
     if env.is_main:
-        print(end_message(trainer, record, time.perf_counter() - started), file=sys.stderr)
+        print(end_message(trainer.facts(), record, time.perf_counter() - started), file=sys.stderr)
     return record
 
 
@@ -545,4 +558,4 @@ def _begin(trainer: Trainer, resume: bool, overwrite: bool, changes: list) -> No
     )
     if changes:
         notes.append(describe_changes(changes, trainer.step))
-    print("\n".join([*notes, start_message(trainer, resume)]), file=sys.stderr)
+    print("\n".join([*notes, start_message(trainer.facts(), resume)]), file=sys.stderr)
