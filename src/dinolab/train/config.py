@@ -381,6 +381,28 @@ def _known_keys_hint(full_key: str | None) -> str:
 
 def validate(cfg: DictConfig) -> None:
     """Check choices and ranges; raise ConfigError naming the key and the allowed values."""
+    _validate_choices_and_ranges(cfg)
+    _validate_colour(cfg.crops)
+    spec = method_spec(cfg.method)
+    if spec.check is not None:
+        spec.check(cfg)
+    _validate_hybrid(cfg)
+    _validate_crop_sizes(cfg, spec.views)
+    _validate_highres(cfg)
+    for section in config_sections():
+        if section.check is not None:
+            section.check(cfg)
+    _validate_eval(cfg)
+    if cfg.optim.momentum_teacher > cfg.optim.momentum_teacher_end:
+        raise ConfigError(
+            f"optim.momentum_teacher={cfg.optim.momentum_teacher} is above "
+            f"optim.momentum_teacher_end={cfg.optim.momentum_teacher_end}: the teacher's EMA "
+            "momentum rises from the first to the second"
+        )
+
+
+def _validate_choices_and_ranges(cfg: DictConfig) -> None:
+    """Every key with a fixed set of values or a numeric range, and the crop scales."""
     for key, allowed in choices().items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
@@ -395,13 +417,12 @@ def validate(cfg: DictConfig) -> None:
         lo, hi = (list(OmegaConf.select(cfg, key)) + [None, None])[:2]
         if lo is None or hi is None or not 0 < lo <= hi <= 1:
             raise ConfigError(f"{key}={[lo, hi]} must be two numbers with 0 < min <= max <= 1")
-    _validate_colour(cfg.crops)
-    spec = method_spec(cfg.method)
-    if spec.check is not None:
-        spec.check(cfg)
-    _validate_hybrid(cfg)
+
+
+def _validate_crop_sizes(cfg: DictConfig, views: Views) -> None:
+    """Every crop a method draws cuts into whole patches."""
     # one-view methods have no local crops
-    crop_keys = CROP_KEYS if spec.views is Views.MULTI_CROP else ("crops.global_size",)
+    crop_keys = CROP_KEYS if views is Views.MULTI_CROP else ("crops.global_size",)
     for key in crop_keys:
         size = OmegaConf.select(cfg, key)
         if size % cfg.model.patch_size and not is_resnet(cfg.model.arch):
@@ -409,17 +430,6 @@ def validate(cfg: DictConfig) -> None:
                 f"{key}={size} is not a multiple of model.patch_size={cfg.model.patch_size}; "
                 f"use e.g. {key}={max(1, size // cfg.model.patch_size) * cfg.model.patch_size}"
             )
-    _validate_highres(cfg)
-    for section in config_sections():
-        if section.check is not None:
-            section.check(cfg)
-    _validate_eval(cfg)
-    if cfg.optim.momentum_teacher > cfg.optim.momentum_teacher_end:
-        raise ConfigError(
-            f"optim.momentum_teacher={cfg.optim.momentum_teacher} is above "
-            f"optim.momentum_teacher_end={cfg.optim.momentum_teacher_end}: the teacher's EMA "
-            "momentum rises from the first to the second"
-        )
 
 
 def _validate_eval(cfg: DictConfig) -> None:
