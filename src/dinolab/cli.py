@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dinolab.runfiles import RunDir  # names only: no torch
+
 if TYPE_CHECKING:
     from dinolab.eval.features import FeatureOptions
 
@@ -89,7 +91,7 @@ def _train_config(args: argparse.Namespace):
         )
     if args.overwrite:
         raise ValueError("--resume continues the run and --overwrite replaces it: choose one")
-    saved = OmegaConf.to_container(load_config(Path(args.resume) / "config.yaml"))
+    saved = OmegaConf.to_container(load_config(RunDir(args.resume).config))
     assert isinstance(saved, dict)  # load_config returns a mapping
     return build_config(overrides + [f"out={args.resume}"], base=saved)
 
@@ -139,7 +141,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         return 3
     if metrics is not None:
         print(metrics.table())
-        print(f"wrote {cfg.out}/metrics.json and {save_confusion_matrix(cfg.out)}")
+        print(f"wrote {RunDir(cfg.out).metrics} and {save_confusion_matrix(cfg.out)}")
     return 0
 
 
@@ -165,13 +167,13 @@ def _results_file(model: str, given: str | None, name: str) -> str | None:
     (`dinolab report` shows it there)."""
     if given is not None:
         return given
-    return str(Path(model) / name) if Path(model).is_dir() else None
+    return str(RunDir(model).result(name)) if Path(model).is_dir() else None
 
 
 def cmd_knn(args: argparse.Namespace) -> int:
     from dinolab.eval import run_knn
 
-    out_json = _results_file(args.model, args.json, "knn.json")
+    out_json = _results_file(args.model, args.json, RunDir.KNN)
     result = run_knn(
         args.model, args.train, args.val, _feature_options(args), ks=args.k,
         temperature=args.temperature, backend=args.backend, out_json=out_json,

@@ -203,8 +203,8 @@ def test_export_load_round_trip(tmp_path: Path, arch: str) -> None:
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-1, 1)
-    hub.export_backbone(model, tmp_path / "teacher_backbone.safetensors")
-    meta = json.loads((tmp_path / "teacher_backbone.json").read_text())
+    hub.export_backbone(model, tmp_path / "backbone.safetensors")
+    meta = json.loads((tmp_path / "backbone.json").read_text())
     assert meta["arch"] == model.family
     loaded = hub.load(tmp_path)
     assert type(loaded) is type(model)

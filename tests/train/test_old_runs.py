@@ -81,6 +81,9 @@ def test_an_old_run_resumes_where_it_stopped(old_runs: Path) -> None:
     run_training(cfg, resume=True)
     assert read_steps(run) == [1, 2, 3]
     assert json.loads((run / "history.jsonl").read_text().splitlines()[-1])["step"] == 2
+    # the export takes its current name; the old one goes, so the run holds one model
+    assert (run / "backbone.safetensors").is_file() and (run / "backbone.json").is_file()
+    assert not (run / OLD_EXPORT).exists() and not (run / "teacher_backbone.json").exists()
     resumed = dinolab.load(run)
     assert resumed(torch.zeros(1, 3, 16, 16)).shape == (1, 192)
 

@@ -28,9 +28,9 @@ from PIL import Image
 
 from dinolab.data.decode import UnreadableImageError, load_image
 from dinolab.data.decode_cache import DecodeCache, default_cache_dir
+from dinolab.runfiles import RunDir
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-SKIPPED_FILENAME = "skipped_images.txt"
 
 
 # --- sources -----------------------------------------------------------------------------
@@ -399,7 +399,7 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def write_skipped(self, run_dir: str | os.PathLike) -> Path:
         """Write ``run_dir/skipped_images.txt`` (path<TAB>reason per skipped file)."""
-        out = Path(run_dir) / SKIPPED_FILENAME
+        out = RunDir(run_dir).skipped
         out.parent.mkdir(parents=True, exist_ok=True)
         seen: dict[str, str] = {}
         if self.skip_log.is_file():

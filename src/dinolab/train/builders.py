@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from dinolab.checkpoint import read_training_checkpoint
 from dinolab.data import (
     ClassifierTrainTransform,
     ImageDataset,
@@ -19,7 +20,6 @@ from dinolab.data import (
     collate_single_view,
 )
 from dinolab.data.decode_cache import estimated_bytes
-from dinolab.data.folders import SKIPPED_FILENAME
 from dinolab.eval.classification import ClassifierValidation, check_labelled_pair
 from dinolab.eval.features import FeatureOptions
 from dinolab.eval.online_knn import OnlineKNN
@@ -36,9 +36,10 @@ from dinolab.methods import (
     build_head,
 )
 from dinolab.models.backbone import as_backbone
+from dinolab.runfiles import RunDir
 from dinolab.train.checkpoint import load_method_state
 from dinolab.train.config import SINGLE_VIEW, build_config
-from dinolab.train.pretrained import read_training_checkpoint, start_from_pretrained
+from dinolab.train.pretrained import start_from_pretrained
 from dinolab.train.schedules import run_epochs
 
 # data.pipeline=auto: the tensor path up to this global crop size (CPU per image against the PIL
@@ -88,7 +89,7 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
         cfg.data.path,
         on_error=cfg.data.on_error,
         seed=cfg.seed,
-        skip_log=run_dir / SKIPPED_FILENAME,
+        skip_log=RunDir(run_dir).skipped,
     )
     tensor = cfg.method not in SINGLE_VIEW and data_pipeline(cfg, len(dataset)) == "tensor"
     transform = _transform(cfg, cfg.crops.global_size, tensor)
@@ -216,14 +217,14 @@ def distillation_teacher(cfg: DictConfig) -> DINOv2Network:
         ibot_dim = d.ibot_out_dim or cfg.head.out_dim
         ibot_head = build_head(cfg, dim, ibot_dim, d.ibot_bottleneck_dim) if separate else None
         return DINOv2Network(backbone, build_head(cfg, dim), ibot_head)
-    saved = build_config(base=checkpoint["config"])  # an older run's config gets new defaults
+    saved = build_config(base=checkpoint.config)  # an older run's config gets new defaults
     if saved.method == "distill":
         raise ValueError(
-            f"teacher.model={source} is a distillation run; pass its "
-            "teacher_backbone.safetensors (the distilled student) instead"
+            f"teacher.model={source} is a distillation run; pass its {RunDir.BACKBONE} (the "
+            "distilled student) instead"
         )
     trained = build_method(saved, from_pretrained=False)  # its weights are the checkpoint's
-    load_method_state(trained, checkpoint["method"])
+    load_method_state(trained, checkpoint.method)
     teacher = trained.get_submodule("teacher")
     if isinstance(teacher, MultiCropNetwork):  # DINO: one head for [CLS] and (shared) patches
         return DINOv2Network(teacher.backbone, teacher.head)

@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from dinolab.hub import RUN_BACKBONE
+from dinolab.runfiles import RunDir
 from dinolab.train.config import is_resnet
-from dinolab.train.rundir import SKIPPED_NAME
 
 if TYPE_CHECKING:
     from dinolab.train.trainer import Trainer
@@ -30,7 +29,7 @@ def duration(seconds: float) -> str:
 
 def skipped_count(run_dir: Path) -> int:
     """How many different images the run has skipped as unreadable (RUN_DIR/skipped_images.txt)."""
-    path = run_dir / SKIPPED_NAME
+    path = RunDir(run_dir).skipped
     if not path.is_file():
         return 0
     return len({line.split("\t", 1)[0] for line in path.read_text().splitlines() if line})
@@ -77,7 +76,7 @@ def start_message(trainer: Trainer, resumed: bool) -> str:
     skipped = skipped_count(run)
     so_far = f" ({skipped} so far)" if skipped else ""
     bad = (
-        f"unreadable ones are skipped and listed in {run / SKIPPED_NAME}{so_far}"
+        f"unreadable ones are skipped and listed in {RunDir(run).skipped}{so_far}"
         if cfg.data.on_error == "skip"
         else "an unreadable one stops the run (data.on_error=raise)"
     )
@@ -117,11 +116,11 @@ def end_message(trainer: Trainer, record: dict[str, Any], seconds: float) -> str
             "rest of the schedule"
         )
     whose = "the teacher's" if trainer.method.has_teacher else "the trained"
-    lines.append(f"  model     {run / RUN_BACKBONE} ({whose} backbone)")
+    lines.append(f"  model     {RunDir(run).export} ({whose} backbone)")
     skipped = skipped_count(run)
     if skipped:
         lines.append(f"  skipped   {_plural(skipped, 'unreadable image')}, listed in "
-                     f"{run / SKIPPED_NAME}")  # fmt: skip
+                     f"{RunDir(run).skipped}")  # fmt: skip
     lines += [
         f"  next      dinolab knn {run} --train LABELLED/train --val LABELLED/val",
         f"            dinolab report {run}",

@@ -16,7 +16,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -25,29 +25,21 @@ from torch.profiler import record_function
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from dinolab.checkpoint import Checkpoint
 from dinolab.device import autocast, peak_memory_mb, resolve_device, resolve_precision
 from dinolab.distributed import DistEnv, barrier, init_distributed
-from dinolab.hub import RUN_BACKBONE, export_backbone
+from dinolab.hub import export_backbone
 from dinolab.methods import TEACHER_PROBS, Method
+from dinolab.runfiles import RunDir
 from dinolab.train import schedules
 from dinolab.train.budget import fit_steps, step_seconds_from_log
 from dinolab.train.builders import build_data, build_evaluator, build_method
-from dinolab.train.checkpoint import (
-    CHECKPOINT_NAME,
-    load_checkpoint,
-    load_method_state,
-    method_state,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from dinolab.train.checkpoint import load_method_state, method_state, rng_state, set_rng_state
 from dinolab.train.config import save_config
 from dinolab.train.monitor import CollapseMonitor
 from dinolab.train.optim import build_optimizer
 from dinolab.train.param_groups import apply_optim_schedules, param_groups
 from dinolab.train.rundir import (
-    CONFIG_NAME,
-    LOG_NAME,
     RunDirError,
     absolute_paths,
     check_new_run,
@@ -121,6 +113,7 @@ class Trainer:
         self.cfg = cfg
         self.env = dist_env or DistEnv()
         self.run_dir = Path(cfg.out)
+        self.files = RunDir(self.run_dir)
         self.device = resolve_device(cfg.device, self.env.local_rank)
         self.dtype = resolve_precision(cfg.precision, self.device)
         self.dataset = dataset
@@ -170,35 +163,39 @@ class Trainer:
         self._interrupted = False
 
     # ----------------------------------------------------------------- checkpoints
-    def _state(self) -> dict[str, Any]:
-        return {
-            "method": method_state(self.method),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "epoch": self.step // self.iters_per_epoch,
-            "rng": rng_state(),
-            "config": OmegaConf.to_container(self.cfg, resolve=True),
-        }
+    def _state(self) -> Checkpoint:
+        config = cast(dict[str, Any], OmegaConf.to_container(self.cfg, resolve=True))
+        return Checkpoint(
+            method=method_state(self.method),
+            optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict(),
+            step=self.step,
+            epoch=self.step // self.iters_per_epoch,
+            rng=rng_state(),
+            config=config,
+        )
 
     def save(self) -> None:
-        """Checkpoint (atomic) and export of the trained backbone; rank 0 only, once per step."""
+        """Checkpoint (atomic) and export of the trained backbone; rank 0 only, once per step.
+        A run resumed from a directory with the export's old name keeps one export, the new."""
         if self.env.is_main and self._saved_step != self.step:
             self._saved_step = self.step
-            save_checkpoint(self.run_dir / CHECKPOINT_NAME, self._state())
-            export_backbone(self.method.trained_backbone, self.run_dir / RUN_BACKBONE)
+            self._state().save(self.files.checkpoint)
+            export_backbone(self.method.trained_backbone, self.files.export)
+            for old in self.files.old_exports():
+                old.unlink()
         self.checkpoint_step = self.step
 
     def resume(self) -> None:
         """Continue exactly where the checkpoint in run_dir stopped."""
-        state = load_checkpoint(self.run_dir / CHECKPOINT_NAME)
-        load_method_state(self.method, state["method"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        self.step = self.checkpoint_step = state["step"]
+        checkpoint = Checkpoint.load(self.files.checkpoint)
+        load_method_state(self.method, checkpoint.method)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.scaler.load_state_dict(checkpoint.scaler)
+        set_rng_state(checkpoint.rng)
+        self.step = self.checkpoint_step = checkpoint.step
         if self.env.is_main:
-            _truncate_log(self.run_dir / LOG_NAME, self.step)
+            _truncate_log(self.files.log, self.step)
 
     @property
     def stop_step(self) -> int:
@@ -212,7 +209,7 @@ class Trainer:
         stop_at = self.stop_step
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / CONFIG_NAME)
+            save_config(cfg, self.files.config)
         sampler = ResumableSampler(
             self.dataset,
             num_replicas=self.env.world_size,
@@ -378,7 +375,7 @@ class Trainer:
         if warning:
             record["collapse_warning"] = warning
         if self.env.is_main:
-            with open(self.run_dir / LOG_NAME, "a") as f:
+            with open(self.files.log, "a") as f:
                 f.write(json.dumps(record) + "\n")
             shown = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}"}
             if self.method.has_teacher:
@@ -472,7 +469,7 @@ def run_training(
             data, collate = build_data(probe, Path(probe.out))
             Trainer(probe, build_method(probe, len(data.classes)), data, collate, env).fit()
             barrier()
-            step_s = step_seconds_from_log(Path(probe.out) / LOG_NAME, probe.optim.batch_size)
+            step_s = step_seconds_from_log(RunDir(probe.out).log, probe.optim.batch_size)
             barrier()
             if env.is_main:
                 shutil.rmtree(probe.out, ignore_errors=True)
