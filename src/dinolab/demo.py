@@ -19,7 +19,7 @@ from dinolab.data import make_shapes_dataset
 from dinolab.eval.features import FeatureOptions
 from dinolab.eval.knn import run_knn
 from dinolab.eval.segmentation import attention_iou
-from dinolab.methods.dino import build_backbone
+from dinolab.methods.dino import backbone_from_config
 from dinolab.runfiles import RunDir
 from dinolab.train.config import build_config, load_config
 from dinolab.train.rundir import absolute_paths, config_changes
@@ -92,7 +92,7 @@ def run_demo(
     run_training(cfg, resume=resume, overwrite=not resume)
 
     torch.manual_seed(cfg.seed)
-    untrained = build_backbone(cfg, drop_path_rate=0.0).eval()
+    untrained = backbone_from_config(cfg, drop_path_rate=0.0).eval()
     options = FeatureOptions(crop_size=size, resize_size=size)
     results: dict[str, dict] = {}
     for name, model in (("untrained", untrained), ("trained", out)):

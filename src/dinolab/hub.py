@@ -85,7 +85,7 @@ def _canonical(name: str) -> str:
     return name
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
+def official_architecture(name: str, **overrides: Any) -> nn.Module:
     """The official architecture ``name`` (e.g. ``dinov2_vits14_reg4``), randomly initialised."""
     arch, kwargs = HUB_MODELS[_canonical(name)]
     return build_model(arch, **{**kwargs, **overrides})
@@ -188,7 +188,7 @@ def _matching_hub_name(state: Mapping[str, Tensor]) -> str | None:
         return None
     for name in HUB_MODELS:
         with torch.device("meta"):
-            if _shape_signature(create_model(name).config) == want:  # type: ignore[arg-type]
+            if _shape_signature(official_architecture(name).config) == want:  # type: ignore[arg-type]
                 return name
     return None
 
@@ -263,7 +263,7 @@ def _build_loaded(
 def load_official(
     name: str, path: str | os.PathLike, which: str = "teacher", **overrides: Any
 ) -> nn.Module:
-    """Official DINO / DINOv2 weights into the ``create_model(name)`` architecture, strictly.
+    """Official DINO / DINOv2 weights into the ``official_architecture(name)`` model, strictly.
 
     ``which`` picks the teacher (default) or student backbone of a training checkpoint.
     Returns the model in eval mode.
@@ -272,7 +272,7 @@ def load_official(
     state = _with_v1_mask_token(extract_backbone(_read_torch_file(Path(path)), which))
     state = _without_classifier(state)
     with torch.device("meta"):
-        model = create_model(name, **overrides)
+        model = official_architecture(name, **overrides)
     arch, kwargs = HUB_MODELS[name]
     return _build_loaded(
         model.config,  # type: ignore[arg-type]
@@ -428,7 +428,7 @@ def load(
         if weights is None:
             raise ValueError(
                 f"{source!r} names an official architecture; pass weights='path to "
-                f"its .pth file', or use dinolab.hub.create_model({source!r}) for "
+                f"its .pth file', or use dinolab.hub.official_architecture({source!r}) for "
                 "random weights"
             )
         return load_official(source, weights, **overrides)

@@ -54,7 +54,7 @@ def test_official_key_sets_are_explicit() -> None:
 
 def _keys(name: str) -> dict[str, torch.Size]:
     with torch.device("meta"):
-        return {k: v.shape for k, v in hub.create_model(name).state_dict().items()}
+        return {k: v.shape for k, v in hub.official_architecture(name).state_dict().items()}
 
 
 def test_dino_v1_vits16_keys() -> None:
@@ -89,7 +89,7 @@ def test_dinov2_vitg14_keys() -> None:
 
 def test_hub_settings() -> None:
     with torch.device("meta"):
-        cfg = {name: hub.create_model(name).config for name in hub.HUB_MODELS}
+        cfg = {name: hub.official_architecture(name).config for name in hub.HUB_MODELS}
     for name in ("dino_vits16", "dino_vits8", "dino_vitb16", "dino_vitb8"):
         c = cfg[name]
         assert (c["img_size"], c["init_values"], c["qkv_bias"]) == (224, None, True)
@@ -106,16 +106,16 @@ def test_hub_settings() -> None:
         assert c["ffn_layer"] == r["ffn_layer"] == want_ffn
     assert cfg["dinov2_vitl14"]["embed_dim"] == 1024 and cfg["dino_vitb8"]["embed_dim"] == 768
     with torch.device("meta"):
-        assert hub.create_model("dinov2_vits14_reg").config == cfg["dinov2_vits14_reg4"]
+        assert hub.official_architecture("dinov2_vits14_reg").config == cfg["dinov2_vits14_reg4"]
     with pytest.raises(ValueError, match="dinov2_vitb14_reg4"):
-        hub.create_model("dinov2_vits16")
+        hub.official_architecture("dinov2_vits16")
 
 
 # ------------------------------------------------------------- official files on disk
 def _random(name: str, seed: int) -> VisionTransformer:
     """The architecture ``name`` with cheap random weights (stands in for a downloaded file)."""
     with torch.device("meta"):
-        model = hub.create_model(name)
+        model = hub.official_architecture(name)
     model.to_empty(device="cpu")
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():

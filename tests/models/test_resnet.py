@@ -157,7 +157,7 @@ def test_official_dino_resnet50_loads_strictly(tmp_path: Path) -> None:
     torch.testing.assert_close(by_name(x), by_file(x))
     assert by_name(x).shape == (1, 2048)
     with torch.device("meta"):
-        assert hub.create_model("dino_resnet50").state_dict().keys() == state.keys()
+        assert hub.official_architecture("dino_resnet50").state_dict().keys() == state.keys()
 
 
 def test_full_training_checkpoint_and_torchvision_classifier(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ classification (`dinolab finetune`) have none. All share the Trainer.
 """
 
 from dinolab.methods.base import TEACHER_PROBS, Method, StudentTeacher
-from dinolab.methods.dino import DINO, MultiCropNetwork, build_backbone, build_head
+from dinolab.methods.dino import DINO, MultiCropNetwork, backbone_from_config, build_head
 from dinolab.methods.dinov2 import DINOv2, DINOv2Network
 from dinolab.methods.distill import Distill
 from dinolab.methods.ema import ema_update
@@ -26,7 +26,7 @@ __all__ = [
     "MultiCropNetwork",
     "StudentTeacher",
     "Supervised",
-    "build_backbone",
+    "backbone_from_config",
     "build_head",
     "ema_update",
 ]

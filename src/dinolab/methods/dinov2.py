@@ -23,12 +23,12 @@ from torch import Tensor, nn
 from torch.profiler import record_function
 
 from dinolab.data import MaskGenerator, draw_batch_masks
-from dinolab.data.folders import item_seed
+from dinolab.data.folders import mixed_seed
 from dinolab.distributed import rank, world_size
 from dinolab.losses import DINOLoss, KoLeoLoss, iBOTPatchLoss, masks_weight, sinkhorn_knopp
 from dinolab.losses.statistics import entropy
 from dinolab.methods.base import STUDENT_FORWARD, TEACHER_FORWARD, TEACHER_PROBS, StudentTeacher
-from dinolab.methods.dino import build_backbone, build_head
+from dinolab.methods.dino import backbone_from_config, build_head
 from dinolab.models.backbone import as_backbone
 
 N_GLOBAL_CROPS = 2
@@ -112,7 +112,7 @@ class DINOv2(StudentTeacher):
             self.koleo_weight = 0.0
         self.do_ibot = self.ibot_weight > 0
 
-        backbone = build_backbone(cfg, drop_path_rate=cfg.model.drop_path_rate)
+        backbone = backbone_from_config(cfg, drop_path_rate=cfg.model.drop_path_rate)
         if not self.do_ibot:  # nothing is masked: DDP needs every trained parameter used
             backbone.mask_token.requires_grad_(False)
         embed_dim = as_backbone(backbone).embed_dim
@@ -123,7 +123,7 @@ class DINOv2(StudentTeacher):
             ibot_dim = d.ibot_out_dim or cfg.head.out_dim
             ibot_head = build_head(cfg, embed_dim, ibot_dim, d.ibot_bottleneck_dim)
         self.student = DINOv2Network(backbone, dino_head, ibot_head)
-        self.init_teacher(build_backbone(cfg, drop_path_rate=0.0))
+        self.init_teacher(backbone_from_config(cfg, drop_path_rate=0.0))
 
         self.dino_loss = DINOLoss(
             cfg.head.out_dim,
@@ -153,7 +153,7 @@ class DINOv2(StudentTeacher):
         """
         n, _, height, width = global_crops.shape
         grid = (height // self.patch_size, width // self.patch_size)
-        g = torch.Generator().manual_seed(item_seed(self.seed + MASK_STREAM, step, rank()))
+        g = torch.Generator().manual_seed(mixed_seed(self.seed + MASK_STREAM, step, rank()))
         return draw_batch_masks(
             n, self.mask_generator(grid), self.mask_probability, self.mask_ratio, generator=g
         )

@@ -27,10 +27,10 @@ from torch import Tensor, nn
 from torch.profiler import record_function
 
 from dinolab.data.augment import IMAGENET_MEAN, IMAGENET_STD
-from dinolab.data.folders import item_seed
+from dinolab.data.folders import mixed_seed
 from dinolab.distributed import rank
 from dinolab.methods.base import STUDENT_FORWARD, Method
-from dinolab.methods.dino import build_backbone
+from dinolab.methods.dino import backbone_from_config
 
 CORRUPT_RATIO = 0.5  # of each image's patches
 MASK_SHARE, SWAP_SHARE = 0.8, 0.1  # of the corrupted patches; the rest are kept as they were
@@ -131,14 +131,14 @@ class MaskedPatchPrediction(Method):
         super().__init__()
         self.seed = int(cfg.seed)
         self.patch_size = int(cfg.model.patch_size)
-        backbone = build_backbone(cfg, drop_path_rate=cfg.model.drop_path_rate)
+        backbone = backbone_from_config(cfg, drop_path_rate=cfg.model.drop_path_rate)
         self.student = PatchPredictionNetwork(backbone, 2 ** (3 * COLOUR_BITS))
 
     def draw_corruption(self, images: Tensor, step: int) -> Corruption:
         """This step's corruption, a function of (seed, step, rank), drawn on the CPU."""
         n, _, height, width = images.shape
         patches = (height // self.patch_size) * (width // self.patch_size)
-        g = torch.Generator().manual_seed(item_seed(self.seed + CORRUPTION_STREAM, step, rank()))
+        g = torch.Generator().manual_seed(mixed_seed(self.seed + CORRUPTION_STREAM, step, rank()))
         return draw_corruption(n, patches, g)
 
     def forward(self, batch: dict[str, Any], teacher_temp: float, step: int) -> dict[str, Tensor]:

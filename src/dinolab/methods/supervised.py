@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.profiler import record_function
 
 from dinolab.methods.base import STUDENT_FORWARD, Method
-from dinolab.methods.dino import build_backbone
+from dinolab.methods.dino import backbone_from_config
 from dinolab.models import ClassifierHead
 
 
@@ -48,7 +48,7 @@ class Supervised(Method):
                 f"a classifier needs labelled images of at least 2 classes, got {num_classes}: "
                 "give class folders (root/<class>/*.jpg) or a file list with a label column"
             )
-        backbone = build_backbone(cfg, drop_path_rate=cfg.model.drop_path_rate)
+        backbone = backbone_from_config(cfg, drop_path_rate=cfg.model.drop_path_rate)
         if isinstance(getattr(backbone, "mask_token", None), nn.Parameter):
             backbone.mask_token.requires_grad_(False)  # nothing is masked (DDP: all params used)
         head = ClassifierHead(cast(int, backbone.embed_dim), num_classes, cfg.finetune.pool)
