@@ -68,7 +68,9 @@ def _train_config(args: argparse.Namespace):
     from omegaconf import OmegaConf
 
     from dinolab.train.config import build_config, load_config, read_config_file
+    from dinolab.train.rundir import check_run_mode
 
+    check_run_mode(args.resume is not None, args.overwrite, args.budget is not None)
     overrides = list(args.overrides)
     if args.data is not None:
         overrides.append(f"data.path={args.data}")
@@ -80,8 +82,6 @@ def _train_config(args: argparse.Namespace):
         if args.out is not None:
             overrides.append(f"out={args.out}")
         return build_config(overrides, base=read_config_file(args.config) if args.config else None)
-    if args.budget is not None:
-        raise ValueError("--budget sets the epochs of a new run; drop it with --resume")
     if args.out is not None and args.out != args.resume:
         raise ValueError("--resume RUN_DIR continues in RUN_DIR; drop --out")
     if args.config is not None:
@@ -89,8 +89,6 @@ def _train_config(args: argparse.Namespace):
             "--config sets up a new run; a resumed run keeps RUN_DIR/config.yaml (change a key "
             "with key=value)"
         )
-    if args.overwrite:
-        raise ValueError("--resume continues the run and --overwrite replaces it: choose one")
     saved = OmegaConf.to_container(load_config(RunDir(args.resume).config))
     assert isinstance(saved, dict)  # load_config returns a mapping
     return build_config(overrides + [f"out={args.resume}"], base=saved)

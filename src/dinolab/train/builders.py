@@ -103,8 +103,7 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
                 "with `dinolab finetune MODEL --train DIR --val DIR`"
             )
         check_labelled_pair(dataset, ImageDataset(cfg.finetune.val))
-    epochs = run_epochs(cfg.optim, max(1, len(dataset) // cfg.optim.batch_size))
-    start = highres_start_epoch(epochs, cfg.crops.highres_fraction)
+    start = _highres_start(cfg, len(dataset))
     if tensor:
         collate: Any = TensorMultiCropCollate(transform)
     elif cfg.method in SINGLE_VIEW:
@@ -137,6 +136,19 @@ def _multicrop(cfg: DictConfig, global_size: int, tensor: bool) -> MultiCropTran
         blur_sigma=tuple(c.blur_sigma),
         blur_reference=tuple(c.blur_reference) if c.blur_reference is not None else None,
     )
+
+
+def _highres_start(cfg: DictConfig, n_images: int) -> int | None:
+    epochs = run_epochs(cfg.optim, max(1, n_images // cfg.optim.batch_size))
+    return highres_start_epoch(epochs, cfg.crops.highres_fraction)
+
+
+def time_highres_phase(dataset: Any, cfg: DictConfig) -> None:
+    """Start `build_data`'s high-resolution phase, if it has one, at the epoch the run's length
+    in `cfg` gives (after `--budget` has set it)."""
+    start = _highres_start(cfg, len(dataset))
+    if isinstance(dataset, HighResPhase) and start is not None:
+        dataset.start_epoch = start
 
 
 def highres_start_epoch(epochs: int, fraction: float) -> int | None:

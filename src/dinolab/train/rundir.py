@@ -70,6 +70,15 @@ class RunDirError(ValueError):
     """A run directory cannot be used as asked; the message says why and what to do instead."""
 
 
+def check_run_mode(resume: bool, overwrite: bool, budget: bool) -> None:
+    """Refuse the combinations of `--resume`, `--overwrite` and `--budget` that ask for two
+    things at once (the one home of these checks: `dinolab train`, `finetune` and the library)."""
+    if resume and overwrite:
+        raise RunDirError("--resume continues a run and --overwrite replaces it: choose one")
+    if resume and budget:
+        raise RunDirError("--budget sets the length of a new run; a resumed run keeps its own")
+
+
 def _matches(key: str, patterns: tuple[str, ...]) -> bool:
     return any(key == p or (p.endswith(".") and key.startswith(p)) for p in patterns)
 

@@ -33,7 +33,7 @@ from dinolab.methods import TEACHER_PROBS, Method
 from dinolab.runfiles import RunDir
 from dinolab.train import schedules
 from dinolab.train.budget import fit_steps, step_seconds_from_log
-from dinolab.train.builders import build_data, build_evaluator, build_method
+from dinolab.train.builders import build_data, build_evaluator, build_method, time_highres_phase
 from dinolab.train.checkpoint import load_method_state, method_state, rng_state, set_rng_state
 from dinolab.train.config import save_config
 from dinolab.train.monitor import CollapseMonitor
@@ -44,6 +44,7 @@ from dinolab.train.rundir import (
     absolute_paths,
     check_new_run,
     check_resume,
+    check_run_mode,
     clear_run,
     describe_changes,
     record_history,
@@ -452,39 +453,17 @@ def run_training(
     schedule ends inside the budget (see train/budget.py); `cfg` is updated in place.
     Returns the last logged record ({} when a resumed run has nothing left to do).
     """
+    check_run_mode(resume, overwrite, budget_minutes is not None)
     env = init_distributed(resolve_device(cfg.device).type)
     run_dir = Path(cfg.out)
-    if resume and overwrite:
-        raise RunDirError("--resume continues a run and --overwrite replaces it: choose one")
     absolute_paths(cfg)
     changes = check_resume(run_dir, cfg) if resume else []
     if not resume:
         check_new_run(run_dir, overwrite)
-    if budget_minutes is not None:
-        if resume:
-            raise ValueError("--budget sets the epochs of a new run; a resumed run keeps its own")
-
-        def time_steps(probe: DictConfig) -> float:
-            torch.manual_seed(probe.seed)
-            data, collate = build_data(probe, Path(probe.out))
-            Trainer(probe, build_method(probe, len(data.classes)), data, collate, env).fit()
-            barrier()
-            step_s = step_seconds_from_log(RunDir(probe.out).log, probe.optim.batch_size)
-            barrier()
-            if env.is_main:
-                shutil.rmtree(probe.out, ignore_errors=True)
-            return step_s
-
-        images = len(build_data(cfg, run_dir)[0])
-        message = fit_steps(cfg, budget_minutes, images // cfg.optim.batch_size, time_steps)
-        if env.enabled:  # every rank trains rank 0's choice
-            chosen = [cfg.optim.total_steps, cfg.optim.epochs]
-            torch.distributed.broadcast_object_list(chosen, src=0)
-            cfg.optim.total_steps, cfg.optim.epochs = chosen
-        if env.is_main:
-            print(message, file=sys.stderr)
-    # built after --budget set the run length: the high-resolution phase starts from it
     dataset, collate_fn = build_data(cfg, run_dir)
+    if budget_minutes is not None:
+        _fit_budget(cfg, budget_minutes, dataset, collate_fn, env)
+        time_highres_phase(dataset, cfg)  # the run's length changed: the phase starts anew
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (the teacher too)
     method = build_method(cfg, len(dataset.classes), from_pretrained=not resume)
     torch.manual_seed(cfg.seed + env.rank)  # then per-rank randomness (drop-path)
@@ -503,6 +482,31 @@ def run_training(
     if env.is_main:
         print(end_message(trainer, record, time.perf_counter() - started), file=sys.stderr)
     return record
+
+
+def _fit_budget(
+    cfg: DictConfig, minutes: float, dataset: Any, collate_fn: Any, env: DistEnv
+) -> None:
+    """Time a few real steps on the run's data, then set the run's length to fit `minutes`
+    (train/budget.py); every rank trains rank 0's choice."""
+
+    def time_steps(probe: DictConfig) -> float:
+        torch.manual_seed(probe.seed)
+        Trainer(probe, build_method(probe, len(dataset.classes)), dataset, collate_fn, env).fit()
+        barrier()
+        step_s = step_seconds_from_log(RunDir(probe.out).log, probe.optim.batch_size)
+        barrier()
+        if env.is_main:
+            shutil.rmtree(probe.out, ignore_errors=True)
+        return step_s
+
+    message = fit_steps(cfg, minutes, len(dataset) // cfg.optim.batch_size, time_steps)
+    if env.enabled:
+        chosen = [cfg.optim.total_steps, cfg.optim.epochs]
+        torch.distributed.broadcast_object_list(chosen, src=0)
+        cfg.optim.total_steps, cfg.optim.epochs = chosen
+    if env.is_main:
+        print(message, file=sys.stderr)
 
 
 def _resume(trainer: Trainer, changes: list) -> None:
