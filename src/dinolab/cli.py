@@ -185,7 +185,7 @@ def cmd_knn(args: argparse.Namespace) -> int:
 def cmd_linear(args: argparse.Namespace) -> int:
     from dinolab.eval import run_linear
 
-    out_json = _results_file(args.model, args.json, f"linear_{args.protocol}.json")
+    out_json = _results_file(args.model, args.json, RunDir.linear(args.protocol))
     result = run_linear(
         args.model, args.train, args.val, _feature_options(args), protocol=args.protocol,
         epochs=args.epochs, out_json=out_json,

@@ -33,6 +33,7 @@ class RunDir:
     REPORT: ClassVar[str] = "report.html"
     FEATURES: ClassVar[str] = "features"  # cached features of evaluations (a folder)
     KNN: ClassVar[str] = "knn.json"
+    LINEAR: ClassVar[str] = "linear_{protocol}.json"  # one per protocol of `dinolab linear`
     SEGMENTATION: ClassVar[str] = "segmentation.json"
     METRICS: ClassVar[str] = "metrics.json"  # `dinolab finetune`'s scores
     CONFUSION_MATRIX: ClassVar[str] = "confusion_matrix.png"
@@ -81,6 +82,11 @@ class RunDir:
     def confusion_matrix(self) -> Path:
         return self.path / self.CONFUSION_MATRIX
 
+    @classmethod
+    def linear(cls, protocol: str) -> str:
+        """The name of `dinolab linear`'s results for ``protocol`` (fast, augmented)."""
+        return cls.LINEAR.format(protocol=protocol)
+
     def result(self, name: str) -> Path:
         """Where an evaluation's JSON goes (``knn.json``, ``linear_fast.json``...)."""
         return self.path / name
@@ -110,5 +116,5 @@ class RunDir:
                  self.BACKBONE, self.OLD_BACKBONE, self.KNN, self.SEGMENTATION, self.REPORT,
                  self.FEATURES, self.METRICS, self.CONFUSION_MATRIX]  # fmt: skip
         names += [Path(n).with_suffix(".json").name for n in (self.BACKBONE, self.OLD_BACKBONE)]
-        names += sorted(p.name for p in self.path.glob("linear_*.json"))  # dinolab linear's
+        names += sorted(p.name for p in self.path.glob(self.linear("*")))
         return names

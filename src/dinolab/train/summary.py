@@ -92,8 +92,8 @@ def start_message(trainer: Trainer, resumed: bool) -> str:
         f"{_plural(trainer.env.world_size, 'process')}",
         f"  schedule  {_length(trainer)} = {total} steps of {cfg.optim.batch_size} images, "
         f"{until}",
-        f"  saves     checkpoint.pt every {cfg.checkpoint_every} steps and at each epoch's end; "
-        f"log.jsonl every {_plural(cfg.log_every, 'step')}",
+        f"  saves     {RunDir.CHECKPOINT} every {cfg.checkpoint_every} steps and at each epoch's "
+        f"end; {RunDir.LOG} every {_plural(cfg.log_every, 'step')}",
     ])  # fmt: skip
 
 
