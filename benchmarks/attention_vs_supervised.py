@@ -34,7 +34,7 @@ from dinolab.demo import DATA_DIR, DEMO_SEEDS, SHAPES_STYLE, TRAIN_PER_CLASS, VA
 from dinolab.eval.attention import attention_maps
 from dinolab.eval.segmentation import SegmentationResult, attention_iou
 from dinolab.hub import load
-from dinolab.methods.dino import build_backbone
+from dinolab.methods.dino import backbone_from_config
 from dinolab.train.config import build_config, load_config
 from dinolab.train.finetune import finetune_config, run_finetune
 from dinolab.train.trainer import run_training
@@ -125,7 +125,7 @@ def main() -> None:
 
     torch.manual_seed(ssl_cfg.seed)
     models = {
-        "untrained": build_backbone(ssl_cfg, drop_path_rate=0.0).eval(),
+        "untrained": backbone_from_config(ssl_cfg, drop_path_rate=0.0).eval(),
         "supervised": load(sup_dir),
         f"{ssl_cfg.method}": load(ssl_dir),
     }

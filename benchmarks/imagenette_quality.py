@@ -31,7 +31,7 @@ import torch
 from dinolab.data import EvalTransform, ImageDataset
 from dinolab.eval import extract_features, knn_classify
 from dinolab.eval.features import FeatureOptions, input_multiple
-from dinolab.methods.dino import build_backbone
+from dinolab.methods.dino import backbone_from_config
 from dinolab.train.config import build_config
 from dinolab.train.trainer import run_training
 
@@ -98,7 +98,7 @@ def main() -> None:
         train_dir, val_dir = args.data / "train", args.data / "val"
     base = [f"preset={args.preset}", f"data.path={train_dir}", f"out={run_dir}", *args.overrides]
     cfg = build_config(base + ([f"optim.epochs={args.epochs}"] if args.epochs else []))
-    patch = input_multiple(build_backbone(cfg, drop_path_rate=0.0))
+    patch = input_multiple(backbone_from_config(cfg, drop_path_rate=0.0))
     if args.eval_size % patch:  # found now, not after the training budget is spent (a ResNet
         parser.error(  # takes any size: its multiple is 1)
             f"--eval-size {args.eval_size} is not a multiple of the patch size {patch}; "
@@ -118,7 +118,7 @@ def main() -> None:
     family = "ResNet" if cfg.model.arch.startswith("resnet") else "ViT"
     if not args.skip_baselines:
         torch.manual_seed(cfg.seed)
-        random_init = build_backbone(cfg, drop_path_rate=0.0).eval()
+        random_init = backbone_from_config(cfg, drop_path_rate=0.0).eval()
         name = f"random-init {family} (same arch)"
         rows.append((name, *knn_top1(random_init, train_dir, val_dir, size)))
         for px in PIXEL_SIZES:

@@ -22,6 +22,8 @@ LAYERS: dict[str, int] = {
     "device": 1,
     "distributed": 1,
     "io": 1,
+    "checkpoint": 1,
+    "runfiles": 1,
     "data": 2,
     "models": 2,
     "losses": 2,

@@ -1,26 +1,26 @@
 """`make demo` keeps a finished demo run, but never resumes one trained with another recipe."""
 
 from dinolab.demo import DATA_DIR, _resumable
-from dinolab.train.checkpoint import CHECKPOINT_NAME
+from dinolab.runfiles import RunDir
 from dinolab.train.config import build_config, save_config
 
 
 def _trained_run(tmp_path, overrides):
     cfg = build_config(["preset=demo", f"out={tmp_path}", *overrides])
     save_config(cfg, tmp_path / "config.yaml")
-    (tmp_path / CHECKPOINT_NAME).write_bytes(b"a checkpoint")
+    (RunDir(tmp_path).checkpoint).write_bytes(b"a checkpoint")
     return cfg
 
 
 def test_same_recipe_resumes_even_with_another_step_limit(tmp_path):
     _trained_run(tmp_path, ["max_steps=5"])
     assert _resumable(tmp_path, build_config(["preset=demo", f"out={tmp_path}"]))
-    assert (tmp_path / CHECKPOINT_NAME).is_file()
+    assert (RunDir(tmp_path).checkpoint).is_file()
 
 
 def test_changed_recipe_starts_afresh(tmp_path, capsys):
     _trained_run(tmp_path, ["method=dino"])
-    (tmp_path / "teacher_backbone.safetensors").write_bytes(b"the old model")
+    (tmp_path / RunDir.BACKBONE).write_bytes(b"the old model")
     (tmp_path / "features" / "trained").mkdir(parents=True)
     (tmp_path / DATA_DIR / "train").mkdir(parents=True)
     assert not _resumable(tmp_path, build_config(["preset=demo", f"out={tmp_path}"]))

@@ -7,12 +7,11 @@ import stat
 
 import numpy as np
 import pytest
-import torch
 
+from dinolab.checkpoint import Checkpoint
 from dinolab.hub import export_backbone
 from dinolab.io import atomic_write_npz, atomic_write_text, stale_temp_files
 from dinolab.models import VisionTransformer
-from dinolab.train.checkpoint import save_checkpoint
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
@@ -25,7 +24,7 @@ def test_written_files_respect_the_umask(tmp_path, umask, mode):
             tmp_path / "model.json",
             atomic_write_text(tmp_path / "note.txt", "x"),
         ]
-        save_checkpoint(tmp_path / "checkpoint.pt", {"step": torch.tensor(1)})
+        Checkpoint({}, {}, {}, step=1, epoch=0, rng={}, config={}).save(tmp_path / "checkpoint.pt")
         written.append(tmp_path / "checkpoint.pt")
     finally:
         os.umask(old)

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dinolab.runfiles import RunDir  # names only: no torch
+
 if TYPE_CHECKING:
     from dinolab.eval.features import FeatureOptions
 
@@ -66,7 +68,9 @@ def _train_config(args: argparse.Namespace):
     from omegaconf import OmegaConf
 
     from dinolab.train.config import build_config, load_config, read_config_file
+    from dinolab.train.rundir import check_run_mode
 
+    check_run_mode(args.resume is not None, args.overwrite, args.budget is not None)
     overrides = list(args.overrides)
     if args.data is not None:
         overrides.append(f"data.path={args.data}")
@@ -78,8 +82,6 @@ def _train_config(args: argparse.Namespace):
         if args.out is not None:
             overrides.append(f"out={args.out}")
         return build_config(overrides, base=read_config_file(args.config) if args.config else None)
-    if args.budget is not None:
-        raise ValueError("--budget sets the epochs of a new run; drop it with --resume")
     if args.out is not None and args.out != args.resume:
         raise ValueError("--resume RUN_DIR continues in RUN_DIR; drop --out")
     if args.config is not None:
@@ -87,9 +89,7 @@ def _train_config(args: argparse.Namespace):
             "--config sets up a new run; a resumed run keeps RUN_DIR/config.yaml (change a key "
             "with key=value)"
         )
-    if args.overwrite:
-        raise ValueError("--resume continues the run and --overwrite replaces it: choose one")
-    saved = OmegaConf.to_container(load_config(Path(args.resume) / "config.yaml"))
+    saved = OmegaConf.to_container(load_config(RunDir(args.resume).config))
     assert isinstance(saved, dict)  # load_config returns a mapping
     return build_config(overrides + [f"out={args.resume}"], base=saved)
 
@@ -139,7 +139,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         return 3
     if metrics is not None:
         print(metrics.table())
-        print(f"wrote {cfg.out}/metrics.json and {save_confusion_matrix(cfg.out)}")
+        print(f"wrote {RunDir(cfg.out).metrics} and {save_confusion_matrix(cfg.out)}")
     return 0
 
 
@@ -165,13 +165,13 @@ def _results_file(model: str, given: str | None, name: str) -> str | None:
     (`dinolab report` shows it there)."""
     if given is not None:
         return given
-    return str(Path(model) / name) if Path(model).is_dir() else None
+    return str(RunDir(model).result(name)) if Path(model).is_dir() else None
 
 
 def cmd_knn(args: argparse.Namespace) -> int:
     from dinolab.eval import run_knn
 
-    out_json = _results_file(args.model, args.json, "knn.json")
+    out_json = _results_file(args.model, args.json, RunDir.KNN)
     result = run_knn(
         args.model, args.train, args.val, _feature_options(args), ks=args.k,
         temperature=args.temperature, backend=args.backend, out_json=out_json,
@@ -185,7 +185,7 @@ def cmd_knn(args: argparse.Namespace) -> int:
 def cmd_linear(args: argparse.Namespace) -> int:
     from dinolab.eval import run_linear
 
-    out_json = _results_file(args.model, args.json, f"linear_{args.protocol}.json")
+    out_json = _results_file(args.model, args.json, RunDir.linear(args.protocol))
     result = run_linear(
         args.model, args.train, args.val, _feature_options(args), protocol=args.protocol,
         epochs=args.epochs, out_json=out_json,

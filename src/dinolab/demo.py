@@ -19,10 +19,10 @@ from dinolab.data import make_shapes_dataset
 from dinolab.eval.features import FeatureOptions
 from dinolab.eval.knn import run_knn
 from dinolab.eval.segmentation import attention_iou
-from dinolab.methods.dino import build_backbone
-from dinolab.train.checkpoint import CHECKPOINT_NAME
+from dinolab.methods.dino import backbone_from_config
+from dinolab.runfiles import RunDir
 from dinolab.train.config import build_config, load_config
-from dinolab.train.rundir import CONFIG_NAME, absolute_paths, config_changes
+from dinolab.train.rundir import absolute_paths, config_changes
 from dinolab.train.trainer import run_training
 from dinolab.viz.report import write_report
 
@@ -52,9 +52,10 @@ def _shapes(root: Path, split: str, per_class: int, size: int, seed: int, **styl
 def _resumable(out: Path, cfg: DictConfig) -> bool:
     """Whether `out` holds a demo run of this very recipe, maybe with another max_steps (else
     it is started afresh)."""
-    if not (out / CHECKPOINT_NAME).is_file():
+    files = RunDir(out)
+    if not files.checkpoint.is_file():
         return False
-    saved = load_config(out / CONFIG_NAME)
+    saved = load_config(files.config)
     if all(change.kind == "exact" for change in config_changes(saved, cfg)):
         return True
     print(f"The demo recipe changed since {out} was trained: training it again from scratch")
@@ -92,19 +93,25 @@ def run_demo(
     run_training(cfg, resume=resume, overwrite=not resume)
 
     torch.manual_seed(cfg.seed)
-    untrained = build_backbone(cfg, drop_path_rate=0.0).eval()
+    untrained = backbone_from_config(cfg, drop_path_rate=0.0).eval()
     options = FeatureOptions(crop_size=size, resize_size=size)
     results: dict[str, dict] = {}
     for name, model in (("untrained", untrained), ("trained", out)):
         knn = run_knn(
-            model, train, val, options, ks=(20,), cache_dir=out / "features" / name, progress=False
+            model,
+            train,
+            val,
+            options,
+            ks=(20,),
+            cache_dir=RunDir(out).features / name,
+            progress=False,
         )
         seg = attention_iou(model, val, size=size)
         results[name] = {"knn_top1": knn.rows[0].top1, "iou_best_head": seg.best_head_iou,
                          "iou_mean_map": seg.mean_map_iou}  # fmt: skip
         if name == "trained":
-            knn.save_json(out / "knn.json")
-            seg.save_json(out / "segmentation.json")
+            knn.save_json(RunDir(out).result(RunDir.KNN))
+            seg.save_json(RunDir(out).result(RunDir.SEGMENTATION))
 
     print(
         f"\nOn {knn.num_val} held-out images (k-NN k=20, T=0.07; "

@@ -1,8 +1,8 @@
 """Named official architectures, official checkpoint loading, and our own export format.
 
 Official files are read with ``torch.load(..., weights_only=True)`` so a checkpoint cannot run
-code. The only class allowed besides tensors is ``argparse.Namespace``: full DINO v1 training
-checkpoints store their ``args`` as one.
+code (`dinolab.checkpoint.torch_load_safely`). The only class allowed besides tensors is
+``argparse.Namespace``: full DINO v1 training checkpoints store their ``args`` as one.
 
 DINO v1 and ``mask_token``: every dinolab ViT has a ``mask_token`` (DINOv2 layout, needed for
 masked training), but DINO v1 never had one. When a checkpoint has the v1 layout (no
@@ -27,10 +27,8 @@ family "vit", "resnet" or "vit_hybrid" (`dinolab.models.FAMILIES`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,15 +39,16 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
+from dinolab.checkpoint import is_training_checkpoint, torch_load_safely
 from dinolab.interop import hf as hf_format
 from dinolab.interop import timm as timm_format
 from dinolab.io import atomic_write_bytes, atomic_write_text
 from dinolab.models import FAMILIES, build_model
 from dinolab.models.layers import swiglu_hidden_dim
 from dinolab.models.resnet import infer_resnet_config, is_resnet_state
+from dinolab.runfiles import RunDir
 
 FORMAT_VERSION = 1
-RUN_BACKBONE = "teacher_backbone.safetensors"
 
 _DINO_V1 = {"img_size": 224, "qkv_bias": True, "init_values": None, "interpolate_offset": 0.1}
 _DINO_V2 = {"img_size": 518, "patch_size": 14, "init_values": 1.0, "interpolate_offset": 0.1}
@@ -86,7 +85,7 @@ def _canonical(name: str) -> str:
     return name
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
+def official_architecture(name: str, **overrides: Any) -> nn.Module:
     """The official architecture ``name`` (e.g. ``dinov2_vits14_reg4``), randomly initialised."""
     arch, kwargs = HUB_MODELS[_canonical(name)]
     return build_model(arch, **{**kwargs, **overrides})
@@ -100,45 +99,6 @@ def _read_torch_file(path: Path) -> Mapping[str, Any]:
     if not isinstance(obj, Mapping):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint")
     return obj
-
-
-class UnsafeCheckpointError(ValueError):
-    """A file holds Python objects that loading would run: refused, whatever its source."""
-
-
-def torch_load_safely(path: Path) -> Any:
-    """``torch.load(path, weights_only=True)`` (tensors, plain values and argparse.Namespace)
-    whose errors say what is wrong with the file; none suggests turning the safety check off."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Weights only load failed" not in str(err):
-            raise ValueError(_unreadable(path, err)) from None
-        found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        what = f" ({found.group(1)})" if found else ""
-        raise UnsafeCheckpointError(
-            f"{path} was refused for safety: besides tensors it holds a Python object{what} "
-            "that loading would have to run, and such an object can run any code. dinolab "
-            "only loads files of tensors and plain values. Get the weights as a state dict "
-            "(saved with torch.save(model.state_dict(), PATH)) or as a .safetensors file"
-        ) from None
-    except Exception as err:  # torch raises EOFError, RuntimeError, KeyError... for bad bytes
-        raise ValueError(_unreadable(path, err)) from None
-
-
-def _unreadable(path: Path, err: Exception) -> str:
-    size = path.stat().st_size
-    if size == 0:
-        return (
-            f"{path} is empty (0 bytes), not a checkpoint: a download, copy or save that did not "
-            "finish. Download or export it again"
-        )
-    reason = str(err).split(". ")[0] or type(err).__name__
-    return (
-        f"{path} is not a readable PyTorch file ({size} bytes; {reason}): it is cut short or "
-        "damaged, or not a checkpoint at all. Download or export it again"
-    )
 
 
 def extract_backbone(checkpoint: Mapping[str, Any], which: str = "teacher") -> dict[str, Tensor]:
@@ -228,7 +188,7 @@ def _matching_hub_name(state: Mapping[str, Tensor]) -> str | None:
         return None
     for name in HUB_MODELS:
         with torch.device("meta"):
-            if _shape_signature(create_model(name).config) == want:  # type: ignore[arg-type]
+            if _shape_signature(official_architecture(name).config) == want:  # type: ignore[arg-type]
                 return name
     return None
 
@@ -303,7 +263,7 @@ def _build_loaded(
 def load_official(
     name: str, path: str | os.PathLike, which: str = "teacher", **overrides: Any
 ) -> nn.Module:
-    """Official DINO / DINOv2 weights into the ``create_model(name)`` architecture, strictly.
+    """Official DINO / DINOv2 weights into the ``official_architecture(name)`` model, strictly.
 
     ``which`` picks the teacher (default) or student backbone of a training checkpoint.
     Returns the model in eval mode.
@@ -312,7 +272,7 @@ def load_official(
     state = _with_v1_mask_token(extract_backbone(_read_torch_file(Path(path)), which))
     state = _without_classifier(state)
     with torch.device("meta"):
-        model = create_model(name, **overrides)
+        model = official_architecture(name, **overrides)
     arch, kwargs = HUB_MODELS[name]
     return _build_loaded(
         model.config,  # type: ignore[arg-type]
@@ -351,15 +311,15 @@ def _no_export_message(folder: Path) -> str:
             f"{', '.join(sorted(p.name for p in folder.glob('*.safetensors')))}): load the "
             f"folder itself, dinolab.load({str(folder)!r}), which reads its config.json"
         )
-    if (folder / "config.yaml").is_file():
+    if RunDir(folder).config.is_file():
         return (
-            f"{folder} is a training run that has not exported its model yet ({RUN_BACKBONE} "
+            f"{folder} is a training run that has not exported its model yet ({RunDir.BACKBONE} "
             "is written with every checkpoint); let it reach its first checkpoint, or resume "
             f"it: dinolab train --resume {folder}"
         )
     found = ", ".join(sorted(p.name for p in folder.glob("*.safetensors"))) or "none"
     return (
-        f"{folder} has no {RUN_BACKBONE} (safetensors files there: {found}); pass the run "
+        f"{folder} has no {RunDir.BACKBONE} (safetensors files there: {found}); pass the run "
         "directory of a finished export or the .safetensors file itself"
     )
 
@@ -394,12 +354,12 @@ def _load_exported(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
 
 def _load_pth(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
     checkpoint = _read_torch_file(path)
-    if {"method", "optimizer", "step"} <= set(checkpoint):
+    if is_training_checkpoint(checkpoint):
         raise ValueError(
             f"{path} is a dinolab training checkpoint (student, teacher, optimizer, for "
             f"--resume), not a model file. Load the run directory instead, "
             f"dinolab.load({str(path.parent)!r}), which reads the teacher's backbone exported "
-            f"beside it ({RUN_BACKBONE})"
+            f"beside it ({RunDir.BACKBONE})"
         )
     return _load_state_dict(extract_backbone(checkpoint), overrides)
 
@@ -451,7 +411,7 @@ def source_files(source: str | os.PathLike) -> list[Path]:
     if path.is_dir() and (path / hf_format.CONFIG).is_file():
         return sorted(p for p in path.iterdir() if p.is_file())
     if path.is_dir():
-        path = path / RUN_BACKBONE
+        path = RunDir(path).backbone()
     return [path] + ([path.with_suffix(".json")] if path.suffix == ".safetensors" else [])
 
 
@@ -468,7 +428,7 @@ def load(
         if weights is None:
             raise ValueError(
                 f"{source!r} names an official architecture; pass weights='path to "
-                f"its .pth file', or use dinolab.hub.create_model({source!r}) for "
+                f"its .pth file', or use dinolab.hub.official_architecture({source!r}) for "
                 "random weights"
             )
         return load_official(source, weights, **overrides)
@@ -483,9 +443,9 @@ def load(
     if path.suffix == ".safetensors" and _is_foreign_safetensors(path):
         return _load_state_dict(load_file(str(path)), overrides)
     if path.is_dir():
-        if not (path / RUN_BACKBONE).is_file():
+        if not RunDir(path).backbone().is_file():
             raise FileNotFoundError(_no_export_message(path))
-        path = path / RUN_BACKBONE
+        path = RunDir(path).backbone()
     if path.suffix == ".safetensors":
         return _load_exported(path, overrides)
     if path.suffix in (".pth", ".pt"):

@@ -19,7 +19,7 @@ from dinolab.data import (
     collate_multicrop,
     load_image,
 )
-from dinolab.data.folders import SKIPPED_FILENAME
+from dinolab.runfiles import RunDir
 
 
 def _jpeg_bytes(size: int = 64, seed: int = 0) -> bytes:
@@ -102,7 +102,7 @@ def test_bad_files_are_skipped_counted_and_logged(odd_folder: Path, tmp_path: Pa
     assert (tmp_path / "skips.txt").read_text().startswith(str(odd_folder / "d_text.jpg"))
     out = ds.write_skipped(tmp_path / "run")
     lines = out.read_text().splitlines()
-    assert out.name == SKIPPED_FILENAME and len(lines) == 3
+    assert out.name == RunDir.SKIPPED and len(lines) == 3
     assert all("\t" in line and line.split("\t")[1] for line in lines)  # path and reason
 
 

@@ -87,10 +87,11 @@ def test_mismatched_classes_are_refused(imagenette, colours, tiny_vit, tmp_path)
 
 
 def test_run_directory_model_caches_features_inside_the_run(colours, tiny_vit, tmp_path):
-    from dinolab.hub import RUN_BACKBONE, export_backbone
+    from dinolab.hub import export_backbone
+    from dinolab.runfiles import RunDir
 
     run = tmp_path / "run"
-    export_backbone(tiny_vit, run / RUN_BACKBONE)
+    export_backbone(tiny_vit, RunDir(run).export)
     result = run_knn(str(run), colours / "train", colours / "val", FP32, ks=(3,), progress=False)
     assert result.row(3).top1 == 100.0 and result.extra["model"] == str(run)
     assert len(list((run / "features").glob("cls-32-*.npz"))) == 2  # train and val
@@ -100,10 +101,11 @@ def test_cli_results_land_in_the_run_directory(colours, tiny_vit, tmp_path, caps
     """`dinolab knn/linear RUN_DIR ...` keep their results in the run (the report shows them)
     without --json; --json still picks another file."""
     from dinolab.cli import main
-    from dinolab.hub import RUN_BACKBONE, export_backbone
+    from dinolab.hub import export_backbone
+    from dinolab.runfiles import RunDir
 
     run = tmp_path / "run"
-    export_backbone(tiny_vit, run / RUN_BACKBONE)
+    export_backbone(tiny_vit, RunDir(run).export)
     data = ["--train", str(colours / "train"), "--val", str(colours / "val"), "--crop-size", "32",
             "--precision", "fp32", "--device", "cpu"]  # fmt: skip
     assert main(["knn", str(run), *data, "--k", "3"]) == 0

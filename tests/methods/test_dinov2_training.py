@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import dinolab
+from dinolab.checkpoint import Checkpoint
 from dinolab.train.builders import HighResPhase, build_data, highres_start_epoch
-from dinolab.train.checkpoint import load_checkpoint
 from dinolab.train.config import build_config
 from dinolab.train.trainer import run_training
 from dinolab.viz.attention import attention_maps
@@ -94,13 +94,13 @@ def test_resume_is_bit_identical_across_the_highres_switch(image_list, tmp_path)
     run_training(config(image_list, tmp_path / "whole", *highres, "max_steps=12"))
     run_training(config(image_list, tmp_path / "split", *highres, "max_steps=9"))
     run_training(config(image_list, tmp_path / "split", *highres, "max_steps=12"), resume=True)
-    whole = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
-    split = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
-    assert whole["step"] == split["step"] == 12
-    assert_same(whole["method"].pop("student"), split["method"].pop("student"))
-    assert {"dino_loss.center", "ibot_loss.center"} <= whole["method"].keys()
-    assert_same(whole["method"], split["method"])  # teacher and centers
-    moments = whole["optimizer"]["state"], split["optimizer"]["state"]
+    whole = Checkpoint.load(tmp_path / "whole" / "checkpoint.pt")
+    split = Checkpoint.load(tmp_path / "split" / "checkpoint.pt")
+    assert whole.step == split.step == 12
+    assert_same(whole.method.pop("student"), split.method.pop("student"))
+    assert {"dino_loss.center", "ibot_loss.center"} <= whole.method.keys()
+    assert_same(whole.method, split.method)  # teacher and centers
+    moments = whole.optimizer["state"], split.optimizer["state"]
     assert moments[0].keys() == moments[1].keys()
     for i in moments[0]:
         assert_same(moments[0][i], moments[1][i])

@@ -11,16 +11,13 @@ import torch
 from omegaconf import OmegaConf
 
 import dinolab
+from dinolab.checkpoint import Checkpoint
 from dinolab.hub import export_backbone
 from dinolab.methods import Distill, StepContext
 from dinolab.models import build_model
+from dinolab.runfiles import RunDir
 from dinolab.train.builders import build_method
-from dinolab.train.checkpoint import (
-    CHECKPOINT_NAME,
-    load_method_state,
-    method_state,
-    save_checkpoint,
-)
+from dinolab.train.checkpoint import load_method_state, method_state
 from dinolab.train.config import ConfigError, build_config
 from dinolab.train.trainer import run_training
 
@@ -60,7 +57,8 @@ def teacher_checkpoint(tmp_path: Path) -> Path:
             p.add_(0.05 * torch.randn_like(p))
     path = tmp_path / "teacher" / "checkpoint.pt"
     path.parent.mkdir()
-    save_checkpoint(path, {"method": method_state(method), "config": OmegaConf.to_container(cfg)})
+    config = OmegaConf.to_container(cfg)
+    Checkpoint(method_state(method), {}, {}, step=0, epoch=0, rng={}, config=config).save(path)
     return path
 
 
@@ -141,8 +139,8 @@ def test_distillation_run_exports_the_student(teacher_checkpoint: Path, image_li
     run_training(cfg)
     exported = dinolab.load(out)
     assert exported.embed_dim == 192 and exported.n_blocks == 1  # the student, not the teacher
-    state = torch.load(out / CHECKPOINT_NAME, weights_only=True)["method"]
-    saved = torch.load(teacher_checkpoint, weights_only=True)["method"]
+    state = Checkpoint.load(RunDir(out).checkpoint).method
+    saved = Checkpoint.load(teacher_checkpoint).method
     frozen = state["frozen_teacher.backbone.pos_embed"]
     assert torch.equal(frozen, saved["teacher.backbone.pos_embed"])
     assert torch.equal(

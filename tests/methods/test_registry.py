@@ -22,7 +22,7 @@ from dinolab.methods import (
     MethodSpec,
     StepContext,
     Views,
-    build_backbone,
+    backbone_from_config,
     method_spec,
     register,
 )
@@ -68,7 +68,7 @@ class MeanColour(Method):
 
     def __init__(self, cfg: Any) -> None:
         super().__init__()
-        self.student = MeanColourNetwork(build_backbone(cfg, drop_path_rate=0.0))
+        self.student = MeanColourNetwork(backbone_from_config(cfg, drop_path_rate=0.0))
         self.loss = MeanColourLoss(cfg.mean_colour.weight)
 
     def forward(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, Tensor]:

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 import dinolab
+from dinolab.checkpoint import Checkpoint, UnsafeCheckpointError
 from dinolab.cli import main
-from dinolab.hub import UnsafeCheckpointError, export_backbone
+from dinolab.hub import export_backbone
 from dinolab.models import VisionTransformer
-from dinolab.train.checkpoint import save_checkpoint
 
 
 class RunsCode:
@@ -72,7 +72,9 @@ def test_truncated_safetensors(tiny_export: Path) -> None:
 def test_a_runs_training_checkpoint_points_to_the_run_directory(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    save_checkpoint(run / "checkpoint.pt", {"method": {"student": {}}, "optimizer": {}, "step": 3})
+    Checkpoint({"student": {}}, {}, {}, step=3, epoch=0, rng={}, config={}).save(
+        run / "checkpoint.pt"
+    )
     message = load_error(run / "checkpoint.pt")
     assert "dinolab training checkpoint" in message and f"dinolab.load({str(run)!r})" in message
 

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 import dinolab
 from dinolab import hub
+from dinolab.checkpoint import UnsafeCheckpointError
 from dinolab.models import DINOHead, VisionTransformer
 
 # ------------------------------------------------------------------ official key sets
@@ -53,7 +54,7 @@ def test_official_key_sets_are_explicit() -> None:
 
 def _keys(name: str) -> dict[str, torch.Size]:
     with torch.device("meta"):
-        return {k: v.shape for k, v in hub.create_model(name).state_dict().items()}
+        return {k: v.shape for k, v in hub.official_architecture(name).state_dict().items()}
 
 
 def test_dino_v1_vits16_keys() -> None:
@@ -88,7 +89,7 @@ def test_dinov2_vitg14_keys() -> None:
 
 def test_hub_settings() -> None:
     with torch.device("meta"):
-        cfg = {name: hub.create_model(name).config for name in hub.HUB_MODELS}
+        cfg = {name: hub.official_architecture(name).config for name in hub.HUB_MODELS}
     for name in ("dino_vits16", "dino_vits8", "dino_vitb16", "dino_vitb8"):
         c = cfg[name]
         assert (c["img_size"], c["init_values"], c["qkv_bias"]) == (224, None, True)
@@ -105,16 +106,16 @@ def test_hub_settings() -> None:
         assert c["ffn_layer"] == r["ffn_layer"] == want_ffn
     assert cfg["dinov2_vitl14"]["embed_dim"] == 1024 and cfg["dino_vitb8"]["embed_dim"] == 768
     with torch.device("meta"):
-        assert hub.create_model("dinov2_vits14_reg").config == cfg["dinov2_vits14_reg4"]
+        assert hub.official_architecture("dinov2_vits14_reg").config == cfg["dinov2_vits14_reg4"]
     with pytest.raises(ValueError, match="dinov2_vitb14_reg4"):
-        hub.create_model("dinov2_vits16")
+        hub.official_architecture("dinov2_vits16")
 
 
 # ------------------------------------------------------------- official files on disk
 def _random(name: str, seed: int) -> VisionTransformer:
     """The architecture ``name`` with cheap random weights (stands in for a downloaded file)."""
     with torch.device("meta"):
-        model = hub.create_model(name)
+        model = hub.official_architecture(name)
     model.to_empty(device="cpu")
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -254,7 +255,7 @@ def test_file_and_name_errors(tmp_path: Path) -> None:
         hub.load("dinov2_vits14")
     with pytest.raises(FileNotFoundError, match="neither an existing path nor a known model"):
         hub.load("dinov2_vits41")
-    with pytest.raises(FileNotFoundError, match="has no teacher_backbone.safetensors"):
+    with pytest.raises(FileNotFoundError, match="has no backbone.safetensors"):
         hub.load(tmp_path)
     with pytest.raises(ValueError, match="not a ViT backbone"):
         torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pth")
@@ -268,7 +269,7 @@ class _Payload:
 def test_checkpoints_cannot_carry_code(tmp_path: Path) -> None:
     path = tmp_path / "evil.pth"
     torch.save({"teacher": {"backbone.cls_token": torch.zeros(1, 1, 8)}, "x": _Payload()}, path)
-    with pytest.raises(hub.UnsafeCheckpointError, match="refused for safety") as caught:
+    with pytest.raises(UnsafeCheckpointError, match="refused for safety") as caught:
         hub.load(path)
     assert "weights_only" not in str(caught.value)  # no advice to turn the check off
 
@@ -279,8 +280,8 @@ def test_export_load_round_trip(tmp_path: Path) -> None:
     cfg = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
     model = VisionTransformer(**cfg, num_register_tokens=2, init_values=0.1).eval()
     run = tmp_path / "run"
-    out = hub.export_backbone(model, run / "teacher_backbone.safetensors")
-    meta = json.loads((run / "teacher_backbone.json").read_text())
+    out = hub.export_backbone(model, run / "backbone.safetensors")
+    meta = json.loads((run / "backbone.json").read_text())
     assert meta == {"arch": "vit", "config": model.config, "format_version": 1}
     assert set(load_file(str(out))) == set(model.state_dict())
 
@@ -294,7 +295,7 @@ def test_export_load_round_trip(tmp_path: Path) -> None:
             assert torch.equal(got[key], want[key])
     assert dinolab.load(run, drop_path_rate=0.1).config["drop_path_rate"] == 0.1
 
-    (run / "teacher_backbone.json").unlink()
+    (run / "backbone.json").unlink()
     with pytest.raises(FileNotFoundError, match="export_backbone"):
         hub.load(run)
     with pytest.raises(ValueError, match=r"\.safetensors"):

@@ -157,7 +157,7 @@ def test_official_dino_resnet50_loads_strictly(tmp_path: Path) -> None:
     torch.testing.assert_close(by_name(x), by_file(x))
     assert by_name(x).shape == (1, 2048)
     with torch.device("meta"):
-        assert hub.create_model("dino_resnet50").state_dict().keys() == state.keys()
+        assert hub.official_architecture("dino_resnet50").state_dict().keys() == state.keys()
 
 
 def test_full_training_checkpoint_and_torchvision_classifier(tmp_path: Path) -> None:
@@ -203,8 +203,8 @@ def test_export_load_round_trip(tmp_path: Path, arch: str) -> None:
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-1, 1)
-    hub.export_backbone(model, tmp_path / "teacher_backbone.safetensors")
-    meta = json.loads((tmp_path / "teacher_backbone.json").read_text())
+    hub.export_backbone(model, tmp_path / "backbone.safetensors")
+    meta = json.loads((tmp_path / "backbone.json").read_text())
     assert meta["arch"] == model.family
     loaded = hub.load(tmp_path)
     assert type(loaded) is type(model)

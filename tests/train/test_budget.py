@@ -7,7 +7,9 @@ import json
 import pytest
 
 from dinolab.train.budget import fit_steps, step_seconds_from_log, steps_for_budget
+from dinolab.train.builders import HighResPhase, build_data, time_highres_phase
 from dinolab.train.config import build_config
+from folder_helpers import write_colour_folders
 
 
 def test_steps_for_budget() -> None:
@@ -55,3 +57,17 @@ def test_step_seconds_from_log_skips_the_warmup(tmp_path) -> None:
         "".join(json.dumps({"step": i, "images_per_s": r}) + "\n" for i, r in enumerate(rates))
     )
     assert step_seconds_from_log(log, batch_size=64) == pytest.approx(1.0)  # median 64 img/s
+
+
+def test_the_highres_phase_starts_where_the_budgets_length_puts_it(tmp_path) -> None:
+    """The data is built once, before `--budget` sets the length; the phase moves with it."""
+    write_colour_folders(tmp_path / "images", per_class=8, size=32)
+    cfg = build_config(["method=dinov2", "model.patch_size=8", "crops.global_size=32",
+                        "crops.local_size=16", "crops.highres_fraction=0.5",
+                        "crops.highres_global_size=48", "optim.batch_size=4", "optim.epochs=10",
+                        f"data.path={tmp_path / 'images'}", f"out={tmp_path / 'run'}"])  # fmt: skip
+    dataset, _ = build_data(cfg, tmp_path / "run")
+    assert isinstance(dataset, HighResPhase) and dataset.start_epoch == 5
+    cfg.optim.epochs, cfg.optim.total_steps = 4, 14  # what fit_steps sets: 3.5 epochs of 4 steps
+    time_highres_phase(dataset, cfg)
+    assert dataset.start_epoch == 2

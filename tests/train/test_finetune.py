@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import dinolab
+from dinolab.checkpoint import Checkpoint
 from dinolab.cli import main
 from dinolab.hub import export_backbone
 from dinolab.models import build_model
-from dinolab.train.checkpoint import load_checkpoint
 from dinolab.train.finetune import finetune_config, run_finetune
 from dinolab.viz.report import render_result
 from folder_helpers import write_colour_folders
@@ -80,10 +80,10 @@ def test_fine_tuning_resumes_exactly(colours, tmp_path) -> None:
     whole = run_finetune(config("whole", 6))
     run_finetune(config("split", 3))
     split = run_finetune(config("split", 6), resume=True)
-    a, b = (load_checkpoint(tmp_path / r / "checkpoint.pt") for r in ("whole", "split"))
-    assert a["step"] == b["step"] == 6
-    for key, value in a["method"]["student"].items():
-        assert torch.equal(value, b["method"]["student"][key]), key
+    a, b = (Checkpoint.load(tmp_path / r / "checkpoint.pt") for r in ("whole", "split"))
+    assert a.step == b.step == 6
+    for key, value in a.student.items():
+        assert torch.equal(value, b.student[key]), key
     assert [r["step"] for r in read_log(tmp_path / "split")] == list(range(1, 7))
     assert whole is not None and split is not None and whole.confusion == split.confusion
     assert dinolab.load(tmp_path / "split").pos_embed.shape == (1, 1 + 4 * 4, 192)

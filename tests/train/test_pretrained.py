@@ -9,10 +9,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from dinolab.checkpoint import Checkpoint
 from dinolab.hub import export_backbone
 from dinolab.models import build_model
 from dinolab.train.builders import build_method
-from dinolab.train.checkpoint import method_state, save_checkpoint
+from dinolab.train.checkpoint import method_state
 from dinolab.train.config import ConfigError, build_config, load_config
 from dinolab.train.trainer import run_training
 
@@ -91,7 +92,8 @@ def test_pretrained_checkpoint_brings_its_heads(tmp_path: Path) -> None:
         for p in old.parameters():
             p.add_(0.05 * torch.randn_like(p))  # teacher and student differ, heads included
     ckpt = tmp_path / "checkpoint.pt"
-    save_checkpoint(ckpt, {"method": method_state(old), "config": OmegaConf.to_container(old_cfg)})
+    config = OmegaConf.to_container(old_cfg)
+    Checkpoint(method_state(old), {}, {}, step=0, epoch=0, rng={}, config=config).save(ckpt)
 
     run = [key for key in RUN if not key.startswith("head.")]  # the heads come with the weights
     cfg = build_config([*run, f"model.pretrained={ckpt}"])

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 import dinolab
+from dinolab.checkpoint import Checkpoint
 from dinolab.methods.dino import DINO
 from dinolab.models import ResNet
-from dinolab.train.checkpoint import load_checkpoint
 from dinolab.train.config import build_config
 from dinolab.train.optim import LARS, build_optimizer
 from dinolab.train.trainer import run_training, sync_batchnorms
@@ -48,24 +48,24 @@ def test_resnet_dino_trains_and_resumes_bit_identically(tiny, image_list, tmp_pa
     run_training(config(tiny, image_list, tmp_path / "whole", "max_steps=6"))
     run_training(config(tiny, image_list, tmp_path / "split", "max_steps=3"))
     run_training(config(tiny, image_list, tmp_path / "split", "max_steps=6"), resume=True)
-    whole = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
-    split = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
-    assert whole["step"] == split["step"] == 6
+    whole = Checkpoint.load(tmp_path / "whole" / "checkpoint.pt")
+    split = Checkpoint.load(tmp_path / "split" / "checkpoint.pt")
+    assert whole.step == split.step == 6
     for part in ("student", "teacher"):
-        a = whole["method"]["student"] if part == "student" else whole["method"]
-        b = split["method"]["student"] if part == "student" else split["method"]
+        a = whole.student if part == "student" else whole.method
+        b = split.student if part == "student" else split.method
         keys = [k for k in a if k != "student"]
         assert keys and keys == [k for k in b if k != "student"]
         for key in keys:
             assert torch.equal(a[key], b[key]), key  # parameters and BatchNorm buffers
-    assert whole["optimizer"]["state"] and "mu" in next(iter(whole["optimizer"]["state"].values()))
+    assert whole.optimizer["state"] and "mu" in next(iter(whole.optimizer["state"].values()))
     log = read_log(tmp_path / "whole")
     assert all(torch.isfinite(torch.tensor(r["dino_loss"])) for r in log)
     # the teacher's running statistics moved away from their initial values (its own batches)
-    assert whole["method"]["teacher.backbone.bn1.num_batches_tracked"] == 6
+    assert whole.method["teacher.backbone.bn1.num_batches_tracked"] == 6
     model = dinolab.load(tmp_path / "whole")
     assert isinstance(model, ResNet) and not model.training
-    assert torch.equal(model.bn1.running_mean, whole["method"]["teacher.backbone.bn1.running_mean"])
+    assert torch.equal(model.bn1.running_mean, whole.method["teacher.backbone.bn1.running_mean"])
     assert model(torch.zeros(2, 3, 40, 40)).shape == (2, 512)
 
 

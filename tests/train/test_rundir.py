@@ -15,8 +15,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from dinolab.checkpoint import Checkpoint
 from dinolab.cli import main
-from dinolab.train.checkpoint import load_checkpoint
 from dinolab.train.config import build_config, load_config
 from dinolab.train.rundir import RESUME_EXACT, RESUME_REFUSED, RESUME_STRETCHED
 from dinolab.train.trainer import TrainingDiverged, run_training
@@ -62,7 +62,7 @@ def test_overwrite_replaces_the_run_files_only(small_run, image_list, tiny, tmp_
     err = capsys.readouterr().err
     assert "--overwrite: deleted the previous run's" in err and "knn.json" in err
     assert [r["step"] for r in read_jsonl(run / "log.jsonl")] == [1]  # not appended to
-    assert load_checkpoint(run / "checkpoint.pt")["step"] == 1
+    assert Checkpoint.load(run / "checkpoint.pt").step == 1
     assert [r["event"] for r in read_jsonl(run / "history.jsonl")] == ["start"]
     assert not (run / "knn.json").exists() and not (run / "features").exists()
     assert (run / "notes.txt").read_text() == "mine"
@@ -142,8 +142,8 @@ def test_paths_are_stored_absolute_so_a_run_resumes_from_anywhere(
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(image_list, project / "train.txt")
-    for name in ("teacher_backbone.safetensors", "teacher_backbone.json"):  # weights to start from
-        shutil.copy(small_run / name, project / name.replace("teacher_backbone", "start"))
+    for name in ("backbone.safetensors", "backbone.json"):  # weights to start from
+        shutil.copy(small_run / name, project / name.replace("backbone", "start"))
     monkeypatch.chdir(project)
     args = [*tiny, "model.depth=2", "optim.epochs=2", "--max-steps", 1]
     assert train("--data", "train.txt", "--out", "runs/x", *args,
@@ -152,7 +152,7 @@ def test_paths_are_stored_absolute_so_a_run_resumes_from_anywhere(
     # the start and end of training say what runs where, and what to do next
     said = ["dino in runs/x, new run", "64 images from", "cpu, precision fp32",
             "stopping at step 1 (max_steps)", "done in", "dino_loss", "dinolab report runs/x",
-            "runs/x/teacher_backbone.safetensors", "dinolab knn runs/x"]  # fmt: skip
+            "runs/x/backbone.safetensors", "dinolab knn runs/x"]  # fmt: skip
     assert [s for s in said if s not in err] == []
     run = tmp_path / "project" / "runs" / "x"
     saved = (run / "config.yaml").read_text()
@@ -160,7 +160,7 @@ def test_paths_are_stored_absolute_so_a_run_resumes_from_anywhere(
     assert f"pretrained: {project / 'start.safetensors'}" in saved
     monkeypatch.chdir(tmp_path)
     assert train("--resume", run, "--max-steps", 2) == 0
-    assert load_checkpoint(run / "checkpoint.pt")["step"] == 2
+    assert Checkpoint.load(run / "checkpoint.pt").step == 2
     # a run of an older dinolab stored the path as typed: the resume says how to fix it
     (run / "config.yaml").write_text(saved.replace(str(tmp_path / "project") + "/", ""))
     before = snapshot(run)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from dinolab.checkpoint import Checkpoint
 from dinolab.train.builders import build_data, build_method
-from dinolab.train.checkpoint import load_checkpoint
 from dinolab.train.config import build_config, load_config
 from dinolab.train.trainer import Trainer, TrainingDiverged, run_training
 
@@ -66,13 +66,13 @@ def test_resume_is_bit_identical(tiny, image_list, tmp_path):
     run_training(tiny_config(tiny, image_list, tmp_path / "split", "max_steps=6"))
     resumed = tiny_config(tiny, image_list, tmp_path / "split", "max_steps=12")
     run_training(resumed, resume=True)
-    whole = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
-    split = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
-    assert whole["step"] == split["step"] == 12
-    assert_same_weights(whole["method"]["student"], split["method"]["student"])
-    teacher_keys = [k for k in whole["method"] if k != "student"]
+    whole = Checkpoint.load(tmp_path / "whole" / "checkpoint.pt")
+    split = Checkpoint.load(tmp_path / "split" / "checkpoint.pt")
+    assert whole.step == split.step == 12
+    assert_same_weights(whole.student, split.student)
+    teacher_keys = [k for k in whole.method if k != "student"]
     assert_same_weights(
-        {k: whole["method"][k] for k in teacher_keys}, {k: split["method"][k] for k in teacher_keys}
+        {k: whole.method[k] for k in teacher_keys}, {k: split.method[k] for k in teacher_keys}
     )
     assert [r["step"] for r in read_log(tmp_path / "split")] == list(range(1, 13))
 
@@ -128,15 +128,15 @@ def test_sigkill_then_resume(tiny, image_list, tmp_path):
     _wait_for_step(run_dir, 5, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    saved = load_checkpoint(run_dir / "checkpoint.pt")
-    assert saved["step"] >= 4
+    saved = Checkpoint.load(run_dir / "checkpoint.pt")
+    assert saved.step >= 4
     done = subprocess.run(
         [sys.executable, "-m", "dinolab", "train", "--resume", str(run_dir), "--max-steps", "10"],
         capture_output=True,
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == 10
+    assert Checkpoint.load(run_dir / "checkpoint.pt").step == 10
 
 
 def test_ctrl_c_saves_a_checkpoint(tiny, image_list, tmp_path):
@@ -152,7 +152,7 @@ def test_ctrl_c_saves_a_checkpoint(tiny, image_list, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "dinolab train --resume" in err
-    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] >= 3
+    assert Checkpoint.load(run_dir / "checkpoint.pt").step >= 3
 
 
 def test_kill_during_save_leaves_a_loadable_checkpoint(tmp_path):
@@ -160,12 +160,13 @@ def test_kill_during_save_leaves_a_loadable_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.pt"
     writer = (
         "import sys, torch\n"
-        "from dinolab.train.checkpoint import save_checkpoint\n"
+        "from dinolab.checkpoint import Checkpoint\n"
         "i = 0\n"
         "print('ready', flush=True)\n"
         "while True:\n"
         "    i += 1\n"
-        "    save_checkpoint(sys.argv[1], {'step': i, 'w': torch.full((4_000_000,), float(i))})\n"
+        "    w = {'w': torch.full((4_000_000,), float(i))}\n"
+        "    Checkpoint(w, {}, {}, step=i, epoch=0, rng={}, config={}).save(sys.argv[1])\n"
     )
     for delay in (0.05, 0.13, 0.21, 0.37, 0.5):
         proc = subprocess.Popen([sys.executable, "-c", writer, str(path)], stdout=subprocess.PIPE)
@@ -174,8 +175,8 @@ def test_kill_during_save_leaves_a_loadable_checkpoint(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         if path.exists():
-            state = load_checkpoint(path)
-            assert torch.all(state["w"] == state["step"])
+            state = Checkpoint.load(path)
+            assert torch.all(state.method["w"] == state.step)
     assert path.exists()
 
 

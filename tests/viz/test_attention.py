@@ -159,10 +159,10 @@ def test_run_attention_writes_figure_and_arrays(tiny_vit, tmp_path) -> None:
 
 @pytest.mark.parametrize("name", ["dino_vits8", "dinov2_vits14_reg4"])
 def test_official_architectures(name) -> None:
-    from dinolab.hub import create_model
+    from dinolab.hub import official_architecture
 
     torch.manual_seed(0)
-    model = create_model(name, img_size=56 if "14" in name else 32, depth=1).eval()
+    model = official_architecture(name, img_size=56 if "14" in name else 32, depth=1).eval()
     p = model.patch_size
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (4 * p, 5 * p, 3), np.uint8))
     maps = attention_maps(model, image, short_side=4 * p)

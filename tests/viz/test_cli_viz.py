@@ -46,7 +46,7 @@ def test_picture_subcommands(exported, tmp_path, monkeypatch, capsys) -> None:
 def test_report_subcommand(tiny_vit, exported, tmp_path, capsys) -> None:
     _, folder = exported
     run = tmp_path / "run"
-    export_backbone(tiny_vit, run / "teacher_backbone.safetensors")
+    export_backbone(tiny_vit, run / "backbone.safetensors")
     assert main(["report", str(run), "--images", str(folder), "--n-images", "1",
                  "--size", "32"]) == 0  # fmt: skip
     assert capsys.readouterr().out.strip() == str(run / "report.html")
@@ -75,7 +75,7 @@ def test_report_skips_unreadable_images_and_refuses_a_non_run_folder(
     _, folder = exported
     (folder / "0_broken.png").write_bytes(b"not an image")
     run = tmp_path / "run"
-    export_backbone(tiny_vit, run / "teacher_backbone.safetensors")
+    export_backbone(tiny_vit, run / "backbone.safetensors")
     assert main(["report", str(run), "--images", str(folder), "--n-images", "7",
                  "--size", "32"]) == 0  # fmt: skip
     assert "Skipped 1 unreadable image(s)" in (run / "report.html").read_text()

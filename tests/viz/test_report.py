@@ -64,7 +64,7 @@ def fake_run(root: Path, tiny_vit) -> Path:
                 record["collapse_warning"] = "teacher outputs near uniform"
             f.write(json.dumps(record) + "\n")
         f.write('{"step": 105, "dino_lo')  # torn last line of a killed run
-    export_backbone(tiny_vit, run / "teacher_backbone.safetensors")
+    export_backbone(tiny_vit, run / "backbone.safetensors")
     knn = KNNResult([KNNRow(10, 10, 87.5, 99.0), KNNRow(20, 20, 86.25, None)], 0.07, 100, 40, 6,
                     "torch")  # fmt: skip
     knn.save_json(run / "knn.json")
@@ -78,7 +78,7 @@ def test_report_renders_in_chromium(tiny_vit, tmp_path) -> None:
     assert page == run / "report.html"
     html = page.read_text()
     assert "87.50%" in html and "collapse" in html.lower() and "out_dim: 256" in html
-    assert "teacher_backbone.json" not in html  # the weights sidecar is no result
+    assert "backbone.json" not in html  # the weights sidecar is no result
 
     profile = tmp_path / "profile"
     base = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]

@@ -28,9 +28,9 @@ from PIL import Image
 
 from dinolab.data.decode import UnreadableImageError, load_image
 from dinolab.data.decode_cache import DecodeCache, default_cache_dir
+from dinolab.runfiles import RunDir
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-SKIPPED_FILENAME = "skipped_images.txt"
 
 
 # --- sources -----------------------------------------------------------------------------
@@ -178,10 +178,12 @@ def read_file_list(list_path: Path) -> tuple[list[Path], list[int], list[str]]:
 # --- dataset -----------------------------------------------------------------------------
 
 
-def item_seed(seed: int, epoch: int, index: int) -> int:
-    """A well-mixed 63-bit seed from (seed, epoch, index) (splitmix64 finaliser)."""
+def mixed_seed(seed: int, when: int, which: int) -> int:
+    """A well-mixed 63-bit seed from a base seed and two counters (splitmix64 finaliser): an
+    image's augmentations draw from (seed, epoch, image index), a method's own random draws
+    (masks, corruption) from (seed + its stream, step, rank)."""
     mask = (1 << 64) - 1
-    x = seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB
+    x = seed * 0x9E3779B97F4A7C15 + when * 0xBF58476D1CE4E5B9 + which * 0x94D049BB133111EB
     x &= mask
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
@@ -323,7 +325,7 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def generator(self, index: int) -> torch.Generator:
         """The generator whose draws make item ``index``'s augmentation in this epoch."""
-        return torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index))
+        return torch.Generator().manual_seed(mixed_seed(self.seed, self.epoch, index))
 
     def _decode(self, index: int) -> Image.Image | np.ndarray:
         if self.cache is not None:
@@ -399,7 +401,7 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def write_skipped(self, run_dir: str | os.PathLike) -> Path:
         """Write ``run_dir/skipped_images.txt`` (path<TAB>reason per skipped file)."""
-        out = Path(run_dir) / SKIPPED_FILENAME
+        out = RunDir(run_dir).skipped
         out.parent.mkdir(parents=True, exist_ok=True)
         seen: dict[str, str] = {}
         if self.skip_log.is_file():

@@ -40,6 +40,7 @@ from dinolab.distributed import rank as dist_rank
 from dinolab.hub import load_model, source_files
 from dinolab.io import atomic_write, atomic_write_npz, atomic_write_text, file_stamp
 from dinolab.models.backbone import as_backbone
+from dinolab.runfiles import RunDir
 
 FEATURE_KINDS = ("cls", "avgpool", "cls+avgpool", "last4")
 FORMAT_VERSION = 1
@@ -541,7 +542,7 @@ def default_cache_dir(model: nn.Module | str | os.PathLike) -> Path:
     """``<run dir>/features`` for a writable run directory; otherwise $DINOLAB_CACHE_DIR, or
     $XDG_CACHE_HOME/dinolab/features (~/.cache/dinolab/features)."""
     if isinstance(model, str | os.PathLike) and Path(model).is_dir() and os.access(model, os.W_OK):
-        return Path(model) / "features"
+        return RunDir(model).features
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
     xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"

@@ -8,7 +8,7 @@ name when imported (`methods/registry.py`), in this order.
 """
 
 from dinolab.methods.base import TEACHER_PROBS, Method, StepContext, StudentTeacher
-from dinolab.methods.dino import DINO, MultiCropNetwork, build_backbone, build_head
+from dinolab.methods.dino import DINO, MultiCropNetwork, backbone_from_config, build_head
 from dinolab.methods.dinov2 import DINOv2, DINOv2Network
 from dinolab.methods.distill import Distill
 from dinolab.methods.ema import ema_update
@@ -42,7 +42,7 @@ __all__ = [
     "StudentTeacher",
     "Supervised",
     "Views",
-    "build_backbone",
+    "backbone_from_config",
     "build_head",
     "config_sections",
     "ema_update",

@@ -73,7 +73,7 @@ class MultiCropNetwork(nn.Module):
         return self.head(cls_tokens)
 
 
-def build_backbone(cfg: DictConfig, drop_path_rate: float) -> nn.Module:
+def backbone_from_config(cfg: DictConfig, drop_path_rate: float) -> nn.Module:
     """The backbone a config describes, with its native grid at the global crop size."""
     m = cfg.model
     if m.arch.startswith("resnet"):
@@ -120,11 +120,11 @@ class DINO(StudentTeacher):
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__()
-        backbone = build_backbone(cfg, drop_path_rate=cfg.model.drop_path_rate)
+        backbone = backbone_from_config(cfg, drop_path_rate=cfg.model.drop_path_rate)
         if hasattr(backbone, "mask_token"):  # DINO never masks (DDP needs every param used)
             backbone.mask_token.requires_grad_(False)
         self.student = MultiCropNetwork(backbone, build_head(cfg, as_backbone(backbone).embed_dim))
-        self.init_teacher(build_backbone(cfg, drop_path_rate=0.0))
+        self.init_teacher(backbone_from_config(cfg, drop_path_rate=0.0))
         self.loss = DINOLoss(
             cfg.head.out_dim,
             student_temp=cfg.dino.student_temp,

@@ -25,7 +25,7 @@ from torch.profiler import record_function
 
 from dinolab.configs.rules import COUNT, PROBABILITY, ConfigError, Range
 from dinolab.data import MaskGenerator, draw_batch_masks
-from dinolab.data.folders import item_seed
+from dinolab.data.folders import mixed_seed
 from dinolab.distributed import rank, world_size
 from dinolab.losses import DINOLoss, KoLeoLoss, iBOTPatchLoss, masks_weight, sinkhorn_knopp
 from dinolab.losses.statistics import entropy
@@ -36,7 +36,12 @@ from dinolab.methods.base import (
     StepContext,
     StudentTeacher,
 )
-from dinolab.methods.dino import DINO_SECTION, build_backbone, build_head, describe_prototype_head
+from dinolab.methods.dino import (
+    DINO_SECTION,
+    backbone_from_config,
+    build_head,
+    describe_prototype_head,
+)
 from dinolab.methods.registry import ConfigSection, MethodSpec, Views, register
 from dinolab.models.backbone import as_backbone
 from dinolab.models.resnet import RESNET_SPECS
@@ -193,7 +198,7 @@ class DINOv2(StudentTeacher):
             self.koleo_weight = 0.0
         self.do_ibot = self.ibot_weight > 0
 
-        backbone = build_backbone(cfg, drop_path_rate=cfg.model.drop_path_rate)
+        backbone = backbone_from_config(cfg, drop_path_rate=cfg.model.drop_path_rate)
         if not self.do_ibot:  # nothing is masked: DDP needs every trained parameter used
             backbone.mask_token.requires_grad_(False)
         embed_dim = as_backbone(backbone).embed_dim
@@ -204,7 +209,7 @@ class DINOv2(StudentTeacher):
             ibot_dim = d.ibot_out_dim or cfg.head.out_dim
             ibot_head = build_head(cfg, embed_dim, ibot_dim, d.ibot_bottleneck_dim)
         self.student = DINOv2Network(backbone, dino_head, ibot_head)
-        self.init_teacher(build_backbone(cfg, drop_path_rate=0.0))
+        self.init_teacher(backbone_from_config(cfg, drop_path_rate=0.0))
 
         self.dino_loss = DINOLoss(
             cfg.head.out_dim,
@@ -234,7 +239,7 @@ class DINOv2(StudentTeacher):
         """
         n, _, height, width = global_crops.shape
         grid = (height // self.patch_size, width // self.patch_size)
-        g = torch.Generator().manual_seed(item_seed(self.seed + MASK_STREAM, step, rank()))
+        g = torch.Generator().manual_seed(mixed_seed(self.seed + MASK_STREAM, step, rank()))
         return draw_batch_masks(
             n, self.mask_generator(grid), self.mask_probability, self.mask_ratio, generator=g
         )

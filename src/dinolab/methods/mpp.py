@@ -28,10 +28,10 @@ from torch.profiler import record_function
 
 from dinolab.configs.rules import ConfigError
 from dinolab.data.augment import IMAGENET_MEAN, IMAGENET_STD
-from dinolab.data.folders import item_seed
+from dinolab.data.folders import mixed_seed
 from dinolab.distributed import rank
 from dinolab.methods.base import STUDENT_FORWARD, Method, StepContext
-from dinolab.methods.dino import build_backbone
+from dinolab.methods.dino import backbone_from_config
 from dinolab.methods.registry import MethodSpec, Views, register
 from dinolab.models.hybrid import HYBRID_ARCHS
 from dinolab.models.resnet import RESNET_SPECS
@@ -135,14 +135,14 @@ class MaskedPatchPrediction(Method):
         super().__init__()
         self.seed = int(cfg.seed)
         self.patch_size = int(cfg.model.patch_size)
-        backbone = build_backbone(cfg, drop_path_rate=cfg.model.drop_path_rate)
+        backbone = backbone_from_config(cfg, drop_path_rate=cfg.model.drop_path_rate)
         self.student = PatchPredictionNetwork(backbone, 2 ** (3 * COLOUR_BITS))
 
     def draw_corruption(self, images: Tensor, step: int) -> Corruption:
         """This step's corruption, a function of (seed, step, rank), drawn on the CPU."""
         n, _, height, width = images.shape
         patches = (height // self.patch_size) * (width // self.patch_size)
-        g = torch.Generator().manual_seed(item_seed(self.seed + CORRUPTION_STREAM, step, rank()))
+        g = torch.Generator().manual_seed(mixed_seed(self.seed + CORRUPTION_STREAM, step, rank()))
         return draw_corruption(n, patches, g)
 
     def forward(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, Tensor]:

@@ -22,7 +22,7 @@ from torch.profiler import record_function
 
 from dinolab.configs.rules import Range
 from dinolab.methods.base import STUDENT_FORWARD, Method, StepContext
-from dinolab.methods.dino import build_backbone
+from dinolab.methods.dino import backbone_from_config
 from dinolab.methods.registry import ConfigSection, MethodSpec, Views, register
 from dinolab.models import POOLS, ClassifierHead
 
@@ -70,7 +70,7 @@ class Supervised(Method):
                 f"a classifier needs labelled images of at least 2 classes, got {num_classes}: "
                 "give class folders (root/<class>/*.jpg) or a file list with a label column"
             )
-        backbone = build_backbone(cfg, drop_path_rate=cfg.model.drop_path_rate)
+        backbone = backbone_from_config(cfg, drop_path_rate=cfg.model.drop_path_rate)
         if isinstance(getattr(backbone, "mask_token", None), nn.Parameter):
             backbone.mask_token.requires_grad_(False)  # nothing is masked (DDP: all params used)
         head = ClassifierHead(cast(int, backbone.embed_dim), num_classes, cfg.finetune.pool)

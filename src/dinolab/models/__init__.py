@@ -22,7 +22,6 @@ from dinolab.models.vit import (
     vit_small,
     vit_tiny,
 )
-from dinolab.models.vit import build_model as build_vit
 
 # the class a saved `family` (export .json "arch") is rebuilt with: FAMILIES[family](**config)
 FAMILIES: dict[str, type[nn.Module]] = {
@@ -34,14 +33,17 @@ ALL_ARCHS = (*ARCHS, *RESNET_SPECS, *HYBRID_ARCHS)
 
 
 def build_model(arch: str, **kwargs: Any) -> nn.Module:
-    """Any named backbone: ``vit_small`` (``ARCHS``), ``resnet50``, ``vit_hybrid_small``..."""
+    """Any named backbone, e.g. ``build_model("vit_small", patch_size=8)``: a ViT size
+    (``ARCHS``), a ResNet (``resnet50``, ``RESNET_SPECS``) or a hybrid (``vit_hybrid_small``).
+    The one entry for every architecture (`hub.official_architecture` adds the official models'
+    keywords to it, `methods.backbone_from_config` a config's)."""
     if arch in RESNET_SPECS:
         return build_resnet(arch, **kwargs)
     if arch in HYBRID_ARCHS:
         return HYBRID_ARCHS[arch](**kwargs)
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ALL_ARCHS)}")
-    return build_vit(arch, **kwargs)
+    return ARCHS[arch](**kwargs)
 
 
 __all__ = [

@@ -333,10 +333,3 @@ ARCHS: dict[str, Callable[..., VisionTransformer]] = {
     "vit_large": vit_large,
     "vit_giant2": vit_giant2,
 }
-
-
-def build_model(arch: str, **kwargs: Any) -> VisionTransformer:
-    """Build a named size (``ARCHS``), e.g. ``build_model("vit_small", patch_size=8)``."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
-    return ARCHS[arch](**kwargs)

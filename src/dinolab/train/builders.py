@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from dinolab.checkpoint import read_training_checkpoint
 from dinolab.data import (
     ClassifierTrainTransform,
     ImageDataset,
@@ -19,7 +20,6 @@ from dinolab.data import (
     collate_single_view,
 )
 from dinolab.data.decode_cache import estimated_bytes
-from dinolab.data.folders import SKIPPED_FILENAME
 from dinolab.eval.classification import ClassifierValidation, check_labelled_pair
 from dinolab.eval.features import FeatureOptions
 from dinolab.eval.online_knn import OnlineKNN
@@ -34,9 +34,10 @@ from dinolab.methods import (
     method_spec,
 )
 from dinolab.models.backbone import as_backbone
+from dinolab.runfiles import RunDir
 from dinolab.train.checkpoint import load_method_state
 from dinolab.train.config import build_config
-from dinolab.train.pretrained import read_training_checkpoint, start_from_pretrained
+from dinolab.train.pretrained import start_from_pretrained
 from dinolab.train.schedules import run_epochs
 
 # data.pipeline=auto: the tensor path up to this global crop size (CPU per image against the PIL
@@ -87,7 +88,7 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
         cfg.data.path,
         on_error=cfg.data.on_error,
         seed=cfg.seed,
-        skip_log=run_dir / SKIPPED_FILENAME,
+        skip_log=RunDir(run_dir).skipped,
     )
     views = method_spec(cfg.method).views
     multi_crop = views is Views.MULTI_CROP
@@ -103,8 +104,7 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
                 "with `dinolab finetune MODEL --train DIR --val DIR`"
             )
         check_labelled_pair(dataset, ImageDataset(cfg.finetune.val))
-    epochs = run_epochs(cfg.optim, max(1, len(dataset) // cfg.optim.batch_size))
-    start = highres_start_epoch(epochs, cfg.crops.highres_fraction)
+    start = _highres_start(cfg, len(dataset))
     if tensor:
         collate: Any = TensorMultiCropCollate(transform)
     elif multi_crop:
@@ -137,6 +137,19 @@ def _multicrop(cfg: DictConfig, global_size: int, tensor: bool) -> MultiCropTran
         blur_sigma=tuple(c.blur_sigma),
         blur_reference=tuple(c.blur_reference) if c.blur_reference is not None else None,
     )
+
+
+def _highres_start(cfg: DictConfig, n_images: int) -> int | None:
+    epochs = run_epochs(cfg.optim, max(1, n_images // cfg.optim.batch_size))
+    return highres_start_epoch(epochs, cfg.crops.highres_fraction)
+
+
+def time_highres_phase(dataset: Any, cfg: DictConfig) -> None:
+    """Start `build_data`'s high-resolution phase, if it has one, at the epoch the run's length
+    in `cfg` gives (after `--budget` has set it)."""
+    start = _highres_start(cfg, len(dataset))
+    if isinstance(dataset, HighResPhase) and start is not None:
+        dataset.start_epoch = start
 
 
 def highres_start_epoch(epochs: int, fraction: float) -> int | None:
@@ -212,14 +225,14 @@ def distillation_teacher(cfg: DictConfig) -> DINOv2Network:
         ibot_dim = d.ibot_out_dim or cfg.head.out_dim
         ibot_head = build_head(cfg, dim, ibot_dim, d.ibot_bottleneck_dim) if separate else None
         return DINOv2Network(backbone, build_head(cfg, dim), ibot_head)
-    saved = build_config(base=checkpoint["config"])  # an older run's config gets new defaults
+    saved = build_config(base=checkpoint.config)  # an older run's config gets new defaults
     if saved.method == "distill":
         raise ValueError(
-            f"teacher.model={source} is a distillation run; pass its "
-            "teacher_backbone.safetensors (the distilled student) instead"
+            f"teacher.model={source} is a distillation run; pass its {RunDir.BACKBONE} (the "
+            "distilled student) instead"
         )
     trained = build_method(saved, from_pretrained=False)  # its weights are the checkpoint's
-    load_method_state(trained, checkpoint["method"])
+    load_method_state(trained, checkpoint.method)
     teacher = trained.get_submodule("teacher")
     if isinstance(teacher, MultiCropNetwork):  # DINO: one head for [CLS] and (shared) patches
         return DINOv2Network(teacher.backbone, teacher.head)

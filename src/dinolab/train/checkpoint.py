@@ -1,40 +1,15 @@
-"""Atomic checkpoints and exact resume.
-
-A checkpoint is written with `dinolab.io.atomic_write` (temporary file, fsync, rename): a crash
-or SIGKILL at any moment leaves either the previous complete checkpoint or the new complete one,
-never a half-written file. Everything stored is made of tensors and plain Python values, so it
-loads with `torch.load(weights_only=True)`.
+"""The Trainer's side of a checkpoint: the method's state with the student's apart, and the
+global RNGs, which `Trainer._state` puts into a `dinolab.checkpoint.Checkpoint` and `resume`
+restores (loaded strictly: only `OPTIONAL_METHOD_KEYS` may be missing).
 """
 
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any, cast
 
 import torch
 from torch import nn
-
-from dinolab.hub import torch_load_safely
-from dinolab.io import atomic_write
-
-CHECKPOINT_NAME = "checkpoint.pt"
-
-
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Atomically save `state` (tensors and plain values) with torch.save."""
-    atomic_write(path, lambda f: torch.save(state, f))
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint safely (no code can run from it)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint at {path}; to resume, pass the run directory of a run that has "
-            f"written {CHECKPOINT_NAME} (one is saved every `checkpoint_every` steps)"
-        )
-    return torch_load_safely(path)
 
 
 def rng_state() -> dict[str, Any]:

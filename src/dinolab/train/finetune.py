@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dinolab.checkpoint import Checkpoint
 from dinolab.data.images import model_short_side
 from dinolab.device import resolve_device, resolve_precision
 from dinolab.distributed import rank
@@ -26,12 +26,11 @@ from dinolab.eval.classification import ClassificationMetrics, ClassifierValidat
 from dinolab.hub import load
 from dinolab.methods.supervised import ClassifierNetwork
 from dinolab.models import ClassifierHead
-from dinolab.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from dinolab.runfiles import RunDir
 from dinolab.train.config import build_config, load_config
 from dinolab.train.trainer import run_training
 
 PRESET = "finetune"
-METRICS_NAME = "metrics.json"
 
 
 def finetune_config(
@@ -69,7 +68,7 @@ def finetune_config(
 
 def resume_config(run_dir: str | os.PathLike, overrides: Sequence[str] = ()) -> DictConfig:
     """The saved config of a fine-tuning run, with `overrides` (e.g. max_steps=...)."""
-    cfg = load_config(Path(run_dir) / "config.yaml")
+    cfg = load_config(RunDir(run_dir).config)
     if cfg.method != "supervised":
         raise ValueError(
             f"{run_dir} is a method={cfg.method} run, not a fine-tuning run; continue it with "
@@ -82,10 +81,10 @@ def resume_config(run_dir: str | os.PathLike, overrides: Sequence[str] = ()) -> 
 def load_classifier(run_dir: str | os.PathLike) -> ClassifierNetwork:
     """The classifier of a fine-tuning run's last checkpoint: its exported backbone and the
     head saved in checkpoint.pt, in eval mode."""
-    run = Path(run_dir)
-    cfg = load_config(run / "config.yaml")
-    student = load_checkpoint(run / CHECKPOINT_NAME)["method"]["student"]
-    backbone = load(run)
+    files = RunDir(run_dir)
+    cfg = load_config(files.config)
+    student = Checkpoint.load(files.checkpoint).student
+    backbone = load(files.path)
     head_state = {k.removeprefix("head."): v for k, v in student.items() if k.startswith("head.")}
     num_classes, dim = head_state["linear.weight"].shape
     head = ClassifierHead(dim, num_classes, cfg.finetune.pool)
@@ -115,7 +114,7 @@ def run_finetune(
     f, o = cfg.finetune, cfg.optim
     details = {
         "init": cfg.model.pretrained or f"random {cfg.model.arch} (from scratch)",
-        "steps": int(load_checkpoint(Path(cfg.out) / CHECKPOINT_NAME)["step"]),
+        "steps": Checkpoint.load(RunDir(cfg.out).checkpoint).step,
         "epochs": o.epochs,
         "batch_size": o.batch_size,
         "lr": o.lr,
@@ -128,5 +127,5 @@ def run_finetune(
     }
     with torch.no_grad():
         metrics = validation.evaluate(classifier, resolve_precision(cfg.precision, device), details)
-    metrics.save_json(Path(cfg.out) / METRICS_NAME)
+    metrics.save_json(RunDir(cfg.out).metrics)
     return metrics

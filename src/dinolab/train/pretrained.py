@@ -2,8 +2,8 @@
 
 A SOURCE is either anything `dinolab.load` reads (a run directory's exported teacher, a
 .safetensors or official .pth file, a transformers or timm folder, a timm state dict): a backbone,
-whose heads start fresh; or a dinolab training checkpoint (a run's ``checkpoint.pt``): the
-student and the teacher with their heads.
+whose heads start fresh; or a dinolab training checkpoint (a run's ``checkpoint.pt``, read as a
+`dinolab.checkpoint.Checkpoint`): the student and the teacher with their heads.
 
 - ``model.pretrained=SOURCE``: a new run takes the architecture keys ``model.*`` from the source
   (from a checkpoint ``head.*`` and DINOv2's iBOT head keys too; setting one of them yourself to
@@ -17,39 +17,23 @@ student and the teacher with their heads.
 
 from __future__ import annotations
 
-import os
-import pickle
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from dinolab.checkpoint import read_training_checkpoint
 from dinolab.hub import load
 from dinolab.interop.official import backbone_config, backbone_family
 from dinolab.methods import Method, method_spec
 from dinolab.models import HYBRID_ARCHS, RESNET_SPECS, build_model
 from dinolab.models.vit import ARCHS, resample_pos_embed
+from dinolab.runfiles import RunDir
 
 # model.* keys that are not the architecture: each run sets its own
 RUN_MODEL_KEYS = ("drop_path_rate", "pretrained")
-
-
-def read_training_checkpoint(source: str | os.PathLike) -> dict[str, Any] | None:
-    """The dinolab training checkpoint at ``source`` (a file holding ``method`` and ``config``),
-    or None when ``source`` is something else."""
-    path = Path(source)
-    if not (path.is_file() and path.suffix in (".pt", ".pth")):
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError):  # e.g. an official file with pickled args
-        return None
-    if isinstance(state, dict) and {"method", "config"} <= state.keys():
-        return state
-    return None
 
 
 # --------------------------------------------------------------------------- config keys
@@ -123,17 +107,17 @@ def pretrained_keys(source: str, method: str) -> dict[str, Any]:
     checkpoint = read_training_checkpoint(source)
     if checkpoint is None:
         return {f"model.{k}": v for k, v in architecture_keys(load(source)).items()}
-    saved = checkpoint["config"]
+    saved = checkpoint.config
     if method == "distill":
         raise ValueError(
-            "a distillation student starts from a backbone: pass the run's "
-            "teacher_backbone.safetensors rather than its checkpoint"
+            f"a distillation student starts from a backbone: pass the run's {RunDir.BACKBONE} "
+            "rather than its checkpoint"
         )
-    if saved["method"] != method:
+    if checkpoint.method_name != method:
         raise ValueError(
-            f"{source} is a method={saved['method']} checkpoint and this run is method={method}: "
-            f"its heads do not carry over; pass the run's teacher_backbone.safetensors to start "
-            "from its backbone with fresh heads"
+            f"{source} is a method={checkpoint.method_name} checkpoint and this run is "
+            f"method={method}: its heads do not carry over; pass the run's {RunDir.BACKBONE} to "
+            "start from its backbone with fresh heads"
         )
     model = {f"model.{k}": v for k, v in saved["model"].items() if k not in RUN_MODEL_KEYS}
     return model | _head_keys(saved)
@@ -143,7 +127,7 @@ def teacher_keys(source: str) -> dict[str, Any]:
     """Dotted config keys the student's heads take from ``teacher.model=source``: its head
     architecture when it is a checkpoint (the student learns its head's outputs), else none."""
     checkpoint = read_training_checkpoint(source)
-    return {} if checkpoint is None else _head_keys(checkpoint["config"])
+    return {} if checkpoint is None else _head_keys(checkpoint.config)
 
 
 # --------------------------------------------------------------------------- weights
@@ -179,15 +163,8 @@ def load_network(network: nn.Module, state: Mapping[str, Tensor], source: str) -
     except (RuntimeError, ValueError) as err:
         raise ValueError(
             f"the heads of {source} do not fit this run's ({err}); pass its "
-            "teacher_backbone.safetensors to start from the backbone with fresh heads"
+            f"{RunDir.BACKBONE} to start from the backbone with fresh heads"
         ) from None
-
-
-def checkpoint_networks(checkpoint: Mapping[str, Any]) -> dict[str, dict[str, Tensor]]:
-    """The student's and the teacher's state dicts of a training checkpoint."""
-    saved = checkpoint["method"]
-    teacher = {k[len("teacher.") :]: v for k, v in saved.items() if k.startswith("teacher.")}
-    return {"student": saved["student"], "teacher": teacher}
 
 
 def start_from_pretrained(method: Method, cfg: DictConfig) -> None:
@@ -202,6 +179,6 @@ def start_from_pretrained(method: Method, cfg: DictConfig) -> None:
         for role in roles:
             load_backbone_state(method.get_submodule(f"{role}.backbone"), state, source)
         return
-    for role, network_state in checkpoint_networks(checkpoint).items():
+    for role, network_state in (("student", checkpoint.student), ("teacher", checkpoint.teacher)):
         if network_state:  # a run without a teacher saved none
             load_network(method.get_submodule(role), network_state, source)

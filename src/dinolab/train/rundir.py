@@ -4,8 +4,8 @@ A run directory is the `--out` of `dinolab train`. Its rules:
 
 - A new run never writes into a directory that holds a run (a config.yaml, checkpoint.pt or
   log.jsonl): it is refused, naming `--resume` and `--overwrite`. `--overwrite` deletes the old
-  run's files, and only those (`RUN_FILES`), once the new run is built and about to write, so an
-  early error leaves the old run as it was.
+  run's files, and only those (`dinolab.runfiles.RunDir.run_files`), once the new run is built
+  and about to write, so an early error leaves the old run as it was.
 - A resume compares the new config with the run's config.yaml. Keys that fix the shapes of the
   model or of its training state (`RESUME_REFUSED`) are refused: the checkpoint cannot be loaded
   under other values. Keys that only change how the run is logged, evaluated, loaded or where it
@@ -13,6 +13,7 @@ A run directory is the `--out` of `dinolab train`. Its rules:
   `optim.total_steps`) may change: the schedules are recomputed for it. Any other change is
   allowed and reported: the run is then no longer an exact continuation.
 - Paths in a saved config are absolute (`PATH_KEYS`), so a run resumes from any directory.
+- The file names are `dinolab.runfiles.RunDir`'s.
 - `history.jsonl` records every start and resume: time, command line, versions, git commit,
   the step it started from and the keys a resume changed.
 """
@@ -35,22 +36,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dinolab.data.folders import SKIPPED_FILENAME
 from dinolab.io import stale_temp_files
-from dinolab.train.checkpoint import CHECKPOINT_NAME
+from dinolab.runfiles import RunDir
 from dinolab.train.config import load_config
 
-CONFIG_NAME = "config.yaml"
-LOG_NAME = "log.jsonl"
-HISTORY_NAME = "history.jsonl"
-SKIPPED_NAME = SKIPPED_FILENAME
-EXPORT_NAMES = ("teacher_backbone.safetensors", "teacher_backbone.json")  # hub.RUN_BACKBONE
-# What a training run and the commands run on it write; `--overwrite` deletes these only.
-RUN_FILES = (
-    CONFIG_NAME, CHECKPOINT_NAME, LOG_NAME, HISTORY_NAME, SKIPPED_NAME, *EXPORT_NAMES,
-    "knn.json", "linear.json", "segmentation.json", "report.html", "features",
-    "metrics.json", "confusion_matrix.png",  # dinolab finetune's results
-)  # fmt: skip
 PATH_KEYS = (
     "data.path", "eval.knn_val", "eval.knn_train", "finetune.val", "model.pretrained",
     "teacher.model",
@@ -81,25 +70,22 @@ class RunDirError(ValueError):
     """A run directory cannot be used as asked; the message says why and what to do instead."""
 
 
+def check_run_mode(resume: bool, overwrite: bool, budget: bool) -> None:
+    """Refuse the combinations of `--resume`, `--overwrite` and `--budget` that ask for two
+    things at once (the one home of these checks: `dinolab train`, `finetune` and the library)."""
+    if resume and overwrite:
+        raise RunDirError("--resume continues a run and --overwrite replaces it: choose one")
+    if resume and budget:
+        raise RunDirError("--budget sets the length of a new run; a resumed run keeps its own")
+
+
 def _matches(key: str, patterns: tuple[str, ...]) -> bool:
     return any(key == p or (p.endswith(".") and key.startswith(p)) for p in patterns)
 
 
-def is_run_dir(path: str | os.PathLike) -> bool:
-    """Whether `path` is a folder a training run (or an export into it) wrote."""
-    path = Path(path)
-    names = (CONFIG_NAME, CHECKPOINT_NAME, LOG_NAME, EXPORT_NAMES[0])
-    return path.is_dir() and any((path / name).is_file() for name in names)
-
-
-def holds_training_run(run_dir: Path) -> bool:
-    """Whether training has started in `run_dir` (a config, checkpoint or log is there)."""
-    return any((run_dir / name).is_file() for name in (CONFIG_NAME, CHECKPOINT_NAME, LOG_NAME))
-
-
 def last_logged_step(run_dir: Path) -> int | None:
     """The step of the last complete record of log.jsonl, if any."""
-    path = run_dir / LOG_NAME
+    path = RunDir(run_dir).log
     if not path.is_file():
         return None
     for line in reversed(path.read_text().splitlines()):
@@ -113,9 +99,10 @@ def last_logged_step(run_dir: Path) -> int | None:
 # ------------------------------------------------------------------------------ new runs
 def check_new_run(run_dir: Path, overwrite: bool) -> None:
     """Refuse to start a new run in a directory that holds one, unless `overwrite`."""
-    if overwrite or not holds_training_run(run_dir):
+    files = RunDir(run_dir)
+    if overwrite or not files.holds_training_run():
         return
-    if (run_dir / CHECKPOINT_NAME).is_file():
+    if files.checkpoint.is_file():
         step = last_logged_step(run_dir)
         at = f" (logged up to step {step})" if step is not None else ""
         raise RunDirError(
@@ -126,17 +113,17 @@ def check_new_run(run_dir: Path, overwrite: bool) -> None:
         )
     raise RunDirError(
         f"{run_dir} holds a run that stopped before its first checkpoint (it has "
-        f"{', '.join(n for n in (CONFIG_NAME, LOG_NAME) if (run_dir / n).is_file())} but no "
-        f"{CHECKPOINT_NAME}), so there is nothing to resume; nothing was changed. Start it "
+        f"{', '.join(p.name for p in (files.config, files.log) if p.is_file())} but no "
+        f"{files.CHECKPOINT}), so there is nothing to resume; nothing was changed. Start it "
         "again with --overwrite, or choose another --out"
     )
 
 
 def clear_run(run_dir: Path) -> list[str]:
-    """Delete the files of the run in `run_dir` (`RUN_FILES` and temporary files of interrupted
-    saves), nothing else; returns the names deleted."""
+    """Delete the files of the run in `run_dir` (`RunDir.run_files` and temporary files of
+    interrupted saves), nothing else; returns the names deleted."""
     removed = []
-    for name in RUN_FILES:
+    for name in RunDir(run_dir).run_files():
         path = run_dir / name
         if path.is_dir():
             shutil.rmtree(path)
@@ -215,14 +202,15 @@ def config_changes(saved: DictConfig, new: DictConfig) -> list[Change]:
 def check_resume(run_dir: Path, cfg: DictConfig) -> list[Change]:
     """Compare `cfg` (its paths made absolute) with the run's config.yaml; refuse changes the
     checkpoint cannot take, and return every change (the caller reports them)."""
-    if not (run_dir / CHECKPOINT_NAME).is_file():
-        what = "holds no run" if not holds_training_run(run_dir) else "has no checkpoint yet"
+    files = RunDir(run_dir)
+    if not files.checkpoint.is_file():
+        started = files.holds_training_run()
         raise RunDirError(
-            f"cannot resume {run_dir}: it {what} ({CHECKPOINT_NAME} is written every "
-            f"`checkpoint_every` steps and at each epoch's end). Start a new run with "
-            f"--out {run_dir}{' --overwrite' if holds_training_run(run_dir) else ''}"
+            f"cannot resume {run_dir}: it {'has no checkpoint yet' if started else 'holds no run'} "
+            f"({files.CHECKPOINT} is written every `checkpoint_every` steps and at each epoch's "
+            f"end). Start a new run with --out {run_dir}{' --overwrite' if started else ''}"
         )
-    saved = load_config(run_dir / CONFIG_NAME)
+    saved = load_config(files.config)
     _check_saved_paths(run_dir, saved, cfg)
     absolute_paths(saved)
     changes = config_changes(saved, cfg)
@@ -248,7 +236,7 @@ def _check_saved_paths(run_dir: Path, saved: DictConfig, cfg: DictConfig) -> Non
         if OmegaConf.select(cfg, key) == here and not os.path.exists(here):
             flag = "--data" if key == "data.path" else key + "="
             raise RunDirError(
-                f"{run_dir}/{CONFIG_NAME} has the relative {key}={value!r} (from a dinolab "
+                f"{RunDir(run_dir).config} has the relative {key}={value!r} (from a dinolab "
                 f"that stored paths as typed), and it is not found from {Path.cwd()}. Run the "
                 "resume from the directory the run was started in, or give the path again: "
                 f"`dinolab train --resume {run_dir} {flag}{'' if flag.endswith('=') else ' '}"
@@ -266,7 +254,7 @@ def describe_changes(changes: list[Change], step: int) -> str:
         "continuation of the original run",
     }
     lines = [f"Resuming with {len(changes)} changed setting{'s' if len(changes) > 1 else ''} "
-             f"(config.yaml gets the new values, {HISTORY_NAME} the change):"]  # fmt: skip
+             f"({RunDir.CONFIG} gets the new values, {RunDir.HISTORY} the change):"]  # fmt: skip
     for kind in ("exact", "stretched", "inexact"):
         group = [c for c in changes if c.kind == kind]
         if group:
@@ -312,6 +300,6 @@ def record_history(run_dir: Path, event: str, **fields: Any) -> dict[str, Any]:
         "host": platform.node(),
         **fields,
     }
-    with open(run_dir / HISTORY_NAME, "a", encoding="utf-8") as f:
+    with open(RunDir(run_dir).history, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, default=str) + "\n")
     return record

@@ -10,10 +10,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from dinolab.hub import RUN_BACKBONE
 from dinolab.methods import method_spec
+from dinolab.runfiles import RunDir
 from dinolab.train.config import is_resnet
-from dinolab.train.rundir import SKIPPED_NAME
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ def duration(seconds: float) -> str:
 
 def skipped_count(run_dir: Path) -> int:
     """How many different images the run has skipped as unreadable (RUN_DIR/skipped_images.txt)."""
-    path = run_dir / SKIPPED_NAME
+    path = RunDir(run_dir).skipped
     if not path.is_file():
         return 0
     return len({line.split("\t", 1)[0] for line in path.read_text().splitlines() if line})
@@ -90,7 +89,7 @@ def start_message(facts: RunFacts, resumed: bool) -> str:
     skipped = skipped_count(run)
     so_far = f" ({skipped} so far)" if skipped else ""
     bad = (
-        f"unreadable ones are skipped and listed in {run / SKIPPED_NAME}{so_far}"
+        f"unreadable ones are skipped and listed in {RunDir(run).skipped}{so_far}"
         if cfg.data.on_error == "skip"
         else "an unreadable one stops the run (data.on_error=raise)"
     )
@@ -103,8 +102,8 @@ def start_message(facts: RunFacts, resumed: bool) -> str:
         f"{_plural(facts.processes, 'process')}",
         f"  schedule  {_length(facts)} = {total} steps of {cfg.optim.batch_size} images, "
         f"{until}",
-        f"  saves     checkpoint.pt every {cfg.checkpoint_every} steps and at each epoch's end; "
-        f"log.jsonl every {_plural(cfg.log_every, 'step')}",
+        f"  saves     {RunDir.CHECKPOINT} every {cfg.checkpoint_every} steps and at each epoch's "
+        f"end; {RunDir.LOG} every {_plural(cfg.log_every, 'step')}",
     ])  # fmt: skip
 
 
@@ -127,11 +126,11 @@ def end_message(facts: RunFacts, record: dict[str, Any], seconds: float) -> str:
             "rest of the schedule"
         )
     whose = "the teacher's" if facts.has_teacher else "the trained"
-    lines.append(f"  model     {run / RUN_BACKBONE} ({whose} backbone)")
+    lines.append(f"  model     {RunDir(run).export} ({whose} backbone)")
     skipped = skipped_count(run)
     if skipped:
         lines.append(f"  skipped   {_plural(skipped, 'unreadable image')}, listed in "
-                     f"{run / SKIPPED_NAME}")  # fmt: skip
+                     f"{RunDir(run).skipped}")  # fmt: skip
     lines += [
         f"  next      dinolab knn {run} --train LABELLED/train --val LABELLED/val",
         f"            dinolab report {run}",

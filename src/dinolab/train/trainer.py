@@ -17,7 +17,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -26,33 +26,26 @@ from torch.profiler import record_function
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from dinolab.checkpoint import Checkpoint
 from dinolab.device import autocast, peak_memory_mb, resolve_device, resolve_precision
 from dinolab.distributed import DistEnv, barrier, init_distributed
-from dinolab.hub import RUN_BACKBONE, export_backbone
+from dinolab.hub import export_backbone
 from dinolab.methods import TEACHER_PROBS, Method
+from dinolab.runfiles import RunDir
 from dinolab.train import schedules
 from dinolab.train.budget import fit_steps, step_seconds_from_log
-from dinolab.train.builders import build_data, build_evaluator, build_method
-from dinolab.train.checkpoint import (
-    CHECKPOINT_NAME,
-    load_checkpoint,
-    load_method_state,
-    method_state,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from dinolab.train.builders import build_data, build_evaluator, build_method, time_highres_phase
+from dinolab.train.checkpoint import load_method_state, method_state, rng_state, set_rng_state
 from dinolab.train.config import save_config
 from dinolab.train.monitor import CollapseMonitor
 from dinolab.train.optim import build_optimizer
 from dinolab.train.param_groups import apply_optim_schedules, param_groups
 from dinolab.train.rundir import (
-    CONFIG_NAME,
-    LOG_NAME,
     RunDirError,
     absolute_paths,
     check_new_run,
     check_resume,
+    check_run_mode,
     clear_run,
     describe_changes,
     record_history,
@@ -122,6 +115,7 @@ class Trainer:
         self.cfg = cfg
         self.env = dist_env or DistEnv()
         self.run_dir = Path(cfg.out)
+        self.files = RunDir(self.run_dir)
         self.device = resolve_device(cfg.device, self.env.local_rank)
         self.dtype = resolve_precision(cfg.precision, self.device)
         self.dataset = dataset
@@ -171,35 +165,39 @@ class Trainer:
         self._interrupted = False
 
     # ----------------------------------------------------------------- checkpoints
-    def _state(self) -> dict[str, Any]:
-        return {
-            "method": method_state(self.method),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "epoch": self.step // self.iters_per_epoch,
-            "rng": rng_state(),
-            "config": OmegaConf.to_container(self.cfg, resolve=True),
-        }
+    def _state(self) -> Checkpoint:
+        config = cast(dict[str, Any], OmegaConf.to_container(self.cfg, resolve=True))
+        return Checkpoint(
+            method=method_state(self.method),
+            optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict(),
+            step=self.step,
+            epoch=self.step // self.iters_per_epoch,
+            rng=rng_state(),
+            config=config,
+        )
 
     def save(self) -> None:
-        """Checkpoint (atomic) and export of the trained backbone; rank 0 only, once per step."""
+        """Checkpoint (atomic) and export of the trained backbone; rank 0 only, once per step.
+        A run resumed from a directory with the export's old name keeps one export, the new."""
         if self.env.is_main and self._saved_step != self.step:
             self._saved_step = self.step
-            save_checkpoint(self.run_dir / CHECKPOINT_NAME, self._state())
-            export_backbone(self.method.trained_backbone, self.run_dir / RUN_BACKBONE)
+            self._state().save(self.files.checkpoint)
+            export_backbone(self.method.trained_backbone, self.files.export)
+            for old in self.files.old_exports():
+                old.unlink()
         self.checkpoint_step = self.step
 
     def resume(self) -> None:
         """Continue exactly where the checkpoint in run_dir stopped."""
-        state = load_checkpoint(self.run_dir / CHECKPOINT_NAME)
-        load_method_state(self.method, state["method"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        self.step = self.checkpoint_step = state["step"]
+        checkpoint = Checkpoint.load(self.files.checkpoint)
+        load_method_state(self.method, checkpoint.method)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.scaler.load_state_dict(checkpoint.scaler)
+        set_rng_state(checkpoint.rng)
+        self.step = self.checkpoint_step = checkpoint.step
         if self.env.is_main:
-            _truncate_log(self.run_dir / LOG_NAME, self.step)
+            _truncate_log(self.files.log, self.step)
 
     @property
     def stop_step(self) -> int:
@@ -213,7 +211,7 @@ class Trainer:
         stop_at = self.stop_step
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / CONFIG_NAME)
+            save_config(cfg, self.files.config)
         sampler = ResumableSampler(
             self.dataset,
             num_replicas=self.env.world_size,
@@ -373,7 +371,7 @@ class Trainer:
         if warning:
             record["collapse_warning"] = warning
         if self.env.is_main:
-            with open(self.run_dir / LOG_NAME, "a") as f:
+            with open(self.files.log, "a") as f:
                 f.write(json.dumps(record) + "\n")
             shown = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}"}
             if self.method.has_teacher:
@@ -468,39 +466,17 @@ def run_training(
     schedule ends inside the budget (see train/budget.py); `cfg` is updated in place.
     Returns the last logged record ({} when a resumed run has nothing left to do).
     """
+    check_run_mode(resume, overwrite, budget_minutes is not None)
     env = init_distributed(resolve_device(cfg.device).type)
     run_dir = Path(cfg.out)
-    if resume and overwrite:
-        raise RunDirError("--resume continues a run and --overwrite replaces it: choose one")
     absolute_paths(cfg)
     changes = check_resume(run_dir, cfg) if resume else []
     if not resume:
         check_new_run(run_dir, overwrite)
-    if budget_minutes is not None:
-        if resume:
-            raise ValueError("--budget sets the epochs of a new run; a resumed run keeps its own")
-
-        def time_steps(probe: DictConfig) -> float:
-            torch.manual_seed(probe.seed)
-            data, collate = build_data(probe, Path(probe.out))
-            Trainer(probe, build_method(probe, len(data.classes)), data, collate, env).fit()
-            barrier()
-            step_s = step_seconds_from_log(Path(probe.out) / LOG_NAME, probe.optim.batch_size)
-            barrier()
-            if env.is_main:
-                shutil.rmtree(probe.out, ignore_errors=True)
-            return step_s
-
-        images = len(build_data(cfg, run_dir)[0])
-        message = fit_steps(cfg, budget_minutes, images // cfg.optim.batch_size, time_steps)
-        if env.enabled:  # every rank trains rank 0's choice
-            chosen = [cfg.optim.total_steps, cfg.optim.epochs]
-            torch.distributed.broadcast_object_list(chosen, src=0)
-            cfg.optim.total_steps, cfg.optim.epochs = chosen
-        if env.is_main:
-            print(message, file=sys.stderr)
-    # built after --budget set the run length: the high-resolution phase starts from it
     dataset, collate_fn = build_data(cfg, run_dir)
+    if budget_minutes is not None:
+        _fit_budget(cfg, budget_minutes, dataset, collate_fn, env)
+        time_highres_phase(dataset, cfg)  # the run's length changed: the phase starts anew
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (the teacher too)
     method = build_method(cfg, len(dataset.classes), from_pretrained=not resume)
     torch.manual_seed(cfg.seed + env.rank)  # then per-rank randomness (drop-path)
@@ -519,6 +495,31 @@ def run_training(
     if env.is_main:
         print(end_message(trainer.facts(), record, time.perf_counter() - started), file=sys.stderr)
     return record
+
+
+def _fit_budget(
+    cfg: DictConfig, minutes: float, dataset: Any, collate_fn: Any, env: DistEnv
+) -> None:
+    """Time a few real steps on the run's data, then set the run's length to fit `minutes`
+    (train/budget.py); every rank trains rank 0's choice."""
+
+    def time_steps(probe: DictConfig) -> float:
+        torch.manual_seed(probe.seed)
+        Trainer(probe, build_method(probe, len(dataset.classes)), dataset, collate_fn, env).fit()
+        barrier()
+        step_s = step_seconds_from_log(RunDir(probe.out).log, probe.optim.batch_size)
+        barrier()
+        if env.is_main:
+            shutil.rmtree(probe.out, ignore_errors=True)
+        return step_s
+
+    message = fit_steps(cfg, minutes, len(dataset) // cfg.optim.batch_size, time_steps)
+    if env.enabled:
+        chosen = [cfg.optim.total_steps, cfg.optim.epochs]
+        torch.distributed.broadcast_object_list(chosen, src=0)
+        cfg.optim.total_steps, cfg.optim.epochs = chosen
+    if env.is_main:
+        print(message, file=sys.stderr)
 
 
 def _resume(trainer: Trainer, changes: list) -> None:

@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from dinolab.runfiles import RunDir
 from dinolab.viz.images import new_figure, save_figure
-
-CONFUSION_PICTURE = "confusion_matrix.png"
 
 
 def plot_confusion_matrix(metrics: dict[str, Any]) -> Figure:
@@ -47,10 +46,12 @@ def plot_confusion_matrix(metrics: dict[str, Any]) -> Figure:
     return fig
 
 
-def save_confusion_matrix(run_dir: str | os.PathLike, metrics_name: str = "metrics.json") -> Path:
+def save_confusion_matrix(run_dir: str | os.PathLike) -> Path:
     """Draw RUN_DIR/metrics.json into RUN_DIR/confusion_matrix.png; returns its path."""
-    run = Path(run_dir)
-    path = run / metrics_name
-    if not path.is_file():
-        raise FileNotFoundError(f"no {metrics_name} in {run}: is it a finished dinolab finetune?")
-    return save_figure(plot_confusion_matrix(json.loads(path.read_text())), run / CONFUSION_PICTURE)
+    files = RunDir(run_dir)
+    if not files.metrics.is_file():
+        raise FileNotFoundError(
+            f"no {files.METRICS} in {files.path}: is it a finished dinolab finetune?"
+        )
+    metrics = json.loads(files.metrics.read_text())
+    return save_figure(plot_confusion_matrix(metrics), files.confusion_matrix)

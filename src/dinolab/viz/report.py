@@ -25,10 +25,10 @@ from matplotlib.figure import Figure
 
 from dinolab.data.images import prepare_or_skip
 from dinolab.eval.attention import attention_maps
-from dinolab.hub import RUN_BACKBONE, load
+from dinolab.hub import load
 from dinolab.io import atomic_write_text
 from dinolab.models.backbone import as_backbone
-from dinolab.train.rundir import is_run_dir
+from dinolab.runfiles import RunDir
 from dinolab.viz.attention import plot_attention
 from dinolab.viz.classification import plot_confusion_matrix
 from dinolab.viz.images import (
@@ -41,8 +41,6 @@ from dinolab.viz.images import (
     unique_names,
 )
 from dinolab.viz.pca import patch_pca, plot_pca
-
-REPORT_NAME = "report.html"
 
 # (panel title, [(log key, y axis: "left"/"right")]); panels without data are left out
 _PANELS: list[tuple[str, list[tuple[str, str]]]] = [
@@ -296,13 +294,14 @@ def write_report(
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"run directory {run} does not exist; pass a dinolab run dir")
-    if not is_run_dir(run):
+    files = RunDir(run)
+    if not files.is_run_dir():
         raise ValueError(
-            f"{run} is not a dinolab run directory (no config.yaml, log.jsonl or "
-            f"{RUN_BACKBONE}), so no report was written into it; pass the --out directory of "
+            f"{run} is not a dinolab run directory (no {files.CONFIG}, {files.LOG} or "
+            f"{files.BACKBONE}), so no report was written into it; pass the --out directory of "
             "`dinolab train`"
         )
-    cfg_path, log_path = run / "config.yaml", run / "log.jsonl"
+    cfg_path, log_path = files.config, files.log
     saved = OmegaConf.to_container(OmegaConf.load(cfg_path)) if cfg_path.is_file() else {}
     config = saved if isinstance(saved, dict) else {}
     records = read_log(log_path) if log_path.is_file() else []
@@ -338,4 +337,4 @@ def write_report(
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>dinolab report: {html.escape(run.resolve().name)}</title>"
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")  # fmt: skip
-    return atomic_write_text(run / REPORT_NAME, page)
+    return atomic_write_text(files.report, page)

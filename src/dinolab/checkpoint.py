@@ -1,0 +1,155 @@
+"""The training checkpoint (a run's ``checkpoint.pt``), typed, and reading PyTorch files safely.
+
+`Checkpoint` is what the Trainer saves and every reader loads: the method's state (the
+student's under ``"student"``, the teacher's keys under ``"teacher."``), the optimizer, the
+gradient scaler, the step and epoch reached, the global RNGs and the resolved config. It is
+saved with `dinolab.io.atomic_write` (a crash leaves the previous complete file or the new one)
+as a dict of tensors and plain values, so it reads with `torch_load_safely`: no code can run
+from it. ``version`` names the layout; a file without one is version 1, the layout every dinolab
+checkpoint has had. A later layout (sharded optimizer states, a further teacher) raises the
+version, and `Checkpoint.from_state` learns to read each one.
+
+It lives below `hub` and `train`: `hub.load` refuses a training checkpoint with a pointer to the
+run directory, `train/` saves and resumes it (`train/checkpoint.py`: the method and RNG state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dinolab.io import atomic_write
+
+CHECKPOINT_VERSION = 1
+# What every version holds; `is_training_checkpoint` recognises a file by these keys.
+TRAINING_KEYS = frozenset({"method", "optimizer", "step", "config"})
+
+
+class UnsafeCheckpointError(ValueError):
+    """A file holds Python objects that loading would run: refused, whatever its source."""
+
+
+def torch_load_safely(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` (tensors, plain values and argparse.Namespace,
+    which official DINO v1 checkpoints store their ``args`` as) whose errors say what is wrong
+    with the file; none suggests turning the safety check off."""
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise ValueError(_unreadable(path, err)) from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f" ({found.group(1)})" if found else ""
+        raise UnsafeCheckpointError(
+            f"{path} was refused for safety: besides tensors it holds a Python object{what} "
+            "that loading would have to run, and such an object can run any code. dinolab "
+            "only loads files of tensors and plain values. Get the weights as a state dict "
+            "(saved with torch.save(model.state_dict(), PATH)) or as a .safetensors file"
+        ) from None
+    except Exception as err:  # torch raises EOFError, RuntimeError, KeyError... for bad bytes
+        raise ValueError(_unreadable(path, err)) from None
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    size = path.stat().st_size
+    if size == 0:
+        return (
+            f"{path} is empty (0 bytes), not a checkpoint: a download, copy or save that did not "
+            "finish. Download or export it again"
+        )
+    reason = str(err).split(". ")[0] or type(err).__name__
+    return (
+        f"{path} is not a readable PyTorch file ({size} bytes; {reason}): it is cut short or "
+        "damaged, or not a checkpoint at all. Download or export it again"
+    )
+
+
+def is_training_checkpoint(state: object) -> bool:
+    """Whether a loaded file is a dinolab training checkpoint (any version)."""
+    return isinstance(state, Mapping) and set(state) >= TRAINING_KEYS
+
+
+@dataclass
+class Checkpoint:
+    """Everything a run needs to continue exactly where it stopped."""
+
+    method: dict[str, Any]  # the method's state dict, the student's under "student"
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any]
+    step: int
+    epoch: int
+    rng: dict[str, Any]  # the global RNGs (`train/checkpoint.py: rng_state`)
+    config: dict[str, Any]  # the run's resolved config
+    version: int = CHECKPOINT_VERSION
+
+    @property
+    def student(self) -> dict[str, Tensor]:
+        """The student network's state dict (backbone and heads)."""
+        return self.method["student"]
+
+    @property
+    def teacher(self) -> dict[str, Tensor]:
+        """The teacher network's state dict; empty for a method without a teacher."""
+        return {k.removeprefix("teacher."): v for k, v in self.method.items()
+                if k.startswith("teacher.")}  # fmt: skip
+
+    @property
+    def method_name(self) -> str:
+        """The ``method`` of the run's config (dino, dinov2, ...)."""
+        return str(self.config["method"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the checkpoint atomically (tensors and plain values, with torch.save)."""
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        atomic_write(path, lambda f: torch.save(state, f))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Checkpoint:
+        """The checkpoint at ``path``, read safely; errors say what the file is instead."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no checkpoint at {path}; to resume, pass the run directory of a run that has "
+                f"written {path.name} (one is saved every `checkpoint_every` steps)"
+            )
+        state = torch_load_safely(path)
+        if not is_training_checkpoint(state):
+            raise ValueError(
+                f"{path} is not a dinolab training checkpoint (it lacks "
+                f"{', '.join(sorted(TRAINING_KEYS - set(state or ())))}); pass the "
+                "checkpoint.pt of a training run"
+            )
+        return cls.from_state(state)
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Checkpoint:
+        """The checkpoint of a loaded file of any version this dinolab reads."""
+        version = int(state.get("version", 1))
+        if version > CHECKPOINT_VERSION:
+            raise ValueError(
+                f"this checkpoint has layout version {version}, newer than this dinolab reads "
+                f"(up to {CHECKPOINT_VERSION}): upgrade dinolab to load it"
+            )
+        names = [f.name for f in fields(cls) if f.name != "version"]
+        return cls(**{name: state[name] for name in names}, version=version)
+
+
+def read_training_checkpoint(source: str | os.PathLike) -> Checkpoint | None:
+    """The training checkpoint at ``source``, or None when ``source`` is something else (a run
+    directory, an export, an official .pth file, a hub name)."""
+    path = Path(source)
+    if not (path.is_file() and path.suffix in (".pt", ".pth")):
+        return None
+    state = torch_load_safely(path)
+    return Checkpoint.from_state(state) if is_training_checkpoint(state) else None
