@@ -1,10 +1,12 @@
-"""The state dicts the official code loads strictly: facebookresearch/dino and dinov2.
+"""The state dicts the official code loads strictly: facebookresearch/dino, dinov2 and dinov3.
 
 dinolab's ViT already has the official DINOv2 names (``DinoVisionTransformer`` with flat blocks,
 ``block_chunks=0``, as the torch.hub models), so its state dict is the DINOv2 file as it is.
 DINO v1's ``VisionTransformer`` has the same names but no ``mask_token``, no LayerScale and no
 registers; a model that fits it (`uses_dino_v1_layout`) is written without the mask token so
 ``dino.vision_transformer.vit_small(patch_size=16).load_state_dict(sd, strict=True)`` works.
+A RoPE ViT has DINOv3's names (``storage_tokens``, ``rope_embed.periods``,
+``attn.qkv.bias_mask``): its state dict is the file ``DinoVisionTransformer`` loads.
 A ResNet is torchvision's layout without ``fc``: DINO's ResNet-50 file.
 """
 
@@ -46,7 +48,8 @@ def uses_dino_v1_layout(model: nn.Module) -> bool:
     c = backbone_config(model)
     mask_token = model.get_parameter("mask_token")
     return (
-        c["init_values"] is None
+        c.get("pos_embed", "learned") == "learned"
+        and c["init_values"] is None
         and c["num_register_tokens"] == 0
         and c["ffn_layer"] == "mlp"
         and c["proj_bias"]
