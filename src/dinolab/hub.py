@@ -22,7 +22,7 @@ as such a state dict.
 
 Export format (``format_version`` 1): ``name.safetensors`` with the backbone state dict and a
 sibling ``name.json`` holding ``{"arch": family, "config": model.config, "format_version": 1}``,
-family "vit", "resnet" or "vit_hybrid" (`dinolab.models.FAMILIES`).
+family "vit", "resnet", "vit_hybrid" or "convnext" (`dinolab.models.FAMILIES`).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from dinolab.interop import hf as hf_format
 from dinolab.interop import timm as timm_format
 from dinolab.io import atomic_write_bytes, atomic_write_text
 from dinolab.models import FAMILIES, build_model
+from dinolab.models.convnext import infer_convnext_config, is_convnext_state
 from dinolab.models.layers import swiglu_shape
 from dinolab.models.resnet import infer_resnet_config, is_resnet_state
 
@@ -100,6 +101,10 @@ HUB_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
             "untie_global_and_local_cls_norm": True,
         },
     ),
+    "dinov3_convnext_tiny": ("convnext_tiny", {}),
+    "dinov3_convnext_small": ("convnext_small", {}),
+    "dinov3_convnext_base": ("convnext_base", {}),
+    "dinov3_convnext_large": ("convnext_large", {}),
 }
 # torch.hub spells the register models "dinov2_vits14_reg"; accept that spelling too.
 _ALIASES = {name.removesuffix("4"): name for name in HUB_MODELS if name.endswith("_reg4")}
@@ -267,6 +272,7 @@ def infer_config(state: Mapping[str, Tensor]) -> dict[str, Any]:
 def _shape_signature(config: Mapping[str, Any]) -> tuple:
     keys = ("img_size", "patch_size", "embed_dim", "depth", "num_register_tokens", "ffn_layer")
     keys += ("block", "layers", "stem", "num_stages")  # type: ignore[assignment]  # ResNets
+    keys += ("depths", "dims")  # type: ignore[assignment]  # ConvNeXts
     rope = config.get("pos_embed") == "rope", bool(config.get("untie_cls_and_patch_norms"))
     return tuple(config.get(k) for k in keys) + (config.get("init_values") is not None, *rope)
 
@@ -292,9 +298,11 @@ def _with_v1_mask_token(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def _infer_any_config(state: Mapping[str, Tensor]) -> tuple[str, dict[str, Any]]:
-    """(family, constructor keywords) of a backbone state dict: a ResNet or a ViT."""
+    """(family, constructor keywords) of a backbone state dict: a ResNet, a ConvNeXt or a ViT."""
     if is_resnet_state(state):
         return "resnet", infer_resnet_config(state)
+    if is_convnext_state(state):
+        return "convnext", infer_convnext_config(state)
     return "vit", infer_config(state)
 
 

@@ -13,6 +13,7 @@ from torch import Tensor
 
 import dinolab
 from dinolab.eval.attention import attention_maps
+from dinolab.interop import export_model
 from dinolab.hub import HUB_MODELS, create_model, infer_config
 from dinolab.models import VisionTransformer
 from dinolab.models.rope import RopePositionEmbedding, apply_rope
@@ -233,3 +234,67 @@ def test_the_picture_commands_take_a_rope_vit(tmp_path: Path) -> None:
     assert sorted(p.name for p in written) == [
         "analysis.npz", "attention_distance.png", "patch_filters.png"
     ]  # fmt: skip
+
+
+def official_convnext_state(depths: list[int], dims: list[int]) -> dict[str, Tensor]:
+    """A random state dict with the keys and shapes of facebookresearch/dinov3's ConvNeXt,
+    written from the layout (its final norm is also registered as ``norms.3``)."""
+    g = torch.Generator().manual_seed(0)
+
+    def r(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=g) * 0.1
+
+    stem = "downsample_layers.0."
+    state = {
+        stem + "0.weight": r(dims[0], 3, 4, 4), stem + "0.bias": r(dims[0]),
+        stem + "1.weight": 1 + r(dims[0]), stem + "1.bias": r(dims[0]),
+    }  # fmt: skip
+    for i in range(1, 4):
+        d, c = f"downsample_layers.{i}.", dims[i - 1]
+        state |= {
+            d + "0.weight": 1 + r(c), d + "0.bias": r(c),
+            d + "1.weight": r(dims[i], c, 2, 2), d + "1.bias": r(dims[i]),
+        }  # fmt: skip
+    for i, (depth, dim) in enumerate(zip(depths, dims, strict=True)):
+        for j in range(depth):
+            b = f"stages.{i}.{j}."
+            state |= {
+                b + "dwconv.weight": r(dim, 1, 7, 7), b + "dwconv.bias": r(dim),
+                b + "norm.weight": 1 + r(dim), b + "norm.bias": r(dim),
+                b + "pwconv1.weight": r(4 * dim, dim), b + "pwconv1.bias": r(4 * dim),
+                b + "pwconv2.weight": r(dim, 4 * dim), b + "pwconv2.bias": r(dim),
+                b + "gamma": 1 + r(dim),
+            }  # fmt: skip
+    state["norm.weight"], state["norm.bias"] = 1 + r(dims[3]), r(dims[3])
+    state["norms.3.weight"], state["norms.3.bias"] = state["norm.weight"], state["norm.bias"]
+    return state
+
+
+def test_official_convnext_loads_strictly_by_name_and_by_keys(tmp_path: Path) -> None:
+    shape = {"depths": [1, 1, 2, 1], "dims": [8, 16, 32, 64]}
+    state = official_convnext_state(**shape)
+    torch.save(state, tmp_path / "convnext.pth")
+    by_name = dinolab.load("dinov3_convnext_tiny", weights=tmp_path / "convnext.pth", **shape)
+    by_keys = dinolab.load(tmp_path / "convnext.pth")
+    x = torch.randn(2, 3, 64, 96)  # a 2 x 3 grid of 32-pixel cells
+    for model in (by_name, by_keys):
+        own = model.state_dict()
+        assert set(own) == set(state) and all(torch.equal(own[k], state[k]) for k in state)
+        with torch.no_grad():
+            f = model.forward_features(x)
+            ((patches, cls),) = model.get_intermediate_layers(
+                x, 1, reshape=True, return_class_token=True
+            )
+        assert f["x_norm_patchtokens"].shape == (2, 6, 64) and f["x_norm_regtokens"].shape[1] == 0
+        # [CLS] is the final norm of the average pool of the last map
+        pooled = f["x_prenorm"][:, 1:].mean(dim=1)
+        torch.testing.assert_close(f["x_norm_clstoken"], model.norm(pooled))
+        torch.testing.assert_close(cls, f["x_norm_clstoken"])
+        assert patches.shape == (2, 64, 2, 3)
+    exported = torch.load(export_model(by_keys, "official", tmp_path / "out.pth"), weights_only=True)
+    assert set(exported) == set(state)  # the official layout, norms.3 included
+    for name, size in (("dinov3_convnext_tiny", 27.8), ("dinov3_convnext_large", 196.2)):
+        with torch.device("meta"):
+            own = create_model(name).state_dict()
+        count = sum(v.numel() for k, v in own.items() if not k.startswith("norms."))
+        assert round(count / 1e6, 1) == size, name

@@ -7,7 +7,8 @@ registers; a model that fits it (`uses_dino_v1_layout`) is written without the m
 ``dino.vision_transformer.vit_small(patch_size=16).load_state_dict(sd, strict=True)`` works.
 A RoPE ViT has DINOv3's names (``storage_tokens``, ``rope_embed.periods``,
 ``attn.qkv.bias_mask``): its state dict is the file ``DinoVisionTransformer`` loads.
-A ResNet is torchvision's layout without ``fc``: DINO's ResNet-50 file.
+A ResNet is torchvision's layout without ``fc``: DINO's ResNet-50 file. A ConvNeXt has the
+official DINOv3 names (``downsample_layers``, ``stages``, ``norm`` and its alias ``norms.3``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def backbone_config(model: nn.Module) -> dict[str, Any]:
 
 
 def backbone_family(model: nn.Module) -> str:
-    """`dinolab.models.FAMILIES` key of a dinolab backbone: vit, resnet or vit_hybrid."""
+    """`dinolab.models.FAMILIES` key of a dinolab backbone: vit, resnet, vit_hybrid or convnext."""
     backbone_config(model)
     return str(getattr(model, "family", "vit"))
 
@@ -70,9 +71,11 @@ def official_state_dict(model: nn.Module) -> dict[str, Tensor]:
                 f"{c['stem']} stem and {c['num_stages']} stages: export it as 'onnx' instead"
             )
         return state
+    if family == "convnext":  # DINOv3's ConvNeXt: the names are the official ones
+        return state
     if family != "vit":
         raise ValueError(
-            f"the official DINO / DINOv2 code has no {family} backbone; "
+            f"the official DINO / DINOv2 / DINOv3 code has no {family} backbone; "
             "export this model as 'onnx' instead"
         )
     if uses_dino_v1_layout(model):
