@@ -69,6 +69,11 @@ def architecture_keys(backbone: nn.Module) -> dict[str, Any]:
                 f"no model.arch builds this ResNet ({c}); choose one of {', '.join(RESNET_SPECS)}"
             )
         return {"arch": names[0], "stem": c["stem"]}
+    if family == "convnext":
+        raise ValueError(
+            "DINOv3's ConvNeXts have no model.arch to train with: evaluate or embed with them, "
+            "or start a run from a ViT"
+        )
     plain = c["mlp_ratio"] == 4.0 and c["proj_bias"] and c["ffn_bias"] and c["in_chans"] == 3
     if not plain or c.get("untie_cls_and_patch_norms"):
         raise ValueError(
