@@ -13,8 +13,8 @@ from torch import Tensor
 
 import dinolab
 from dinolab.eval.attention import attention_maps
-from dinolab.interop import export_model
 from dinolab.hub import HUB_MODELS, create_model, infer_config
+from dinolab.interop import export_model
 from dinolab.models import VisionTransformer
 from dinolab.models.rope import RopePositionEmbedding, apply_rope
 from dinolab.viz.analysis import run_analysis
@@ -291,7 +291,9 @@ def test_official_convnext_loads_strictly_by_name_and_by_keys(tmp_path: Path) ->
         torch.testing.assert_close(f["x_norm_clstoken"], model.norm(pooled))
         torch.testing.assert_close(cls, f["x_norm_clstoken"])
         assert patches.shape == (2, 64, 2, 3)
-    exported = torch.load(export_model(by_keys, "official", tmp_path / "out.pth"), weights_only=True)
+    exported = torch.load(
+        export_model(by_keys, "official", tmp_path / "out.pth"), weights_only=True
+    )
     assert set(exported) == set(state)  # the official layout, norms.3 included
     for name, size in (("dinov3_convnext_tiny", 27.8), ("dinov3_convnext_large", 196.2)):
         with torch.device("meta"):
