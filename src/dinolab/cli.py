@@ -779,11 +779,12 @@ def _add_curate(sub: argparse._SubParsersAction) -> None:
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="write a model for transformers (hf), ONNX or the official DINO/DINOv2 code",
+        help="write a model for transformers (hf), ONNX or the official DINO/DINOv2/DINOv3 code",
         description="hf: a folder for transformers (ViTModel for DINO v1 models, Dinov2Model, "
-        "Dinov2WithRegistersModel) with a preprocessor config; onnx: a graph with dynamic "
+        "Dinov2WithRegistersModel, DINOv3ViTModel for RoPE models) with a preprocessor config; "
+        "onnx: a graph with dynamic "
         "batch, height and width returning the [CLS] and patch tokens; official: the .pth "
-        "state dict the official DINO / DINOv2 code loads strictly.",
+        "state dict the official DINO / DINOv2 / DINOv3 code loads strictly.",
         epilog=_example(
             "dinolab export runs/photos --format hf --out photos-hf",
             "dinolab export runs/photos --format onnx --out photos.onnx",

@@ -22,7 +22,7 @@ as such a state dict.
 
 Export format (``format_version`` 1): ``name.safetensors`` with the backbone state dict and a
 sibling ``name.json`` holding ``{"arch": family, "config": model.config, "format_version": 1}``,
-family "vit", "resnet" or "vit_hybrid" (`dinolab.models.FAMILIES`).
+family "vit", "resnet", "vit_hybrid" or "convnext" (`dinolab.models.FAMILIES`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ from dinolab.interop import hf as hf_format
 from dinolab.interop import timm as timm_format
 from dinolab.io import atomic_write_bytes, atomic_write_text
 from dinolab.models import FAMILIES, build_model
-from dinolab.models.layers import swiglu_hidden_dim
+from dinolab.models.convnext import infer_convnext_config, is_convnext_state
+from dinolab.models.layers import swiglu_shape
 from dinolab.models.resnet import infer_resnet_config, is_resnet_state
 from dinolab.runfiles import RunDir
 
@@ -54,6 +55,19 @@ _DINO_V1 = {"img_size": 224, "qkv_bias": True, "init_values": None, "interpolate
 _DINO_V2 = {"img_size": 518, "patch_size": 14, "init_values": 1.0, "interpolate_offset": 0.1}
 _REG4 = {"num_register_tokens": 4, "interpolate_antialias": True, "interpolate_offset": 0.0}
 _SWIGLU = {"ffn_layer": "swiglufused"}
+# DINOv3 (hub/backbones.py of facebookresearch/dinov3): RoPE, 4 storage tokens, LayerScale 1e-5,
+# LayerNorm eps 1e-5, no key bias; RoPE's train-time rescale 2 (none at eval)
+_DINO_V3 = {
+    "img_size": 224,
+    "patch_size": 16,
+    "pos_embed": "rope",
+    "rope_rescale_coords": 2.0,
+    "num_register_tokens": 4,
+    "init_values": 1e-5,
+    "layer_norm_eps": 1e-5,
+    "mask_k_bias": True,
+}
+_V3_SWIGLU6 = {**_DINO_V3, "ffn_layer": "swiglu_split", "mlp_ratio": 6.0}
 
 HUB_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "dino_vits16": ("vit_small", {**_DINO_V1, "patch_size": 16}),
@@ -69,6 +83,27 @@ HUB_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "dinov2_vitl14_reg4": ("vit_large", {**_DINO_V2, **_REG4}),
     "dinov2_vitg14_reg4": ("vit_giant2", {**_DINO_V2, **_SWIGLU, **_REG4}),
     "dino_resnet50": ("resnet50", {}),
+    "dinov3_vits16": ("vit_small", _DINO_V3),
+    "dinov3_vits16plus": ("vit_small", _V3_SWIGLU6),
+    "dinov3_vitb16": ("vit_base", _DINO_V3),
+    "dinov3_vitl16": ("vit_large", _DINO_V3),
+    "dinov3_vitl16plus": ("vit_large", _V3_SWIGLU6),
+    "dinov3_vith16plus": ("vit_huge2", _V3_SWIGLU6),
+    "dinov3_vit7b16": (
+        "vit_7b",
+        {
+            **_DINO_V3,
+            "ffn_layer": "swiglu_split",
+            "ffn_align": 64,
+            "mlp_ratio": 3.0,
+            "qkv_bias": False,
+            "untie_global_and_local_cls_norm": True,
+        },
+    ),
+    "dinov3_convnext_tiny": ("convnext_tiny", {}),
+    "dinov3_convnext_small": ("convnext_small", {}),
+    "dinov3_convnext_base": ("convnext_base", {}),
+    "dinov3_convnext_large": ("convnext_large", {}),
 }
 # torch.hub spells the register models "dinov2_vits14_reg"; accept that spelling too.
 _ALIASES = {name.removesuffix("4"): name for name in HUB_MODELS if name.endswith("_reg4")}
@@ -129,34 +164,51 @@ def extract_backbone(checkpoint: Mapping[str, Any], which: str = "teacher") -> d
     return {re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", k): v for k, v in state.items()}
 
 
+def _rope_config(state: Mapping[str, Tensor], embed_dim: int) -> dict[str, Any]:
+    """The DINOv3 keywords of a RoPE state dict: heads from the period count (head width / 4),
+    untied norms from their keys; the rest are DINOv3's values (the periods themselves load from
+    the file)."""
+    head_dim = 4 * state["rope_embed.periods"].shape[0]
+    return {
+        "num_heads": embed_dim // head_dim,
+        "pos_embed": "rope",
+        "rope_rescale_coords": _DINO_V3["rope_rescale_coords"],
+        "layer_norm_eps": _DINO_V3["layer_norm_eps"],
+        "mask_k_bias": "blocks.0.attn.qkv.bias_mask" in state,
+        "untie_cls_and_patch_norms": "cls_norm.weight" in state,
+        "untie_global_and_local_cls_norm": "local_cls_norm.weight" in state,
+    }
+
+
 def infer_config(state: Mapping[str, Tensor]) -> dict[str, Any]:
     """Constructor keywords for a backbone state dict, read from key names and shapes.
 
-    Shapes do not fix the head count; all official models use 64-dim heads, so that is assumed.
+    Shapes do not fix the head count of a learned-position model; all official DINO / DINOv2
+    models use 64-dim heads, so that is assumed. A RoPE model (DINOv3: ``rope_embed.periods``,
+    no ``pos_embed``) tells its head width by its periods; its native size is DINOv3's 224.
     """
-    if "patch_embed.proj.weight" not in state or "pos_embed" not in state:
+    rope = "rope_embed.periods" in state
+    if "patch_embed.proj.weight" not in state or not (rope or "pos_embed" in state):
         raise ValueError(
             "not a ViT backbone state dict: patch_embed.proj.weight or pos_embed is missing"
         )
     embed_dim, in_chans, patch_size, _ = state["patch_embed.proj.weight"].shape
-    grid = round((state["pos_embed"].shape[1] - 1) ** 0.5)
+    grid = 224 // patch_size if rope else round((state["pos_embed"].shape[1] - 1) ** 0.5)
     depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
-    registers = state["register_tokens"].shape[1] if "register_tokens" in state else 0
+    registers = next(
+        (state[k].shape[1] for k in ("register_tokens", "storage_tokens") if k in state), 0
+    )
+    ffn_align = 8
     if "blocks.0.mlp.w12.weight" in state:
         ffn_layer, hidden = "swiglufused", state["blocks.0.mlp.w12.weight"].shape[0] // 2
-        mlp_ratio = next(
-            (
-                r
-                for r in (4.0, 1.5 * hidden / embed_dim)
-                if swiglu_hidden_dim(int(embed_dim * r)) == hidden
-            ),
-            None,
-        )
-        if mlp_ratio is None:
-            raise ValueError(f"cannot infer mlp_ratio from SwiGLU width {hidden}")
+        mlp_ratio, ffn_align = swiglu_shape(embed_dim, hidden)
+    elif "blocks.0.mlp.w1.weight" in state:
+        ffn_layer, hidden = "swiglu_split", state["blocks.0.mlp.w1.weight"].shape[0]
+        mlp_ratio, ffn_align = swiglu_shape(embed_dim, hidden)
     else:
         ffn_layer, mlp_ratio = "mlp", state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim
-    return {
+    layerscale = "blocks.0.ls1.gamma" in state
+    config = {
         "img_size": grid * patch_size,
         "patch_size": patch_size,
         "in_chans": in_chans,
@@ -167,18 +219,22 @@ def infer_config(state: Mapping[str, Tensor]) -> dict[str, Any]:
         "qkv_bias": "blocks.0.attn.qkv.bias" in state,
         "proj_bias": "blocks.0.attn.proj.bias" in state,
         "ffn_bias": any(k.startswith("blocks.0.mlp.") and k.endswith(".bias") for k in state),
-        "init_values": 1.0 if "blocks.0.ls1.gamma" in state else None,
+        "init_values": (_DINO_V3["init_values"] if rope else 1.0) if layerscale else None,
         "ffn_layer": ffn_layer,
+        "ffn_align": ffn_align,
         "num_register_tokens": registers,
         "interpolate_antialias": registers > 0,
         "interpolate_offset": 0.0 if registers else 0.1,
     }
+    return {**config, **_rope_config(state, embed_dim)} if rope else config
 
 
 def _shape_signature(config: Mapping[str, Any]) -> tuple:
     keys = ("img_size", "patch_size", "embed_dim", "depth", "num_register_tokens", "ffn_layer")
     keys += ("block", "layers", "stem", "num_stages")  # type: ignore[assignment]  # ResNets
-    return tuple(config.get(k) for k in keys) + (config.get("init_values") is not None,)
+    keys += ("depths", "dims")  # type: ignore[assignment]  # ConvNeXts
+    rope = config.get("pos_embed") == "rope", bool(config.get("untie_cls_and_patch_norms"))
+    return tuple(config.get(k) for k in keys) + (config.get("init_values") is not None, *rope)
 
 
 def _matching_hub_name(state: Mapping[str, Tensor]) -> str | None:
@@ -202,9 +258,11 @@ def _with_v1_mask_token(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def _infer_any_config(state: Mapping[str, Tensor]) -> tuple[str, dict[str, Any]]:
-    """(family, constructor keywords) of a backbone state dict: a ResNet or a ViT."""
+    """(family, constructor keywords) of a backbone state dict: a ResNet, a ConvNeXt or a ViT."""
     if is_resnet_state(state):
         return "resnet", infer_resnet_config(state)
+    if is_convnext_state(state):
+        return "convnext", infer_convnext_config(state)
     return "vit", infer_config(state)
 
 
@@ -263,14 +321,21 @@ def _build_loaded(
 def load_official(
     name: str, path: str | os.PathLike, which: str = "teacher", **overrides: Any
 ) -> nn.Module:
-    """Official DINO / DINOv2 weights into the ``official_architecture(name)`` model, strictly.
+    """Official DINO / DINOv2 / DINOv3 weights into the ``official_architecture(name)`` model,
+    strictly.
 
     ``which`` picks the teacher (default) or student backbone of a training checkpoint.
-    Returns the model in eval mode.
+    DINOv3's satellite ViT-L (SAT493M) has a ``local_cls_norm`` its web-image twin lacks: the
+    file's keys decide. Returns the model in eval mode.
     """
     name = _canonical(name)
     state = _with_v1_mask_token(extract_backbone(_read_torch_file(Path(path)), which))
     state = _without_classifier(state)
+    if HUB_MODELS[name][1].get("pos_embed") == "rope":
+        overrides = {
+            "untie_global_and_local_cls_norm": "local_cls_norm.weight" in state,
+            **overrides,
+        }
     with torch.device("meta"):
         model = official_architecture(name, **overrides)
     arch, kwargs = HUB_MODELS[name]

@@ -1,4 +1,4 @@
-"""Tiny random ViTs of the three layouts that other ecosystems know, for the interop tests."""
+"""Tiny random ViTs of the four layouts that other ecosystems know, for the interop tests."""
 
 from __future__ import annotations
 
@@ -16,7 +16,12 @@ LAYOUTS: dict[str, dict[str, Any]] = {
     "dinov2": {"init_values": 0.5, "ffn_layer": "swiglufused"},
     # DINOv2 with registers (transformers: Dinov2WithRegistersModel), official interpolation
     "dinov2_reg": {"init_values": 0.5, "num_register_tokens": 2, "interpolate_antialias": True},
-}
+    # DINOv3: RoPE, storage tokens, no key bias, LayerNorm eps 1e-5 (transformers: DINOv3ViTModel)
+    "dinov3": {
+        "pos_embed": "rope", "init_values": 0.5, "num_register_tokens": 4, "mask_k_bias": True,
+        "layer_norm_eps": 1e-5, "rope_rescale_coords": 2.0,
+    },
+}  # fmt: skip
 
 
 def random_vit(layout: str, interpolate_offset: float = 0.0, **kwargs: Any) -> VisionTransformer:

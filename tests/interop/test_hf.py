@@ -19,7 +19,12 @@ from dinolab.models import build_model
 
 transformers = pytest.importorskip("transformers")
 
-MODEL_TYPES = {"dino": "vit", "dinov2": "dinov2", "dinov2_reg": "dinov2_with_registers"}
+MODEL_TYPES = {
+    "dino": "vit",
+    "dinov2": "dinov2",
+    "dinov2_reg": "dinov2_with_registers",
+    "dinov3": "dinov3_vit",
+}
 SIZES = ((32, 32), (40, 48))  # the native size (4 x 4 patches) and another (5 x 6)
 
 
@@ -109,6 +114,14 @@ def hf_random_model(model_type: str):
         "dinov2": lambda: transformers.Dinov2Config(use_swiglu_ffn=True, **common),
         "dinov2_with_registers": lambda: transformers.Dinov2WithRegistersConfig(
             num_register_tokens=3, **common
+        ),
+        # gated (SwiGLU) with 4 storage tokens and no key bias, as DINOv3's ViT-S+
+        "dinov3_vit": lambda: transformers.DINOv3ViTConfig(
+            use_gated_mlp=True,
+            hidden_act="silu",
+            intermediate_size=64,
+            num_register_tokens=4,
+            **common,
         ),
     }[model_type]()
     torch.manual_seed(1)

@@ -2,10 +2,10 @@
 
 Out (`export_model`, the ``dinolab export`` command):
 
-- ``hf``: a folder for ``transformers`` (`hf.write_hf_folder`): ViTModel, Dinov2Model or
-  Dinov2WithRegistersModel, with a preprocessor config for AutoImageProcessor;
+- ``hf``: a folder for ``transformers`` (`hf.write_hf_folder`): ViTModel, Dinov2Model,
+  Dinov2WithRegistersModel or DINOv3ViTModel, with a preprocessor config for AutoImageProcessor;
 - ``onnx``: an ONNX graph with dynamic batch, height and width (`onnx.write_onnx`);
-- ``official``: the .pth state dict the official DINO / DINOv2 code loads strictly
+- ``official``: the .pth state dict the official DINO / DINOv2 / DINOv3 code loads strictly
   (`official.write_official`).
 
 In (through `dinolab.hub.load`): a transformers folder (`hf.read_hf_folder`), a timm Hub folder

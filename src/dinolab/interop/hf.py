@@ -1,7 +1,8 @@
 """Hugging Face `transformers` folders: a dinolab ViT out (`write_hf_folder`) and back in
 (`read_hf_folder`), without importing transformers.
 
-Three transformers classes hold the DINO family, as on the Hub (facebook/dino-*, facebook/dinov2-*):
+Four transformers classes hold the DINO family, as on the Hub (facebook/dino-*, facebook/dinov2-*,
+facebook/dinov3-*):
 
 - ``ViTModel`` ("vit"): the DINO v1 layout (`official.uses_dino_v1_layout`: no LayerScale, no
   registers, a GELU MLP, an untouched mask token). Load it with ``add_pooling_layer=False``:
@@ -10,6 +11,7 @@ Three transformers classes hold the DINO family, as on the Hub (facebook/dino-*,
 - ``Dinov2Model`` ("dinov2"): every other ViT without registers. transformers' Dinov2 always has
   LayerScale, so a ViT without it gets ``lambda1 = 1`` (exactly the identity).
 - ``Dinov2WithRegistersModel`` ("dinov2_with_registers"): register models.
+- ``DINOv3ViTModel`` ("dinov3_vit"): RoPE ViTs (`interop.hf_dinov3`, which says what is renamed).
 
 Files are the ones ``save_pretrained`` writes: ``config.json``, ``model.safetensors`` in the key
 layout of the Hub models (``encoder.layer.N.attention.attention.query``, ...: transformers 4.x
@@ -38,6 +40,7 @@ from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from dinolab.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from dinolab.interop import hf_dinov3
 from dinolab.interop.official import backbone_config, backbone_family, uses_dino_v1_layout
 from dinolab.io import atomic_write_bytes, atomic_write_text
 
@@ -51,13 +54,14 @@ CLASS_NAMES = {
     "vit": "ViTModel",
     "dinov2": "Dinov2Model",
     "dinov2_with_registers": "Dinov2WithRegistersModel",
+    hf_dinov3.MODEL_TYPE: hf_dinov3.CLASS_NAME,
 }
 # transformers resamples position embeddings to the exact grid; with antialias for registers
 HF_INTERPOLATION = {
     "vit": (0.0, False),
     "dinov2": (0.0, False),
     "dinov2_with_registers": (0.0, True),
-}
+}  # DINOv3ViTModel has RoPE: nothing to resample, equal outputs at every size
 
 # our block parameter -> the Hub layout's, per model type (qkv is split in three apart from these)
 _BLOCK_NAMES: dict[str, dict[str, str]] = {
@@ -102,6 +106,8 @@ def hf_model_type(model: nn.Module) -> str:
             "transformers holds plain ViTs of the DINO / DINOv2 layouts; this model is a "
             f"{family}: export it as 'official' or 'onnx'"
         )
+    if config.get("pos_embed") == "rope":
+        return hf_dinov3.MODEL_TYPE
     if not (config["proj_bias"] and config["ffn_bias"]):
         raise ValueError(
             "transformers' ViT and Dinov2 always have attention-output and feed-forward biases; "
@@ -115,15 +121,19 @@ def hf_model_type(model: nn.Module) -> str:
 def interpolation_matches(model: nn.Module) -> bool:
     """Whether transformers resizes position embeddings as ``model`` does (else the outputs
     agree at the native input size only)."""
-    c = backbone_config(model)
+    c, model_type = backbone_config(model), hf_model_type(model)
+    if model_type == hf_dinov3.MODEL_TYPE:
+        return True
     setting = (float(c["interpolate_offset"]), bool(c["interpolate_antialias"]))
-    return setting == HF_INTERPOLATION[hf_model_type(model)]
+    return setting == HF_INTERPOLATION[model_type]
 
 
 # ------------------------------------------------------------------------------ export
 def hf_config(model: nn.Module) -> dict[str, Any]:
     """The ``config.json`` of ``model`` for its transformers class."""
     c, model_type = backbone_config(model), hf_model_type(model)
+    if model_type == hf_dinov3.MODEL_TYPE:
+        return hf_dinov3.hf_config(model)
     common = {
         "architectures": [CLASS_NAMES[model_type]],
         "model_type": model_type,
@@ -158,6 +168,8 @@ def hf_config(model: nn.Module) -> dict[str, Any]:
 def to_hf_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """``model``'s weights renamed (and qkv split) into the Hub layout of its transformers class."""
     model_type, c = hf_model_type(model), backbone_config(model)
+    if model_type == hf_dinov3.MODEL_TYPE:
+        return hf_dinov3.to_hf_state_dict(model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if model_type == "vit":
         state.pop("mask_token")  # DINO v1 has none (uses_dino_v1_layout checked it is unused)
@@ -220,13 +232,16 @@ def is_hf_config(config: Mapping[str, Any]) -> bool:
 
 
 def dinolab_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """`VisionTransformer` keywords for a transformers ViT / Dinov2 / Dinov2WithRegisters config."""
+    """`VisionTransformer` keywords for a transformers ViT / Dinov2 / Dinov2WithRegisters /
+    DINOv3ViT config."""
     model_type = config.get("model_type")
     if model_type not in CLASS_NAMES:
         raise ValueError(
             f"config.json has model_type {model_type!r}; dinolab reads "
-            f"{', '.join(CLASS_NAMES)} (transformers' DINO and DINOv2 classes)"
+            f"{', '.join(CLASS_NAMES)} (transformers' DINO, DINOv2 and DINOv3 ViT classes)"
         )
+    if model_type == hf_dinov3.MODEL_TYPE:
+        return hf_dinov3.dinolab_config(config)
     if config.get("hidden_act", "gelu") != "gelu":
         raise ValueError(
             f"config.json: hidden_act {config['hidden_act']!r}; dinolab's ViT uses gelu"
@@ -307,10 +322,14 @@ def read_weights(folder: Path) -> dict[str, Tensor]:
 
 
 def read_hf_folder(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """(VisionTransformer keywords, dinolab state dict) of a transformers ViT / Dinov2 folder."""
+    """(VisionTransformer keywords, dinolab state dict) of a transformers ViT / Dinov2 / DINOv3
+    folder."""
     folder = Path(folder)
     config = json.loads((folder / CONFIG).read_text())
-    return dinolab_config(config), from_hf_state_dict(read_weights(folder), config["model_type"])
+    vit_config, weights = dinolab_config(config), read_weights(folder)
+    if config["model_type"] == hf_dinov3.MODEL_TYPE:
+        return vit_config, hf_dinov3.from_hf_state_dict(weights, vit_config)
+    return vit_config, from_hf_state_dict(weights, config["model_type"])
 
 
 def _rename(name: str, table: Mapping[str, str]) -> str:

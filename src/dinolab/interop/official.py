@@ -1,11 +1,14 @@
-"""The state dicts the official code loads strictly: facebookresearch/dino and dinov2.
+"""The state dicts the official code loads strictly: facebookresearch/dino, dinov2 and dinov3.
 
 dinolab's ViT already has the official DINOv2 names (``DinoVisionTransformer`` with flat blocks,
 ``block_chunks=0``, as the torch.hub models), so its state dict is the DINOv2 file as it is.
 DINO v1's ``VisionTransformer`` has the same names but no ``mask_token``, no LayerScale and no
 registers; a model that fits it (`uses_dino_v1_layout`) is written without the mask token so
 ``dino.vision_transformer.vit_small(patch_size=16).load_state_dict(sd, strict=True)`` works.
-A ResNet is torchvision's layout without ``fc``: DINO's ResNet-50 file.
+A RoPE ViT has DINOv3's names (``storage_tokens``, ``rope_embed.periods``,
+``attn.qkv.bias_mask``): its state dict is the file ``DinoVisionTransformer`` loads.
+A ResNet is torchvision's layout without ``fc``: DINO's ResNet-50 file. A ConvNeXt has the
+official DINOv3 names (``downsample_layers``, ``stages``, ``norm`` and its alias ``norms.3``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def backbone_config(model: nn.Module) -> dict[str, Any]:
 
 
 def backbone_family(model: nn.Module) -> str:
-    """`dinolab.models.FAMILIES` key of a dinolab backbone: vit, resnet or vit_hybrid."""
+    """`dinolab.models.FAMILIES` key of a dinolab backbone: vit, resnet, vit_hybrid or convnext."""
     backbone_config(model)
     return str(getattr(model, "family", "vit"))
 
@@ -46,7 +49,8 @@ def uses_dino_v1_layout(model: nn.Module) -> bool:
     c = backbone_config(model)
     mask_token = model.get_parameter("mask_token")
     return (
-        c["init_values"] is None
+        c.get("pos_embed", "learned") == "learned"
+        and c["init_values"] is None
         and c["num_register_tokens"] == 0
         and c["ffn_layer"] == "mlp"
         and c["proj_bias"]
@@ -67,9 +71,11 @@ def official_state_dict(model: nn.Module) -> dict[str, Tensor]:
                 f"{c['stem']} stem and {c['num_stages']} stages: export it as 'onnx' instead"
             )
         return state
+    if family == "convnext":  # DINOv3's ConvNeXt: the names are the official ones
+        return state
     if family != "vit":
         raise ValueError(
-            f"the official DINO / DINOv2 code has no {family} backbone; "
+            f"the official DINO / DINOv2 / DINOv3 code has no {family} backbone; "
             "export this model as 'onnx' instead"
         )
     if uses_dino_v1_layout(model):

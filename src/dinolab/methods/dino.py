@@ -84,16 +84,36 @@ def backbone_from_config(cfg: DictConfig, drop_path_rate: float) -> nn.Module:
         cfg.model.arch,
         **depth,
         **hybrid,
+        **plain_vit_keywords(m),
         patch_size=cfg.model.patch_size,
         img_size=cfg.crops.global_size,
         drop_path_rate=drop_path_rate,
         init_values=cfg.model.layerscale,
         num_register_tokens=cfg.model.num_register_tokens,
-        ffn_layer=cfg.model.ffn_layer,
+        ffn_layer="swiglu_split"
+        if (m.pos_embed, m.ffn_layer) == ("rope", "swiglu")
+        else m.ffn_layer,
         qkv_bias=cfg.model.qkv_bias,
         interpolate_offset=cfg.model.interpolate_offset,
         interpolate_antialias=cfg.model.interpolate_antialias,
     )
+
+
+def plain_vit_keywords(m: DictConfig) -> dict[str, Any]:
+    """The keywords only a plain ViT (`VisionTransformer`) takes from ``cfg.model``: the
+    position embedding (DINOv3's RoPE and its coordinate noise), the masked key bias and the
+    LayerNorm eps. A RoPE ViT's SwiGLU is DINOv3's split one (see `backbone_from_config`), the
+    layout the official code and transformers load."""
+    if m.arch.startswith(("resnet", "vit_hybrid")):
+        return {}
+    return {
+        "pos_embed": m.pos_embed,
+        "rope_shift_coords": m.rope_shift_coords,
+        "rope_jitter_coords": m.rope_jitter_coords,
+        "rope_rescale_coords": m.rope_rescale_coords,
+        "mask_k_bias": m.mask_k_bias,
+        "layer_norm_eps": m.layer_norm_eps,
+    }
 
 
 def build_head(

@@ -1,5 +1,5 @@
-"""Backbones (ViT in the official DINO / DINOv2 layout, ResNet in torchvision's, the ViT paper's
-hybrid), the DINO projection head and the classifier head.
+"""Backbones (ViT in the official DINO / DINOv2 / DINOv3 layout, ResNet in torchvision's, the ViT
+paper's hybrid, DINOv3's ConvNeXt), the DINO projection head and the classifier head.
 
 Every backbone has the same token view: ``forward_features`` -> dict with ``x_norm_clstoken``
 and ``x_norm_patchtokens``, plus ``embed_dim``, ``patch_size`` (the feature-map cell in pixels),
@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from dinolab.models.convnext import CONVNEXT_SIZES, ConvNeXt, build_convnext
 from dinolab.models.heads import POOLS, ClassifierHead, DINOHead
 from dinolab.models.hybrid import HYBRID_ARCHS, HybridVisionTransformer
 from dinolab.models.resnet import RESNET_SPECS, ResNet, build_resnet
@@ -28,8 +29,9 @@ FAMILIES: dict[str, type[nn.Module]] = {
     "vit": VisionTransformer,
     "resnet": ResNet,
     "vit_hybrid": HybridVisionTransformer,
+    "convnext": ConvNeXt,
 }
-ALL_ARCHS = (*ARCHS, *RESNET_SPECS, *HYBRID_ARCHS)
+ALL_ARCHS = (*ARCHS, *RESNET_SPECS, *HYBRID_ARCHS, *CONVNEXT_SIZES)
 
 
 def build_model(arch: str, **kwargs: Any) -> nn.Module:
@@ -41,6 +43,8 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
         return build_resnet(arch, **kwargs)
     if arch in HYBRID_ARCHS:
         return HYBRID_ARCHS[arch](**kwargs)
+    if arch in CONVNEXT_SIZES:
+        return build_convnext(arch, **kwargs)
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ALL_ARCHS)}")
     return ARCHS[arch](**kwargs)
@@ -50,7 +54,9 @@ __all__ = [
     "ALL_ARCHS",
     "ARCHS",
     "POOLS",
+    "CONVNEXT_SIZES",
     "ClassifierHead",
+    "ConvNeXt",
     "DINOHead",
     "FAMILIES",
     "HYBRID_ARCHS",
@@ -58,6 +64,7 @@ __all__ = [
     "RESNET_SPECS",
     "ResNet",
     "VisionTransformer",
+    "build_convnext",
     "build_model",
     "build_resnet",
     "vit_base",

@@ -1,7 +1,18 @@
-"""Vision Transformer backbone that holds the official DINO and DINOv2 weights.
+"""Vision Transformer backbone that holds the official DINO, DINOv2 and DINOv3 weights.
 
 Token layout: ``[CLS, reg_1..reg_R, patch_1..patch_P]``; registers carry no position embedding.
 Blocks are a flat ``blocks.N`` list (the official ``block_chunks=0`` layout).
+
+Two position encodings (``pos_embed``):
+
+- ``"learned"`` (DINO, DINOv2): a ``pos_embed`` table for the native grid, added to [CLS] and
+  the patches, resampled bicubically at other sizes; registers are ``register_tokens``.
+- ``"rope"`` (DINOv3): no table; queries and keys of the patch tokens are rotated in every block
+  (`dinolab.models.rope`, buffer ``rope_embed.periods``), so any input size works as it is.
+  Registers are DINOv3's ``storage_tokens``; with ``untie_cls_and_patch_norms`` [CLS] and the
+  storage tokens get their own final norm (``cls_norm``). ``untie_global_and_local_cls_norm``
+  adds ``local_cls_norm``, which the official code applies to local crops' [CLS] in training
+  only: dinolab holds its weights (the 7B's file loads and exports strictly) and never applies it.
 """
 
 from __future__ import annotations
@@ -15,12 +26,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinolab.models.backbone import FeatureDict
-from dinolab.models.layers import Block, PatchEmbed
+from dinolab.models.layers import Block, PatchEmbed, Rope
 from dinolab.models.resample import resample_grid
+from dinolab.models.rope import RopePositionEmbedding
+
+POS_EMBEDS = ("learned", "rope")
 
 
 class VisionTransformer(nn.Module):
-    """ViT with the official DINOv2 constructor keywords and parameter names.
+    """ViT with the official DINOv2 constructor keywords (and DINOv3's, named in dinolab's
+    words: ``n_storage_tokens`` is ``num_register_tokens``, ``layerscale_init`` ``init_values``)
+    and the official parameter names.
 
     ``model.config`` keeps the constructor keywords (JSON-able) so that
     ``VisionTransformer(**model.config)`` rebuilds the same architecture (export/load use it).
@@ -45,8 +61,25 @@ class VisionTransformer(nn.Module):
         num_register_tokens: int = 0,
         interpolate_antialias: bool = False,
         interpolate_offset: float = 0.1,
+        pos_embed: str = "learned",
+        rope_base: float = 100.0,
+        rope_normalize_coords: str = "separate",
+        rope_shift_coords: float | None = None,
+        rope_jitter_coords: float | None = None,
+        rope_rescale_coords: float | None = None,
+        layer_norm_eps: float = 1e-6,
+        mask_k_bias: bool = False,
+        ffn_align: int = 8,
+        untie_cls_and_patch_norms: bool = False,
+        untie_global_and_local_cls_norm: bool = False,
     ) -> None:
         super().__init__()
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f"unknown pos_embed {pos_embed!r}; use one of {POS_EMBEDS}")
+        if pos_embed == "learned" and (
+            untie_cls_and_patch_norms or untie_global_and_local_cls_norm
+        ):
+            raise ValueError("untied [CLS] norms belong to the DINOv3 layout: use pos_embed='rope'")
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
         if num_register_tokens < 0:
@@ -69,6 +102,17 @@ class VisionTransformer(nn.Module):
             "num_register_tokens": int(num_register_tokens),
             "interpolate_antialias": bool(interpolate_antialias),
             "interpolate_offset": float(interpolate_offset),
+            "pos_embed": str(pos_embed),
+            "rope_base": float(rope_base),
+            "rope_normalize_coords": str(rope_normalize_coords),
+            "rope_shift_coords": _optional_float(rope_shift_coords),
+            "rope_jitter_coords": _optional_float(rope_jitter_coords),
+            "rope_rescale_coords": _optional_float(rope_rescale_coords),
+            "layer_norm_eps": float(layer_norm_eps),
+            "mask_k_bias": bool(mask_k_bias),
+            "ffn_align": int(ffn_align),
+            "untie_cls_and_patch_norms": bool(untie_cls_and_patch_norms),
+            "untie_global_and_local_cls_norm": bool(untie_global_and_local_cls_norm),
         }
         self.num_features = self.embed_dim = embed_dim
         self.patch_size = patch_size
@@ -79,14 +123,33 @@ class VisionTransformer(nn.Module):
         self.interpolate_offset = interpolate_offset
         self.grid_size = img_size // patch_size
 
+        self.uses_rope = pos_embed == "rope"
+
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size**2 + 1, embed_dim))
-        self.register_tokens = (
+        registers = (
             nn.Parameter(torch.zeros(1, num_register_tokens, embed_dim))
             if num_register_tokens
             else None
         )
+        self.pos_embed: nn.Parameter | None = None
+        self.register_tokens: nn.Parameter | None = None
+        self.storage_tokens: nn.Parameter | None = None
+        self.rope_embed: RopePositionEmbedding | None = None
+        if self.uses_rope:
+            self.storage_tokens = registers
+            self.rope_embed = RopePositionEmbedding(
+                embed_dim,
+                num_heads,
+                base=rope_base,
+                normalize_coords=rope_normalize_coords,
+                shift_coords=rope_shift_coords,
+                jitter_coords=rope_jitter_coords,
+                rescale_coords=rope_rescale_coords,
+            )
+        else:
+            self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size**2 + 1, embed_dim))
+            self.register_tokens = registers
         self.mask_token = nn.Parameter(torch.zeros(1, embed_dim))
 
         if drop_path_uniform:
@@ -104,18 +167,31 @@ class VisionTransformer(nn.Module):
                 init_values=init_values,
                 drop_path=rate,
                 ffn_layer=ffn_layer,
+                ffn_align=ffn_align,
+                layer_norm_eps=layer_norm_eps,
+                mask_k_bias=mask_k_bias,
             )
             for rate in rates
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
+        self.cls_norm = (
+            nn.LayerNorm(embed_dim, eps=layer_norm_eps) if untie_cls_and_patch_norms else None
+        )
+        self.local_cls_norm = (
+            nn.LayerNorm(embed_dim, eps=layer_norm_eps) if untie_global_and_local_cls_norm else None
+        )
         self.init_weights()
 
     def init_weights(self) -> None:
-        """The reference init: trunc-normal(0.02) for linears, pos_embed and [CLS]."""
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        """The reference init: trunc-normal(0.02) for linears, pos_embed and [CLS]; registers
+        at 1e-6 (DINOv2), storage tokens at 0.02 (DINOv3)."""
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         if self.register_tokens is not None:
             nn.init.normal_(self.register_tokens, std=1e-6)
+        if self.storage_tokens is not None:
+            nn.init.normal_(self.storage_tokens, std=0.02)
         nn.init.zeros_(self.mask_token)
         for m in self.modules():
             if isinstance(m, nn.Linear):
@@ -124,6 +200,14 @@ class VisionTransformer(nn.Module):
                     nn.init.zeros_(m.bias)
 
     # ---------------------------------------------------------------- tokens
+    def rope(self, x: Tensor) -> Rope | None:
+        """RoPE (sin, cos) for the patch grid of images ``x`` (B, C, H, W); None without RoPE.
+        Called once per block, as the official code does: in training each block draws its own
+        coordinate noise."""
+        if self.rope_embed is None:
+            return None
+        return self.rope_embed(x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+
     def interpolate_pos_encoding(self, height: int, width: int) -> Tensor:
         """Position embeddings for an input of ``height x width`` pixels.
 
@@ -132,6 +216,8 @@ class VisionTransformer(nn.Module):
         ``(n + offset) / M`` (DINO / DINOv2), with offset 0 to the exact size (register models):
         see `resample_pos_embed`.
         """
+        if self.pos_embed is None:
+            raise ValueError("a RoPE ViT has no position-embedding table to resample")
         h0, w0 = height // self.patch_size, width // self.patch_size
         if (h0, w0) == (self.grid_size,) * 2 and not torch.compiler.is_exporting():
             return self.pos_embed
@@ -151,15 +237,24 @@ class VisionTransformer(nn.Module):
                 )
             tokens = torch.where(masks.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
         tokens = torch.cat((self.cls_token.expand(b, -1, -1).to(tokens.dtype), tokens), dim=1)
-        tokens = tokens + self.interpolate_pos_encoding(h, w)
-        if self.register_tokens is not None:
-            regs = self.register_tokens.expand(b, -1, -1).to(tokens.dtype)
+        if not self.uses_rope:
+            tokens = tokens + self.interpolate_pos_encoding(h, w)
+        registers = self.storage_tokens if self.uses_rope else self.register_tokens
+        if registers is not None:
+            regs = registers.expand(b, -1, -1).to(tokens.dtype)
             tokens = torch.cat((tokens[:, :1], regs, tokens[:, 1:]), dim=1)
         return tokens
 
     # --------------------------------------------------------------- outputs
+    def final_norm(self, x: Tensor) -> Tensor:
+        """The last norm of every token; with untied norms `cls_norm` for [CLS] and registers."""
+        if self.cls_norm is None:
+            return self.norm(x)
+        r = self.num_register_tokens + 1
+        return torch.cat((self.cls_norm(x[:, :r]), self.norm(x[:, r:])), dim=1)
+
     def _split(self, x: Tensor, masks: Tensor | None) -> FeatureDict:
-        x_norm = self.norm(x)
+        x_norm = self.final_norm(x)
         r = self.num_register_tokens
         return {
             "x_norm_clstoken": x_norm[:, 0],
@@ -186,7 +281,7 @@ class VisionTransformer(nn.Module):
                 raise TypeError("one image tensor takes one mask tensor (or None), not a list")
             tokens = self.prepare_tokens_with_masks(x, masks)
             for blk in self.blocks:
-                tokens = blk(tokens)
+                tokens = blk(tokens, self.rope(x))
             return self._split(tokens, masks)
         masks_list = [None] * len(x) if masks is None else list(masks)
         if len(masks_list) != len(x):
@@ -227,9 +322,9 @@ class VisionTransformer(nn.Module):
         tokens = self.prepare_tokens_with_masks(x)
         outputs = []
         for i, blk in enumerate(self.blocks):
-            tokens = blk(tokens)
+            tokens = blk(tokens, self.rope(x))
             if i in take:
-                outputs.append(self.norm(tokens) if norm else tokens)
+                outputs.append(self.final_norm(tokens) if norm else tokens)
         cls = [o[:, 0] for o in outputs]
         patches = [o[:, 1 + self.num_register_tokens :] for o in outputs]
         if reshape:
@@ -254,9 +349,9 @@ class VisionTransformer(nn.Module):
         tokens = self.prepare_tokens_with_masks(x)
         for i, blk in enumerate(cast(list[Block], self.blocks[: max(idx) + 1])):
             if i in wanted:
-                tokens, found[i] = blk.forward_with_attention(tokens)
+                tokens, found[i] = blk.forward_with_attention(tokens, self.rope(x))
             else:
-                tokens = blk(tokens)
+                tokens = blk(tokens, self.rope(x))
         return [found[i] for i in idx]
 
     def get_last_self_attention(self, x: Tensor) -> Tensor:
@@ -295,6 +390,10 @@ def resample_pos_embed(
     return torch.cat((pos[:, :1], grid), dim=1).to(pos_embed.dtype)
 
 
+def _optional_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
 def _named(patch_size: int, size: dict[str, Any], overrides: dict[str, Any]) -> VisionTransformer:
     """A named size; `overrides` may change any of its values (e.g. a shallower `depth`)."""
     return VisionTransformer(patch_size=patch_size, **{**size, **overrides})
@@ -326,10 +425,23 @@ def vit_giant2(patch_size: int = 16, **kwargs: Any) -> VisionTransformer:
     return _named(patch_size, dict(embed_dim=1536, depth=40, num_heads=24), kwargs)
 
 
+def vit_huge2(patch_size: int = 16, **kwargs: Any) -> VisionTransformer:
+    """DINOv3's ViT-H: 1280 wide, 32 blocks, 20 heads (64 per head)."""
+    return _named(patch_size, dict(embed_dim=1280, depth=32, num_heads=20), kwargs)
+
+
+def vit_7b(patch_size: int = 16, **kwargs: Any) -> VisionTransformer:
+    """DINOv3's ViT-7B: 4096 wide, 40 blocks, 32 heads (128 per head), feed-forward ratio 3."""
+    kwargs.setdefault("mlp_ratio", 3.0)
+    return _named(patch_size, dict(embed_dim=4096, depth=40, num_heads=32), kwargs)
+
+
 ARCHS: dict[str, Callable[..., VisionTransformer]] = {
     "vit_tiny": vit_tiny,
     "vit_small": vit_small,
     "vit_base": vit_base,
     "vit_large": vit_large,
     "vit_giant2": vit_giant2,
+    "vit_huge2": vit_huge2,
+    "vit_7b": vit_7b,
 }

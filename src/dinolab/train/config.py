@@ -54,6 +54,16 @@ class ModelConfig:
     # (DINO, DINOv2) or, with offset 0, the exact size (register models, with antialias).
     interpolate_offset: float = 0.1
     interpolate_antialias: bool = False
+    # "learned" position embeddings (DINO, DINOv2) or "rope" (DINOv3: rotary, any input size;
+    # num_register_tokens are its storage tokens, exported in the DINOv3 layout). RoPE's
+    # train-time coordinate noise (null = off; DINOv3 trains with rescale 2): shift in
+    # [-s, s], jitter per axis and rescale by log-uniform factors in [1/x, x].
+    pos_embed: str = "learned"
+    rope_shift_coords: float | None = None
+    rope_jitter_coords: float | None = None
+    rope_rescale_coords: float | None = None
+    mask_k_bias: bool = False  # DINOv3: no key bias (masked to zero)
+    layer_norm_eps: float = 1e-6  # DINOv3's ViTs use 1e-5
     # Start student and teacher from weights (train/pretrained.py): anything dinolab.load reads
     # (heads start fresh) or a run's checkpoint.pt (heads too). A new run takes the model.*
     # architecture keys (from a checkpoint, head.* too) from it.
@@ -197,6 +207,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
         *("vit_hybrid_tiny", "vit_hybrid_small", "vit_hybrid_base"),
     ),
     "model.ffn_layer": ("mlp", "swiglu"),
+    "model.pos_embed": ("learned", "rope"),
     "model.stem": ("imagenet", "cifar"),
     "model.hybrid_trunk": ("resnet18", "resnet34", "resnet50"),
     "optim.optimizer": ("adamw", "sgd", "lars"),
@@ -221,6 +232,10 @@ RANGES: dict[str, Range] = {
     "model.layerscale": Range(0, low_open=True, note="LayerScale's initial value; null = off"),
     "model.num_register_tokens": NON_NEGATIVE,
     "model.interpolate_offset": Range(0, 1, note="DINOv2's 0.1; 0 = the exact scale factor"),
+    "model.rope_shift_coords": Range(0, note="null = no shift"),
+    "model.rope_jitter_coords": Range(1, note="null = no jitter"),
+    "model.rope_rescale_coords": Range(1, note="null = no rescale; DINOv3's 2"),
+    "model.layer_norm_eps": POSITIVE,
     "head.out_dim": COUNT,
     "head.hidden_dim": COUNT,
     "head.bottleneck_dim": COUNT,
@@ -453,6 +468,14 @@ CROP_KEYS = ("crops.global_size", "crops.local_size")
 
 def _validate_hybrid(cfg: DictConfig) -> None:
     arch = cfg.model.arch
+    vit_only = {"model.pos_embed": "rope", "model.mask_k_bias": True}
+    if is_resnet(arch) or arch.startswith("vit_hybrid"):
+        for key, value in vit_only.items():
+            if OmegaConf.select(cfg, key) == value:
+                raise ConfigError(
+                    f"{key}={value} belongs to a plain ViT's attention (DINOv3's); "
+                    f"model.arch={arch} is not one: use a vit_* arch"
+                )
     if arch.startswith("vit_hybrid"):
         try:
             trunk_stages(cfg.model.patch_size, cfg.model.stem)

@@ -1,10 +1,11 @@
 """AdamW parameter groups: layer-wise lr decay, no weight decay on 1-D params, last-layer flag.
 
 Layer ids follow DINOv2's `get_vit_lr_decay_rate`: patch_embed, pos_embed and the cls, register
-and mask tokens are layer 0, `blocks.i` is layer i + 1, everything else (final norm, heads) is
-layer num_layers + 1; a parameter's lr multiplier is lr_decay_rate ** (num_layers + 1 - layer),
-times patch_embed_lr_mult for the patch embedding. (DINOv2 forgets register_tokens, leaving them
-at the top layer; they belong with the other tokens.)
+(DINOv3: storage) and mask tokens are layer 0, `blocks.i` is layer i + 1, everything else (final
+norm, heads) is layer num_layers + 1; a parameter's lr multiplier is
+lr_decay_rate ** (num_layers + 1 - layer), times patch_embed_lr_mult for the patch embedding.
+(DINOv2 forgets register_tokens, leaving them at the top layer; they belong with the other
+tokens.)
 
 Weight decay multiplier 0 for biases, 1-D parameters (norm weights, LayerScale gammas), any
 parameter whose name contains "norm", and (unless tokens_weight_decay) the tokens and position
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-TOKEN_NAMES = ("cls_token", "register_tokens", "mask_token", "pos_embed")
+TOKEN_NAMES = ("cls_token", "register_tokens", "storage_tokens", "mask_token", "pos_embed")
 
 
 def layer_id(name: str, num_layers: int) -> int:

@@ -51,10 +51,16 @@ def architecture_keys(backbone: nn.Module) -> dict[str, Any]:
                 f"no model.arch builds this ResNet ({c}); choose one of {', '.join(RESNET_SPECS)}"
             )
         return {"arch": names[0], "stem": c["stem"]}
-    if not (c["mlp_ratio"] == 4.0 and c["proj_bias"] and c["ffn_bias"] and c["in_chans"] == 3):
+    if family == "convnext":
         raise ValueError(
-            "model.* can describe ViTs with mlp_ratio 4, all biases and 3 input channels (every "
-            f"DINO and DINOv2 model); these weights have {c}"
+            "DINOv3's ConvNeXts have no model.arch to train with: evaluate or embed with them, "
+            "or start a run from a ViT"
+        )
+    plain = c["mlp_ratio"] == 4.0 and c["proj_bias"] and c["ffn_bias"] and c["in_chans"] == 3
+    if not plain or c.get("untie_cls_and_patch_norms"):
+        raise ValueError(
+            "model.* can describe ViTs with mlp_ratio 4, all biases, 3 input channels and one "
+            f"final norm (every DINO and DINOv2 model, DINOv3's S, B and L); these weights have {c}"
         )
     sizes = HYBRID_ARCHS if family == "vit_hybrid" else ARCHS
     arch, depth = _named_size(sizes, c["embed_dim"], c["num_heads"], c["depth"])
@@ -71,6 +77,10 @@ def architecture_keys(backbone: nn.Module) -> dict[str, Any]:
     }
     if family == "vit_hybrid":
         keys |= {"hybrid_trunk": c["trunk"], "stem": c["stem"]}
+    else:  # the DINOv3 keys (a file exported before they existed has the defaults)
+        dinov3 = ("pos_embed", "rope_shift_coords", "rope_jitter_coords", "rope_rescale_coords")
+        dinov3 += ("mask_k_bias", "layer_norm_eps")  # type: ignore[assignment]
+        keys |= {k: c[k] for k in dinov3 if k in c}
     return keys
 
 
@@ -136,7 +146,11 @@ def load_backbone_state(backbone: nn.Module, state: Mapping[str, Tensor], source
     grid (as the source model resamples them for an input of that size)."""
     state = dict(state)
     own = backbone.state_dict()
-    if "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
+    if (
+        "pos_embed" in state
+        and "pos_embed" in own
+        and state["pos_embed"].shape != own["pos_embed"].shape
+    ):
         c = backbone_config(backbone)
         grid = c["img_size"] // c["patch_size"]
         state["pos_embed"] = resample_pos_embed(

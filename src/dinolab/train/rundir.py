@@ -50,6 +50,7 @@ PATH_KEYS = (
 RESUME_REFUSED = (
     "method", "model.arch", "model.patch_size", "model.depth", "model.layerscale",
     "model.num_register_tokens", "model.ffn_layer", "model.qkv_bias", "model.stem",
+    "model.pos_embed", "model.mask_k_bias",
     "model.hybrid_trunk", "head.", "crops.global_size", "dinov2.ibot_separate_head",
     "dinov2.ibot_out_dim", "dinov2.ibot_bottleneck_dim", "optim.optimizer",
     "optim.layerwise_decay", "optim.patch_embed_lr_mult", "finetune.pool",

@@ -288,6 +288,10 @@ class Trainer:
             drop_last=True,
             persistent_workers=False,
             prefetch_factor=4 if workers else None,
+            # an iterator draws its workers' base seed from this generator, not from torch's
+            # global one, which drop-path and RoPE's coordinate noise draw from: a run resumed
+            # mid-epoch (a new iterator) draws what the uninterrupted run drew
+            generator=torch.Generator().manual_seed(self.cfg.seed),
         )
 
     def _train_step(self, batch: dict[str, Any]) -> dict[str, Any]:

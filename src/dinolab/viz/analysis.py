@@ -77,6 +77,8 @@ def attention_distances(model: VisionTransformer, images: Sequence[PreparedImage
 def position_embedding_similarity(model: VisionTransformer) -> np.ndarray:
     """(h, w, h, w): cosine similarity of the position embedding of patch (i, j) with every
     patch position, on the model's native grid ([CLS] position left out)."""
+    if model.pos_embed is None:
+        raise ValueError("a RoPE ViT has no position-embedding table to compare")
     pos = model.pos_embed.detach()[0, 1:].double().cpu()
     g = model.grid_size
     unit = torch.nn.functional.normalize(pos, dim=-1)
@@ -172,23 +174,27 @@ def run_analysis(
     short_side: int | None = None,
     device: str = "auto",
 ) -> list[Path]:
-    """`dinolab analyze`: the three figures and ``analysis.npz`` with their arrays."""
+    """`dinolab analyze`: the three figures and ``analysis.npz`` with their arrays (two for a RoPE
+    ViT, which has no position-embedding table)."""
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
     vit = require_attention(load_model(model)).to(resolve_device(device))
     prepared = analysis_images(vit, images, n_images, short_side)
     out = Path(out_dir)
     distances = attention_distances(vit, prepared)
-    similarity = position_embedding_similarity(vit)
     tiles, ratio = patch_embedding_components(vit)
     source = "synthetic shapes" if images is None else "images"
     label = f"({len(prepared)} {source}, shorter side {min(prepared[0].pixels.shape[:2])} px)"
     written = [
         save_figure(plot_attention_distance(distances, label), out / "attention_distance.png"),
-        save_figure(plot_position_similarity(similarity), out / "position_similarity.png"),
         save_figure(plot_patch_filters(tiles, ratio), out / "patch_filters.png"),
     ]
+    found = {"attention_distance": distances, "filter_components": tiles,
+             "filter_variance_ratio": ratio}  # fmt: skip
+    if vit.pos_embed is not None:  # a RoPE ViT (DINOv3) has no position-embedding table
+        found["position_similarity"] = position_embedding_similarity(vit)
+        figure = plot_position_similarity(found["position_similarity"])
+        written.insert(1, save_figure(figure, out / "position_similarity.png"))
     arrays = out / "analysis.npz"
-    np.savez(arrays, attention_distance=distances, position_similarity=similarity,
-             filter_components=tiles, filter_variance_ratio=ratio)  # fmt: skip
+    np.savez(arrays, allow_pickle=False, **found)
     return written + [arrays]
