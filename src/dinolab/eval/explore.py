@@ -12,7 +12,9 @@ matrices themselves (`get_self_attention`), so any ViT whose attention is a soft
 products of d-wide queries and keys qualifies (registers, rotary position embeddings).
 
 Quantisation: the factors and the unit-length features are int8 per row (one token of one head,
-one feature vector), each row with a float32 scale (its largest |value| / 127).
+one feature vector), each row with a float32 scale (its largest |value| / 127). A page that must
+stay small keeps fewer columns than the head width (`AttentionFactors.quantised`): the
+directions of the smallest singular values go first.
 """
 
 from __future__ import annotations
@@ -57,9 +59,26 @@ def attention_factors(attn: torch.Tensor, rank: int) -> tuple[torch.Tensor, torc
 
 @dataclass
 class AttentionFactors:
-    """One image's attention in every block, quantised: ``left``/``right`` int8 (blocks, heads,
-    N, rank) and their per-row float32 scales (blocks, heads, N). Tokens: [CLS], registers,
-    patches (row-major), as in the model."""
+    """One image's attention in every block as factors, float32 (blocks, heads, N, head width),
+    columns in the order of the singular values. Tokens: [CLS], registers, patches (row-major),
+    as in the model."""
+
+    left: np.ndarray
+    right: np.ndarray
+
+    def quantised(self, rank: int) -> QuantisedFactors:
+        """The first ``rank`` columns as int8 rows (fewer columns: a smaller page, and the
+        logits lose the smallest singular directions)."""
+        (left, left_scale), (right, right_scale) = (
+            quantise_rows(f[..., :rank]) for f in (self.left, self.right)
+        )
+        return QuantisedFactors(left, left_scale, right, right_scale)
+
+
+@dataclass
+class QuantisedFactors:
+    """int8 ``left``/``right`` (blocks, heads, N, rank) and their per-row float32 scales
+    (blocks, heads, N): what the page stores."""
 
     left: np.ndarray
     left_scale: np.ndarray
@@ -67,8 +86,7 @@ class AttentionFactors:
     right_scale: np.ndarray
 
     def attention(self, block: int, token: int) -> np.ndarray:
-        """(heads, N): the attention of query ``token`` in ``block``, from the quantised factors
-        (what the page computes)."""
+        """(heads, N): the attention of query ``token`` in ``block`` as the page computes it."""
         left = dequantise_rows(self.left[block, :, token], self.left_scale[block, :, token])
         right = dequantise_rows(self.right[block], self.right_scale[block])
         logits = np.einsum("hr,hnr->hn", left.astype(np.float64), right.astype(np.float64))
@@ -105,15 +123,14 @@ def cosine_matrix(x: np.ndarray) -> np.ndarray:
 
 
 def image_attention(vit: nn.Module, image: PreparedImage) -> AttentionFactors:
-    """All blocks' attention of one image as quantised factors."""
+    """All blocks' attention of one image as factors of the head width."""
     backbone = require_attention(vit)
     with evaluating(backbone):
         blocks = backbone.get_self_attention(image.tensor.to(model_device(backbone)))
     attn = torch.stack([b[0] for b in blocks]).float().cpu()  # (blocks, heads, N, N)
     rank = min(attn.shape[-1], as_backbone(vit).embed_dim // attn.shape[1])
     left, right = attention_factors(attn, rank)
-    (lv, ls), (rv, rs) = quantise_rows(left), quantise_rows(right)
-    return AttentionFactors(lv, ls, rv, rs)
+    return AttentionFactors(left.numpy(), right.numpy())
 
 
 def explorer_numbers(model: nn.Module, images: Sequence[PreparedImage]) -> ExplorerNumbers:

@@ -46,7 +46,7 @@
     image: 0, token: hasAttention ? 0 : P, block: Math.max(0, META.blocks - 1),
     registers: false, outline: true, view: "similarity",
   };
-  const explorer = { meta: META, state: state, drawn: null, ready: false };
+  const explorer = { meta: META, state: state, lut: LUT, drawn: null, ready: false };
   window.explorer = explorer;
 
   // ---------------------------------------------------------------------------- numbers
@@ -284,7 +284,9 @@
 
   function redraw() {
     $("block").disabled = !hasAttention;
-    $("block-label").textContent = hasAttention ? `block ${state.block} of ${META.blocks}` : "no blocks";
+    $("block-label").textContent = hasAttention
+      ? `block ${state.block} of ${META.blocks} (attention from ${META.rank} of ${META.headWidth} factor columns per head)`
+      : "no blocks";
     const drawn = { image: state.image, token: state.token, block: state.block, attention: null };
     if (hasAttention) {
       const a = attention(state.image, state.token, state.block);

@@ -69,11 +69,10 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def page_arrays(numbers: ExplorerNumbers, rgb: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    """What the page's script reads: per image ``i`` the attention factors (``left_i``,
-    ``left_scale_i``, ``right_i``, ``right_scale_i``), the unit patch features (``feat_i``,
-    ``feat_scale_i``) and the PCA colours (``pca_i``, uint8); the [CLS] features of all images
-    (``cls``, ``cls_scale``) and the colour map (``lut``, 256 x RGB)."""
+def feature_arrays(numbers: ExplorerNumbers, rgb: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """What the page's script reads besides the attention: per image ``i`` the unit patch
+    features (``feat_i``, ``feat_scale_i``) and the PCA colours (``pca_i``, uint8); the [CLS]
+    features of all images (``cls``, ``cls_scale``) and the colour map (``lut``, 256 x RGB)."""
     lut = colormaps["inferno"](np.linspace(0.0, 1.0, 256))[:, :3]
     arrays: dict[str, np.ndarray] = {"lut": np.rint(lut * 255).astype(np.uint8)}
     cls, cls_scale = quantise_rows(unit_rows(np.stack([n.cls_feature for n in numbers.images])))
@@ -82,11 +81,33 @@ def page_arrays(numbers: ExplorerNumbers, rgb: Sequence[np.ndarray]) -> dict[str
         feat, feat_scale = quantise_rows(unit_rows(image.patch_features))
         arrays.update({f"feat_{i}": feat, f"feat_scale_{i}": feat_scale})
         arrays[f"pca_{i}"] = np.rint(np.clip(rgb[i], 0, 1) * 255).astype(np.uint8).reshape(-1, 3)
-        if image.attention is not None:
-            a = image.attention
-            arrays.update({f"left_{i}": a.left, f"left_scale_{i}": a.left_scale,
-                           f"right_{i}": a.right, f"right_scale_{i}": a.right_scale})  # fmt: skip
     return arrays
+
+
+def attention_arrays(numbers: ExplorerNumbers, rank: int) -> dict[str, np.ndarray]:
+    """Per image ``i`` the int8 attention factors ``left_i``, ``right_i`` (``rank`` columns) and
+    their scales ``left_scale_i``, ``right_scale_i``."""
+    arrays = {}
+    for i, image in enumerate(numbers.images):
+        if image.attention is not None:
+            q = image.attention.quantised(rank)
+            arrays.update({f"left_{i}": q.left, f"left_scale_{i}": q.left_scale,
+                           f"right_{i}": q.right, f"right_scale_{i}": q.right_scale})  # fmt: skip
+    return arrays
+
+
+def page_rank(numbers: ExplorerNumbers, room: float) -> int:
+    """The most factor columns (up to the head width) whose base64 fits ``room`` bytes."""
+    factors = [n.attention for n in numbers.images if n.attention is not None]
+    rows = sum(int(np.prod(f.left.shape[:-1])) for f in factors)  # blocks x heads x tokens
+    binary = room * 3 / 4 - 2 * rows * 4  # what is left after the float32 row scales
+    rank = min(factors[0].left.shape[-1], int(binary // (2 * rows)))
+    if rank < 1:
+        raise ValueError(
+            f"the attention of {len(factors)} images does not fit the page size asked for; "
+            "pass fewer images, a smaller --size or a larger --max-mb"
+        )
+    return rank
 
 
 def jpeg_uri(pixels: np.ndarray, quality: int = 90) -> str:
@@ -99,12 +120,16 @@ def _asset(name: str) -> str:
     return resources.files("dinolab.viz").joinpath(name).read_text(encoding="utf-8")
 
 
-def explorer_html(numbers: ExplorerNumbers, title: str, threshold: float = 0.6) -> str:
-    """The page (see the module docstring) for ``numbers``, with the joint PCA colours."""
+def explorer_html(
+    numbers: ExplorerNumbers, title: str, threshold: float = 0.6, max_mb: float = 20.0
+) -> str:
+    """The page (see the module docstring) for ``numbers``, with the joint PCA colours. The
+    attention keeps as many factor columns as fit ``max_mb`` megabytes (all: exact up to int8
+    rounding); the page says how many."""
     mass_mask(np.ones(1), threshold)  # validates the threshold
     images = [n.image for n in numbers.images]
     pca = pca_of_features(images, [n.patch_features for n in numbers.images])
-    data, index = pack_arrays(page_arrays(numbers, pca.rgb))
+    arrays = feature_arrays(numbers, pca.rgb)
     first = next((n.attention for n in numbers.images if n.attention is not None), None)
     meta = {
         "title": title,
@@ -116,12 +141,18 @@ def explorer_html(numbers: ExplorerNumbers, title: str, threshold: float = 0.6) 
         "prefix": 1 + numbers.num_registers,
         "blocks": 0 if first is None else int(first.left.shape[0]),
         "heads": 0 if first is None else int(first.left.shape[1]),
-        "rank": 0 if first is None else int(first.left.shape[3]),
+        "headWidth": 0 if first is None else int(first.left.shape[3]),
+        "rank": 0,
         "threshold": threshold,
         "noAttention": numbers.no_attention,
         "clsSimilarity": np.round(numbers.cls_similarity, 4).tolist(),
-        "arrays": index,
     }
+    assets = _asset("explorer.css") + _asset("explorer.js")
+    if first is not None:
+        others = len(json.dumps(meta)) + len(assets) + 4 * len(pack_arrays(arrays)[0]) / 3
+        meta["rank"] = page_rank(numbers, max_mb * 1e6 - others - 10_000)  # the index, tags
+        arrays.update(attention_arrays(numbers, meta["rank"]))
+    data, meta["arrays"] = pack_arrays(arrays)
     # "</" cannot end the script element early: JSON escapes it, base64 has no "<"
     meta_json = json.dumps(meta).replace("</", "<\\/")
     return (
@@ -142,12 +173,15 @@ def write_explorer(
     threshold: float = 0.6,
     device: str = "auto",
     limit: int | None = None,
+    max_mb: float = 20.0,
 ) -> Path:
     """`dinolab explore`: write the page for ``images`` (files, folders, lists; at most
     ``limit``, picked evenly) to ``out`` atomically and return its path. Files that do not
     decode are skipped with a warning. ``short_side`` defaults to the model's native resolution,
-    at most `DEFAULT_MAX_SIDE`."""
+    at most `DEFAULT_MAX_SIDE`; ``max_mb`` bounds the page's size (see `explorer_html`)."""
     mass_mask(np.ones(1), threshold)  # validate before loading anything
+    if max_mb <= 0:
+        raise ValueError(f"max_mb is the page's size in megabytes, above 0; got {max_mb}")
     paths = list_images(images, limit=limit)
     net = load_model(model).to(resolve_device(device))
     side = short_side or min(model_short_side(net), DEFAULT_MAX_SIDE)
@@ -162,7 +196,7 @@ def write_explorer(
         raise none_readable(paths)
     shown = Path(model).name if isinstance(model, str | os.PathLike) else type(net).__name__
     title = f"dinolab explore: {shown}"
-    page = explorer_html(explorer_numbers(net, prepared), title, threshold)
+    page = explorer_html(explorer_numbers(net, prepared), title, threshold, max_mb)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(out, page)
