@@ -656,12 +656,21 @@ def _add_explore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("images", nargs="+", help="image files, folders or .txt lists")
     p.add_argument("--out", required=True, help="the HTML file to write")
-    p.add_argument("--size", type=int, help="shorter side in pixels (default: the model's "
-                   "native resolution, at most 224; the page grows with the patch count squared)")  # fmt: skip
+    p.add_argument(
+        "--size",
+        type=int,
+        help="shorter side in pixels (default: the model's native resolution, at most 224; the "
+        "page grows with the square of the patch count)",
+    )
     p.add_argument("--limit", type=int, help="at most this many images, picked evenly")
     p.add_argument("--threshold", type=float, default=0.6, help="mass kept by the masks")
-    p.add_argument("--max-mb", type=float, default=20.0, help="page size bound: the attention "
-                   "keeps as many factor columns as fit (all of them: exact up to int8)")  # fmt: skip
+    p.add_argument(
+        "--max-mb",
+        type=float,
+        default=20.0,
+        help="page size bound: the attention keeps as many factor columns as fit (all of them: "
+        "exact up to int8 rounding)",
+    )
     _add_device(p)
     p.set_defaults(func=cmd_explore)
 

@@ -59,7 +59,7 @@ def test_factored_attention_equals_eval_attention_in_every_block(registers: int)
     assert numbers.images[0].attention is not None and numbers.num_registers == registers
     factors = numbers.images[0].attention.quantised(16)  # the head width: every column
     assert factors.left.dtype == np.int8 and factors.left.shape == (3, 3, 1 + registers + 24, 16)
-    prefix, (h, w) = 1 + registers, image.grid
+    prefix, w = 1 + registers, image.grid[1]
     for block in range(3):
         for query in (None, (0.1, 0.9), (0.7, 0.3)):
             maps = attention_maps(vit, image, query=query, block=block)

@@ -3,8 +3,8 @@
 Chromium started with ``--remote-debugging-pipe`` reads protocol commands (JSON, each ended by a
 NUL byte) from file descriptor 3 and writes replies and events to descriptor 4.
 
-Run as a script it takes a screenshot of a page:
-``python tests/viz/browser.py PAGE.html OUT.png [WIDTH HEIGHT]``.
+Run as a script it takes a screenshot of a `dinolab explore` page, after running an optional
+JavaScript statement in it: ``python tests/viz/browser.py PAGE.html OUT.png [JS [WIDTH HEIGHT]]``.
 """
 
 from __future__ import annotations
@@ -130,12 +130,15 @@ class Browser:
 
 if __name__ == "__main__":
     page, out = Path(sys.argv[1]), Path(sys.argv[2])
-    size = [int(v) for v in sys.argv[3:5]] or [1400, 1000]
+    script = sys.argv[3] if len(sys.argv) > 3 else ""
+    size = [int(v) for v in sys.argv[4:6]] or [1400, 1000]
     with tempfile.TemporaryDirectory() as profile:
         browser = Browser("chromium", Path(profile), *size)
         try:
             browser.open(page)
             browser.wait_for("window.explorer && window.explorer.ready")
+            if script:
+                browser.evaluate(script)
             out.write_bytes(browser.screenshot())
         finally:
             browser.close()

@@ -126,7 +126,9 @@ def test_explore_command_and_a_convnet_page(tmp_path, photos, capsys) -> None:
     assert [im["grid"] for im in meta["images"]] == [[4, 6], [5, 4], [4, 4]]  # stride 8 at 32 px
 
 
-def _centre_of_patch(browser: Browser, canvas: str, row: int, col: int, grid) -> tuple[float, float]:
+def _centre_of_patch(
+    browser: Browser, canvas: str, row: int, col: int, grid
+) -> tuple[float, float]:
     rect = browser.evaluate(
         f"(() => {{ const r = document.getElementById('{canvas}').getBoundingClientRect();"
         " return [r.left, r.top, r.width, r.height]; })()"
@@ -207,7 +209,9 @@ def test_page_in_chromium_draws_the_models_numbers_offline(register_vit, photos,
         assert np.allclose(shown["attention"]["registers"], row[:, :2], rtol=RELATIVE_TOLERANCE)
         assert np.allclose(shown["attention"]["heads"], row[:, 2:], rtol=RELATIVE_TOLERANCE)
         height = browser.evaluate("document.getElementById('map-mean').height")
-        assert height == 6 * int(browser.evaluate("document.getElementById('map-mean').dataset.cell"))
+        assert height == 6 * int(
+            browser.evaluate("document.getElementById('map-mean').dataset.cell")
+        )
 
         urls = browser.requested_urls()
         assert urls and all(u.startswith(("file:", "data:")) for u in urls), urls

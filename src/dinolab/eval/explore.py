@@ -54,7 +54,9 @@ def attention_factors(attn: torch.Tensor, rank: int) -> tuple[torch.Tensor, torc
     centred = log_attn - log_attn.mean(dim=-1, keepdim=True)
     u, s, vh = torch.linalg.svd(centred, full_matrices=False)
     root = s[..., :rank].sqrt()
-    return u[..., :rank] * root[..., None, :], vh[..., :rank, :].transpose(-1, -2) * root[..., None, :]
+    return u[..., :rank] * root[..., None, :], vh[..., :rank, :].transpose(-1, -2) * root[
+        ..., None, :
+    ]
 
 
 @dataclass

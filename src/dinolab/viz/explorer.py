@@ -133,8 +133,9 @@ def explorer_html(
     first = next((n.attention for n in numbers.images if n.attention is not None), None)
     meta = {
         "title": title,
-        "images": [{"name": im.name, "grid": list(im.grid), "src": jpeg_uri(im.pixels)}
-                   for im in images],  # fmt: skip
+        "images": [
+            {"name": im.name, "grid": list(im.grid), "src": jpeg_uri(im.pixels)} for im in images
+        ],  # fmt: skip
         "patch": images[0].patch_size,
         "dim": int(numbers.images[0].patch_features.shape[1]),
         "registers": numbers.num_registers,
@@ -195,8 +196,19 @@ def write_explorer(
     if not prepared:
         raise none_readable(paths)
     shown = Path(model).name if isinstance(model, str | os.PathLike) else type(net).__name__
-    title = f"dinolab explore: {shown}"
-    page = explorer_html(explorer_numbers(net, prepared), title, threshold, max_mb)
+    return save_explorer(net, prepared, out, f"dinolab explore: {shown}", threshold, max_mb)
+
+
+def save_explorer(
+    model: nn.Module,
+    images: Sequence[PreparedImage],
+    out: str | os.PathLike,
+    title: str,
+    threshold: float = 0.6,
+    max_mb: float = 20.0,
+) -> Path:
+    """Compute the numbers of prepared ``images`` and write their page to ``out`` atomically."""
+    page = explorer_html(explorer_numbers(model, images), title, threshold, max_mb)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(out, page)
