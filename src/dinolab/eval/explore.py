@@ -130,6 +130,9 @@ def image_attention(vit: nn.Module, image: PreparedImage) -> AttentionFactors:
     with evaluating(backbone):
         blocks = backbone.get_self_attention(image.tensor.to(model_device(backbone)))
     attn = torch.stack([b[0] for b in blocks]).float().cpu()  # (blocks, heads, N, N)
+    tokens = 1 + backbone.num_register_tokens + image.grid[0] * image.grid[1]
+    if attn.shape[-1] != tokens:
+        raise RuntimeError(f"attention has {attn.shape[-1]} tokens, expected {tokens}")
     rank = min(attn.shape[-1], as_backbone(vit).embed_dim // attn.shape[1])
     left, right = attention_factors(attn, rank)
     return AttentionFactors(left.numpy(), right.numpy())

@@ -130,6 +130,12 @@
   }
 
   // ---------------------------------------------------------------------------- drawing
+  function range(lists) {
+    let lo = Infinity, hi = -Infinity;
+    for (const list of lists) for (const v of list) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+    return [lo, hi];
+  }
+
   function colour(v, lo, hi) {
     const i = hi > lo ? Math.round(255 * (v - lo) / (hi - lo)) : 0;
     return [LUT[3 * i], LUT[3 * i + 1], LUT[3 * i + 2]];
@@ -168,8 +174,7 @@
     canvas.height = (h + (registers.length ? 1 : 0)) * cell;
     canvas.dataset.cell = cell;
     const ctx = canvas.getContext("2d");
-    const all = Array.from(values).concat(registers);
-    const lo = Math.min(...all), hi = Math.max(...all);
+    const [lo, hi] = range([values, registers]);
     for (let p = 0; p < values.length; p++) {
       ctx.fillStyle = `rgb(${colour(values[p], lo, hi)})`;
       ctx.fillRect((p % w) * cell, Math.floor(p / w) * cell, cell, cell);
@@ -253,8 +258,7 @@
   }
 
   function drawGrid(drawn) {
-    const all = drawn.similarity.flatMap(s => Array.from(s));
-    const lo = Math.min(...all), hi = Math.max(...all);
+    const [lo, hi] = range(drawn.similarity);
     IMAGES.forEach((im, i) => {
       const canvas = $(`grid-${i}`), cell = META.patch;
       const ctx = drawImage(canvas, i);
@@ -343,7 +347,7 @@
       '<label>grid <select id="view"><option value="similarity">similarity</option>' +
       '<option value="pca">PCA colours</option><option value="image">image</option></select></label>' +
       '<label><input type="checkbox" id="outline" checked> mask outline</label>' +
-      '<label><input type="checkbox" id="registers"> registers</label>';
+      '<label><input type="checkbox" id="registers"> registers (storage tokens)</label>';
     document.body.append(controls);
     const detail = element("div", { id: "detail" });
     detail.innerHTML =
