@@ -8,9 +8,10 @@ its cosine similarity to every patch of every image, with each image's best matc
 the images nearest by [CLS]. The grid can show the joint PCA colours of `dinolab pca --joint`.
 
 The numbers are `dinolab.eval.explore`'s (int8 attention factors and features, see there), plus
-the PCA colours of `dinolab.viz.pca`; they are embedded as one base64 block. The page's script
-(`explorer.js`, no library, no network) recomputes the clicked token's softmax from the factors
-and draws it; a convnet gets the similarity and PCA views only, and the page says why.
+the PCA colours of `dinolab.viz.pca`; they are embedded as one base64 block, keeping as many
+factor columns as fit the size asked for (`max_mb`). The page's script (`explorer.js`, no
+library, no network) recomputes the clicked token's softmax from the factors and draws it; a
+convnet gets the similarity and PCA views only, and the page says why.
 """
 
 from __future__ import annotations
@@ -148,9 +149,11 @@ def explorer_html(
         "noAttention": numbers.no_attention,
         "clsSimilarity": np.round(numbers.cls_similarity, 4).tolist(),
     }
-    assets = _asset("explorer.css") + _asset("explorer.js")
+    css, script = _asset("explorer.css"), _asset("explorer.js")
     if first is not None:
-        others = len(json.dumps(meta)) + len(assets) + 4 * len(pack_arrays(arrays)[0]) / 3
+        others = (
+            len(json.dumps(meta)) + len(css) + len(script) + 4 * len(pack_arrays(arrays)[0]) / 3
+        )
         meta["rank"] = page_rank(numbers, max_mb * 1e6 - others - 10_000)  # the index, tags
         arrays.update(attention_arrays(numbers, meta["rank"]))
     data, meta["arrays"] = pack_arrays(arrays)
@@ -158,11 +161,11 @@ def explorer_html(
     meta_json = json.dumps(meta).replace("</", "<\\/")
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_asset('explorer.css')}</style></head>"
+        f"<title>{html.escape(title)}</title><style>{css}</style></head>"
         f'<body><script type="application/json" id="explorer-meta">{meta_json}</script>'
         f'<script type="application/octet-stream" id="explorer-data">'
         f"{base64.b64encode(data).decode('ascii')}</script>"
-        f"<script>{_asset('explorer.js')}</script></body></html>\n"
+        f"<script>{script}</script></body></html>\n"
     )
 
 
