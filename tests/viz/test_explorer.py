@@ -213,6 +213,12 @@ def test_page_in_chromium_draws_the_models_numbers_offline(register_vit, photos,
             browser.evaluate("document.getElementById('map-mean').dataset.cell")
         )
 
+        # "follow the mouse": moving over a patch of the third image (4x4) queries it
+        browser.evaluate("document.getElementById('hover').click()")
+        x, y = _centre_of_patch(browser, "grid-2", 1, 2, (4, 4))
+        browser.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+        assert (drawn()["image"], drawn()["token"]) == (2, 3 + 1 * 4 + 2)
+
         urls = browser.requested_urls()
         assert urls and all(u.startswith(("file:", "data:")) for u in urls), urls
     finally:

@@ -44,7 +44,7 @@
   const CLS = unitRows(array("cls"), array("cls_scale"), D);
   const state = {
     image: 0, token: hasAttention ? 0 : P, block: Math.max(0, META.blocks - 1),
-    registers: false, outline: true, view: "similarity",
+    registers: false, outline: true, hover: false, view: "similarity",
   };
   const explorer = { meta: META, state: state, lut: LUT, drawn: null, ready: false };
   window.explorer = explorer;
@@ -326,7 +326,13 @@
 
   function clickImage(e, imageIndex, canvas) {
     const [r, c] = cellAt(e, canvas, META.patch), [h, w] = IMAGES[imageIndex].grid;
-    select(imageIndex, P + Math.min(r, h - 1) * w + Math.min(c, w - 1));
+    const token = P + Math.min(r, h - 1) * w + Math.min(c, w - 1);
+    if (imageIndex !== state.image || token !== state.token) select(imageIndex, token);
+  }
+
+  function onImage(canvas, imageIndex) {
+    canvas.addEventListener("click", e => clickImage(e, imageIndex(), canvas));
+    canvas.addEventListener("mousemove", e => { if (state.hover) clickImage(e, imageIndex(), canvas); });
   }
 
   function clickMap(e, canvas) {
@@ -346,6 +352,7 @@
       '<button id="cls-query">[CLS] query</button>' +
       '<label>grid <select id="view"><option value="similarity">similarity</option>' +
       '<option value="pca">PCA colours</option><option value="image">image</option></select></label>' +
+      '<label><input type="checkbox" id="hover"> follow the mouse</label>' +
       '<label><input type="checkbox" id="outline" checked> mask outline</label>' +
       '<label><input type="checkbox" id="registers"> registers (storage tokens)</label>';
     document.body.append(controls);
@@ -359,12 +366,13 @@
     IMAGES.forEach((im, i) => {
       const fig = element("figure");
       const canvas = element("canvas", { id: `grid-${i}` });
-      canvas.addEventListener("click", e => clickImage(e, i, canvas));
+      onImage(canvas, () => i);
       fig.append(canvas, element("figcaption", { id: `grid-caption-${i}` }));
       grid.append(fig);
     });
     document.body.append(grid);
-    $("main").addEventListener("click", e => clickImage(e, state.image, $("main")));
+    onImage($("main"), () => state.image);
+    $("hover").addEventListener("change", e => { state.hover = e.target.checked; });
     const block = $("block");
     Object.assign(block, { min: 0, max: Math.max(0, META.blocks - 1), value: state.block });
     block.addEventListener("input", () => { state.block = +block.value; redraw(); });
