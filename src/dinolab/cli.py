@@ -219,6 +219,15 @@ def cmd_pca(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explore(args: argparse.Namespace) -> int:
+    from dinolab.viz.explorer import write_explorer
+
+    print(write_explorer(args.model, args.images, args.out, short_side=args.size,
+                         threshold=args.threshold, device=args.device, limit=args.limit,
+                         max_mb=args.max_mb))  # fmt: skip
+    return 0
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from dinolab.viz.analysis import run_analysis
 
@@ -633,6 +642,39 @@ def _add_pca(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_pca)
 
 
+def _add_explore(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "explore",
+        help="one offline HTML page: click a patch, see its attention and similar patches",
+        description="Writes one self-contained HTML page (no server, no network): click any "
+        "patch of any image to see its attention in every block (per head, the mean, the "
+        "60%%-mass mask), its cosine similarity to every patch of every image and the nearest "
+        "images by [CLS]; the grid also shows the joint PCA colours. A convnet gets the "
+        "similarity and PCA views only. Unreadable images are skipped with a warning.",
+        epilog=_example("dinolab explore runs/photos img1.jpg img2.jpg --out explore.html"),
+    )
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("images", nargs="+", help="image files, folders or .txt lists")
+    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument(
+        "--size",
+        type=int,
+        help="shorter side in pixels (default: the model's native resolution, at most 224; the "
+        "page grows with the square of the patch count)",
+    )
+    p.add_argument("--limit", type=int, help="at most this many images, picked evenly")
+    p.add_argument("--threshold", type=float, default=0.6, help="mass kept by the masks")
+    p.add_argument(
+        "--max-mb",
+        type=float,
+        default=20.0,
+        help="page size bound: the attention keeps as many factor columns as fit (all of them: "
+        "exact up to int8 rounding)",
+    )
+    _add_device(p)
+    p.set_defaults(func=cmd_explore)
+
+
 def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "analyze",
@@ -806,6 +848,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_linear,
     _add_attention,
     _add_pca,
+    _add_explore,
     _add_analyze,
     _add_map,
     _add_report,

@@ -31,6 +31,9 @@ class RunDir:
     # The export's earlier name: runs that have it still load, resume and get a report.
     OLD_BACKBONE: ClassVar[str] = "teacher_backbone.safetensors"
     REPORT: ClassVar[str] = "report.html"
+    EXPLORER: ClassVar[str] = (
+        "explorer.html"  # `dinolab explore` of a few images, linked from the report
+    )
     FEATURES: ClassVar[str] = "features"  # cached features of evaluations (a folder)
     KNN: ClassVar[str] = "knn.json"
     LINEAR: ClassVar[str] = "linear_{protocol}.json"  # one per protocol of `dinolab linear`
@@ -69,6 +72,10 @@ class RunDir:
     @property
     def report(self) -> Path:
         return self.path / self.REPORT
+
+    @property
+    def explorer(self) -> Path:
+        return self.path / self.EXPLORER
 
     @property
     def features(self) -> Path:
@@ -113,7 +120,7 @@ class RunDir:
         """The names of the files here that the run and the commands run on it wrote (what
         ``--overwrite`` deletes, and only that)."""
         names = [self.CONFIG, self.CHECKPOINT, self.LOG, self.HISTORY, self.SKIPPED,
-                 self.BACKBONE, self.OLD_BACKBONE, self.KNN, self.SEGMENTATION, self.REPORT,
+                 self.BACKBONE, self.OLD_BACKBONE, self.KNN, self.SEGMENTATION, self.REPORT, self.EXPLORER,
                  self.FEATURES, self.METRICS, self.CONFUSION_MATRIX]  # fmt: skip
         names += [Path(n).with_suffix(".json").name for n in (self.BACKBONE, self.OLD_BACKBONE)]
         names += sorted(p.name for p in self.path.glob(self.linear("*")))

@@ -102,6 +102,7 @@ def test_report_renders_in_chromium(tiny_vit, tmp_path) -> None:
     # curves + one attention figure per image + the joint PCA
     assert alts[0] == "training curves" and alts[-1] == "patch PCA" and len(alts) == 4
     assert "<table>" in dom and "86.25%" in dom
+    assert 'href="explorer.html"' in dom and (run / "explorer.html").is_file()
 
 
 def test_report_without_export_or_data(tmp_path) -> None:

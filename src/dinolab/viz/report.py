@@ -5,7 +5,8 @@ temperature and momentum, entropies against ln K, KL terms, throughput; collapse
 every evaluation result saved as JSON in the run directory (k-NN, linear, attention IoU, any other
 JSON as a flat table), attention maps and a joint patch-feature PCA for a few images (given, or
 picked evenly from the training data named in ``config.yaml``), and the config itself. Every
-picture is embedded as a base64 PNG, so the file opens offline and can be mailed around.
+picture is embedded as a base64 PNG, so the file opens offline and can be mailed around. The same
+images get an interactive page beside it (``explorer.html``, `dinolab.viz.explorer`), linked.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dinolab.models.backbone import as_backbone
 from dinolab.runfiles import RunDir
 from dinolab.viz.attention import plot_attention
 from dinolab.viz.classification import plot_confusion_matrix
+from dinolab.viz.explorer import save_explorer
 from dinolab.viz.images import (
     ImageSource,
     data_uri,
@@ -264,6 +266,9 @@ def pictures_html(
                      "feature map.</p>")  # fmt: skip
     parts.append("<h3>PCA of patch features (joint over the images)</h3>")
     parts.append(_img(plot_pca(patch_pca(model, prepared)), "patch PCA"))
+    save_explorer(model, prepared, RunDir(run_dir).explorer, f"{run_dir.resolve().name}: explore")
+    parts.append(f'<p><a href="{RunDir.EXPLORER}">Explore these images</a>: click any patch to '
+                 "see its attention in every block and the patches most like it.</p>")  # fmt: skip
     return "".join(parts)
 
 
