@@ -1,0 +1,105 @@
+"""Pictures of the dense evaluations: class masks over images, the probe's confusion matrix,
+and the files `dinolab segment` writes (its JSON, pictures and `--predict` masks).
+
+Masks are drawn in the VOC palette (the colours their PNGs carry), half over the image; 255
+(ignore) shows as the palette's near-white.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from dinolab.data.decode import load_image
+from dinolab.data.images import list_images
+from dinolab.data.mask_pairs import voc_palette, write_index_mask
+from dinolab.eval.segmentation_probe import (
+    ProbeScores,
+    SegmentProbe,
+    SegmentProbeResult,
+    run_segment,
+)
+from dinolab.io import atomic_write
+from dinolab.viz.classification import plot_confusion_matrix
+from dinolab.viz.images import blank_axes, new_figure, save_figure, unique_names
+
+PALETTE = np.asarray(voc_palette(), dtype=np.float32).reshape(256, 3)
+CONFUSION_PICTURE = "segment_confusion.png"
+EXAMPLES_PICTURE = "segment_examples.png"
+
+
+def mask_overlay(pixels: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """The image (H, W, 3 uint8) with the mask's palette colours blended in where it is not 0."""
+    colours = PALETTE[np.asarray(mask, dtype=np.uint8)]
+    blend = np.where((mask > 0)[..., None], (1 - alpha) * pixels + alpha * colours, pixels)
+    return np.clip(blend, 0, 255).astype(np.uint8)
+
+
+def save_segment_pictures(
+    result: SegmentProbeResult, scores: ProbeScores, folder: str | os.PathLike
+) -> list[Path]:
+    """The confusion matrix (pixels, rows true) and image / truth / prediction rows."""
+    folder = Path(folder)
+    summary = {"confusion": result.confusion, "classes": result.classes,
+               "top1": 100 * result.pixel_accuracy, "num_val": result.num_val,
+               "protocol": f"segment {result.protocol}, pixel"}  # fmt: skip
+    written = [save_figure(plot_confusion_matrix(summary), folder / CONFUSION_PICTURE)]
+    if scores.examples:
+        fig = new_figure(6, 2 * len(scores.examples))
+        axes = fig.subplots(len(scores.examples), 3, squeeze=False)
+        for row, (pixels, pred, truth) in zip(axes, scores.examples, strict=True):
+            for ax, picture, title in zip(
+                row, (pixels, mask_overlay(pixels, truth), mask_overlay(pixels, pred)),
+                ("image", "truth", "prediction"), strict=True,
+            ):  # fmt: skip
+                ax.imshow(picture)
+                ax.set_title(title, fontsize=8)
+                blank_axes(ax)
+        written.append(save_figure(fig, folder / EXAMPLES_PICTURE))
+    return written
+
+
+def write_predictions(
+    probe: SegmentProbe,
+    images: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    scales: Sequence[float] = (1.0,),
+) -> list[Path]:
+    """For every image: ``out/NAME.png`` (its index mask, VOC palette) and
+    ``out/NAME_overlay.png``."""
+    paths = list_images(list(images))
+    out = Path(out)
+    written = []
+    for path, name in zip(paths, unique_names(paths), strict=True):
+        pixels = np.asarray(load_image(Path(path)))
+        pred = probe.predict(pixels, scales)
+        written.append(write_index_mask(out / f"{name}.png", pred))
+        overlay = Image.fromarray(mask_overlay(pixels, pred))
+        written.append(atomic_write(out / f"{name}_overlay.png",
+                                    lambda f, o=overlay: o.save(f, format="png")))  # fmt: skip
+    return written
+
+
+def segment_and_draw(
+    model: str | os.PathLike,
+    train: str | os.PathLike,
+    val: str | os.PathLike,
+    out_json: str | os.PathLike,
+    predict: Sequence[str | os.PathLike] = (),
+    predict_out: str | os.PathLike | None = None,
+    **options,
+) -> tuple[SegmentProbeResult, list[Path]]:
+    """`dinolab segment`: probe, write ``out_json`` with the pictures beside it, and (with
+    ``predict``) masks for new images into ``predict_out``."""
+    if predict and predict_out is None:
+        raise ValueError("--predict IMAGES needs --out DIR for the masks")
+    result, probe, scores = run_segment(model, train, val, out_json=out_json, **options)
+    written = [Path(out_json), *save_segment_pictures(result, scores, Path(out_json).parent)]
+    if predict:
+        assert predict_out is not None
+        written += write_predictions(probe, predict, predict_out, result.scales)
+    return result, written
