@@ -1,5 +1,6 @@
-"""Pictures of the dense evaluations: class masks over images, the probe's confusion matrix,
-and the files `dinolab segment` writes (its JSON, pictures and `--predict` masks).
+"""Pictures and files of the dense evaluations: class masks over images, the probe's confusion
+matrix, what `dinolab segment` writes (its JSON, pictures and `--predict` masks) and what
+`dinolab discover` writes (boxes, masks, overlays).
 
 Masks are drawn in the VOC palette (the colours their PNGs carry), half over the image; 255
 (ignore) shows as the palette's near-white.
@@ -7,12 +8,13 @@ Masks are drawn in the VOC palette (the colours their PNGs carry), half over the
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from dinolab.data.decode import load_image
 from dinolab.data.images import list_images
@@ -23,7 +25,10 @@ from dinolab.eval.segmentation_probe import (
     SegmentProbeResult,
     run_segment,
 )
-from dinolab.io import atomic_write
+from dinolab.device import resolve_device
+from dinolab.eval.object_discovery import discover_image
+from dinolab.hub import load_model
+from dinolab.io import atomic_write, atomic_write_text
 from dinolab.viz.classification import plot_confusion_matrix
 from dinolab.viz.images import blank_axes, new_figure, save_figure, unique_names
 
@@ -103,3 +108,44 @@ def segment_and_draw(
         assert predict_out is not None
         written += write_predictions(probe, predict, predict_out, result.scales)
     return result, written
+
+
+DISCOVERY_FILE = "discovery.jsonl"
+
+
+def _boxes_overlay(pixels: np.ndarray, mask: np.ndarray, boxes: list[list[int]]) -> Image.Image:
+    picture = Image.fromarray(mask_overlay(pixels, mask.astype(np.uint8)))
+    draw = ImageDraw.Draw(picture)
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 255, 0) if i == 0 else (0, 255, 255))
+    return picture
+
+
+def run_discover(
+    model: str | os.PathLike,
+    images: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    method: str = "lost",
+    n_objects: int = 1,
+    short_side: int | None = None,
+    device: str = "auto",
+) -> list[Path]:
+    """`dinolab discover`: ``out/discovery.jsonl`` (one line per image: its path, ``boxes`` in
+    pixels [x0, y0, x1, y1] best first, ``scores``), ``out/NAME_mask.png`` (0/1 index mask of
+    the objects' union) and ``out/NAME_overlay.png`` (mask and boxes over the image)."""
+    net = load_model(model).to(resolve_device(device))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = list_images(list(images))
+    lines, written = [], []
+    for path, name in zip(paths, unique_names(paths), strict=True):
+        image = load_image(Path(path))
+        found = discover_image(net, image, method, n_objects, short_side)
+        lines.append(json.dumps({"image": str(path), "method": method, "boxes": found.boxes,
+                                 "scores": found.scores}))  # fmt: skip
+        written.append(write_index_mask(out / f"{name}_mask.png", found.mask.astype(np.uint8)))
+        overlay = _boxes_overlay(np.asarray(image), found.mask, found.boxes)
+        written.append(atomic_write(out / f"{name}_overlay.png",
+                                    lambda f, o=overlay: o.save(f, format="png")))  # fmt: skip
+    written.append(atomic_write_text(out / DISCOVERY_FILE, "".join(x + "\n" for x in lines)))
+    return written
