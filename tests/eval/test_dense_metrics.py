@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from dinolab.eval.dense_metrics import (
-    box_iou,
     boundary_f,
+    box_iou,
     confusion_matrix,
     corloc,
     iou_per_class,

@@ -122,7 +122,7 @@ def score_discovery(
     out = []
     for method in methods:
         boxes, ious = [], []
-        for pair, (image, mask) in zip(pairs, loaded, strict=True):
+        for image, mask in loaded:
             found = discover_image(model, image, method, n_objects, short_side)
             boxes.append(found.boxes[0] if found.boxes else [0, 0, 0, 0])
             valid = mask != IGNORE_INDEX

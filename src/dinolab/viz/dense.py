@@ -19,14 +19,14 @@ from PIL import Image, ImageDraw
 from dinolab.data.decode import load_image
 from dinolab.data.images import list_images
 from dinolab.data.mask_pairs import voc_palette, write_index_mask
+from dinolab.device import resolve_device
+from dinolab.eval.object_discovery import discover_image
 from dinolab.eval.segmentation_probe import (
     ProbeScores,
     SegmentProbe,
     SegmentProbeResult,
     run_segment,
 )
-from dinolab.device import resolve_device
-from dinolab.eval.object_discovery import discover_image
 from dinolab.hub import load_model
 from dinolab.io import atomic_write, atomic_write_text
 from dinolab.viz.classification import plot_confusion_matrix
@@ -68,6 +68,11 @@ def save_segment_pictures(
     return written
 
 
+def _save_picture(picture: Image.Image, path: Path) -> Path:
+    """A PNG written atomically."""
+    return atomic_write(path, lambda f: picture.save(f, format="png"))
+
+
 def write_predictions(
     probe: SegmentProbe,
     images: Sequence[str | os.PathLike],
@@ -84,8 +89,7 @@ def write_predictions(
         pred = probe.predict(pixels, scales)
         written.append(write_index_mask(out / f"{name}.png", pred))
         overlay = Image.fromarray(mask_overlay(pixels, pred))
-        written.append(atomic_write(out / f"{name}_overlay.png",
-                                    lambda f, o=overlay: o.save(f, format="png")))  # fmt: skip
+        written.append(_save_picture(overlay, out / f"{name}_overlay.png"))
     return written
 
 
@@ -145,7 +149,6 @@ def run_discover(
                                  "scores": found.scores}))  # fmt: skip
         written.append(write_index_mask(out / f"{name}_mask.png", found.mask.astype(np.uint8)))
         overlay = _boxes_overlay(np.asarray(image), found.mask, found.boxes)
-        written.append(atomic_write(out / f"{name}_overlay.png",
-                                    lambda f, o=overlay: o.save(f, format="png")))  # fmt: skip
+        written.append(_save_picture(overlay, out / f"{name}_overlay.png"))
     written.append(atomic_write_text(out / DISCOVERY_FILE, "".join(x + "\n" for x in lines)))
     return written
