@@ -223,6 +223,19 @@ def cmd_discover(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_propagate(args: argparse.Namespace) -> int:
+    from dinolab.viz.dense import run_propagate
+
+    result, written = run_propagate(
+        args.model, args.sequences, args.out, short_side=args.size, device=args.device,
+        n_last_frames=args.n_last_frames, topk=args.topk, temperature=args.temperature,
+        neighbourhood=args.neighbourhood if args.neighbourhood >= 0 else None,
+    )  # fmt: skip
+    print(result.table())
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
 def cmd_attention(args: argparse.Namespace) -> int:
     from dinolab.viz.attention import run_attention
 
@@ -514,6 +527,30 @@ def _add_discover(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, help="shorter side (default: native resolution)")
     _add_device(p)
     p.set_defaults(func=cmd_discover)
+
+
+def _add_propagate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "propagate",
+        help="propagate a video's first mask by k-NN over patch features (DINO's DAVIS protocol)",
+        description="Each frame's labels are the votes of the top-k most similar patches (within "
+        "a neighbourhood) of the first frame and the last n frames; J&F scores the later masks. "
+        "A sequence is a folder with images/ (frames in name order) and masks/ (at least the "
+        "first frame's; the others are scored when present).",
+        epilog=_example("dinolab propagate runs/photos ./videos --out propagated/"),
+    )
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("sequences", nargs="+", help="sequence folders, or folders of them")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--size", type=int, help="shorter side (default: native resolution)")
+    p.add_argument("--n-last-frames", type=int, default=7, help="previous frames used")
+    p.add_argument("--topk", type=int, default=5, help="neighbours that vote")
+    p.add_argument("--temperature", type=float, default=0.1, help="of exp(cosine / T)")
+    p.add_argument(
+        "--neighbourhood", type=int, default=12, help="window radius in patches (-1: none)"
+    )
+    _add_device(p)
+    p.set_defaults(func=cmd_propagate)
 
 
 def _add_run_length_options(p: argparse.ArgumentParser) -> None:
@@ -896,6 +933,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_linear,
     _add_segment,
     _add_discover,
+    _add_propagate,
     _add_attention,
     _add_pca,
     _add_analyze,

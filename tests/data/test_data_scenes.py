@@ -26,6 +26,7 @@ def test_scene_mask_boxes_and_classes_agree() -> None:
         assert s.mask.shape == (64, 64) and s.image.size == (64, 64)
         assert set(np.unique(s.mask)) <= set(range(data.num_classes))
         assert set(np.unique(s.mask)) - {0} == {label + 1 for label in s.labels}
+        assert np.array_equal(s.instances > 0, s.mask > 0)
         for (x0, y0, x1, y1), label in zip(s.boxes, s.labels, strict=True):
             inside = s.mask[y0:y1, x0:x1]
             assert (inside == label + 1).any()  # the box holds its shape's pixels
@@ -54,6 +55,8 @@ def test_written_layout_reads_back(tmp_path) -> None:
     assert read_class_names(tmp_path / "s", 7)[:2] == ["background", "circle"]
     videos = make_video_dataset(tmp_path / "v", SyntheticScenes(2, 48, seed=1), frames=3)
     assert len(list_mask_pairs(videos[1])) == 3
+    _, first = read_pair(list_mask_pairs(videos[1])[0])
+    assert np.array_equal(first, SyntheticScenes(2, 48, seed=1).video(1, 3)[0].instances)
 
 
 def test_voc_palette_known_colours() -> None:

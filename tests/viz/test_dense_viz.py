@@ -1,4 +1,4 @@
-"""`dinolab segment` and `dinolab discover` end to end: the files they promise, and the report."""
+"""`dinolab segment`, `discover` and `propagate` end to end: their files, and the report."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from PIL import Image
 
 from dinolab.cli import main
 from dinolab.data.mask_pairs import read_index_mask
-from dinolab.data.scenes import SyntheticScenes, make_scenes_dataset
+from dinolab.data.scenes import SyntheticScenes, make_scenes_dataset, make_video_dataset
 from dinolab.hub import export_backbone
 from dinolab.models import build_model
 from dinolab.viz.report import render_result
@@ -45,6 +45,15 @@ def test_segment_and_discover_commands(tmp_path, capsys) -> None:
         assert 0 <= x0 < x1 <= 32 and 0 <= y0 < y1 <= 32
     mask = np.asarray(Image.open(tmp_path / "d" / "00000_mask.png"))
     assert set(np.unique(mask)) <= {0, 1}
+
+    videos = tmp_path / "videos"
+    make_video_dataset(videos, SyntheticScenes(2, 32, seed=2, min_objects=2), frames=4)
+    assert main(["propagate", str(model), str(videos), "--out", str(tmp_path / "p"),
+                 "--device", "cpu"]) == 0  # fmt: skip
+    propagated = json.loads((tmp_path / "p" / "propagate.json").read_text())
+    assert set(propagated["per_sequence"]) == {"00000", "00001"}
+    assert 0 <= propagated["j_and_f"] <= 1 and (tmp_path / "p" / "00001.png").is_file()
+    assert read_index_mask(tmp_path / "p" / "00001" / "00003.png").shape == (32, 32)
 
     (val / "masks" / "00000.png").unlink()
     capsys.readouterr()

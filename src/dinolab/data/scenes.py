@@ -3,8 +3,10 @@
 The dense counterparts of `dinolab.data.synthetic` (same shapes, backgrounds and colours): a
 scene holds several shapes, each of a random class, over one textured background; its class
 mask gives every pixel 0 (background) or 1 + the class index of the shape on top there, and each
-visible shape has a box [x0, y0, x1, y1] in pixels (x1, y1 exclusive). A video is a scene whose
-shapes move (and turn) at constant speed over the frames, on a fixed background.
+visible shape has a box [x0, y0, x1, y1] in pixels (x1, y1 exclusive); its instance mask numbers
+the shapes instead (1, 2, ... in drawing order). A video is a scene whose shapes move (and turn)
+at constant speed over the frames, on a fixed background; its masks are instance masks, as
+DAVIS's.
 
 Scenes are written in the segmentation layout the probe reads (`dinolab.data.mask_pairs`):
 ``DIR/images/NAME.png`` with ``DIR/masks/NAME.png`` and ``DIR/boxes.jsonl``; a video becomes one
@@ -64,11 +66,13 @@ class Placement:
 
 @dataclass(frozen=True)
 class Scene:
-    """One picture: the image, its class mask (uint8, 0 = background, 1 + class), the boxes of
-    the visible shapes ([x0, y0, x1, y1] px) and their class indices."""
+    """One picture: the image, its class mask (uint8, 0 = background, 1 + class), its instance
+    mask (0 = background, 1 + the shape's place in the drawing order), the boxes of the visible
+    shapes ([x0, y0, x1, y1] px) and their class indices."""
 
     image: Image.Image
     mask: np.ndarray
+    instances: np.ndarray
     boxes: list[list[int]]
     labels: list[int]
 
@@ -95,6 +99,7 @@ def draw_placements(
         owner[alpha[..., 0] >= 0.5] = i
     img = img + rng.normal(0, 4, img.shape)
     mask = np.zeros((size, size), np.uint8)
+    instances = (owner + 1).astype(np.uint8)
     boxes, labels = [], []
     for i, p in enumerate(placements):
         ys, xs = np.nonzero(owner == i)
@@ -103,7 +108,7 @@ def draw_placements(
             boxes.append([int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1])
             labels.append(p.label)
     pixels = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    return Scene(Image.fromarray(pixels, "RGB"), mask, boxes, labels)
+    return Scene(Image.fromarray(pixels, "RGB"), mask, instances, boxes, labels)
 
 
 class SyntheticScenes:
@@ -192,17 +197,20 @@ class SyntheticScenes:
         ]
 
 
-def write_scenes(directory: str | os.PathLike, scenes: Sequence[Scene]) -> Path:
+def write_scenes(
+    directory: str | os.PathLike, scenes: Sequence[Scene], instances: bool = False
+) -> Path:
     """Write scenes as ``directory/images/NNNNN.png``, ``directory/masks/NNNNN.png`` (index
-    masks, VOC palette) and ``directory/boxes.jsonl`` (one line per image: name, boxes,
-    labels); returns ``directory``. Frames of a video are scenes in order."""
+    masks, VOC palette: class masks, or with ``instances`` the instance masks) and
+    ``directory/boxes.jsonl`` (one line per image: name, boxes, labels); returns
+    ``directory``. Frames of a video are scenes in order."""
     root = Path(directory)
     (root / "images").mkdir(parents=True, exist_ok=True)
     lines = []
     for i, s in enumerate(scenes):
         name = f"{i:05d}"
         s.image.save(root / "images" / f"{name}.png")
-        write_index_mask(root / "masks" / f"{name}.png", s.mask)
+        write_index_mask(root / "masks" / f"{name}.png", s.instances if instances else s.mask)
         lines.append(json.dumps({"name": name, "boxes": s.boxes, "labels": s.labels}))
     (root / BOXES_FILE).write_text("".join(line + "\n" for line in lines))
     return root
@@ -217,10 +225,10 @@ def make_scenes_dataset(root: str | os.PathLike, data: SyntheticScenes) -> Path:
 def make_video_dataset(
     root: str | os.PathLike, data: SyntheticScenes, frames: int = 8, speed: float = 0.04
 ) -> list[Path]:
-    """One folder per scene of ``data`` played as a video: ``root/NNNNN/`` (see `write_scenes`)."""
-    write_class_names(root, ["background", *data.classes])
+    """One folder per scene of ``data`` played as a video: ``root/NNNNN/`` (see `write_scenes`),
+    its masks the instance masks (objects 1, 2, ... as DAVIS numbers them)."""
     return [
-        write_scenes(Path(root) / f"{i:05d}", data.video(i, frames, speed))
+        write_scenes(Path(root) / f"{i:05d}", data.video(i, frames, speed), instances=True)
         for i in range(len(data))
     ]
 

@@ -143,6 +143,8 @@ def j_and_f(
     if len(preds) != len(targets) or not preds:
         raise ValueError(f"{len(preds)} predicted frames for {len(targets)} target frames")
     objects = sorted({int(v) for t in targets for v in np.unique(t)} - {0, ignore_index})
+    if not objects:
+        raise ValueError("the target masks hold no object (only 0 and ignore): nothing to score")
     js, fs = [], []
     for obj in objects:
         j_obj, f_obj = [], []

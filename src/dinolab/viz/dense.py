@@ -1,6 +1,7 @@
 """Pictures and files of the dense evaluations: class masks over images, the probe's confusion
 matrix, what `dinolab segment` writes (its JSON, pictures and `--predict` masks) and what
-`dinolab discover` writes (boxes, masks, overlays).
+`dinolab discover` writes (boxes, masks, overlays) and what `dinolab propagate` writes (masks,
+strips of frames, J&F).
 
 Masks are drawn in the VOC palette (the colours their PNGs carry), half over the image; 255
 (ignore) shows as the palette's near-white.
@@ -17,10 +18,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from dinolab.data.decode import load_image
-from dinolab.data.images import list_images
-from dinolab.data.mask_pairs import voc_palette, write_index_mask
+from dinolab.data.images import list_images, model_short_side
+from dinolab.data.mask_pairs import list_mask_pairs, voc_palette, write_index_mask
 from dinolab.device import resolve_device
 from dinolab.eval.object_discovery import discover_image
+from dinolab.eval.patch_features import model_patch_features
+from dinolab.eval.propagation import PropagationResult, propagate_folders, sequence_folders
 from dinolab.eval.segmentation_probe import (
     ProbeScores,
     SegmentProbe,
@@ -29,6 +32,7 @@ from dinolab.eval.segmentation_probe import (
 )
 from dinolab.hub import load_model
 from dinolab.io import atomic_write, atomic_write_text
+from dinolab.models.backbone import as_backbone
 from dinolab.viz.classification import plot_confusion_matrix
 from dinolab.viz.images import blank_axes, new_figure, save_figure, unique_names
 
@@ -152,3 +156,41 @@ def run_discover(
         written.append(_save_picture(overlay, out / f"{name}_overlay.png"))
     written.append(atomic_write_text(out / DISCOVERY_FILE, "".join(x + "\n" for x in lines)))
     return written
+
+
+PROPAGATION_FILE = "propagate.json"
+
+
+def run_propagate(
+    model: str | os.PathLike,
+    sequences: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    short_side: int | None = None,
+    device: str = "auto",
+    **protocol,
+) -> tuple[PropagationResult, list[Path]]:
+    """`dinolab propagate`: each sequence's masks into ``out/SEQ/NAME.png``, a strip of its
+    frames with the propagated masks (``out/SEQ.png``), and J&F in ``out/propagate.json``.
+    ``protocol``: `propagate_folders`'s n_last_frames, topk, temperature, neighbourhood."""
+    net = load_model(model).to(resolve_device(device))
+    patch = as_backbone(net).patch_size
+    side = short_side or model_short_side(net)
+    result, predictions = propagate_folders(model_patch_features(net), patch, sequences, side,
+                                            **protocol)  # fmt: skip
+    out = Path(out)
+    written = [result.save_json(out / PROPAGATION_FILE)]
+    for folder in sequence_folders(sequences):
+        pairs = list_mask_pairs(folder)
+        preds = predictions[folder.name]
+        for pair, pred in zip(pairs, preds, strict=True):
+            written.append(write_index_mask(out / folder.name / f"{pair.name}.png", pred))
+        shown = np.linspace(0, len(pairs) - 1, min(len(pairs), 6)).round().astype(int)
+        fig = new_figure(2 * len(shown), 2.2)
+        axes = fig.subplots(1, len(shown), squeeze=False)[0]
+        for ax, i in zip(axes, shown, strict=True):
+            pixels = np.asarray(load_image(pairs[i].image))
+            ax.imshow(mask_overlay(pixels, preds[i]))
+            ax.set_title("given" if i == 0 else f"frame {i}", fontsize=8)
+            blank_axes(ax)
+        written.append(save_figure(fig, out / f"{folder.name}.png"))
+    return result, written
