@@ -69,3 +69,14 @@ def test_boundary_f_and_j_on_a_hand_built_sequence() -> None:
     f1 = (1 + boundary_f(far > 0, square > 0)) / 2
     assert scores["F"] == pytest.approx((f1 + 0.5) / 2)
     assert scores["J&F"] == pytest.approx((scores["J"] + scores["F"]) / 2)
+
+
+def test_an_object_that_left_the_picture_still_counts() -> None:
+    empty = np.zeros((8, 8), np.uint8)
+    gone = j_and_f([empty], [empty], objects=[1])  # predicted gone too: right (J = F = 1)
+    assert gone == {"J": 1.0, "F": 1.0, "J&F": 1.0, "objects": 1}
+    kept = empty.copy()
+    kept[2:4, 2:4] = 1
+    assert j_and_f([kept], [empty], objects=[1])["J"] == 0.0
+    with pytest.raises(ValueError, match="no object"):
+        j_and_f([empty], [empty])

@@ -196,7 +196,8 @@ def propagate_folders(
         preds = propagate_sequence(extract, patch_size, frames, masks[0], short_side,
                                    n_last_frames, topk, temperature, neighbourhood)  # fmt: skip
         keep = scored_frames(len(frames))
-        per_sequence[folder.name] = j_and_f(preds[keep], masks[keep])
+        objects = sorted(set(np.unique(masks[0]).tolist()) - {0, IGNORE_INDEX})
+        per_sequence[folder.name] = j_and_f(preds[keep], masks[keep], objects)
         predictions[folder.name] = preds
     mean = {k: float(np.mean([s[k] for s in per_sequence.values()])) for k in ("J", "F", "J&F")}
     result = PropagationResult(mean["J&F"], mean["J"], mean["F"], per_sequence, n_last_frames,
