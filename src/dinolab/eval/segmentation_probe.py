@@ -71,7 +71,7 @@ def grid_targets(mask: Tensor, patch_size: int, num_classes: int) -> Tensor:
 
 
 @dataclass
-class _Example:
+class ProbeExample:
     """One training image: its features on the patch grid and its mask at the input size."""
 
     features: Tensor  # (C, h, w)
@@ -98,7 +98,7 @@ def _features(extract: DenseFeatures, image: PreparedImage, device: torch.device
 
 
 def train_head(
-    examples: Sequence[_Example],
+    examples: Sequence[ProbeExample],
     num_classes: int,
     patch_size: int,
     loss: str = "grid",
@@ -207,9 +207,8 @@ class SegmentProbeResult:
 
 def protocol_name(n_last_blocks: int, scales: Sequence[float]) -> str:
     """DINOv2's names: "linear" (last block), "linear+" (last 4), "+ms" with several scales."""
-    name = "linear" if n_last_blocks == 1 else f"linear+{n_last_blocks}blocks"
-    if n_last_blocks == 4:
-        name = "linear+"
+    names = {1: "linear", 4: "linear+"}
+    name = names.get(n_last_blocks, f"linear+last{n_last_blocks}")
     return name + ("+ms" if len(scales) > 1 else "")
 
 
@@ -262,7 +261,7 @@ def fit_probe(
     for pair in pairs:
         image, mask = read_pair(pair)
         prepared = prepare_image(image, patch_size, short_side)
-        examples.append(_Example(_features(extract, prepared, dev), _mask_at(mask, prepared)))
+        examples.append(ProbeExample(_features(extract, prepared, dev), _mask_at(mask, prepared)))
         masks.append(mask)
     num_classes = n_classes or _num_classes(masks)
     head = train_head(examples, num_classes, patch_size, loss, epochs, lr)
