@@ -135,14 +135,19 @@ def region_j(pred: np.ndarray, target: np.ndarray) -> float:
 
 
 def j_and_f(
-    preds: Sequence[np.ndarray], targets: Sequence[np.ndarray], ignore_index: int = IGNORE_INDEX
+    preds: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    objects: Sequence[int] | None = None,
+    ignore_index: int = IGNORE_INDEX,
 ) -> dict[str, float]:
-    """J, F and J&F of a sequence of index masks (frames after the given first one), per object
-    id in the targets (0 = background, ``ignore_index`` left out of the masks' pixels), averaged
-    over objects and frames as the DAVIS benchmark does (mean per object, then over objects)."""
+    """J, F and J&F of a sequence of index masks (the frames scored), per object id (default:
+    the ids in the targets; pass the first frame's so that an object that has left the picture
+    still counts, as in DAVIS), averaged as the DAVIS benchmark does: the mean over frames per
+    object, then over objects. 0 is background; ``ignore_index`` pixels are left out."""
     if len(preds) != len(targets) or not preds:
         raise ValueError(f"{len(preds)} predicted frames for {len(targets)} target frames")
-    objects = sorted({int(v) for t in targets for v in np.unique(t)} - {0, ignore_index})
+    if objects is None:
+        objects = sorted({int(v) for t in targets for v in np.unique(t)} - {0, ignore_index})
     if not objects:
         raise ValueError("the target masks hold no object (only 0 and ignore): nothing to score")
     js, fs = [], []
