@@ -81,9 +81,11 @@ def measure(run: Path, train: Path, val: Path, videos: Path, side: int) -> dict[
             table["segmentation mIoU"][f"{name} {label}"] = probe_miou(
                 extract, patch, train, val, side
             )
+            print(f"  [{side} px] probe {name} {label} done", flush=True)
         for s in score_discovery(model, val, ("lost", "tokencut", "attention"), short_side=side):
             table["discovery CorLoc"][f"{name} {s.method}"] = 100 * s.corloc
             table["discovery mask IoU"][f"{name} {s.method}"] = 100 * s.mask_iou
+        print(f"  [{side} px] discovery {name} done", flush=True)
         result, _ = propagate_folders(model_patch_features(model), patch, [videos], side)
         table["propagation J&F"][name] = 100 * result.j_and_f
     pixels = pixel_patch_features(patch)

@@ -10,13 +10,14 @@ same form (a `DenseFeatures` callable).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dinolab.data.images import PreparedImage
 from dinolab.eval.attention import evaluating, require_attention
 from dinolab.models.backbone import as_backbone
 from dinolab.models.layers import Block
@@ -68,3 +69,25 @@ def pixel_patch_features(patch_size: int) -> DenseFeatures:
         return cols.reshape(b, c * patch_size**2, h // patch_size, w // patch_size)
 
     return pixels
+
+
+@torch.no_grad()
+def batched_features(
+    extract: DenseFeatures,
+    images: Sequence[PreparedImage],
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+) -> list[Tensor]:
+    """``extract`` of every prepared image, (C, h, w) each on the CPU, in order; images of one
+    size go through together, ``batch_size`` at a time."""
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        by_size.setdefault(tuple(image.tensor.shape), []).append(i)
+    out: list[Tensor | None] = [None] * len(images)
+    for members in by_size.values():
+        for start in range(0, len(members), batch_size):
+            chunk = members[start : start + batch_size]
+            batch = torch.cat([images[i].tensor for i in chunk]).to(device)
+            for i, feats in zip(chunk, extract(batch).cpu(), strict=True):
+                out[i] = feats
+    return [f for f in out if f is not None]

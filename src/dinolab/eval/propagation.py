@@ -30,7 +30,7 @@ from torch import Tensor
 from dinolab.data.images import prepare_image
 from dinolab.data.mask_pairs import IGNORE_INDEX, list_mask_pairs, read_pair
 from dinolab.eval.dense_metrics import j_and_f
-from dinolab.eval.patch_features import DenseFeatures
+from dinolab.eval.patch_features import DenseFeatures, batched_features
 
 N_LAST_FRAMES = 7
 TOPK = 5
@@ -108,9 +108,8 @@ def propagate_sequence(
     """Index masks of every frame (RGB uint8 H x W x 3), the first being ``first_mask``."""
     ids = np.unique(first_mask)
     num_classes = int(ids[ids != IGNORE_INDEX].max(initial=0)) + 1
-    with torch.no_grad():
-        feats = [extract(prepare_image(Image.fromarray(f), patch_size, short_side).tensor)[0]
-                 for f in frames]  # fmt: skip
+    prepared = [prepare_image(Image.fromarray(f), patch_size, short_side) for f in frames]
+    feats = batched_features(extract, prepared)
     grid = (feats[0].shape[1], feats[0].shape[2])
     first = one_hot_grid(first_mask, grid, num_classes)
     recent: deque[tuple[Tensor, Tensor]] = deque(maxlen=n_last_frames)

@@ -36,7 +36,7 @@ from dinolab.data.mask_pairs import (
 )
 from dinolab.device import resolve_device
 from dinolab.eval.dense_metrics import confusion_matrix, iou_per_class, mean_iou
-from dinolab.eval.patch_features import DenseFeatures, model_patch_features
+from dinolab.eval.patch_features import DenseFeatures, batched_features, model_patch_features
 from dinolab.hub import load_model
 from dinolab.models.backbone import as_backbone
 
@@ -92,9 +92,12 @@ def _num_classes(masks: Sequence[np.ndarray]) -> int:
     return int(labels.max()) + 1
 
 
-@torch.no_grad()
-def _features(extract: DenseFeatures, image: PreparedImage, device: torch.device) -> Tensor:
-    return extract(image.tensor.to(device))[0].cpu()
+def _same_size(examples: Sequence[ProbeExample], batch: list[int]) -> list[list[int]]:
+    """The batch's indices grouped by feature-map size (images of one size stack)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i in batch:
+        groups.setdefault(tuple(examples[i].features.shape), []).append(i)
+    return list(groups.values())
 
 
 def train_head(
@@ -107,7 +110,8 @@ def train_head(
     batch_size: int = 16,
     seed: int = 0,
 ) -> LinearSegmentationHead:
-    """Fit the head on the examples with AdamW (cross-entropy, 255 ignored)."""
+    """Fit the head on the examples with AdamW and a cosine schedule: cross-entropy, averaged
+    over the labelled pixels (grid: patches) of each batch of images, 255 ignored."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     flat = torch.cat([e.features.flatten(1) for e in examples], dim=1)  # (C, patches)
@@ -121,21 +125,25 @@ def train_head(
         order = torch.randperm(len(examples), generator=generator).tolist()
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            total = torch.zeros(())
-            for i in batch:  # images may differ in size: one at a time, summed
-                logits = head(examples[i].features[None])
+            total, counted = torch.zeros(()), 0
+            for group in _same_size(examples, batch):  # one forward per image size
+                feats = torch.stack([examples[i].features for i in group])
+                logits = head(feats)
                 if loss == "grid":
-                    target = grids[i][None]
+                    target = torch.stack([grids[i] for i in group])
                 else:
+                    target = torch.stack([examples[i].mask for i in group])
                     logits = F.interpolate(
-                        logits, size=examples[i].mask.shape, mode="bilinear", align_corners=False
+                        logits, size=target.shape[-2:], mode="bilinear", align_corners=False
                     )
-                    target = examples[i].mask[None]
-                if (target != IGNORE_INDEX).any():
-                    total = total + F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
-            optimizer.zero_grad()
-            (total / len(batch)).backward()
-            optimizer.step()
+                total = total + F.cross_entropy(
+                    logits, target, ignore_index=IGNORE_INDEX, reduction="sum"
+                )
+                counted += int((target != IGNORE_INDEX).sum())
+            if counted:  # the mean over the batch's labelled pixels (or patches)
+                optimizer.zero_grad()
+                (total / counted).backward()
+                optimizer.step()
             schedule.step()
     return head.eval()
 
@@ -144,24 +152,27 @@ def train_head(
 def predict_probabilities(
     extract: DenseFeatures,
     head: LinearSegmentationHead,
-    pixels: np.ndarray,
+    images: Sequence[np.ndarray],
     patch_size: int,
     short_side: int,
-    out_size: tuple[int, int],
     scales: Sequence[float] = (1.0,),
     device: torch.device | str = "cpu",
-) -> Tensor:
-    """Class probabilities (K, H, W) at ``out_size`` (H, W) of an RGB image (uint8 H0 x W0 x 3):
-    the softmax of the upsampled logits, averaged over the image at ``short_side`` x each scale."""
+) -> list[Tensor]:
+    """Class probabilities (K, H, W) of RGB images (uint8 H x W x 3) at their own size: the
+    softmax of the bilinearly upsampled logits, averaged over the images at ``short_side`` x
+    each scale."""
     device = torch.device(device)
-    picture = Image.fromarray(pixels)
-    probs = torch.zeros(())
+    pictures = [Image.fromarray(pixels) for pixels in images]
+    probs = [torch.zeros(()) for _ in images]
     for scale in scales:
-        prepared = prepare_image(picture, patch_size, max(patch_size, round(short_side * scale)))
-        logits = head(_features(extract, prepared, device)[None].to(device)).cpu()
-        up = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
-        probs = probs + up[0].softmax(dim=0)
-    return probs / len(scales)
+        side = max(patch_size, round(short_side * scale))
+        prepared = [prepare_image(p, patch_size, side) for p in pictures]
+        for i, feats in enumerate(batched_features(extract, prepared, device)):
+            logits = head(feats[None].to(device)).cpu()
+            up = F.interpolate(logits, size=images[i].shape[:2], mode="bilinear",
+                               align_corners=False)  # fmt: skip
+            probs[i] = probs[i] + up[0].softmax(dim=0)
+    return [p / len(scales) for p in probs]
 
 
 @dataclass
@@ -224,23 +235,13 @@ class SegmentProbe:
     classes: list[str]
     device: torch.device
 
-    def probabilities(
-        self, image: np.ndarray, out_size: tuple[int, int], scales: Sequence[float] = (1.0,)
-    ) -> Tensor:
-        """(K, H, W) class probabilities of an RGB image (H0, W0, 3 uint8) at ``out_size``."""
-        return predict_probabilities(
-            self.extract, self.head, image, self.patch_size, self.short_side, out_size, scales,
-            self.device,
-        )  # fmt: skip
-
-    def predict(self, image: np.ndarray, scales: Sequence[float] = (1.0,)) -> np.ndarray:
-        """The class index mask (uint8) of an RGB image, at its own size."""
-        return (
-            self.probabilities(image, image.shape[:2], scales)
-            .argmax(dim=0)
-            .numpy()
-            .astype(np.uint8)
-        )
+    def predict(
+        self, images: Sequence[np.ndarray], scales: Sequence[float] = (1.0,)
+    ) -> list[np.ndarray]:
+        """The class index masks (uint8) of RGB images (H x W x 3 uint8), each at its size."""
+        probs = predict_probabilities(self.extract, self.head, images, self.patch_size,
+                                      self.short_side, scales, self.device)  # fmt: skip
+        return [p.argmax(dim=0).numpy().astype(np.uint8) for p in probs]
 
 
 def fit_probe(
@@ -257,12 +258,12 @@ def fit_probe(
     """Train the head on the pairs of ``train`` (a folder in the mask-pair layout, or pairs)."""
     pairs = list_mask_pairs(train) if isinstance(train, str | os.PathLike) else list(train)
     dev = torch.device(device) if isinstance(device, torch.device) else resolve_device(device)
-    examples, masks = [], []
-    for pair in pairs:
-        image, mask = read_pair(pair)
-        prepared = prepare_image(image, patch_size, short_side)
-        examples.append(ProbeExample(_features(extract, prepared, dev), _mask_at(mask, prepared)))
-        masks.append(mask)
+    loaded = [read_pair(pair) for pair in pairs]
+    prepared = [prepare_image(image, patch_size, short_side) for image, _ in loaded]
+    masks = [mask for _, mask in loaded]
+    features = batched_features(extract, prepared, dev)
+    examples = [ProbeExample(f, _mask_at(mask, image))
+                for f, mask, image in zip(features, masks, prepared, strict=True)]  # fmt: skip
     num_classes = n_classes or _num_classes(masks)
     head = train_head(examples, num_classes, patch_size, loss, epochs, lr)
     root = train if isinstance(train, str | os.PathLike) else pairs[0].image.parent.parent
@@ -284,18 +285,21 @@ def score_probe(
     val: str | os.PathLike | Sequence[MaskPair],
     scales: Sequence[float] = (1.0,),
     keep_examples: int = 4,
+    chunk: int = 32,
 ) -> ProbeScores:
-    """Predict every val image at its mask's resolution and count (true, predicted) pixels."""
+    """Predict every val image at its mask's resolution and count (true, predicted) pixels,
+    ``chunk`` images at a time (their probability maps are held together)."""
     pairs = list_mask_pairs(val) if isinstance(val, str | os.PathLike) else list(val)
     confusion = np.zeros((probe.num_classes, probe.num_classes), np.int64)
-    examples = []
-    for i, pair in enumerate(pairs):
-        image, mask = read_pair(pair)
-        pixels = np.asarray(image)
-        pred = probe.predict(pixels, scales)
-        confusion += confusion_matrix(pred, mask, probe.num_classes)
-        if i < keep_examples:
-            examples.append((pixels, pred, mask))
+    examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for start in range(0, len(pairs), chunk):
+        loaded = [read_pair(pair) for pair in pairs[start : start + chunk]]
+        pixels = [np.asarray(image) for image, _ in loaded]
+        for image, pred, (_, mask) in zip(pixels, probe.predict(pixels, scales), loaded,
+                                          strict=True):  # fmt: skip
+            confusion += confusion_matrix(pred, mask, probe.num_classes)
+            if len(examples) < keep_examples:
+                examples.append((image, pred, mask))
     return ProbeScores(confusion, examples, len(pairs))
 
 

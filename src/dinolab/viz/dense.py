@@ -90,7 +90,7 @@ def write_predictions(
     written = []
     for path, name in zip(paths, unique_names(paths), strict=True):
         pixels = np.asarray(load_image(Path(path)))
-        pred = probe.predict(pixels, scales)
+        (pred,) = probe.predict([pixels], scales)
         written.append(write_index_mask(out / f"{name}.png", pred))
         overlay = Image.fromarray(mask_overlay(pixels, pred))
         written.append(_save_picture(overlay, out / f"{name}_overlay.png"))
