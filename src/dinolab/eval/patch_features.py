@@ -18,15 +18,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinolab.data.images import PreparedImage
-from dinolab.eval.attention import evaluating, require_attention
+from dinolab.eval.attention import evaluating, model_device, require_attention
 from dinolab.models.backbone import as_backbone
 from dinolab.models.layers import Block
 
 
 def patch_features(model: nn.Module, images: Tensor, n_last_blocks: int = 1) -> Tensor:
-    """(B, n x D, H/p, W/p): the normed patch tokens of the last ``n_last_blocks`` blocks."""
+    """(B, n x D, H/p, W/p): the normed patch tokens of the last ``n_last_blocks`` blocks,
+    computed on the model's device."""
     with evaluating(model):
-        maps = as_backbone(model).get_intermediate_layers(images, n_last_blocks, reshape=True)
+        maps = as_backbone(model).get_intermediate_layers(
+            images.to(model_device(model)), n_last_blocks, reshape=True
+        )
     return torch.cat([m.float() for m in maps], dim=1)
 
 
@@ -40,7 +43,7 @@ def last_block_keys(model: nn.Module, images: Tensor) -> Tensor:
     handle = qkv.register_forward_hook(lambda _m, _i, out: found.append(out))
     try:
         with evaluating(vit):
-            vit.get_intermediate_layers(images, 1)
+            vit.get_intermediate_layers(images.to(model_device(vit)), 1)
     finally:
         handle.remove()
     dim = vit.embed_dim
