@@ -66,6 +66,9 @@ def test_run_segment_with_a_vit_and_mismatched_pairs(tmp_path) -> None:
                                out_json=tmp_path / "segment.json")  # fmt: skip
     assert result.num_val == 2 and len(result.per_class_iou) == 3 and 0 <= result.miou <= 1
     assert (tmp_path / "segment.json").is_file() and result.crop_size == 32
+    write_index_mask(val / "masks" / "000.png", np.full((32, 32), 7, np.uint8))
+    with pytest.raises(ValueError, match=r"000\.png has class 7, but the training masks hold"):
+        run_segment(model, train, val, epochs=1, device="cpu")
     (val / "masks" / "001.png").unlink()
     with pytest.raises(FileNotFoundError, match=r"001\.png has no mask"):
         run_segment(model, train, val, epochs=1, device="cpu")

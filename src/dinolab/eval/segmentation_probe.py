@@ -280,6 +280,15 @@ class ProbeScores:
     num_images: int
 
 
+def _check_classes(pair: MaskPair, mask: np.ndarray, num_classes: int) -> None:
+    unknown = sorted(set(np.unique(mask).tolist()) - set(range(num_classes)) - {IGNORE_INDEX})
+    if unknown:
+        raise ValueError(
+            f"mask {pair.mask} has class {unknown[0]}, but the training masks hold classes "
+            f"0..{num_classes - 1}; train on a set with every class (255 = ignore)"
+        )
+
+
 def score_probe(
     probe: SegmentProbe,
     val: str | os.PathLike | Sequence[MaskPair],
@@ -294,6 +303,8 @@ def score_probe(
     examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for start in range(0, len(pairs), chunk):
         loaded = [read_pair(pair) for pair in pairs[start : start + chunk]]
+        for pair, (_, mask) in zip(pairs[start : start + chunk], loaded, strict=True):
+            _check_classes(pair, mask, probe.num_classes)
         pixels = [np.asarray(image) for image, _ in loaded]
         for image, pred, (_, mask) in zip(pixels, probe.predict(pixels, scales), loaded,
                                           strict=True):  # fmt: skip
