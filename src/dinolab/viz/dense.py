@@ -1,7 +1,6 @@
 """Pictures and files of the dense evaluations: class masks over images, the probe's confusion
-matrix, what `dinolab segment` writes (its JSON, pictures and `--predict` masks) and what
-`dinolab discover` writes (boxes, masks, overlays) and what `dinolab propagate` writes (masks,
-strips of frames, J&F).
+matrix, and what the commands write: `dinolab segment` (its JSON, pictures, `--predict` masks),
+`dinolab discover` (boxes, masks, overlays), `dinolab propagate` (masks, frame strips, J&F).
 
 Masks are drawn in the VOC palette (the colours their PNGs carry), half over the image; 255
 (ignore) shows as the palette's near-white.
