@@ -196,6 +196,46 @@ def cmd_linear(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_segment(args: argparse.Namespace) -> int:
+    from dinolab.viz.dense import segment_and_draw
+
+    out_json = _results_file(args.model, args.json, RunDir.SEGMENT_PROBE)
+    if out_json is None:
+        raise ValueError(f"{args.model} is not a run directory: pass --json FILE for the results")
+    result, written = segment_and_draw(
+        args.model, args.train, args.val, out_json, predict=args.predict or (),
+        predict_out=args.out, n_last_blocks=args.blocks, loss=args.loss, short_side=args.size,
+        scales=args.scales, epochs=args.epochs, lr=args.lr, device=args.device,
+    )  # fmt: skip
+    print(result.table())
+    print(f"wrote {len(written)} files ({out_json} and its pictures beside it)")
+    return 0
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    from dinolab.viz.dense import run_discover
+
+    written = run_discover(
+        args.model, args.images, args.out, method=args.method, n_objects=args.objects,
+        short_side=args.size, device=args.device,
+    )  # fmt: skip
+    print(f"wrote {len(written)} files to {args.out} (boxes in {args.out}/discovery.jsonl)")
+    return 0
+
+
+def cmd_propagate(args: argparse.Namespace) -> int:
+    from dinolab.viz.dense import run_propagate
+
+    result, written = run_propagate(
+        args.model, args.sequences, args.out, short_side=args.size, device=args.device,
+        n_last_frames=args.n_last_frames, topk=args.topk, temperature=args.temperature,
+        neighbourhood=args.neighbourhood if args.neighbourhood >= 0 else None,
+    )  # fmt: skip
+    print(result.table())
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
 def cmd_attention(args: argparse.Namespace) -> int:
     from dinolab.viz.attention import run_attention
 
@@ -432,6 +472,94 @@ def _add_linear(sub: argparse._SubParsersAction) -> None:
         help="write the results to this JSON file (default: MODEL/linear_PROTOCOL.json for a run)",
     )
     p.set_defaults(func=cmd_linear)
+
+
+def _add_segment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "segment",
+        help="linear segmentation probe on frozen patch features (mIoU, DINOv2 protocol)",
+        description="A 1x1 linear head on frozen patch tokens, trained with cross-entropy on "
+        "index masks (255 = ignore), scored by mIoU and per-class IoU at each val mask's own "
+        "resolution. Data: DIR/images/NAME.jpg|png with DIR/masks/NAME.png. Results go to "
+        "MODEL/segment.json for a run directory (or --json), with the confusion matrix and "
+        "example pictures beside it.",
+        epilog=_example(
+            "dinolab segment runs/photos --train ./seg/train --val ./seg/val",
+            "dinolab segment runs/photos --train ./seg/train --val ./seg/val --predict new/ "
+            "--out masks/",
+        ),
+    )
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--train", required=True, help="folder with images/ and masks/")
+    p.add_argument("--val", required=True, help="folder with images/ and masks/")
+    p.add_argument(
+        "--blocks", type=int, default=1, help="last blocks concatenated (4: DINOv2's linear+)"
+    )
+    p.add_argument(
+        "--loss",
+        default="grid",
+        choices=("grid", "upsample"),
+        help="grid: masks downsampled to the patch grid; upsample: bilinear logits at pixels",
+    )
+    p.add_argument("--size", type=int, help="shorter side (default: native resolution)")
+    p.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="val sizes as multiples of --size, softmax averaged (several: DINOv2's ms)",
+    )
+    p.add_argument("--epochs", type=int, default=50, help="training epochs of the head")
+    p.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate of the head")
+    p.add_argument("--json", help="results file (default: MODEL/segment.json for a run)")
+    p.add_argument("--predict", nargs="+", help="images or folders to write masks for")
+    p.add_argument("--out", help="folder for the --predict masks and overlays")
+    _add_device(p)
+    p.set_defaults(func=cmd_segment)
+
+
+def _add_discover(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "discover",
+        help="unsupervised object discovery (LOST, TokenCut): boxes and masks, no labels",
+        description="Boxes and masks of the objects in each image from the patch features "
+        "alone: LOST (seed of fewest positive correlations, then expansion) or TokenCut "
+        "(normalised cut; --objects N repeats it, as MaskCut). Writes OUT/discovery.jsonl, "
+        "mask PNGs and overlays. attention and centre are the baselines.",
+        epilog=_example("dinolab discover runs/photos img1.jpg img2.jpg --out found/"),
+    )
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("images", nargs="+", help="image files, folders or .txt lists")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--method", default="lost", choices=("lost", "tokencut", "attention", "centre"))
+    p.add_argument("--objects", type=int, default=1, help="objects per image (tokencut)")
+    p.add_argument("--size", type=int, help="shorter side (default: native resolution)")
+    _add_device(p)
+    p.set_defaults(func=cmd_discover)
+
+
+def _add_propagate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "propagate",
+        help="propagate a video's first mask by k-NN over patch features (DINO's DAVIS protocol)",
+        description="Each frame's labels are the votes of the top-k most similar patches (within "
+        "a neighbourhood) of the first frame and the last n frames; J&F scores the later masks. "
+        "A sequence is a folder with images/ (frames in name order) and masks/ (at least the "
+        "first frame's; the others are scored when present).",
+        epilog=_example("dinolab propagate runs/photos ./videos --out propagated/"),
+    )
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("sequences", nargs="+", help="sequence folders, or folders of them")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--size", type=int, help="shorter side (default: native resolution)")
+    p.add_argument("--n-last-frames", type=int, default=7, help="previous frames used")
+    p.add_argument("--topk", type=int, default=5, help="neighbours that vote")
+    p.add_argument("--temperature", type=float, default=0.1, help="of exp(cosine / T)")
+    p.add_argument(
+        "--neighbourhood", type=int, default=12, help="window radius in patches (-1: none)"
+    )
+    _add_device(p)
+    p.set_defaults(func=cmd_propagate)
 
 
 def _add_run_length_options(p: argparse.ArgumentParser) -> None:
@@ -846,6 +974,9 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_embed,
     _add_knn,
     _add_linear,
+    _add_segment,
+    _add_discover,
+    _add_propagate,
     _add_attention,
     _add_pca,
     _add_explore,

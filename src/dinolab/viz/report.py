@@ -176,6 +176,12 @@ def render_result(name: str, obj: Any) -> str:
         rows += [(f"class {c}", _pct(v)) for c, v in obj["per_class_top1"].items()]
         return (title + f"<p>{html.escape(info)}</p>" + _table(("accuracy", ""), rows)
                 + _img(plot_confusion_matrix(obj), "confusion matrix"))  # fmt: skip
+    if isinstance(obj, dict) and {"miou", "per_class_iou"} <= set(obj):
+        rows = [("mIoU", obj["miou"]), ("pixel accuracy", obj.get("pixel_accuracy"))]
+        rows += [(f"IoU {c}", v) for c, v in obj["per_class_iou"].items()]
+        info = (f"linear segmentation probe ({obj.get('protocol')}, loss {obj.get('loss')}, "
+                f"{obj.get('crop_size')} px), {obj.get('num_val')} val images")  # fmt: skip
+        return title + f"<p>{html.escape(info)}</p>" + _table(("segmentation", ""), rows)
     if isinstance(obj, dict) and "per_head_iou" in obj:
         rows = [(f"head {i}", v) for i, v in enumerate(obj["per_head_iou"])]
         rows += [(f"best head ({obj.get('best_head')})", obj.get("best_head_iou")),
