@@ -161,7 +161,7 @@ class Trainer:
         self.optimizer = build_optimizer(cfg.optim.optimizer, groups)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.schedules = schedules.build_run_schedules(cfg, self.iters_per_epoch)
-        self.monitor = CollapseMonitor()
+        self.monitor = CollapseMonitor(run_steps=self.total_iters, log_every=cfg.log_every)
         self.evaluator = build_evaluator(cfg) if self.env.is_main else None
         self._last_score: float | None = None  # the evaluator's headline, for the bar
         self.step = 0
@@ -357,7 +357,7 @@ class Trainer:
         stats: dict[str, float] = {}
         warning: str | None = None
         if teacher_probs is not None:
-            stats, warning = self.monitor.step(teacher_probs, record.get("dino_loss"))
+            stats, warning = self.monitor.step(teacher_probs, record.get("dino_loss"), self.step)
         teacher = {
             "momentum": float(s.momentum[it]),
             "teacher_temp": float(s.teacher_temp[it]),
