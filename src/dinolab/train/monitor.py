@@ -22,9 +22,10 @@ log steps, and a condition must then hold for `patience` consecutive log steps. 
 are of this process's batch.
 
 A third failure is a plateau, not a collapse: the [CLS] DINO loss stays near ln K, where a
-student that outputs uniform probabilities sits whatever the teacher says. An untrained ViT maps
-every image to nearly one [CLS] vector, the center removes that common part, and the teacher's
-targets carry no per-image signal; KoLeo or iBOT may still move the features. Given the run's
+student that outputs uniform probabilities sits whatever the teacher says. The known cause: an
+untrained ViT maps every image to nearly one [CLS] vector, the center removes that common part,
+and the teacher's targets carry little per-image signal for the student to predict; KoLeo or
+iBOT may still move the features. Given the run's
 length (`run_steps`) and `log_every`, the monitor looks once, at the first logged step after
 `plateau_share` of the run, and warns when the loss there is within `plateau_gap_frac` of ln K
 or above it (`dino_loss_gap_frac`, logged each step beside `teacher_entropy_frac`). One fixed
@@ -135,7 +136,8 @@ class CollapseMonitor:
             f"The [CLS] DINO objective has not moved: at step {at_step} of {self.run_steps} "
             f"the DINO loss is {loss:.3f} = {100 * loss / log_k:.0f}% of ln K = {log_k:.3f} "
             f"(the teacher's per-image entropy: {100 * stats['teacher_entropy_frac']:.0f}% of "
-            "ln K), so its targets carry no per-image signal. On the Imagenette tuning split "
+            "ln K): a student that output uniform probabilities would score the same, so it has "
+            "not learnt to predict the teacher's targets. On the Imagenette tuning split "
             "(benchmarks/README.md, the ablation) what made the features learn was KoLeo "
             "(method=dinov2 with dinov2.koleo_loss_weight=0.1: 38.3% k-NN, 28.8% = random init "
             "without) and, less, Sinkhorn-Knopp centering (dinov2.centering="
