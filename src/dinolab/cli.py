@@ -26,6 +26,7 @@ DEBUG_ENV = "DINOLAB_DEBUG"
 # (tests/test_cli.py checks that the two agree).
 FEATURE_KINDS = ("cls", "avgpool", "cls+avgpool", "last4")
 EXPORT_FORMATS = ("hf", "onnx", "official")  # dinolab.interop.EXPORT_FORMATS, checked likewise
+FEWSHOT_SHOTS, FEWSHOT_L2 = (1, 5, 10, 25), 2.0**10  # dinolab.eval.fewshot.DEFAULT_*, likewise
 # What every MODEL argument accepts: anything dinolab.load reads (README "Interop").
 MODEL_HELP = (
     "run directory, exported .safetensors, official .pth file, Hugging Face transformers folder "
@@ -465,10 +466,10 @@ def _add_fewshot(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", required=True, help="labeled folder (root/<class>/*) or list")
     p.add_argument("--val", required=True, help="labeled folder with the same classes")
     p.add_argument(
-        "--shots", type=_shot_counts, default=[1, 5, 10, 25], help="images per class, e.g. 1,5"
+        "--shots", type=_shot_counts, default=FEWSHOT_SHOTS, help="images per class, e.g. 1,5"
     )
     p.add_argument("--draws", type=int, default=3, help="seeded draws averaged per N")
-    p.add_argument("--l2", type=float, default=2.0**10, help="the least squares' ridge weight")
+    p.add_argument("--l2", type=float, default=FEWSHOT_L2, help="the least squares' ridge weight")
     p.add_argument(
         "--json", help="write the results to this JSON file (default: MODEL/fewshot.json for a run)"
     )
