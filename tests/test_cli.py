@@ -29,6 +29,13 @@ def test_kind_choices_are_the_feature_kinds() -> None:
     assert cli.FEATURE_KINDS == FEATURE_KINDS
 
 
+def test_fewshot_defaults_are_the_library_defaults() -> None:
+    from dinolab import cli
+    from dinolab.eval.fewshot import DEFAULT_L2, DEFAULT_SHOTS
+
+    assert (cli.FEWSHOT_SHOTS, cli.FEWSHOT_L2) == (DEFAULT_SHOTS, DEFAULT_L2)
+
+
 def test_feature_commands_build_the_same_feature_options() -> None:
     """embed, knn, linear, map and curate take one set of feature flags, and turn them into one
     FeatureOptions; only their defaults differ (linear: last4, map: the native resolution)."""

@@ -28,6 +28,7 @@ DEBUG_ENV = "DINOLAB_DEBUG"
 # (tests/test_cli.py checks that the two agree).
 FEATURE_KINDS = ("cls", "avgpool", "cls+avgpool", "last4")
 EXPORT_FORMATS = ("hf", "onnx", "official")  # dinolab.interop.EXPORT_FORMATS, checked likewise
+FEWSHOT_SHOTS, FEWSHOT_L2 = (1, 5, 10, 25), 2.0**10  # dinolab.eval.fewshot.DEFAULT_*, likewise
 # What every MODEL argument accepts: anything dinolab.load reads (README "Interop").
 MODEL_HELP = (
     "run directory, exported .safetensors, official .pth file, Hugging Face transformers folder "
@@ -233,6 +234,20 @@ def cmd_propagate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(result.table())
     print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
+def cmd_fewshot(args: argparse.Namespace) -> int:
+    from dinolab.eval.fewshot import run_fewshot
+
+    out_json = _results_file(args.model, args.json, RunDir.FEWSHOT)
+    result = run_fewshot(
+        args.model, args.train, args.val, _feature_options(args), shots=args.shots,
+        draws=args.draws, l2=args.l2, out_json=out_json,
+    )  # fmt: skip
+    print(result.table())
+    if out_json:
+        print(f"results saved to {out_json}")
     return 0
 
 
@@ -560,6 +575,42 @@ def _add_propagate(sub: argparse._SubParsersAction) -> None:
     )
     _add_device(p)
     p.set_defaults(func=cmd_propagate)
+
+
+def _shot_counts(text: str) -> list[int]:
+    """--shots: comma-separated positive counts (1,5,10,25)."""
+    try:
+        shots = [int(part) for part in text.split(",")]
+    except ValueError:
+        shots = []
+    if not shots or min(shots) < 1:
+        raise argparse.ArgumentTypeError(f"expected counts like 1,5,10,25, got {text!r}")
+    return shots
+
+
+def _add_fewshot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fewshot",
+        help="few-shot accuracy: least squares and k-NN on N labelled images per class",
+        description="The ViT paper's few-shot read-out of frozen features: for each N, a "
+        "closed-form regularised least-squares fit to {-1, 1} targets on N train images per "
+        "class, averaged over seeded draws, beside the weighted k-NN on the same images "
+        "(DINOv2's low-shot protocol). Features are cached in MODEL/features; the results go "
+        "to MODEL/fewshot.json when MODEL is a run directory.",
+        epilog=_example("dinolab fewshot runs/photos --train ./labeled/train --val ./labeled/val"),
+    )
+    _add_model_and_features(p)
+    p.add_argument("--train", required=True, help="labeled folder (root/<class>/*) or list")
+    p.add_argument("--val", required=True, help="labeled folder with the same classes")
+    p.add_argument(
+        "--shots", type=_shot_counts, default=FEWSHOT_SHOTS, help="images per class, e.g. 1,5"
+    )
+    p.add_argument("--draws", type=int, default=3, help="seeded draws averaged per N")
+    p.add_argument("--l2", type=float, default=FEWSHOT_L2, help="the least squares' ridge weight")
+    p.add_argument(
+        "--json", help="write the results to this JSON file (default: MODEL/fewshot.json for a run)"
+    )
+    p.set_defaults(func=cmd_fewshot)
 
 
 def _add_run_length_options(p: argparse.ArgumentParser) -> None:
@@ -977,6 +1028,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_segment,
     _add_discover,
     _add_propagate,
+    _add_fewshot,
     _add_attention,
     _add_pca,
     _add_explore,

@@ -39,6 +39,7 @@ class RunDir:
     LINEAR: ClassVar[str] = "linear_{protocol}.json"  # one per protocol of `dinolab linear`
     SEGMENTATION: ClassVar[str] = "segmentation.json"  # [CLS]-attention masks vs object masks
     SEGMENT_PROBE: ClassVar[str] = "segment.json"  # `dinolab segment`'s linear probe
+    FEWSHOT: ClassVar[str] = "fewshot.json"  # `dinolab fewshot`
     METRICS: ClassVar[str] = "metrics.json"  # `dinolab finetune`'s scores
     CONFUSION_MATRIX: ClassVar[str] = "confusion_matrix.png"
 
@@ -121,8 +122,8 @@ class RunDir:
         """The names of the files here that the run and the commands run on it wrote (what
         ``--overwrite`` deletes, and only that)."""
         names = [self.CONFIG, self.CHECKPOINT, self.LOG, self.HISTORY, self.SKIPPED,
-                 self.BACKBONE, self.OLD_BACKBONE, self.KNN, self.SEGMENTATION, self.SEGMENT_PROBE,
-                 self.REPORT, self.EXPLORER, self.FEATURES, self.METRICS,
+                 self.BACKBONE, self.OLD_BACKBONE, self.KNN, self.FEWSHOT, self.SEGMENTATION,
+                 self.SEGMENT_PROBE, self.REPORT, self.EXPLORER, self.FEATURES, self.METRICS,
                  self.CONFUSION_MATRIX]  # fmt: skip
         names += [Path(n).with_suffix(".json").name for n in (self.BACKBONE, self.OLD_BACKBONE)]
         names += sorted(p.name for p in self.path.glob(self.linear("*")))

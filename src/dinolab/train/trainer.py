@@ -156,7 +156,7 @@ class Trainer:
         self.optimizer = build_optimizer(cfg.optim.optimizer, groups)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.schedules = schedules.build_run_schedules(cfg, self.iters_per_epoch)
-        self.monitor = CollapseMonitor()
+        self.monitor = CollapseMonitor(run_steps=self.total_iters, log_every=cfg.log_every)
         self.evaluator = build_evaluator(cfg) if self.env.is_main else None
         self._last_score: float | None = None  # the evaluator's headline, for the bar
         self.step = 0
@@ -354,7 +354,7 @@ class Trainer:
         if teacher_probs is not None:
             loss_key = self.method.monitored_loss
             loss = record.get(loss_key) if loss_key is not None else None
-            stats, warning = self.monitor.step(teacher_probs, loss)
+            stats, warning = self.monitor.step(teacher_probs, loss, self.step)
         teacher = {
             "momentum": float(s.momentum[it]),
             "teacher_temp": float(s.teacher_temp[it]),
