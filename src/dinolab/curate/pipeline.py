@@ -651,6 +651,7 @@ def _describe(value: float, asked, calib: dict | None, name: str) -> str:
     return (
         f"{value:.6g} (auto, from {rec['sample_size']} sampled images: recall {rec['recall']:.2f}"
         f" of their edited copies [{edits}], precision {rec['precision']:.3f})"
+        + (f"; {rec['fallback']}" if rec.get("fallback") else "")
     )
 
 
