@@ -520,6 +520,9 @@ def _summary_stage(out: Path, stages: _Stages, protect_names: list[str]) -> dict
     }
     summary: dict[str, Any] = {
         "counts": counts,
+        "features": {
+            k: pool_meta.get(k) for k in ("kind", "crop_size", "resize_size", "precision")
+        },
         "dedup": dedup_rec["params"] if dedup_rec else None,
         "retrieve": retrieve_rec["params"] if retrieve_rec else None,
         "stage_seconds": {s: (stages.record(s) or {}).get("seconds") for s in STAGES[:3]},

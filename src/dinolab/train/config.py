@@ -397,7 +397,11 @@ def build_config(
             f"unknown config key {err.full_key!r}. {_known_keys_hint(err.full_key)}"
         ) from None
     except OmegaConfBaseException as err:
-        raise ConfigError(f"bad value for config key {err.full_key!r}: {err.msg}") from None
+        problem = str(err.msg).splitlines()[0]  # the lines below it are OmegaConf's internals
+        raise ConfigError(
+            f"bad value for config key {err.full_key!r}: {problem}; `dinolab config show` "
+            "prints every key with a valid value"
+        ) from None
     assert isinstance(cfg, DictConfig)  # mappings merged onto the structured config
     if base is None:  # a new run; a saved config already holds the weights' architecture
         _adopt_weights_architecture(cfg, {item.split("=", 1)[0] for item in dotlist})

@@ -135,6 +135,7 @@ class Trainer:
         self.batch_per_rank = batch // self.env.world_size
         self.iters_per_epoch = len(dataset) // batch
         if self.iters_per_epoch == 0:
+            dataset.check_readable()  # "none could be read" when that is why
             raise ValueError(
                 f"the dataset has {len(dataset)} images, fewer than one batch "
                 f"(optim.batch_size={batch}); lower optim.batch_size or add images"
