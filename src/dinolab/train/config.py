@@ -199,6 +199,15 @@ class FinetuneConfig:
 
 
 @dataclass
+class LogConfig:
+    """Experiment trackers beside log.jsonl (dinolab.train.loggers), each an optional extra."""
+
+    tensorboard: bool = False  # event files in RUN_DIR/tensorboard
+    wandb: str | None = None  # a W&B project
+    mlflow: str | None = None  # an MLflow tracking URI
+
+
+@dataclass
 class TrainConfig:
     method: str = "dino"
     preset: str | None = None
@@ -219,6 +228,7 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 CHOICES: dict[str, tuple[str, ...]] = {

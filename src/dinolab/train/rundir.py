@@ -50,6 +50,7 @@ RUN_FILES = (
     CONFIG_NAME, CHECKPOINT_NAME, LOG_NAME, HISTORY_NAME, SKIPPED_NAME, *EXPORT_NAMES,
     "knn.json", "linear.json", "segmentation.json", "report.html", "features",
     "metrics.json", "confusion_matrix.png",  # dinolab finetune's results
+    "trackers.json", "tensorboard", "wandb",  # train/loggers.py: IDS_NAME, the trackers' files
 )  # fmt: skip
 PATH_KEYS = (
     "data.path", "eval.knn_val", "eval.knn_train", "finetune.val", "model.pretrained",
@@ -70,7 +71,7 @@ RESUME_REFUSED = (
 # new run starts from (a resumed run takes every weight from its checkpoint): still exact.
 RESUME_EXACT = (
     "max_steps", "log_every", "checkpoint_every", "data.num_workers", "data.on_error", "eval.",
-    "preset", "finetune.val", "model.pretrained", "teacher.model",
+    "preset", "finetune.val", "model.pretrained", "teacher.model", "log.",
 )  # fmt: skip
 # The run's length: the lr, weight decay, momentum and temperature schedules are recomputed for
 # it, from the step reached on (training longer than planned).

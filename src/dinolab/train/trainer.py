@@ -42,6 +42,7 @@ from dinolab.train.checkpoint import (
     set_rng_state,
 )
 from dinolab.train.config import save_config
+from dinolab.train.loggers import Trackers
 from dinolab.train.monitor import CollapseMonitor
 from dinolab.train.optim import build_optimizer
 from dinolab.train.param_groups import apply_optim_schedules, param_groups
@@ -164,6 +165,7 @@ class Trainer:
         self.schedules = schedules.build_run_schedules(cfg, self.iters_per_epoch)
         self.monitor = CollapseMonitor()
         self.evaluator = build_evaluator(cfg) if self.env.is_main else None
+        self.trackers = Trackers(cfg, self.run_dir) if self.env.is_main else None
         self._last_score: float | None = None  # the evaluator's headline, for the bar
         self.step = 0
         self.checkpoint_step: int | None = None  # the step of the checkpoint in run_dir, if any
@@ -381,6 +383,8 @@ class Trainer:
         if self.env.is_main:
             with open(self.run_dir / LOG_NAME, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            assert self.trackers is not None  # rank 0 has them
+            self.trackers.log(record, self.method.trained_backbone, self.step >= self.stop_step)
             shown = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}"}
             if self.method.has_teacher:
                 shown["t_temp"] = f"{record['teacher_temp']:.3f}"
