@@ -69,6 +69,23 @@ def test_overlapping_histograms_stop() -> None:
     assert not c.separable and "at least 8 sampled images" in c.reason
 
 
+def test_distinct_neighbours_among_the_copies_fall_back_above_every_neighbour() -> None:
+    """A weak model: distinct neighbours reach into the JPEG/resize copies' histogram, so those
+    above the copy level are not real duplicates; the threshold goes above all of them."""
+    rng = np.random.default_rng(3)
+    pos, edits, _ = synthetic(rng)
+    resize, mild = edits == "resize", np.isin(edits, ("jpeg", "resize"))
+    pos[resize] = 1 - np.exp(rng.uniform(np.log(1e-4), np.log(1e-2), resize.sum()))  # a tail
+    neg = 1 - np.exp(rng.uniform(np.log(9e-4), np.log(0.2), 100))
+    copy_level = np.quantile(pos[mild], 0.02)
+    assert (neg >= copy_level).sum() > 10  # what the copy-level rule would take for duplicates
+    c = choose_threshold(pos, edits, neg)
+    assert c.separable and c.threshold > neg.max() and c.false_merges == 0
+    assert c.fallback and "every sampled distinct image kept" in c.fallback
+    c = choose_threshold(pos, edits, neg, min_recall=0.9)  # too few copies above them all
+    assert not c.separable and "above every sampled image's nearest neighbour" in c.reason
+
+
 # ---------------------------------------------------------------------- the pipeline
 @pytest.fixture(scope="module")
 def planted(imagenette: Path, tmp_path_factory) -> tuple[Path, Path, np.ndarray]:

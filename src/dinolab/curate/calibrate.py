@@ -173,8 +173,13 @@ def choose_threshold(
     elif recall < min_recall:
         result.reason = (
             f"cannot calibrate {what}: the similarities of edited copies and of distinct "
-            f"nearest neighbours overlap; with at most {max_false_merge:.0%} of distinct "
-            f"images merged only {recall:.0%} of the copies are found ("
+            f"nearest neighbours overlap; with "
+            + (
+                "a threshold above every sampled image's nearest neighbour"
+                if fallback
+                else f"at most {max_false_merge:.0%} of distinct images merged"
+            )
+            + f" only {recall:.0%} of the copies are found ("
             + ", ".join(f"{e} {v:.0%}" for e, v in per_edit.items())
             + "); deduplicating would merge distinct images or find nothing. "
             + FIXES
