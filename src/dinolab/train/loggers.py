@@ -2,7 +2,7 @@
 
 `log.tensorboard=true` writes event files to RUN_DIR/tensorboard; `log.wandb=PROJECT` logs to a
 W&B project (offline too: WANDB_MODE=offline); `log.mlflow=URI` to an MLflow tracking URI (a
-server or a local `file:` folder). Each is an optional extra (`pip install
+server, or a local store). Each is an optional extra (`pip install
 'dinolab[tensorboard]'`, `[wandb]`, `[mlflow]`). The Trainer hands every record it writes to
 log.jsonl to `Trackers.log` (rank 0 only): each tracker gets the record's numbers at the
 training step (losses, the lr / weight decay / momentum / temperature schedules, the online
@@ -118,20 +118,19 @@ class Trackers:
                 str(self.run_dir / TENSORBOARD_DIR), purge_step=first_step
             )
         if "wandb" in self.modules:
-            wandb = self.modules["wandb"]
+            new = "wandb" not in ids  # a resumed run keeps the config it started with
             ids.setdefault("wandb", secrets.token_hex(4))  # W&B ids: lowercase letters, digits
             (self.run_dir / WANDB_DIR).mkdir(parents=True, exist_ok=True)
-            self.wandb_run = wandb.init(
+            self.wandb_run = self.modules["wandb"].init(
                 project=self.cfg.log.wandb, id=ids["wandb"], resume="allow",
-                dir=str(self.run_dir), name=self.run_dir.name, config=config,
+                dir=str(self.run_dir), name=self.run_dir.name, config=config if new else None,
             )  # fmt: skip
         if "mlflow" in self.modules:
             mlflow = self.modules["mlflow"]
             mlflow.set_tracking_uri(self.cfg.log.mlflow)
             if "mlflow" in ids:
                 self.mlflow_run = mlflow.start_run(run_id=ids["mlflow"])
-            else:
-                mlflow.set_experiment(self.run_dir.name)
+            else:  # in MLFLOW_EXPERIMENT_NAME's experiment, else the default one
                 self.mlflow_run = mlflow.start_run(run_name=self.run_dir.name)
                 ids["mlflow"] = self.mlflow_run.info.run_id
                 mlflow.log_params(_flat(config))
