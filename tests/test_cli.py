@@ -53,11 +53,12 @@ def test_feature_commands_build_the_same_feature_options() -> None:
     flags = "--kind avgpool --crop-size 32 --resize-size 40 --batch-size 8 --device cpu "
     flags += "--precision fp32 --workers 2"
     given = FeatureOptions("avgpool", 32, 40, 8, "cpu", "fp32", 2)
-    defaults = {"linear": FeatureOptions(kind="last4"), "map": FeatureOptions(crop_size=None)}
+    native = FeatureOptions(crop_size=None)  # every command: the model's native resolution
+    defaults = {"linear": FeatureOptions(kind="last4", crop_size=None)}
     for name, argv in commands.items():
         assert cli._feature_options(parser.parse_args(argv + flags.split())) == given, name
         got = cli._feature_options(parser.parse_args(argv))
-        assert got == defaults.get(name, FeatureOptions()), name
+        assert got == defaults.get(name, native), name
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:

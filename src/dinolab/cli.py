@@ -154,11 +154,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     from dinolab.eval import embed
 
-    result = embed(args.model, args.data, args.out, _feature_options(args))
+    model = _model(args)
+    if not args.overwrite:
+        _refuse_other_model(Path(args.out), model)
+    result = embed(model, args.data, args.out, _feature_options(args))
     print(f"wrote {len(result.paths)} x {result.features.shape[1]} features to {args.out}")
     if result.meta.get("skipped"):
         print(f"left out {len(result.meta['skipped'])} unreadable images (listed in the metadata)")
     return 0
+
+
+def _model(args: argparse.Namespace):
+    """MODEL as the library takes it: an official name loaded with --weights; a path as is
+    (feature caches and result files go by it)."""
+    from dinolab.hub import load_model
+
+    if args.weights is not None or not Path(args.model).exists():
+        return load_model(args.model, args.weights)  # a name without --weights: says so
+    return args.model
+
+
+def _refuse_other_model(out: Path, model) -> None:
+    """`dinolab embed` replaces features in --out only when they are this model's, or with
+    --overwrite (as `dinolab train` refuses to replace a run)."""
+    from dinolab.eval import load_features
+    from dinolab.eval.features import model_identity
+
+    if not out.is_file():
+        return
+    try:
+        held = load_features(out).meta.get("model")
+    except (OSError, ValueError, KeyError):
+        held = None
+    if held != model_identity(model):
+        source = str(held).removeprefix("file:").split("|")[0][:80]  # its first file's path
+        raise ValueError(
+            f"{out} holds features of another model, or of another version of it ({source}); "
+            "pass --overwrite to replace them, or choose another --out"
+        )
 
 
 def _results_file(model: str, given: str | None, name: str) -> str | None:
@@ -174,7 +207,7 @@ def cmd_knn(args: argparse.Namespace) -> int:
 
     out_json = _results_file(args.model, args.json, RunDir.KNN)
     result = run_knn(
-        args.model, args.train, args.val, _feature_options(args), ks=args.k,
+        _model(args), args.train, args.val, _feature_options(args), ks=args.k,
         temperature=args.temperature, backend=args.backend, out_json=out_json,
     )  # fmt: skip
     print(result.table())
@@ -188,7 +221,7 @@ def cmd_linear(args: argparse.Namespace) -> int:
 
     out_json = _results_file(args.model, args.json, RunDir.linear(args.protocol))
     result = run_linear(
-        args.model, args.train, args.val, _feature_options(args), protocol=args.protocol,
+        _model(args), args.train, args.val, _feature_options(args), protocol=args.protocol,
         epochs=args.epochs, out_json=out_json,
     )  # fmt: skip
     print(result.table())
@@ -255,7 +288,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
     from dinolab.viz.attention import run_attention
 
     written = run_attention(
-        args.model, args.images, args.out, threshold=args.threshold, short_side=args.size,
+        _model(args), args.images, args.out, threshold=args.threshold, short_side=args.size,
         query=args.query, mode=args.upsample, block=args.block, device=args.device,
     )  # fmt: skip
     print(f"wrote {len(written)} files to {args.out}")
@@ -266,7 +299,7 @@ def cmd_pca(args: argparse.Namespace) -> int:
     from dinolab.viz.pca import run_pca
 
     written = run_pca(
-        args.model, args.images, args.out, joint=args.joint, threshold=args.threshold,
+        _model(args), args.images, args.out, joint=args.joint, threshold=args.threshold,
         sign_rule=args.sign_rule, short_side=args.size, mode=args.upsample, device=args.device,
         joint_foreground=args.joint_foreground,
     )  # fmt: skip
@@ -287,7 +320,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from dinolab.viz.analysis import run_analysis
 
     written = run_analysis(
-        args.model, args.out, images=args.images, n_images=args.n_images, short_side=args.size,
+        _model(args), args.out, images=args.images, n_images=args.n_images, short_side=args.size,
         device=args.device,
     )  # fmt: skip
     print("\n".join(str(p) for p in written))
@@ -298,7 +331,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     from dinolab.viz.embedding_map import run_map
 
     written = run_map(
-        args.model, args.data, args.out, method=args.method, options=_feature_options(args),
+        _model(args), args.data, args.out, method=args.method, options=_feature_options(args),
         html_page=not args.no_html,
     )  # fmt: skip
     print("\n".join(str(p) for p in written))
@@ -333,7 +366,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from dinolab.hub import load_model
     from dinolab.interop import export_model
 
-    print(f"wrote {export_model(load_model(args.model), args.format, args.out)}")
+    print(f"wrote {export_model(load_model(args.model, args.weights), args.format, args.out)}")
     return 0
 
 
@@ -382,28 +415,33 @@ def _add_precision(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_model(p: argparse.ArgumentParser) -> None:
+    """MODEL and --weights (for an official name): every command that loads a model by path."""
+    p.add_argument("model", help=f"{MODEL_HELP}; or an official model name with --weights")
+    p.add_argument("--weights", help="official checkpoint file when MODEL is a hub name")
+
+
 def _add_model_and_features(p: argparse.ArgumentParser, default_kind: str = "cls") -> None:
     """MODEL and the feature flags: `embed`, `knn`, `linear`."""
-    p.add_argument("model", help=MODEL_HELP)
+    _add_model(p)
     _add_feature_arguments(p, default_kind)
 
 
-def _add_feature_arguments(
-    p: argparse.ArgumentParser, default_kind: str = "cls", default_crop: int | None = 224
-) -> None:
+def _add_feature_arguments(p: argparse.ArgumentParser, default_kind: str = "cls") -> None:
     """The flags of `dinolab.eval.FeatureOptions`, shared by every command that computes
-    features; `_feature_options` builds the options from them. `default_crop` None: the
-    model's native resolution."""
+    features; `_feature_options` builds the options from them. The crop defaults to the
+    model's native resolution (the results' files record the one used)."""
     p.add_argument(
         "--kind",
         default=default_kind,
         choices=FEATURE_KINDS,
         help=f"which features (default {default_kind}; last4 = CLS of the last 4 blocks)",
     )
-    crop_help = "centre crop (multiple of patch)"
-    if default_crop is None:
-        crop_help += "; default: the model's native resolution"
-    p.add_argument("--crop-size", type=int, default=default_crop, help=crop_help)
+    p.add_argument(
+        "--crop-size",
+        type=int,
+        help="centre crop (multiple of patch); default: the model's native resolution",
+    )
     p.add_argument("--resize-size", type=int, help="shorter side before the crop (crop*256/224)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     _add_device(p)
@@ -438,6 +476,9 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     _add_model_and_features(p)
     p.add_argument("--data", required=True, help="folder of images or a file list")
     p.add_argument("--out", required=True, help="output file: .npy or .npz")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace features of another model in --out"
+    )
     p.set_defaults(func=cmd_embed)
 
 
@@ -756,7 +797,7 @@ def _relative_xy(text: str) -> tuple[float, float]:
 
 
 def _add_picture_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help=MODEL_HELP)
+    _add_model(p)
     p.add_argument("images", nargs="+", help="image files, folders or .txt lists")
     p.add_argument("--out", required=True, help="output folder (figures + .npy arrays)")
     p.add_argument(
@@ -862,7 +903,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         "block, similarity of the position embeddings, the first patch-embedding filters.",
         epilog=_example("dinolab analyze runs/photos --out analysis/"),
     )
-    p.add_argument("model", help=MODEL_HELP)
+    _add_model(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--images", nargs="+", help="images or folders (default: synthetic shapes)")
     p.add_argument("--n-images", type=int, default=8, help="images averaged over (default 8)")
@@ -879,7 +920,7 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
         "points); the HTML page shows each image on hover.",
         epilog=_example("dinolab map runs/photos --data ./labeled/val --out map.png"),
     )
-    p.add_argument("model", help=MODEL_HELP)
+    _add_model(p)
     p.add_argument("--data", required=True, help="folder (class folders colour the map) or list")
     p.add_argument("--out", required=True, help="PNG path; the HTML page gets the .html suffix")
     p.add_argument(
@@ -888,7 +929,7 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
         choices=("auto", "tsne", "umap", "pca"),
         help="auto: UMAP when installed, else t-SNE",
     )
-    _add_feature_arguments(p, default_crop=None)
+    _add_feature_arguments(p)
     p.add_argument("--no-html", action="store_true", help="write the PNG only")
     p.set_defaults(func=cmd_map)
 
@@ -1011,7 +1052,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
             "dinolab export runs/photos --format onnx --out photos.onnx",
         ),
     )
-    p.add_argument("model", help=MODEL_HELP)
+    _add_model(p)
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("--out", required=True, help="folder (hf), .onnx file (onnx), .pth (official)")
     p.set_defaults(func=cmd_export)

@@ -148,10 +148,11 @@ def _listing(imagenette, out):
 
 def test_fewshot_cli_scores_a_run_and_refuses_too_many_shots(colours, tiny_vit, tmp_path, capsys):
     from dinolab.cli import main
-    from dinolab.hub import RUN_BACKBONE, export_backbone
+    from dinolab.hub import export_backbone
+    from dinolab.runfiles import RunDir
 
     run = tmp_path / "run"
-    export_backbone(tiny_vit, run / RUN_BACKBONE)
+    export_backbone(tiny_vit, RunDir(run).export)
     data = ["--train", str(colours / "train"), "--val", str(colours / "val"), "--crop-size", "32",
             "--precision", "fp32", "--device", "cpu"]  # fmt: skip
     assert main(["fewshot", str(run), *data, "--shots", "1,4", "--draws", "2"]) == 0
