@@ -138,7 +138,7 @@ def fit_steps(
     total_min = total_s(steps) / 60
     message = (
         f"--budget {minutes:g} min: {times.step_s:.2f} s/step measured ({CALIBRATION_STEPS} "
-        f"steps), {times.save_s:.1f} s a checkpoint"
+        f"steps), {times.epoch_start_s:.1f} s an epoch's start, {times.save_s:.1f} s a checkpoint"
         + (f", {times.eval_s:.1f} s an evaluation" if times.eval_s else "")
         + f"; training {steps} steps = {steps / iters_per_epoch:.2f} epochs of "
         f"{iters_per_epoch} steps (about {total_min:.1f} min in all)"
