@@ -37,7 +37,7 @@ from dinolab.eval.patch_features import model_patch_features, pixel_patch_featur
 from dinolab.eval.propagation import propagate_folders
 from dinolab.eval.segmentation_probe import fit_probe, score_probe
 from dinolab.hub import load_model
-from dinolab.methods.dino import build_backbone
+from dinolab.methods.dino import backbone_from_config
 from dinolab.models.backbone import as_backbone
 from dinolab.train.config import load_config
 
@@ -62,7 +62,7 @@ def write_data(root: Path) -> tuple[Path, Path, Path]:
 def untrained_like(run: Path) -> torch.nn.Module:
     cfg = load_config(run / "config.yaml")
     torch.manual_seed(cfg.seed)
-    return build_backbone(cfg, drop_path_rate=0.0).eval()
+    return backbone_from_config(cfg, drop_path_rate=0.0).eval()
 
 
 def probe_miou(extract, patch: int, train: Path, val: Path, side: int) -> float:

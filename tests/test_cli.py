@@ -29,6 +29,13 @@ def test_kind_choices_are_the_feature_kinds() -> None:
     assert cli.FEATURE_KINDS == FEATURE_KINDS
 
 
+def test_fewshot_defaults_are_the_library_defaults() -> None:
+    from dinolab import cli
+    from dinolab.eval.fewshot import DEFAULT_L2, DEFAULT_SHOTS
+
+    assert (cli.FEWSHOT_SHOTS, cli.FEWSHOT_L2) == (DEFAULT_SHOTS, DEFAULT_L2)
+
+
 def test_feature_commands_build_the_same_feature_options() -> None:
     """embed, knn, linear, map and curate take one set of feature flags, and turn them into one
     FeatureOptions; only their defaults differ (linear: last4, map: the native resolution)."""
@@ -46,11 +53,12 @@ def test_feature_commands_build_the_same_feature_options() -> None:
     flags = "--kind avgpool --crop-size 32 --resize-size 40 --batch-size 8 --device cpu "
     flags += "--precision fp32 --workers 2"
     given = FeatureOptions("avgpool", 32, 40, 8, "cpu", "fp32", 2)
-    defaults = {"linear": FeatureOptions(kind="last4"), "map": FeatureOptions(crop_size=None)}
+    native = FeatureOptions(crop_size=None)  # every command: the model's native resolution
+    defaults = {"linear": FeatureOptions(kind="last4", crop_size=None)}
     for name, argv in commands.items():
         assert cli._feature_options(parser.parse_args(argv + flags.split())) == given, name
         got = cli._feature_options(parser.parse_args(argv))
-        assert got == defaults.get(name, FeatureOptions()), name
+        assert got == defaults.get(name, native), name
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:

@@ -38,3 +38,15 @@ def test_changed_image_size_redraws_the_images(tmp_path):
 
 def test_no_run_yet(tmp_path):
     assert not _resumable(tmp_path, build_config(["preset=demo", f"out={tmp_path}"]))
+
+
+def test_the_verdict_names_the_winner():
+    from dinolab.demo import verdict
+
+    assert verdict(70.0, {"raw pixels 8x8": 87.33, "untrained ViT": 29.0}) == (
+        "The trained model does not win: raw pixels 8x8 reaches 87.33% against its 70.00%, so "
+        "on these images its k-NN shows nothing that needs learning."
+    )
+    assert verdict(60.0, {"raw pixels 8x8": 25.0, "hue histogram": 16.0}).startswith(
+        "The trained model wins: 35.00 points above the best baseline (raw pixels 8x8)"
+    )

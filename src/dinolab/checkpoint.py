@@ -47,6 +47,10 @@ def torch_load_safely(path: str | os.PathLike) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if not _looks_like_torch_file(path):
+            raise ValueError(
+                _unreadable(path, ValueError("neither a zip archive nor a pickle"))
+            ) from None
         if "Weights only load failed" not in str(err):
             raise ValueError(_unreadable(path, err)) from None
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
@@ -59,6 +63,13 @@ def torch_load_safely(path: str | os.PathLike) -> Any:
         ) from None
     except Exception as err:  # torch raises EOFError, RuntimeError, KeyError... for bad bytes
         raise ValueError(_unreadable(path, err)) from None
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """Whether `path` starts as torch.save writes: a zip archive, or a pickle (protocol 2+)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def _unreadable(path: Path, err: Exception) -> str:

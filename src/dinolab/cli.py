@@ -28,6 +28,7 @@ DEBUG_ENV = "DINOLAB_DEBUG"
 # (tests/test_cli.py checks that the two agree).
 FEATURE_KINDS = ("cls", "avgpool", "cls+avgpool", "last4")
 EXPORT_FORMATS = ("hf", "onnx", "official")  # dinolab.interop.EXPORT_FORMATS, checked likewise
+FEWSHOT_SHOTS, FEWSHOT_L2 = (1, 5, 10, 25), 2.0**10  # dinolab.eval.fewshot.DEFAULT_*, likewise
 # What every MODEL argument accepts: anything dinolab.load reads (README "Interop").
 MODEL_HELP = (
     "run directory, exported .safetensors, official .pth file, Hugging Face transformers folder "
@@ -153,11 +154,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     from dinolab.eval import embed
 
-    result = embed(args.model, args.data, args.out, _feature_options(args))
+    model = _model(args)
+    if not args.overwrite:
+        _refuse_other_model(Path(args.out), model)
+    result = embed(model, args.data, args.out, _feature_options(args))
     print(f"wrote {len(result.paths)} x {result.features.shape[1]} features to {args.out}")
     if result.meta.get("skipped"):
         print(f"left out {len(result.meta['skipped'])} unreadable images (listed in the metadata)")
     return 0
+
+
+def _model(args: argparse.Namespace):
+    """MODEL as the library takes it: an official name loaded with --weights; a path as is
+    (feature caches and result files go by it)."""
+    from dinolab.hub import load_model
+
+    if args.weights is not None or not Path(args.model).exists():
+        return load_model(args.model, args.weights)  # a name without --weights: says so
+    return args.model
+
+
+def _refuse_other_model(out: Path, model) -> None:
+    """`dinolab embed` replaces features in --out only when they are this model's, or with
+    --overwrite (as `dinolab train` refuses to replace a run)."""
+    from dinolab.eval import load_features
+    from dinolab.eval.features import model_identity
+
+    if not out.is_file():
+        return
+    try:
+        held = load_features(out).meta.get("model")
+    except (OSError, ValueError, KeyError):
+        held = None
+    if held != model_identity(model):
+        source = str(held).removeprefix("file:").split("|")[0][:80]  # its first file's path
+        raise ValueError(
+            f"{out} holds features of another model, or of another version of it ({source}); "
+            "pass --overwrite to replace them, or choose another --out"
+        )
 
 
 def _results_file(model: str, given: str | None, name: str) -> str | None:
@@ -173,7 +207,7 @@ def cmd_knn(args: argparse.Namespace) -> int:
 
     out_json = _results_file(args.model, args.json, RunDir.KNN)
     result = run_knn(
-        args.model, args.train, args.val, _feature_options(args), ks=args.k,
+        _model(args), args.train, args.val, _feature_options(args), ks=args.k,
         temperature=args.temperature, backend=args.backend, out_json=out_json,
     )  # fmt: skip
     print(result.table())
@@ -187,7 +221,7 @@ def cmd_linear(args: argparse.Namespace) -> int:
 
     out_json = _results_file(args.model, args.json, RunDir.linear(args.protocol))
     result = run_linear(
-        args.model, args.train, args.val, _feature_options(args), protocol=args.protocol,
+        _model(args), args.train, args.val, _feature_options(args), protocol=args.protocol,
         epochs=args.epochs, out_json=out_json,
     )  # fmt: skip
     print(result.table())
@@ -236,11 +270,25 @@ def cmd_propagate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fewshot(args: argparse.Namespace) -> int:
+    from dinolab.eval.fewshot import run_fewshot
+
+    out_json = _results_file(args.model, args.json, RunDir.FEWSHOT)
+    result = run_fewshot(
+        args.model, args.train, args.val, _feature_options(args), shots=args.shots,
+        draws=args.draws, l2=args.l2, out_json=out_json,
+    )  # fmt: skip
+    print(result.table())
+    if out_json:
+        print(f"results saved to {out_json}")
+    return 0
+
+
 def cmd_attention(args: argparse.Namespace) -> int:
     from dinolab.viz.attention import run_attention
 
     written = run_attention(
-        args.model, args.images, args.out, threshold=args.threshold, short_side=args.size,
+        _model(args), args.images, args.out, threshold=args.threshold, short_side=args.size,
         query=args.query, mode=args.upsample, block=args.block, device=args.device,
     )  # fmt: skip
     print(f"wrote {len(written)} files to {args.out}")
@@ -251,7 +299,7 @@ def cmd_pca(args: argparse.Namespace) -> int:
     from dinolab.viz.pca import run_pca
 
     written = run_pca(
-        args.model, args.images, args.out, joint=args.joint, threshold=args.threshold,
+        _model(args), args.images, args.out, joint=args.joint, threshold=args.threshold,
         sign_rule=args.sign_rule, short_side=args.size, mode=args.upsample, device=args.device,
         joint_foreground=args.joint_foreground,
     )  # fmt: skip
@@ -272,7 +320,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from dinolab.viz.analysis import run_analysis
 
     written = run_analysis(
-        args.model, args.out, images=args.images, n_images=args.n_images, short_side=args.size,
+        _model(args), args.out, images=args.images, n_images=args.n_images, short_side=args.size,
         device=args.device,
     )  # fmt: skip
     print("\n".join(str(p) for p in written))
@@ -283,7 +331,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     from dinolab.viz.embedding_map import run_map
 
     written = run_map(
-        args.model, args.data, args.out, method=args.method, options=_feature_options(args),
+        _model(args), args.data, args.out, method=args.method, options=_feature_options(args),
         html_page=not args.no_html,
     )  # fmt: skip
     print("\n".join(str(p) for p in written))
@@ -318,7 +366,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from dinolab.hub import load_model
     from dinolab.interop import export_model
 
-    print(f"wrote {export_model(load_model(args.model), args.format, args.out)}")
+    print(f"wrote {export_model(load_model(args.model, args.weights), args.format, args.out)}")
     return 0
 
 
@@ -367,28 +415,33 @@ def _add_precision(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_model(p: argparse.ArgumentParser) -> None:
+    """MODEL and --weights (for an official name): every command that loads a model by path."""
+    p.add_argument("model", help=f"{MODEL_HELP}; or an official model name with --weights")
+    p.add_argument("--weights", help="official checkpoint file when MODEL is a hub name")
+
+
 def _add_model_and_features(p: argparse.ArgumentParser, default_kind: str = "cls") -> None:
     """MODEL and the feature flags: `embed`, `knn`, `linear`."""
-    p.add_argument("model", help=MODEL_HELP)
+    _add_model(p)
     _add_feature_arguments(p, default_kind)
 
 
-def _add_feature_arguments(
-    p: argparse.ArgumentParser, default_kind: str = "cls", default_crop: int | None = 224
-) -> None:
+def _add_feature_arguments(p: argparse.ArgumentParser, default_kind: str = "cls") -> None:
     """The flags of `dinolab.eval.FeatureOptions`, shared by every command that computes
-    features; `_feature_options` builds the options from them. `default_crop` None: the
-    model's native resolution."""
+    features; `_feature_options` builds the options from them. The crop defaults to the
+    model's native resolution (the results' files record the one used)."""
     p.add_argument(
         "--kind",
         default=default_kind,
         choices=FEATURE_KINDS,
         help=f"which features (default {default_kind}; last4 = CLS of the last 4 blocks)",
     )
-    crop_help = "centre crop (multiple of patch)"
-    if default_crop is None:
-        crop_help += "; default: the model's native resolution"
-    p.add_argument("--crop-size", type=int, default=default_crop, help=crop_help)
+    p.add_argument(
+        "--crop-size",
+        type=int,
+        help="centre crop (multiple of patch); default: the model's native resolution",
+    )
     p.add_argument("--resize-size", type=int, help="shorter side before the crop (crop*256/224)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     _add_device(p)
@@ -423,6 +476,9 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     _add_model_and_features(p)
     p.add_argument("--data", required=True, help="folder of images or a file list")
     p.add_argument("--out", required=True, help="output file: .npy or .npz")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace features of another model in --out"
+    )
     p.set_defaults(func=cmd_embed)
 
 
@@ -560,6 +616,42 @@ def _add_propagate(sub: argparse._SubParsersAction) -> None:
     )
     _add_device(p)
     p.set_defaults(func=cmd_propagate)
+
+
+def _shot_counts(text: str) -> list[int]:
+    """--shots: comma-separated positive counts (1,5,10,25)."""
+    try:
+        shots = [int(part) for part in text.split(",")]
+    except ValueError:
+        shots = []
+    if not shots or min(shots) < 1:
+        raise argparse.ArgumentTypeError(f"expected counts like 1,5,10,25, got {text!r}")
+    return shots
+
+
+def _add_fewshot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fewshot",
+        help="few-shot accuracy: least squares and k-NN on N labelled images per class",
+        description="The ViT paper's few-shot read-out of frozen features: for each N, a "
+        "closed-form regularised least-squares fit to {-1, 1} targets on N train images per "
+        "class, averaged over seeded draws, beside the weighted k-NN on the same images "
+        "(DINOv2's low-shot protocol). Features are cached in MODEL/features; the results go "
+        "to MODEL/fewshot.json when MODEL is a run directory.",
+        epilog=_example("dinolab fewshot runs/photos --train ./labeled/train --val ./labeled/val"),
+    )
+    _add_model_and_features(p)
+    p.add_argument("--train", required=True, help="labeled folder (root/<class>/*) or list")
+    p.add_argument("--val", required=True, help="labeled folder with the same classes")
+    p.add_argument(
+        "--shots", type=_shot_counts, default=FEWSHOT_SHOTS, help="images per class, e.g. 1,5"
+    )
+    p.add_argument("--draws", type=int, default=3, help="seeded draws averaged per N")
+    p.add_argument("--l2", type=float, default=FEWSHOT_L2, help="the least squares' ridge weight")
+    p.add_argument(
+        "--json", help="write the results to this JSON file (default: MODEL/fewshot.json for a run)"
+    )
+    p.set_defaults(func=cmd_fewshot)
 
 
 def _add_run_length_options(p: argparse.ArgumentParser) -> None:
@@ -705,7 +797,7 @@ def _relative_xy(text: str) -> tuple[float, float]:
 
 
 def _add_picture_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help=MODEL_HELP)
+    _add_model(p)
     p.add_argument("images", nargs="+", help="image files, folders or .txt lists")
     p.add_argument("--out", required=True, help="output folder (figures + .npy arrays)")
     p.add_argument(
@@ -811,7 +903,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         "block, similarity of the position embeddings, the first patch-embedding filters.",
         epilog=_example("dinolab analyze runs/photos --out analysis/"),
     )
-    p.add_argument("model", help=MODEL_HELP)
+    _add_model(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--images", nargs="+", help="images or folders (default: synthetic shapes)")
     p.add_argument("--n-images", type=int, default=8, help="images averaged over (default 8)")
@@ -828,7 +920,7 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
         "points); the HTML page shows each image on hover.",
         epilog=_example("dinolab map runs/photos --data ./labeled/val --out map.png"),
     )
-    p.add_argument("model", help=MODEL_HELP)
+    _add_model(p)
     p.add_argument("--data", required=True, help="folder (class folders colour the map) or list")
     p.add_argument("--out", required=True, help="PNG path; the HTML page gets the .html suffix")
     p.add_argument(
@@ -837,7 +929,7 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
         choices=("auto", "tsne", "umap", "pca"),
         help="auto: UMAP when installed, else t-SNE",
     )
-    _add_feature_arguments(p, default_crop=None)
+    _add_feature_arguments(p)
     p.add_argument("--no-html", action="store_true", help="write the PNG only")
     p.set_defaults(func=cmd_map)
 
@@ -960,7 +1052,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
             "dinolab export runs/photos --format onnx --out photos.onnx",
         ),
     )
-    p.add_argument("model", help=MODEL_HELP)
+    _add_model(p)
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("--out", required=True, help="folder (hf), .onnx file (onnx), .pth (official)")
     p.set_defaults(func=cmd_export)
@@ -977,6 +1069,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_segment,
     _add_discover,
     _add_propagate,
+    _add_fewshot,
     _add_attention,
     _add_pca,
     _add_explore,

@@ -407,13 +407,7 @@ def _load_exported(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
             f"{FORMAT_VERSION}, got {meta.get('arch')!r} / {meta.get('format_version')!r}"
         )
     config = {**meta["config"], **overrides}
-    try:
-        state = load_file(str(path))
-    except Exception as err:  # safetensors raises its own SafetensorError for bad bytes
-        raise ValueError(
-            f"{path} is not a complete .safetensors file ({err}): a download, copy or export "
-            "that did not finish. Export or download it again"
-        ) from None
+    state = _read_safetensors(path)
     return _build_loaded(config, state, f"the config in {meta_path}", family=meta["arch"])
 
 
@@ -461,13 +455,32 @@ def _load_config_folder(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
     )
 
 
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own SafetensorError for bad bytes
+        raise ValueError(_unreadable_safetensors(path, err)) from None
+
+
+def _unreadable_safetensors(path: Path, err: Exception) -> str:
+    reason = str(err).removeprefix("Error while deserializing header: ")
+    return (
+        f"{path} is not a complete .safetensors file ({path.stat().st_size} bytes; {reason}): "
+        "a download, copy or export that did not finish, or not a safetensors file at all. "
+        "Download or export it again"
+    )
+
+
 def _is_foreign_safetensors(path: Path) -> bool:
     """A .safetensors file without our .json beside it and without the mask token every dinolab
     ViT has: someone else's state dict (timm's model.safetensors), read like a .pth."""
     if not path.is_file() or path.with_suffix(".json").is_file():
         return False
-    with safe_open(str(path), "pt") as f:
-        return "mask_token" not in set(f.keys())  # safe_open has no __contains__
+    try:
+        with safe_open(str(path), "pt") as f:
+            return "mask_token" not in set(f.keys())  # safe_open has no __contains__
+    except Exception as err:  # SafetensorError: not a safetensors header
+        raise ValueError(_unreadable_safetensors(path, err)) from None
 
 
 def source_files(source: str | os.PathLike) -> list[Path]:
@@ -492,9 +505,9 @@ def load(
     if isinstance(source, str) and (source in HUB_MODELS or source in _ALIASES):
         if weights is None:
             raise ValueError(
-                f"{source!r} names an official architecture; pass weights='path to "
-                f"its .pth file', or use dinolab.hub.official_architecture({source!r}) for "
-                "random weights"
+                f"{source!r} names an official architecture; pass its checkpoint file "
+                "(weights='PATH.pth', --weights PATH on the command line), or use "
+                f"dinolab.hub.official_architecture({source!r}) for random weights"
             )
         return load_official(source, weights, **overrides)
     if weights is not None:
@@ -506,7 +519,7 @@ def load(
     if path.is_dir() and (path / hf_format.CONFIG).is_file():
         return _load_config_folder(path, overrides)
     if path.suffix == ".safetensors" and _is_foreign_safetensors(path):
-        return _load_state_dict(load_file(str(path)), overrides)
+        return _load_state_dict(_read_safetensors(path), overrides)
     if path.is_dir():
         if not RunDir(path).backbone().is_file():
             raise FileNotFoundError(_no_export_message(path))

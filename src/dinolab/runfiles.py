@@ -39,8 +39,14 @@ class RunDir:
     LINEAR: ClassVar[str] = "linear_{protocol}.json"  # one per protocol of `dinolab linear`
     SEGMENTATION: ClassVar[str] = "segmentation.json"  # [CLS]-attention masks vs object masks
     SEGMENT_PROBE: ClassVar[str] = "segment.json"  # `dinolab segment`'s linear probe
+    FEWSHOT: ClassVar[str] = "fewshot.json"  # `dinolab fewshot`
     METRICS: ClassVar[str] = "metrics.json"  # `dinolab finetune`'s scores
     CONFUSION_MATRIX: ClassVar[str] = "confusion_matrix.png"
+    # The experiment trackers' files (`train/loggers.py`): their run ids, TensorBoard's and
+    # W&B's folders.
+    TRACKERS: ClassVar[str] = "trackers.json"
+    TENSORBOARD: ClassVar[str] = "tensorboard"
+    WANDB: ClassVar[str] = "wandb"
 
     def __init__(self, path: str | os.PathLike) -> None:
         object.__setattr__(self, "path", Path(path))
@@ -121,9 +127,10 @@ class RunDir:
         """The names of the files here that the run and the commands run on it wrote (what
         ``--overwrite`` deletes, and only that)."""
         names = [self.CONFIG, self.CHECKPOINT, self.LOG, self.HISTORY, self.SKIPPED,
-                 self.BACKBONE, self.OLD_BACKBONE, self.KNN, self.SEGMENTATION, self.SEGMENT_PROBE,
-                 self.REPORT, self.EXPLORER, self.FEATURES, self.METRICS,
-                 self.CONFUSION_MATRIX]  # fmt: skip
+                 self.BACKBONE, self.OLD_BACKBONE, self.KNN, self.FEWSHOT, self.SEGMENTATION,
+                 self.SEGMENT_PROBE, self.REPORT, self.EXPLORER, self.FEATURES, self.METRICS,
+                 self.CONFUSION_MATRIX, self.TRACKERS, self.TENSORBOARD,
+                 self.WANDB]  # fmt: skip
         names += [Path(n).with_suffix(".json").name for n in (self.BACKBONE, self.OLD_BACKBONE)]
         names += sorted(p.name for p in self.path.glob(self.linear("*")))
         return names

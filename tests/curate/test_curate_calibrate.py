@@ -69,6 +69,23 @@ def test_overlapping_histograms_stop() -> None:
     assert not c.separable and "at least 8 sampled images" in c.reason
 
 
+def test_distinct_neighbours_among_the_copies_fall_back_above_every_neighbour() -> None:
+    """A weak model: distinct neighbours reach into the JPEG/resize copies' histogram, so those
+    above the copy level are not real duplicates; the threshold goes above all of them."""
+    rng = np.random.default_rng(3)
+    pos, edits, _ = synthetic(rng)
+    resize, mild = edits == "resize", np.isin(edits, ("jpeg", "resize"))
+    pos[resize] = 1 - np.exp(rng.uniform(np.log(1e-4), np.log(1e-2), resize.sum()))  # a tail
+    neg = 1 - np.exp(rng.uniform(np.log(9e-4), np.log(0.2), 100))
+    copy_level = np.quantile(pos[mild], 0.02)
+    assert (neg >= copy_level).sum() > 10  # what the copy-level rule would take for duplicates
+    c = choose_threshold(pos, edits, neg)
+    assert c.separable and c.threshold > neg.max() and c.false_merges == 0
+    assert c.fallback and "every sampled distinct image kept" in c.fallback
+    c = choose_threshold(pos, edits, neg, min_recall=0.9)  # too few copies above them all
+    assert not c.separable and "above every sampled image's nearest neighbour" in c.reason
+
+
 # ---------------------------------------------------------------------- the pipeline
 @pytest.fixture(scope="module")
 def planted(imagenette: Path, tmp_path_factory) -> tuple[Path, Path, np.ndarray]:
@@ -200,3 +217,47 @@ def test_protect_threshold_auto(pools: dict, tiny_model, tmp_path: Path) -> None
     kept = (out / "dedup_keep.txt").read_text().splitlines()
     assert str(pools["pool"] / "c0_1.jpg") not in kept  # its copy is in the protected set
     assert len(kept) == 7
+
+
+# ---------------------------------------------------------------------- a weak model
+def test_weak_model_keeps_every_distinct_image(imagenette: Path, tmp_path: Path) -> None:
+    """120 val images of 5 classes plus 30 re-saved copies (every 4th image after a 6-px crop
+    or a resize to 140 px, JPEG 75), curated with a model trained 3 steps: at 96 px its
+    distinct nearest neighbours sit as close as re-encoded copies, where the copy-level rule
+    alone merged 2 distinct images; the fallback keeps all 120 and says so."""
+    from dinolab.train.config import build_config
+    from dinolab.train.trainer import run_training
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    classes = sorted(p for p in (imagenette / "val").iterdir() if p.is_dir())[:5]
+    sources = [p for cls in classes for p in sorted(cls.iterdir())[:24]]
+    group = []
+    for i, src in enumerate(sources):
+        img = Image.open(src).convert("RGB")
+        img.save(pool / f"{i:03d}.jpg", quality=95)
+        group.append(i)
+        if i % 4 == 0:
+            w, h = img.size
+            edited = img.crop((6, 6, w - 6, h - 6)) if i % 8 == 0 else img.resize((140, 140))
+            edited.save(pool / f"{i:03d}_copy.jpg", quality=75)
+            group.append(i)
+    train = [
+        p for cls in sorted((imagenette / "train").iterdir()) for p in sorted(cls.iterdir())[:9]
+    ]
+    (tmp_path / "train.txt").write_text("\n".join(map(str, train)) + "\n")
+    cfg = [f"data.path={tmp_path / 'train.txt'}", f"out={tmp_path / 'run'}", "max_steps=3"]
+    run_training(build_config(["preset=demo", *cfg]))
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    (queries / "q.jpg").write_bytes((pool / "001.jpg").read_bytes())
+
+    out = tmp_path / "out"
+    res = curate(
+        pool, queries, out, tmp_path / "run", options=FeatureOptions(crop_size=96), progress=False
+    )
+    lost, reduced = check_dedup(out, np.array(group))
+    calib = json.loads((out / "calibration.json").read_text())["threshold"]
+    assert lost == 0 and reduced > 0.3, (lost, reduced)
+    assert calib["separable"] and calib["fallback"].startswith("fallback: distinct nearest")
+    assert "every sampled distinct image kept" in res.table()

@@ -9,15 +9,35 @@ import pytest
 import torch
 from eval_helpers import CROP, FP32, ForwardCounter, write_file_list
 
+from dinolab.data.folders import ImageDataset
+from dinolab.data.transforms import EvalTransform
 from dinolab.eval.features import (
     FeatureOptions,
     cached_features,
+    cls_half,
     compute_features,
     default_cache_dir,
     embed,
     extract_features,
     load_features,
 )
+
+
+def test_cls_avgpool_is_the_cls_token_then_the_mean_patch_token_by_hand(few_images, tiny_vit):
+    """DINOv2's linear-eval feature, computed here from the blocks: the final-norm [CLS] token,
+    then the mean of the final-norm patch tokens (registers left out)."""
+    got = extract_features(tiny_vit, few_images, replace(FP32, kind="cls+avgpool"), progress=False)
+    dataset = ImageDataset(few_images, transform=EvalTransform(CROP))  # the same pixels
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    with torch.no_grad():
+        tokens = tiny_vit.prepare_tokens_with_masks(images)
+        for block in tiny_vit.blocks:
+            tokens = block(tokens)
+        tokens = tiny_vit.norm(tokens)
+    first_patch = 1 + tiny_vit.num_register_tokens
+    by_hand = torch.cat([tokens[:, 0], tokens[:, first_patch:].mean(1)], dim=1)
+    torch.testing.assert_close(got.features, by_hand, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cls_half(got.features), tokens[:, 0], rtol=1e-5, atol=1e-5)
 
 
 def test_all_kinds_have_the_right_shapes_and_the_listing_order(few_images, tiny_vit):

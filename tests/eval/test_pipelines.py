@@ -116,3 +116,49 @@ def test_cli_results_land_in_the_run_directory(colours, tiny_vit, tmp_path, caps
     assert main(["knn", str(run), *data, "--k", "5", "--json", str(tmp_path / "k.json")]) == 0
     assert json.loads((run / "knn.json").read_text())["rows"][0]["k"] == 3  # not replaced
     assert (tmp_path / "k.json").is_file()
+
+
+def test_cls_avgpool_is_reported_beside_cls_alone(imagenette, tiny_vit, tmp_path):
+    """k-NN and the fast probe on DINOv2's [CLS] + mean-patch feature also score [CLS] alone,
+    exactly as a run on kind "cls" does (real images, so the scores are not all 100%)."""
+    lines = _listing(imagenette, tmp_path / "all.txt")
+    (tmp_path / "train.txt").write_text("".join(line for i, line in enumerate(lines) if i % 3))
+    (tmp_path / "val.txt").write_text("".join(line for i, line in enumerate(lines) if not i % 3))
+    train, val = tmp_path / "train.txt", tmp_path / "val.txt"
+    both = replace(FP32, kind="cls+avgpool")
+    kw = {"cache_dir": tmp_path / "cache", "progress": False}
+    knn = run_knn(tiny_vit, train, val, both, ks=(5,), **kw)
+    alone = run_knn(tiny_vit, train, val, FP32, ks=(5,), **kw)
+    assert knn.cls_alone is not None and knn.cls_alone.rows == alone.rows
+    assert alone.cls_alone is None
+    assert "[CLS] alone" in knn.table() and f"{alone.rows[0].top1:7.2f}" in knn.table()
+    probe = {"epochs": 5, "batch_size": 8, **kw}
+    lin = run_linear(tiny_vit, train, val, both, **probe)
+    lin_alone = run_linear(tiny_vit, train, val, FP32, **probe)
+    assert lin.cls_alone is not None
+    assert (lin.cls_alone.top1, lin.cls_alone.lr) == (lin_alone.top1, lin_alone.lr)
+    rows = lin.table().splitlines()
+    assert "cls+avgpool" in rows[1] and rows[2].split()[1] == "cls"
+
+
+def _listing(imagenette, out):
+    write_file_list(imagenette, out, per_class=9, classes=3)
+    return out.read_text().splitlines(keepends=True)
+
+
+def test_fewshot_cli_scores_a_run_and_refuses_too_many_shots(colours, tiny_vit, tmp_path, capsys):
+    from dinolab.cli import main
+    from dinolab.hub import export_backbone
+    from dinolab.runfiles import RunDir
+
+    run = tmp_path / "run"
+    export_backbone(tiny_vit, RunDir(run).export)
+    data = ["--train", str(colours / "train"), "--val", str(colours / "val"), "--crop-size", "32",
+            "--precision", "fp32", "--device", "cpu"]  # fmt: skip
+    assert main(["fewshot", str(run), *data, "--shots", "1,4", "--draws", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "least squares" in out and f"results saved to {run / 'fewshot.json'}" in out
+    saved = json.loads((run / "fewshot.json").read_text())
+    assert [r["shots"] for r in saved["rows"]] == [1, 4] and saved["draws"] == 2
+    assert main(["fewshot", str(run), *data, "--shots", "9"]) == 2  # 8 images per class
+    assert "fewer than 9 shots" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import dinolab
+from dinolab.checkpoint import Checkpoint
 from dinolab.configs.rules import ConfigError, Range
 from dinolab.methods import (
     ConfigSection,
@@ -28,7 +29,7 @@ from dinolab.methods import (
 )
 from dinolab.methods.dino import DINO_SECTION
 from dinolab.methods.registry import METHODS
-from dinolab.checkpoint import Checkpoint
+from dinolab.runfiles import RunDir
 from dinolab.train.config import build_config, load_config
 from dinolab.train.trainer import run_training
 
@@ -132,8 +133,8 @@ def test_a_registered_method_trains_resumes_and_exports(
     log = read_log(tmp_path / "split")
     assert [r["step"] for r in log] == [1, 2, 3]
     assert "colour_loss" in log[-1] and "teacher_temp" not in log[-1]  # no teacher
-    split = Checkpoint.load(tmp_path / "split" / "checkpoint.pt").method["student"]
-    whole = Checkpoint.load(tmp_path / "whole" / "checkpoint.pt").method["student"]
+    split = Checkpoint.load(RunDir(tmp_path / "split").checkpoint).student
+    whole = Checkpoint.load(RunDir(tmp_path / "whole").checkpoint).student
     assert split.keys() == whole.keys()
     assert all(torch.equal(split[k], whole[k]) for k in split)  # the resume is exact
     exported = dinolab.load(tmp_path / "split").state_dict()

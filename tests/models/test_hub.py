@@ -251,7 +251,7 @@ def test_file_and_name_errors(tmp_path: Path) -> None:
         hub.load_official("dino_vits16", tmp_path / "missing.pth")
     with pytest.raises(ValueError, match="valid names: dino_vits16"):
         hub.load_official("dino_vits32", tmp_path / "missing.pth")
-    with pytest.raises(ValueError, match="pass weights="):
+    with pytest.raises(ValueError, match="pass its checkpoint file"):
         hub.load("dinov2_vits14")
     with pytest.raises(FileNotFoundError, match="neither an existing path nor a known model"):
         hub.load("dinov2_vits41")

@@ -108,3 +108,51 @@ def test_random_init_teacher_is_below_the_uniform_threshold() -> None:
     stats = collapse_stats(probs)
     assert stats["teacher_entropy_frac"] < CollapseMonitor().uniform_frac
     assert stats["batch_perplexity"] > CollapseMonitor().dominant_frac * 16
+
+
+STUDENT_TEMP = DINOLoss(K).student_temp
+
+
+def plateau_case(teacher: torch.Tensor, student_logits: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The two global views' teacher probabilities and the DINO loss of a student whose four
+    crops (2 global, 2 local) all output `student_logits` (before its temperature)."""
+    teacher_probs = torch.cat([teacher, teacher])
+    loss = DINOLoss(K).forward_probs(student_logits.repeat(4, 1), teacher_probs)
+    return teacher_probs, loss.item()
+
+
+@pytest.mark.parametrize("kind", ["uniform", "peaked"])
+def test_plateau_of_the_dino_objective(kind: str) -> None:
+    """A uniform teacher followed by a uniform student: the loss is exactly ln K, which the
+    monitor flags once, at 20% of the run. A peaked teacher (each image its own dimension)
+    followed by a student that agrees: the loss is the teacher's entropy, far below ln K,
+    never flagged."""
+    if kind == "uniform":
+        probs, loss = plateau_case(uniform(), torch.zeros(8, K))
+    else:
+        peaked = healthy()
+        probs, loss = plateau_case(peaked, STUDENT_TEMP * peaked.log())  # = the teacher
+    stats = collapse_stats(probs, loss)
+    assert stats["dino_loss_gap_frac"] == pytest.approx((math.log(K) - loss) / math.log(K))
+    monitor = CollapseMonitor(grace_steps=0, run_steps=100, plateau_share=0.2)
+    warnings = {step: monitor.step(probs, loss, step)[1] for step in range(1, 41)}
+    plateau = [s for s, w in warnings.items() if w and "DINO objective has not moved" in w]
+    if kind == "peaked":
+        assert loss == pytest.approx(stats["teacher_entropy"], abs=1e-4)
+        assert stats["dino_loss_gap_frac"] > 0.5 and stats["teacher_entropy_frac"] < 0.5
+        assert plateau == []
+        return
+    assert stats["dino_loss_gap_frac"] == pytest.approx(0.0, abs=1e-6)
+    assert plateau == [20]
+    assert "koleo_loss_weight" in warnings[20] and f"{math.log(K):.3f}" in warnings[20]
+
+
+def test_plateau_is_checked_at_the_first_logged_step_after_the_share() -> None:
+    probs, loss = plateau_case(uniform(), torch.zeros(8, K))
+    assert CollapseMonitor(run_steps=100, log_every=7).plateau_step == 21
+    assert CollapseMonitor(run_steps=3, log_every=10).plateau_step == 3  # the last step
+    monitor = CollapseMonitor(grace_steps=100, run_steps=100, log_every=7)
+    assert monitor.step(probs, loss, 14)[1] is None
+    assert "DINO objective has not moved" in monitor.step(probs, loss, 21)[1]
+    unknown_length = CollapseMonitor(grace_steps=100)
+    assert all(unknown_length.step(probs, loss, s)[1] is None for s in range(1, 50))

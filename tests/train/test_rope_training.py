@@ -8,11 +8,12 @@ from pathlib import Path
 import torch
 
 import dinolab
+from dinolab.checkpoint import Checkpoint
 from dinolab.interop import export_model
 from dinolab.interop.official import official_state_dict
 from dinolab.models import build_model
+from dinolab.runfiles import RunDir
 from dinolab.train.builders import build_method
-from dinolab.checkpoint import Checkpoint
 from dinolab.train.config import build_config
 from dinolab.train.trainer import run_training
 
@@ -48,7 +49,7 @@ def test_rope_run_resumes_bit_identically_and_exports_dinov3(tiny, image_list, t
     run_training(rope_config(tiny, image_list, tmp_path / "whole", "max_steps=4"))
     run_training(rope_config(tiny, image_list, tmp_path / "split", "max_steps=2"))
     run_training(rope_config(tiny, image_list, tmp_path / "split", "max_steps=4"), resume=True)
-    whole, split = (flat(Checkpoint.load(tmp_path / run / "checkpoint.pt").method)
+    whole, split = (flat(Checkpoint.load(RunDir(tmp_path / run).checkpoint).method)
                     for run in ("whole", "split"))  # fmt: skip
     assert whole.keys() == split.keys()  # student and EMA teacher, RoPE periods included
     assert "student.backbone.rope_embed.periods" in whole

@@ -16,6 +16,12 @@ distinct photos at cosine 0.98-0.99, where 0.9 chains the whole pool into one gr
 4. Threshold: the lowest t with FP(t) < max(`max_false_merge` x the distinct images, 0.5) (so
    the highest recall of the copies at that false-merge rate), then moved to the middle of the
    empty gap between the highest negative below it and the lowest copy at or above it.
+5. Fallback: a weak model puts distinct neighbours as close as copies, so negatives just above
+   the copy level may be distinct too. When the histograms overlap (at least the allowed false
+   merges among the distinct negatives are at or above the least similar mild copy), only
+   negatives from the mild copies' median up count as duplicates and the threshold goes above
+   every other negative: every sampled distinct image is kept, at the cost of recall;
+   `Calibration.fallback` says so.
 
 The model cannot separate copies from distinct images when over `max_duplicate_share` of the
 sample sits as close to a neighbour as a re-encoded copy does (a pool of mostly duplicates is
@@ -35,6 +41,7 @@ import numpy as np
 
 MILD_EDITS = ("jpeg", "resize")
 MILD_QUANTILE = 0.02
+SURE_QUANTILE = 0.5  # mild copies above their median: duplicates even for a weak model
 DEFAULT_SAMPLE = 100
 MIN_SAMPLE = 8
 MAX_FALSE_MERGE = 0.01
@@ -58,7 +65,8 @@ class Calibration:
     edit); `false_merges`: expected distinct sampled images at or above it (FP above);
     `precision`: pairwise, copies found / (copies found + false merges); `duplicate_share`: the
     estimated share p of sampled images that have a real duplicate in the searched set; `gap`:
-    (highest negative below, lowest copy at or above the threshold)."""
+    (highest negative below, lowest copy at or above the threshold); `fallback`: None, or the
+    sentence saying the threshold was raised above every sampled image's neighbour (step 5)."""
 
     threshold: float | None
     separable: bool
@@ -71,6 +79,7 @@ class Calibration:
     false_merges: float
     recall_per_edit: dict[str, float] = field(default_factory=dict)
     gap: tuple[float, float] | None = None
+    fallback: str | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -115,14 +124,26 @@ def choose_threshold(
         return Calibration(None, False, reason, duplicate_share=0.0, recall=0.0,
                            precision=0.0, false_merges=0.0, **base)  # fmt: skip
     mild = pos[np.isin(edits, MILD_EDITS)]
-    copy_level = float(np.quantile(mild if len(mild) else pos, MILD_QUANTILE))
+    reference = mild if len(mild) else pos
+    copy_level = float(np.quantile(reference, MILD_QUANTILE))
+    sure_level = float(np.quantile(reference, SURE_QUANTILE))
     share = float(np.mean(neg >= copy_level))
     distinct = np.sort(neg[neg < copy_level])
+    allowed = max(max_false_merge * len(distinct), 0.5)
+    fallback = None
+    ambiguous = np.any((neg >= copy_level) & (neg < sure_level))
+    if ambiguous and np.sum(distinct >= reference.min()) >= allowed:  # the histograms overlap
+        distinct, allowed = np.sort(neg[neg < sure_level]), 0.5
+        fallback = (
+            "fallback: distinct nearest neighbours crowd up to the copies' similarities, so "
+            "the threshold is above every sampled image's nearest neighbour (every sampled "
+            "distinct image kept; fewer copies found)"
+        )
     top = max(float(pos.max()), float(neg.max()))
     cands = np.unique(np.concatenate([pos, neg, [np.nextafter(np.float32(top), np.float32(2))]]))
-    # distinct images at or above t (negatives from the copy level up count as duplicates)
+    # distinct images at or above t (negatives from the copy level, or in the fallback from
+    # the mild copies' median, up count as duplicates)
     fp = len(distinct) * _share_at_or_above(distinct, cands)
-    allowed = max(max_false_merge * len(distinct), 0.5)
     first = int(np.flatnonzero(fp < allowed)[0])
     t_lo = cands[first]
     below, above = neg[neg < t_lo], pos[pos >= t_lo]
@@ -139,7 +160,8 @@ def choose_threshold(
     per_edit = {e: float(found[edits == e].mean()) for e in sorted(set(edits.tolist()))}
     result = Calibration(
         float(thr), True, None, duplicate_share=share, recall=recall, precision=precision,
-        false_merges=false_merges, recall_per_edit=per_edit, gap=(lo, hi), **base,
+        false_merges=false_merges, recall_per_edit=per_edit, gap=(lo, hi), fallback=fallback,
+        **base,
     )  # fmt: skip
     if share > max_duplicate_share:
         result.reason = (
@@ -151,8 +173,13 @@ def choose_threshold(
     elif recall < min_recall:
         result.reason = (
             f"cannot calibrate {what}: the similarities of edited copies and of distinct "
-            f"nearest neighbours overlap; with at most {max_false_merge:.0%} of distinct "
-            f"images merged only {recall:.0%} of the copies are found ("
+            f"nearest neighbours overlap; with "
+            + (
+                "a threshold above every sampled image's nearest neighbour"
+                if fallback
+                else f"at most {max_false_merge:.0%} of distinct images merged"
+            )
+            + f" only {recall:.0%} of the copies are found ("
             + ", ".join(f"{e} {v:.0%}" for e, v in per_edit.items())
             + "); deduplicating would merge distinct images or find nothing. "
             + FIXES

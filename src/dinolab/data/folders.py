@@ -372,6 +372,21 @@ class ImageDataset(torch.utils.data.Dataset):
             f"images (the reasons are {self._where_listed()})"
         )
 
+    def check_readable(self) -> None:
+        """Raise UnreadableImageError when no file decodes (a folder of broken downloads),
+        without writing the skip log: callers check this before blaming the image count."""
+        first: Exception | None = None
+        for i in range(len(self.paths)):
+            try:
+                self._decode(i)
+                return
+            except Exception as err:  # Pillow raises many types for bad files
+                first = first or err
+        raise UnreadableImageError(
+            f"none of the {len(self.paths)} images of {self.source} could be read; check that "
+            f"they are images (e.g. {self.paths[0]}: {type(first).__name__}: {first})"
+        )
+
     def _where_listed(self) -> str:
         return f"listed in {self.skip_log}" if self.skip_log_kept else "listed by .skipped"
 

@@ -154,6 +154,12 @@ def compute_features(model: nn.Module, images: torch.Tensor, kind: str = "cls") 
     return avg if kind == "avgpool" else torch.cat([out["x_norm_clstoken"], avg], dim=-1)
 
 
+def cls_half(features: torch.Tensor) -> torch.Tensor:
+    """[CLS] alone out of "cls+avgpool" features (its first half, `compute_features`' order),
+    so a read-out on the concatenation can report [CLS] beside it without a second pass."""
+    return features[:, : features.shape[1] // 2]
+
+
 def input_multiple(model: nn.Module) -> int:
     """Image sides a model takes are multiples of this: a ViT's patch size, 1 for a ResNet."""
     return int(getattr(model, "input_multiple", as_backbone(model).patch_size))

@@ -19,7 +19,7 @@ from torch import nn
 
 from dinolab.device import resolve_device
 from dinolab.eval.classification import labelled_features
-from dinolab.eval.features import FeatureOptions
+from dinolab.eval.features import FeatureOptions, cls_half
 from dinolab.io import atomic_write_text
 
 KNN_PROTOCOL = "dino-weighted-knn"
@@ -48,6 +48,8 @@ class KNNResult:
     backend: str
     protocol: str = KNN_PROTOCOL
     extra: dict = field(default_factory=dict)
+    # features "cls+avgpool": the same k-NN on their [CLS] half, reported beside them
+    cls_alone: KNNResult | None = None
 
     def row(self, k: int) -> KNNRow:
         """The row for a requested k."""
@@ -79,6 +81,10 @@ def format_knn_table(result: KNNResult) -> str:
         if r.k_used != r.k:
             note = f"  (clamped to {r.k_used}: train set has {result.num_train})"
         lines.append(f"{r.k:>6}  {r.top1:7.2f}  {top5}{note}")
+    if result.cls_alone is not None:
+        kind = result.extra.get("kind", "the features")
+        lines += [f"the same on [CLS] alone (the first half of {kind}):"]
+        lines += format_knn_table(result.cls_alone).splitlines()[1:]
     return "\n".join(lines)
 
 
@@ -165,20 +171,26 @@ def run_knn(
     out_json: str | os.PathLike | None = None,
 ) -> KNNResult:
     """`dinolab knn`: features of both folders (computed as `options` say, default
-    `FeatureOptions()`, through the feature cache), then the DINO weighted k-NN. Writes
-    `out_json` when given."""
+    `FeatureOptions()`, through the feature cache), then the DINO weighted k-NN; for kind
+    "cls+avgpool" also on [CLS] alone (`cls_alone`). Writes `out_json` when given."""
     f = labelled_features(model, train, val, options, cache_dir=cache_dir, progress=progress)
-    result = knn_classify(
-        f.train,
-        f.train_labels,
-        f.val,
-        f.val_labels,
-        ks=ks,
-        temperature=temperature,
-        num_classes=len(f.classes),
-        backend=backend,
-        device=resolve_device(options.device),
-    )
+
+    def classify(train_feats: torch.Tensor, val_feats: torch.Tensor) -> KNNResult:
+        return knn_classify(
+            train_feats,
+            f.train_labels,
+            val_feats,
+            f.val_labels,
+            ks=ks,
+            temperature=temperature,
+            num_classes=len(f.classes),
+            backend=backend,
+            device=resolve_device(options.device),
+        )
+
+    result = classify(f.train, f.val)
+    if options.kind == "cls+avgpool":
+        result.cls_alone = classify(cls_half(f.train), cls_half(f.val))
     result.extra = {
         "kind": options.kind,
         "crop_size": f.meta["crop_size"],

@@ -33,6 +33,7 @@ from dinolab.eval.classification import check_labelled_pair, labelled_features, 
 from dinolab.eval.features import (
     FeatureOptions,
     check_crop_size,
+    cls_half,
     input_multiple,
     linear_input,
     load_model,
@@ -60,6 +61,8 @@ class LinearResult:
     num_val: int
     num_classes: int
     details: dict = field(default_factory=dict)
+    # protocol fast on "cls+avgpool": the same probe on their [CLS] half, reported beside them
+    cls_alone: LinearResult | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,15 +71,19 @@ class LinearResult:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def table(self) -> str:
-        return format_linear_table([self])
+        return format_linear_table([self] + ([self.cls_alone] if self.cls_alone else []))
 
 
 def format_linear_table(results: Sequence[LinearResult]) -> str:
-    """One line per result: protocol, chosen lr, top-1, top-5."""
-    lines = [f"{'protocol':<12}  {'lr':>8}  {'epochs':>6}  {'top-1':>7}  {'top-5':>7}"]
+    """One line per result: protocol, features, chosen lr, top-1, top-5."""
+    columns = f"{'lr':>8}  {'epochs':>6}  {'top-1':>7}  {'top-5':>7}"
+    lines = [f"{'protocol':<12}  {'features':<11}  {columns}"]
     for r in results:
         top5 = f"{r.top5:7.2f}" if r.top5 is not None else f"{'-':>7}"
-        lines.append(f"{r.protocol:<12}  {r.lr:8.2g}  {r.epochs:>6}  {r.top1:7.2f}  {top5}")
+        kind = r.details.get("kind", "-")
+        lines.append(
+            f"{r.protocol:<12}  {kind:<11}  {r.lr:8.2g}  {r.epochs:>6}  {r.top1:7.2f}  {top5}"
+        )
     return "\n".join(lines)
 
 
@@ -465,22 +472,30 @@ def run_linear(
 ) -> LinearResult:
     """`dinolab linear`: protocol "fast" (cached features, lr grid `lrs`, batch 256 by default)
     or "dino" (images, one `lr`, batch 128 by default) on the features `options` describe
-    (default: "last4"). `batch_size` is the probe's. Writes `out_json` when given."""
+    (default: "last4"); protocol fast on "cls+avgpool" also probes [CLS] alone (`cls_alone`).
+    `batch_size` is the probe's. Writes `out_json` when given."""
     if protocol == "fast":
         f = labelled_features(model, train, val, options, cache_dir=cache_dir, progress=progress)
-        result = linear_probe(
-            f.train,
-            f.train_labels,
-            f.val,
-            f.val_labels,
-            lrs=lrs,
-            epochs=epochs,
-            batch_size=batch_size or 256,
-            num_classes=len(f.classes),
-            seed=seed,
-            device=resolve_device(options.device),
-        )
-        result.details.update(kind=options.kind, crop_size=f.meta["crop_size"])
+
+        def probe(train_feats: torch.Tensor, val_feats: torch.Tensor, kind: str) -> LinearResult:
+            probed = linear_probe(
+                train_feats,
+                f.train_labels,
+                val_feats,
+                f.val_labels,
+                lrs=lrs,
+                epochs=epochs,
+                batch_size=batch_size or 256,
+                num_classes=len(f.classes),
+                seed=seed,
+                device=resolve_device(options.device),
+            )
+            probed.details.update(kind=kind, crop_size=f.meta["crop_size"])
+            return probed
+
+        result = probe(f.train, f.val, options.kind)
+        if options.kind == "cls+avgpool":
+            result.cls_alone = probe(cls_half(f.train), cls_half(f.val), "cls")
     elif protocol == "dino":
         result = linear_probe_images(
             model,

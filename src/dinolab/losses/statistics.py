@@ -36,7 +36,9 @@ def collapse_stats(teacher_probs: Tensor, loss: float | Tensor | None = None) ->
 
     With the DINO loss of the same step, also kl_teacher_student = loss - teacher entropy: each
     teacher view enters the same number of pairs, so this is exactly the pair-averaged
-    KL(teacher || student).
+    KL(teacher || student); and dino_loss_gap_frac = (ln K - loss) / ln K, how far the loss has
+    come down from ln K (0: where a student that outputs uniform probabilities sits, whatever
+    the teacher; 1: a loss of 0).
     """
     probs = teacher_probs.detach().float()
     log_k = math.log(probs.shape[-1])
@@ -55,4 +57,5 @@ def collapse_stats(teacher_probs: Tensor, loss: float | Tensor | None = None) ->
     if loss is not None:
         loss = loss.detach() if isinstance(loss, torch.Tensor) else loss
         stats["kl_teacher_student"] = float(loss) - h_sample
+        stats["dino_loss_gap_frac"] = (log_k - float(loss)) / log_k
     return stats

@@ -60,6 +60,7 @@ def fit_steps(
     probe.log_every = 1
     probe.checkpoint_every = CALIBRATION_STEPS * 1000
     probe.eval.knn_val = probe.eval.knn_train = None  # the probe times training steps only
+    probe.log.tensorboard, probe.log.wandb, probe.log.mlflow = False, None, None  # nor tracked
     step_s = time_steps(probe)
     spent = clock() - start
     steps = steps_for_budget(minutes * 60, step_s, spent)

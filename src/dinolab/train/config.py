@@ -170,6 +170,15 @@ class EvalConfig:
 
 
 @dataclass
+class LogConfig:
+    """Experiment trackers beside log.jsonl (dinolab.train.loggers), each an optional extra."""
+
+    tensorboard: bool = False  # event files in RUN_DIR/tensorboard
+    wandb: str | None = None  # a W&B project
+    mlflow: str | None = None  # an MLflow tracking URI
+
+
+@dataclass
 class TrainConfig:
     """The keys every run has; `config_schema` adds the registered methods' sections."""
 
@@ -188,6 +197,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 def config_schema() -> type:
@@ -341,7 +351,11 @@ def build_config(
             f"unknown config key {err.full_key!r}. {_known_keys_hint(err.full_key)}"
         ) from None
     except OmegaConfBaseException as err:
-        raise ConfigError(f"bad value for config key {err.full_key!r}: {err.msg}") from None
+        problem = str(err.msg).splitlines()[0]  # the lines below it are OmegaConf's internals
+        raise ConfigError(
+            f"bad value for config key {err.full_key!r}: {problem}; `dinolab config show` "
+            "prints every key with a valid value"
+        ) from None
     assert isinstance(cfg, DictConfig)  # mappings merged onto the structured config
     if base is None:  # a new run; a saved config already holds the weights' architecture
         _adopt_weights_architecture(cfg, {item.split("=", 1)[0] for item in dotlist})

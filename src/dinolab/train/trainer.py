@@ -37,6 +37,7 @@ from dinolab.train.budget import fit_steps, step_seconds_from_log
 from dinolab.train.builders import build_data, build_evaluator, build_method, time_highres_phase
 from dinolab.train.checkpoint import load_method_state, method_state, rng_state, set_rng_state
 from dinolab.train.config import save_config
+from dinolab.train.loggers import Trackers
 from dinolab.train.monitor import CollapseMonitor
 from dinolab.train.optim import build_optimizer
 from dinolab.train.param_groups import apply_optim_schedules, param_groups
@@ -130,6 +131,7 @@ class Trainer:
         self.batch_per_rank = batch // self.env.world_size
         self.iters_per_epoch = len(dataset) // batch
         if self.iters_per_epoch == 0:
+            dataset.check_readable()  # "none could be read" when that is why
             raise ValueError(
                 f"the dataset has {len(dataset)} images, fewer than one batch "
                 f"(optim.batch_size={batch}); lower optim.batch_size or add images"
@@ -156,8 +158,9 @@ class Trainer:
         self.optimizer = build_optimizer(cfg.optim.optimizer, groups)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.schedules = schedules.build_run_schedules(cfg, self.iters_per_epoch)
-        self.monitor = CollapseMonitor()
+        self.monitor = CollapseMonitor(run_steps=self.total_iters, log_every=cfg.log_every)
         self.evaluator = build_evaluator(cfg) if self.env.is_main else None
+        self.trackers = Trackers(cfg, self.run_dir) if self.env.is_main else None
         self._last_score: float | None = None  # the evaluator's headline, for the bar
         self.step = 0
         self.checkpoint_step: int | None = None  # the step of the checkpoint in run_dir, if any
@@ -354,7 +357,7 @@ class Trainer:
         if teacher_probs is not None:
             loss_key = self.method.monitored_loss
             loss = record.get(loss_key) if loss_key is not None else None
-            stats, warning = self.monitor.step(teacher_probs, loss)
+            stats, warning = self.monitor.step(teacher_probs, loss, self.step)
         teacher = {
             "momentum": float(s.momentum[it]),
             "teacher_temp": float(s.teacher_temp[it]),
@@ -377,6 +380,8 @@ class Trainer:
         if self.env.is_main:
             with open(self.files.log, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            assert self.trackers is not None  # rank 0 has them
+            self.trackers.log(record, self.method.trained_backbone, self.step >= self.stop_step)
             shown = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}"}
             if self.method.has_teacher:
                 shown["t_temp"] = f"{record['teacher_temp']:.3f}"

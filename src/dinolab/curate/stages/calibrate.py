@@ -156,4 +156,5 @@ def describe_threshold(value: float, asked: float | str, calib: dict | None, nam
     return (
         f"{value:.6g} (auto, from {rec['sample_size']} sampled images: recall {rec['recall']:.2f}"
         f" of their edited copies [{edits}], precision {rec['precision']:.3f})"
+        + (f"; {rec['fallback']}" if rec.get("fallback") else "")
     )

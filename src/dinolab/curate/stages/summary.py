@@ -26,8 +26,12 @@ def summary_stage(opts: CurationOptions, stages: StageCache, retrieve_key: str) 
     records = [json.loads(line) for line in (out / "curation.jsonl").read_text().splitlines()]
     dedup_rec, retrieve_rec = stages.record("dedup"), stages.record("retrieve")
     counts = _counts(out, d, records, opts.protect_names)
+    pool_meta = json.loads((out / "embeddings" / "pool.meta.json").read_text())
     summary: dict[str, Any] = {
         "counts": counts,
+        "features": {  # what the embeddings were computed at
+            k: pool_meta.get(k) for k in ("kind", "crop_size", "resize_size", "precision")
+        },
         "dedup": dedup_rec["params"] if dedup_rec else None,
         "retrieve": retrieve_rec["params"] if retrieve_rec else None,
         "stage_seconds": {s: (stages.record(s) or {}).get("seconds") for s in STAGES[:3]},
