@@ -60,11 +60,7 @@ RESUME_REFUSED = (
 # new run starts from (a resumed run takes every weight from its checkpoint): still exact.
 RESUME_EXACT = (
     "max_steps", "log_every", "checkpoint_every", "data.num_workers", "data.on_error", "eval.",
-<<<<<<< HEAD
-    "preset", "finetune.val", "model.pretrained", "teacher.model", "gram.teacher",
-=======
-    "preset", "finetune.val", "model.pretrained", "teacher.model", "log.",
->>>>>>> main
+    "preset", "finetune.val", "model.pretrained", "teacher.model", "gram.teacher", "log.",
 )  # fmt: skip
 # The run's length: the lr, weight decay, momentum and temperature schedules are recomputed for
 # it, from the step reached on (training longer than planned).
