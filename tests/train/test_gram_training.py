@@ -56,8 +56,15 @@ def test_schedule_takes_then_refreshes_at_most_max_times() -> None:
 def test_gram_loss_is_the_hand_computed_one_on_a_known_input(tiny) -> None:
     """gram_loss = MSE between the cosine-similarity matrices of the student's patch tokens and
     of the Gram teacher's, computed at twice the crop size and resized (bicubic) to 4 x 4."""
-    cfg = build_config([*tiny, *GRAM, "gram.start_step=2", "dinov2.koleo_loss_weight=0",
-                        "dinov2.ibot_loss_weight=0"])  # fmt: skip  (no masks: a known input)
+    cfg = build_config(
+        [
+            *tiny,
+            *GRAM,
+            "gram.start_step=2",
+            "dinov2.koleo_loss_weight=0",
+            "dinov2.ibot_loss_weight=0",
+        ]
+    )  # fmt: skip  (no masks: a known input)
     torch.manual_seed(0)
     method = build_method(cfg).train()
     crops = {"global_crops": torch.randn(4, 3, 32, 32), "local_crops": torch.randn(4, 3, 16, 16)}
@@ -118,7 +125,9 @@ def test_a_checkpoint_without_gram_resumes_with_gram_turned_on(tiny, image_list,
     plain = [*tiny, "method=dinov2", "model.depth=2", f"data.path={image_list}",
              f"out={tmp_path}"]  # fmt: skip
     run_training(build_config([*plain, "max_steps=2"]))
-    assert not any(k.startswith("gram.") for k in Checkpoint.load(tmp_path / "checkpoint.pt").method)
+    assert not any(
+        k.startswith("gram.") for k in Checkpoint.load(tmp_path / "checkpoint.pt").method
+    )
     on = build_config([*plain, "max_steps=3", "gram.enabled=true", "gram.start_step=0"])
     run_training(on, resume=True)
     assert sorted(logged(tmp_path, "gram_loss")) == [3]

@@ -298,7 +298,7 @@ class DINOv2(StudentTeacher):
         """
         global_crops = batch["global_crops"]
         local_crops = batch.get("local_crops")
-        gram_on = self.gram is not None and self.gram.begin_step(ctx, self.teacher.backbone)
+        gram_on = self.gram is not None and self.gram.begin_step(ctx, self.trained_backbone)
         masks = mask_indices = student_masks = None
         if self.do_ibot:
             masks, hidden = self.ibot_masks(global_crops, ctx.step)

@@ -145,6 +145,8 @@ class GramAnchor(nn.Module):
     loss. `taken_at` is the step before which its weights were last copied from the EMA
     teacher (-1: never; the `gram.teacher` model's own weights, or not taken yet)."""
 
+    taken_at: Tensor
+
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__()
         g = cfg.gram
