@@ -68,6 +68,9 @@ class ModelConfig:
     # (heads start fresh) or a run's checkpoint.pt (heads too). A new run takes the model.*
     # architecture keys (from a checkpoint, head.* too) from it.
     pretrained: str | None = None
+    # torch.compile each transformer block of the student and the teacher (models/layers.py:
+    # compile_blocks); the first steps pay the compile time (see benchmarks/README).
+    compile: bool = False
 
 
 @dataclass
@@ -416,6 +419,7 @@ def validate(cfg: DictConfig) -> None:
     if spec.check is not None:
         spec.check(cfg)
     _validate_hybrid(cfg)
+    _validate_compile(cfg.model)
     _validate_crop_sizes(cfg, spec.views)
     _validate_highres(cfg)
     for section in config_sections():
@@ -495,6 +499,14 @@ def _validate_hybrid(cfg: DictConfig) -> None:
             trunk_stages(cfg.model.patch_size, cfg.model.stem)
         except ValueError as err:
             raise ConfigError(f"model.patch_size={cfg.model.patch_size}: {err}") from None
+
+
+def _validate_compile(m: DictConfig) -> None:
+    if m.compile and not m.arch.startswith("vit"):
+        raise ConfigError(
+            f"model.compile=true compiles transformer blocks, which model.arch={m.arch} does "
+            "not have: use a ViT (e.g. model.arch=vit_small), or model.compile=false"
+        )
 
 
 def _validate_colour(c: DictConfig) -> None:

@@ -31,6 +31,7 @@ from dinolab.device import autocast, peak_memory_mb, resolve_device, resolve_pre
 from dinolab.distributed import DistEnv, barrier, init_distributed
 from dinolab.hub import export_backbone
 from dinolab.methods import TEACHER_PROBS, Method
+from dinolab.models.layers import compile_blocks
 from dinolab.runfiles import RunDir
 from dinolab.train import schedules
 from dinolab.train.budget import ProbeTimes, fit_steps, probe_times_from_log, process_age_s
@@ -141,6 +142,8 @@ class Trainer:
         if self.env.enabled:
             method = sync_batchnorms(method, self.device)
         self.method = method.to(self.device)
+        if cfg.model.compile:
+            compile_blocks(self.method)
         self.student = self.method.student
         # What a step calls: the method itself, or (torchrun) the Trainer's own DDP wrapper of
         # it, which averages the student's gradients (the teacher has none).
