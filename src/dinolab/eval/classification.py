@@ -62,6 +62,15 @@ class LabelledFeatures(NamedTuple):
     classes: list[str]
     meta: dict  # the train features' (kind, crop, precision...)
 
+    def facts(self, model: nn.Module | str | os.PathLike) -> dict[str, Any]:
+        """What a result file records of how its features were made."""
+        return {
+            "kind": self.meta["kind"],
+            "crop_size": self.meta["crop_size"],
+            "precision": self.meta["precision"],
+            "model": "<module>" if isinstance(model, nn.Module) else str(model),
+        }
+
 
 def labelled_features(
     model: nn.Module | str | os.PathLike,

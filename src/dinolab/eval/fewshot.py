@@ -192,12 +192,7 @@ def run_fewshot(
         f.train, f.train_labels, f.val, f.val_labels, len(f.classes), shots=shots,
         draws=draws, l2=l2, device=resolve_device(options.device), class_names=f.classes,
     )  # fmt: skip
-    result.extra = {
-        "kind": options.kind,
-        "crop_size": f.meta["crop_size"],
-        "precision": f.meta["precision"],
-        "model": "<module>" if isinstance(model, nn.Module) else str(model),
-    }
+    result.extra = f.facts(model)
     if out_json is not None:
         result.save_json(out_json)
     return result

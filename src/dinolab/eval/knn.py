@@ -184,12 +184,7 @@ def run_knn(
     result = classify(f.train, f.val)
     if options.kind == "cls+avgpool":
         result.cls_alone = classify(cls_half(f.train), cls_half(f.val))
-    result.extra = {
-        "kind": options.kind,
-        "crop_size": f.meta["crop_size"],
-        "precision": f.meta["precision"],
-        "model": "<module>" if isinstance(model, nn.Module) else str(model),
-    }
+    result.extra = f.facts(model)
     if out_json is not None:
         result.save_json(out_json)
     return result
