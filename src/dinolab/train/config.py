@@ -117,9 +117,9 @@ class DataConfig:
     # (each image decoded once into a cache, the flips and colour ops done on a whole batch of
     # crops with torch: several times less CPU per image at small crops, see
     # benchmarks/README.md), "auto" ("tensor" when the global crops are small, see
-    # train/builders.py: data_pipeline). The default stays "pil" until a learning A/B shows the
-    # tensor path trains as well: every quality number so far was measured with "pil", and with
-    # "tensor" the 52-step tiny run of tests/train/test_training.py's loss check did not fall.
+    # train/builders.py: data_pipeline). The default is "pil": in the learning A/B of
+    # benchmarks/README.md ("The data pipeline") "tensor" scored 1.5 points lower on two seeds
+    # at the same speed.
     pipeline: str = "pil"
     # The tensor pipeline's decode cache: its directory (null: ~/.cache/dinolab/decoded, shared
     # by runs) and the shorter side images are kept at (null: the smallest at which no crop of
