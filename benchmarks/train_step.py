@@ -4,12 +4,16 @@ how close to the machine's matmul ceilings, and where the time goes.
     .venv/bin/python benchmarks/train_step.py                 # the 4 small presets, own precision
     .venv/bin/python benchmarks/train_step.py --precisions fp32,bf16
     .venv/bin/python benchmarks/train_step.py --cases vit_small16 --device cuda  # a GPU
+    .venv/bin/python benchmarks/train_step.py --cases imagenette_cpu --vs model.compile=true
 
 Cases: the presets `demo` (synthetic shapes), `imagenette_cpu`, `imagenette_cpu_dino` and
 `imagenette_cpu_resnet` (real Imagenette images), each at its own batch, multi-crop, masks,
 collate and `data.num_workers`; `vit_small16` is DINO's ViT-S/16 step (2 x 224 + 10 x 96 crops,
 batch 64, random pixels, no loader). Each case runs in its own process (its peak memory is its
 own). Steps are timed after warm-up (the loader's worker start), the median is reported.
+`--vs KEY=VALUE` instead times each case with and without that override in turn, `--rounds`
+pairs, and prints the ratio of each pair's s/step: pairing keeps the ratio meaningful on a
+machine whose load drifts.
 - s/step: the wall time from asking the loader for a batch to the end of the step, so data
   wait is included; `wait` is the part spent waiting for the loader.
 - GFLOP/img: counted with `torch.utils.flop_counter` over one whole step (models/flops.py):
@@ -182,6 +186,35 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
     }
 
 
+def _child(args: argparse.Namespace, name: str, precision: str, overrides: list[str]) -> dict:
+    """One case timed in a process of its own (its peak memory is its own)."""
+    cmd = [sys.executable, __file__, "--case", name, "--precision", precision,
+           "--device", args.device, "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--set", *overrides]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def compare(args: argparse.Namespace) -> None:
+    """`--vs`: each case without and with the override, in turn, and the paired ratios."""
+    print(
+        f"| case | prec | s/step without / with {args.vs}, per pair | speed-up, per pair | median |"
+    )
+    print("|---|---|---|---|---|")
+    for name in args.cases.split(","):
+        for precision in args.precisions.split(","):
+            pairs = [
+                (_child(args, name, precision, args.set)["s_per_step"],
+                 _child(args, name, precision, [*args.set, args.vs])["s_per_step"])
+                for _ in range(args.rounds)
+            ]  # fmt: skip
+            ratios = [base / variant for base, variant in pairs]
+            times = ", ".join(f"{b:.3f} / {v:.3f}" for b, v in pairs)
+            print(f"| {name} | {precision} | {times} | "
+                  + ", ".join(f"{r:.2f}x" for r in ratios)
+                  + f" | **{statistics.median(ratios):.2f}x** |", flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -192,6 +225,8 @@ def main() -> None:
     parser.add_argument(
         "--set", nargs="*", default=[], help="config overrides for every case (key=value)"
     )
+    parser.add_argument("--vs", help="KEY=VALUE: time each case with and without it, in pairs")
+    parser.add_argument("--rounds", type=int, default=3, help="pairs for --vs (default 3)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--precision", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -204,14 +239,14 @@ def main() -> None:
         p: {n: matmul_tflops(dtype, device, n) for n in CEILING_SIZES}
         for p, dtype in DTYPES.items()
     }
-    rows = []
-    for name in args.cases.split(","):
-        for precision in args.precisions.split(","):
-            cmd = [sys.executable, __file__, "--case", name, "--precision", precision,
-                   "--device", args.device, "--steps", str(args.steps),
-                   "--warmup", str(args.warmup), "--set", *args.set]  # fmt: skip
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
+    if args.vs:
+        compare(args)
+        return
+    rows = [
+        _child(args, name, precision, args.set)
+        for name in args.cases.split(",")
+        for precision in args.precisions.split(",")
+    ]
 
     best = {p: max(by_n.values()) for p, by_n in ceilings.items()}
     print(
