@@ -119,8 +119,17 @@ def index_shards(
     wds = _webdataset()
     urls = wds.shardlists.expand_urls(spec)
     cache = Path(cache_dir or default_index_dir())
-    shards = [_local_shard(url, cache, spec) for url in urls]
-    rows = [_shard_rows(p, extensions, cache) for p in tqdm(shards, desc="index", unit="shard")]
+    missing = [u for u in urls if _is_local(u) and not _local_path(u).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(urls)} shards of {spec} do not exist (first: "
+            f"{missing[0]}); check the brace range, e.g. DIR/shard-{{000000..000009}}.tar for "
+            "ten shards"
+        )
+    shards = [_local_shard(url, cache) for url in urls]
+    rows = [
+        _shard_rows(p, extensions, cache) for p in tqdm(shards, "index", unit="shard", leave=False)
+    ]
     names, labels, shard, offset, size = [], [], [], [], []
     for s, (path, shard_rows) in enumerate(zip(shards, rows, strict=True)):
         for key, ext, start, length, label in shard_rows:
@@ -151,17 +160,15 @@ def _is_local(url: str) -> bool:
     return url.startswith("file://") or ("://" not in url and not url.startswith("pipe:"))
 
 
-def _local_shard(url: str, cache: Path, spec: str) -> Path:
+def _local_path(url: str) -> Path:
+    return Path(url.removeprefix("file://")).expanduser().absolute()
+
+
+def _local_shard(url: str, cache: Path) -> Path:
     """A local path of the shard at ``url``: the file itself, or a copy in the cache (made
     once, through webdataset's ``gopen``, which knows the URL schemes)."""
     if _is_local(url):
-        path = Path(url.removeprefix("file://")).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"shard {path} does not exist (from --data {spec}); check the brace range, "
-                "e.g. DIR/shard-{000000..000009}.tar for ten shards"
-            )
-        return path.absolute()
+        return _local_path(url)
     copy = cache / "copies" / f"{hashlib.sha256(url.encode()).hexdigest()[:24]}.tar"
     if not copy.is_file():
         copy.parent.mkdir(parents=True, exist_ok=True)
@@ -218,7 +225,7 @@ def _classes(first_url: str, labels: list[int]) -> list[str]:
     names; none for unlabeled shards."""
     if all(y < 0 for y in labels):
         return []
-    sidecar = Path(first_url.removeprefix("file://")).expanduser().parent / CLASSES_FILE
+    sidecar = _local_path(first_url).parent / CLASSES_FILE
     if _is_local(first_url) and sidecar.is_file():
         classes = json.loads(sidecar.read_text(encoding="utf-8"))["classes"]
         if max(labels) < len(classes):
