@@ -142,3 +142,13 @@ def test_without_webdataset_the_error_names_the_extra(folder, tmp_path):
         "dinolab shards: error: WebDataset shards need the webdataset package: "
         "pip install 'dinolab[shards]'"
     ]
+
+
+def test_shards_behind_a_url_scheme_are_copied_once_then_read(folder, tmp_path):
+    spec = _write(folder, tmp_path / "shards")
+    local = ImageDataset(spec)
+    piped = ImageDataset(f"pipe:cat {spec}")  # webdataset's gopen runs the command per shard
+    assert len(piped.shards.shards) == len(local.shards.shards)
+    assert all(p.parent.name == "copies" for p in piped.shards.shards)  # in the cache
+    assert piped.labels == local.labels and len(piped) == 24
+    assert [piped.stored_bytes(i) for i in range(24)] == [local.stored_bytes(i) for i in range(24)]

@@ -233,6 +233,14 @@ def _classes(first_url: str, labels: list[int]) -> list[str]:
     return [str(i) for i in range(max(labels) + 1)]
 
 
+def member_stamp(name: str | os.PathLike) -> str | None:
+    """The size/mtime stamp (`file_stamp`) of the shard a sample name (SHARD.tar/KEY.EXT) lies
+    in, or None when ``name`` is no such name: what tells a feature cache the shard changed."""
+    text = str(name)
+    end = text.find(".tar/")
+    return file_stamp(text[: end + 4]) if end >= 0 else None
+
+
 # --- writing -----------------------------------------------------------------------------
 
 
