@@ -92,3 +92,20 @@ def test_auto_pipeline_reads_shards_through_pil(tiny, shards, tmp_path):
     tensor = build_config([*tiny, f"data.path={shards}", "data.pipeline=tensor", f"out={tmp_path}"])
     with pytest.raises(ValueError, match="data.pipeline=pil"):
         build_data(tensor, tmp_path)
+
+
+def test_two_gloo_ranks_on_shards_train_as_one_process_on_the_folder(
+    tiny, image_list, shards, tmp_path, torchrun
+):
+    """Each rank reads its half of every global batch from the shards (the sampler's split of
+    the epoch's permutation): the run is the one-process run on the same images as files."""
+    steps = 3
+    runs = {}
+    for name, data, nproc in (("folder", image_list, 1), ("shards", shards, 2)):
+        run_dir = tmp_path / name
+        torchrun(["-m", "dinolab", "train", "--data", data, "--out", run_dir, *tiny,
+                  f"max_steps={steps}"], nproc=nproc)  # fmt: skip
+        runs[name] = Checkpoint.load(run_dir / "checkpoint.pt")
+    assert runs["folder"].step == runs["shards"].step == steps
+    for key, value in runs["folder"].student.items():
+        torch.testing.assert_close(runs["shards"].student[key], value, atol=2e-5, rtol=1e-4)
