@@ -488,7 +488,9 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
         epilog=_example("dinolab embed runs/photos --data ./photos --out feats.npy"),
     )
     _add_model_and_features(p)
-    p.add_argument("--data", required=True, help="folder of images or a file list")
+    p.add_argument(
+        "--data", required=True, help="folder of images, a file list, or shards 'DIR/s-{0..9}.tar'"
+    )
     p.add_argument("--out", required=True, help="output file: .npy or .npz")
     p.add_argument(
         "--overwrite", action="store_true", help="replace features of another model in --out"
@@ -505,7 +507,7 @@ def _add_shards(sub: argparse._SubParsersAction) -> None:
         "SOURCE has classes; class names in classes.json beside the shards). Needs the extra: "
         "pip install 'dinolab[shards]'.",
         epilog=_example(
-            "dinolab shards ./photos --out shards/shard-%%06d.tar --shard-size 1GB",
+            "dinolab shards ./photos --out shards/shard-%06d.tar --shard-size 1GB",
             "dinolab train --data 'shards/shard-{000000..000009}.tar' preset=vit_small_dino",
         ),
     )
@@ -732,7 +734,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides (preset=NAME too)"
     )
-    p.add_argument("--data", help="folder of images (nested or class-per-folder) or a file list")
+    p.add_argument(
+        "--data",
+        help="folder of images (nested or class-per-folder), a file list, or WebDataset shards "
+        "'DIR/shard-{000000..000099}.tar' (dinolab shards)",
+    )
     p.add_argument(
         "--out", help="run directory: config, checkpoint, logs, exported model (default: runs/dino)"
     )

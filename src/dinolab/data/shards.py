@@ -22,7 +22,8 @@ import os
 import re
 import shutil
 import tarfile
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -93,7 +94,6 @@ class ShardSamples:
     path / the image member's name: what skip logs and feature files list), ``labels`` (-1 when
     unlabeled), ``classes``, and where each image's bytes lie (`read`)."""
 
-    spec: str
     shards: list[Path]
     names: list[Path]
     labels: list[int]
@@ -145,7 +145,6 @@ def index_shards(
             "`dinolab shards SOURCE --out DIR/shard-%06d.tar`"
         )
     return ShardSamples(
-        spec,
         shards,
         names,
         labels,
@@ -215,7 +214,13 @@ def _read_tar_index(path: Path, extensions: tuple[str, ...]) -> list[list]:
             label = -1
             if "cls" in parts:
                 f.seek(parts["cls"][0])
-                label = int(f.read(parts["cls"][1]).decode().strip())
+                text = f.read(parts["cls"][1]).decode(errors="replace").strip()
+                if not text.lstrip("-").isdigit():
+                    raise ValueError(
+                        f"{path}: the label {key}.cls is {text[:20]!r}, not a class index; "
+                        "write shards with integer cls members (dinolab shards does)"
+                    )
+                label = int(text)
             rows.append([key, ext, *parts[ext], label])
     return rows
 
@@ -308,12 +313,11 @@ def write_shards(
     max_bytes: int,
     overwrite: bool = False,
     progress: bool = True,
-    on_skip: Callable[[str, Exception], None] | None = None,
 ) -> WrittenShards:
     """Write ``listing`` into shards named by ``pattern`` (``DIR/shard-%06d.tar``), a new shard
     when one holds ``max_bytes``; class names into ``DIR/classes.json``. Images are copied as
     stored (not decoded: the run that reads them skips those that do not decode); a file that
-    cannot be read is left out and passed to ``on_skip``. Refuses to replace shards already
+    cannot be read is left out, with a warning. Refuses to replace shards already
     there unless ``overwrite`` (which deletes every file the pattern matches first)."""
     wds = _webdataset()
     if not re.search(r"%0?\d*d", pattern) or not pattern.endswith(".tar"):
@@ -345,8 +349,7 @@ def write_shards(
                 data = listing.stored_bytes(i)
             except OSError as err:
                 skipped.append(str(listing.paths[i]))
-                if on_skip is not None:
-                    on_skip(str(listing.paths[i]), err)
+                warnings.warn(f"left out {listing.paths[i]}: {err}", RuntimeWarning, stacklevel=2)
                 continue
             sample = {"__key__": key, _extension(listing.paths[i]): data}
             if listing.labels[i] >= 0:
