@@ -8,7 +8,8 @@ every image
 once in a training epoch's order (a seeded permutation), through `ImageDataset`, as the Trainer
 does: the stored bytes only, and bytes + decode to RGB. "cold" evicts every file and shard from
 this machine's page cache first (fsync, then posix_fadvise DONTNEED: no root needed; a virtual
-machine's host may still cache the disk); "warm" reads again at once. One process, one thread.
+machine's host may still cache the disk); "warm" reads again at once. One process, one thread;
+the CPU columns (this process's CPU time per image) are what to compare on a shared machine.
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ def evict(paths: list[Path]) -> None:
             os.close(fd)
 
 
-def images_per_s(read: Callable[[int], object], order: list[int]) -> float:
-    start = time.perf_counter()
+def timed(read: Callable[[int], object], order: list[int]) -> tuple[float, float]:
+    """(images/s, CPU ms per image) of reading every index of `order`."""
+    wall, cpu = time.perf_counter(), time.process_time()
     for i in order:
         read(i)
-    return len(order) / (time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return len(order) / wall, 1000 * cpu / len(order)
 
 
 def main() -> None:
@@ -69,7 +72,8 @@ def main() -> None:
         megabytes = sum(p.stat().st_size for p in files.paths) / 1e6
         print(f"{len(files)} images ({megabytes:.0f} MB) as files and in {len(written.files)} "
               f"shards of up to {args.shard_size}")  # fmt: skip
-        print(f"{'read':<16} {'cache':<6} {'files img/s':>12} {'shards img/s':>13} {'ratio':>6}")
+        header = "files img/s  shards img/s  ratio  files CPU ms/img  shards CPU ms/img"
+        print(f"{'read':<16} {'cache':<6} {header}")
         for what, read_files, read_shards in (
             ("bytes", files.stored_bytes, shards.stored_bytes),
             ("bytes + decode", files.load, shards.load),
@@ -77,11 +81,12 @@ def main() -> None:
             for cache in ("cold", "warm"):
                 if cache == "cold":
                     evict(files.paths + written.files)
-                f = images_per_s(read_files, order)
+                f, f_cpu = timed(read_files, order)
                 if cache == "cold":
                     evict(files.paths + written.files)
-                s = images_per_s(read_shards, order)
-                print(f"{what:<16} {cache:<6} {f:>12.0f} {s:>13.0f} {s / f:>6.2f}")
+                s, s_cpu = timed(read_shards, order)
+                print(f"{what:<16} {cache:<6} {f:>11.0f} {s:>12.0f} {s / f:>6.2f} "
+                      f"{f_cpu:>16.3f} {s_cpu:>18.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":
