@@ -1,59 +1,67 @@
-"""One training step through dinolab's real Trainer: where the time goes, and how close to the
-machine's ceiling it runs.
+"""Training steps of the small presets through dinolab's real Trainer and DataLoader: how fast,
+how close to the machine's matmul ceilings, and where the time goes.
 
-    .venv/bin/python benchmarks/train_step.py           # the small presets, fp32 and bf16
-    .venv/bin/python benchmarks/train_step.py --quick   # imagenette_cpu in fp32 only
+    .venv/bin/python benchmarks/train_step.py                 # the 4 small presets, own precision
+    .venv/bin/python benchmarks/train_step.py --precisions fp32,bf16
     .venv/bin/python benchmarks/train_step.py --cases vit_small16 --device cuda  # a GPU
 
-Cases: the `imagenette_cpu` and `demo` presets on real Imagenette images (their own multi-crop,
-masks and collate; the demo trains on synthetic shapes, which decode as fast), and
-`vit_small16`: DINO's ViT-S/16 step (2 x 224 + 10 x 96 crops, batch 64, random pixels).
-
-Each case and precision runs in its own process, so its peak memory (max RSS, or CUDA max
-allocated) is its own. Steps are timed after warm-up; the median is reported. The table gives:
-- data: CPU seconds to load and multi-crop one batch in one process (what a DataLoader worker
-  spends per batch, and takes from the training cores on a small machine);
-- the step's phases from the profiler labels of the Trainer and the Methods (student forward,
-  teacher forward, the loss (the rest of the method's forward), backward, optimizer with
-  clipping, teacher EMA), each as a share of the step;
-- MFU: the step's matmul/convolution FLOPs (torch.utils.flop_counter, forward + backward) per
-  second, against this machine's measured matmul ceiling *of the precision used* (bf16 against
-  the bf16 ceiling), both ceilings measured in this run.
+Cases: the presets `demo` (synthetic shapes), `imagenette_cpu`, `imagenette_cpu_dino` and
+`imagenette_cpu_resnet` (real Imagenette images), each at its own batch, multi-crop, masks,
+collate and `data.num_workers`; `vit_small16` is DINO's ViT-S/16 step (2 x 224 + 10 x 96 crops,
+batch 64, random pixels, no loader). Each case runs in its own process (its peak memory is its
+own). Steps are timed after warm-up (the loader's worker start), the median is reported.
+- s/step: the wall time from asking the loader for a batch to the end of the step, so data
+  wait is included; `wait` is the part spent waiting for the loader.
+- GFLOP/img: counted with `torch.utils.flop_counter` over one whole step (models/flops.py):
+  student forward + backward, teacher forward and the heads' matmuls, per image of the batch.
+- fp32 / bf16 ceiling: counted FLOPs per second as a share of the best n x n matmul
+  (n = 1024, 1536, 2048) of that dtype, measured in this run at the same thread count.
+- the phases, each a share of s/step, from the profiler labels of the Trainer and the
+  Methods: student forward (heads excluded), teacher forward (heads excluded), heads (student
+  and teacher, forward), loss (the rest of the method's forward), backward, optimizer (with
+  clipping), teacher EMA, measured in two profiled steps and scaled to the unprofiled step's
+  compute; `other` is what is left (device copies, schedules, logging).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
+from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 
-from dinolab.device import peak_memory_mb
+from dinolab.device import peak_memory_mb, resolve_device, resolve_precision
 from dinolab.methods.base import STUDENT_FORWARD, TEACHER_FORWARD
+from dinolab.models.flops import flop_counter
 from dinolab.train.builders import build_data, build_method
 from dinolab.train.config import build_config
-from dinolab.train.trainer import Trainer
+from dinolab.train.trainer import ResumableSampler, Trainer
 
 IMAGENETTE = Path(__file__).resolve().parents[2] / "shared/data/imagenette2_sq160/train"
-CASES = {
-    "imagenette_cpu": ["preset=imagenette_cpu"],
-    "demo": ["preset=demo"],
-    "vit_small16": [
-        "method=dino", "model.arch=vit_small", "model.patch_size=16", "crops.global_size=224",
-        "crops.local_size=96", "crops.n_local=10", "optim.batch_size=64", "head.out_dim=65536",
-    ],
-}  # fmt: skip
-PHASES = (STUDENT_FORWARD, TEACHER_FORWARD, "loss", "backward", "optimizer", "teacher_ema")
+PRESETS = ("demo", "imagenette_cpu", "imagenette_cpu_dino", "imagenette_cpu_resnet")
+VIT_SMALL16 = [
+    "method=dino", "model.arch=vit_small", "model.patch_size=16", "crops.global_size=224",
+    "crops.local_size=96", "crops.n_local=10", "optim.batch_size=64", "head.out_dim=65536",
+]  # fmt: skip
+HEADS = "heads"
+PHASES = (STUDENT_FORWARD, TEACHER_FORWARD, HEADS, "loss", "backward", "optimizer", "teacher_ema")
+CEILING_SIZES = (1024, 1536, 2048)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PRECISION_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
-def matmul_tflops(dtype: torch.dtype, device: str, n: int = 2048, repeats: int = 5) -> float:
-    """The machine's matmul throughput for `dtype`: the ceiling MFU is measured against."""
+def matmul_tflops(dtype: torch.dtype, device: str, n: int, repeats: int = 5) -> float:
+    """Throughput of an n x n matmul in `dtype`: the ceilings the step is measured against."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     times = []
@@ -71,68 +79,106 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def label_heads(method: nn.Module) -> None:
+    """Wrap the forward of every projection head (modules named `*head`) in a profiler label."""
+    for name, module in method.named_modules():
+        if name.rsplit(".", 1)[-1].endswith("head"):
+            labels: list[Any] = []
+            module.register_forward_pre_hook(
+                lambda m, a, labels=labels: labels.append(record_function(HEADS).__enter__())
+            )
+            module.register_forward_hook(
+                lambda m, a, out, labels=labels: labels.pop().__exit__(None, None, None)
+            )
+
+
 def _phase_seconds(prof: profile, steps: int, on_cuda: bool) -> dict[str, float]:
-    """Seconds per step of each labelled phase; the loss is the forward minus both passes."""
+    """Seconds per step of each phase: the passes without their heads, the loss the forward
+    without the passes."""
     totals: dict[str, float] = {}
     for event in prof.key_averages():
         us = event.device_time_total if on_cuda else event.cpu_time_total
         totals[event.key] = totals.get(event.key, 0.0) + us / 1e6 / steps
+    heads = totals.get(HEADS, 0.0)
     out = {k: totals.get(k, 0.0) for k in PHASES if k != "loss"}
-    out["loss"] = max(0.0, totals.get("forward", 0.0) - out[STUDENT_FORWARD] - out[TEACHER_FORWARD])
+    passes = out[STUDENT_FORWARD] + out[TEACHER_FORWARD]
+    out["loss"] = max(0.0, totals.get("forward", 0.0) - passes)
+    # each head runs inside its pass: split the heads' time in proportion to the passes
+    for key in (STUDENT_FORWARD, TEACHER_FORWARD):
+        out[key] -= heads * out[key] / passes if passes else 0.0
     return out
 
 
-def run_case(name: str, precision: str, args: argparse.Namespace) -> dict:
-    """Child process: build the case's trainer on real data and time its `_train_step`."""
-    from torch.utils.flop_counter import FlopCounterMode
+def _case_overrides(name: str, args: argparse.Namespace) -> list[str]:
+    base = VIT_SMALL16 if name == "vit_small16" else [f"preset={name}", f"data.path={IMAGENETTE}"]
+    precision = [] if args.precision == "auto" else [f"precision={args.precision}"]
+    return [*base, *args.set, *precision, f"device={args.device}", "out=/tmp/dinolab_train_step"]
 
-    device, steps, warmup = args.device, args.steps, args.warmup
-    overrides = [*CASES[name], *args.set, f"precision={precision}", f"device={device}"]
-    overrides.append("out=/tmp/dinolab_train_step")
+
+def _batches(trainer: Trainer, name: str, cfg: Any) -> Any:
+    """The case's batches: from the Trainer's own DataLoader, or random pixels for vit_small16."""
     if name == "vit_small16":
-        cfg = build_config(overrides)
         b, g, lc = cfg.optim.batch_size, cfg.crops.global_size, cfg.crops.local_size
-        dataset, collate = [None] * b, None
         batch = {
             "global_crops": torch.randn(2 * b, 3, g, g),
             "local_crops": torch.randn(cfg.crops.n_local * b, 3, lc, lc),
         }
-        data_s = float("nan")
-    else:
-        cfg = build_config([*overrides, f"data.path={IMAGENETTE}"])
+        while True:
+            yield batch
+    sampler = ResumableSampler(trainer.dataset, num_replicas=1, rank=0, shuffle=True, seed=0)
+    epoch = 0
+    while True:
+        sampler.set_epoch(epoch)
+        yield from trainer._loader(sampler)
+        epoch += 1
+
+
+def run_case(name: str, args: argparse.Namespace) -> dict:
+    """Child process: build the case's trainer and time its steps fed by its loader."""
+    cfg = build_config(_case_overrides(name, args))
+    dataset, collate = ([None] * cfg.optim.batch_size, None)
+    if name != "vit_small16":
         dataset, collate = build_data(cfg, Path(cfg.out))
-        start = time.process_time()
-        batch = collate([dataset[i] for i in range(cfg.optim.batch_size)])
-        data_s = time.process_time() - start  # CPU time of all threads: what a worker costs
     torch.manual_seed(0)
     trainer = Trainer(cfg, build_method(cfg), dataset=dataset, collate_fn=collate)
-    dev = trainer.device
-    for _ in range(warmup):
+    label_heads(trainer.method)
+    dev = trainer.device.type
+    batches = _batches(trainer, name, cfg)
+    steps, waits = [], []
+    for i in range(args.warmup + args.steps):
+        _sync(dev)
+        start = time.perf_counter()
+        batch = next(batches)
+        fed = time.perf_counter()
         trainer._train_step(batch)
-    times = []
-    for _ in range(steps):
-        _sync(dev.type)
-        t = time.perf_counter()
-        trainer._train_step(batch)
-        _sync(dev.type)
-        times.append(time.perf_counter() - t)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        _sync(dev)
+        if i >= args.warmup:
+            steps.append(time.perf_counter() - start)
+            waits.append(fed - start)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev == "cuda" else [])
     with profile(activities=activities) as prof:
+        start = time.perf_counter()
         for _ in range(2):
             trainer._train_step(batch)
-        _sync(dev.type)
-    with FlopCounterMode(display=False) as counter:
+        _sync(dev)
+        profiled_step = (time.perf_counter() - start) / 2
+    with flop_counter() as counter:
         trainer._train_step(batch)
-    step = statistics.median(times)
+    step = statistics.median(steps)
     return {
         "case": name,
-        "precision": precision,
+        "precision": PRECISION_NAMES[resolve_precision(cfg.precision, trainer.device)],
+        "batch": cfg.optim.batch_size,
         "s_per_step": step,
+        "wait_s": statistics.median(waits),
         "images_per_s": cfg.optim.batch_size / step,
-        "data_s_per_batch": data_s,
-        "phases": _phase_seconds(prof, 2, dev.type == "cuda"),
-        "peak_mib": peak_memory_mb(dev),
-        "tflop_per_step": counter.get_total_flops() / 1e12,
+        # shares of the profiled step's compute, on the unprofiled step's compute
+        "phases": {
+            k: v / profiled_step * (step - statistics.median(waits))
+            for k, v in _phase_seconds(prof, 2, dev == "cuda").items()
+        },
+        "peak_mib": peak_memory_mb(trainer.device),
+        "gflop_per_image": counter.get_total_flops() / cfg.optim.batch_size / 1e9,
     }
 
 
@@ -140,11 +186,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--cases", default="imagenette_cpu,demo", help="comma-separated")
-    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated")
-    parser.add_argument("--quick", action="store_true", help="imagenette_cpu in fp32 only")
-    parser.add_argument("--ceiling-size", type=int, default=2048, help="n of the n x n matmul")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps (worker start)")
+    parser.add_argument("--cases", default=",".join(PRESETS), help="comma-separated")
+    parser.add_argument("--precisions", default="auto", help="comma-separated: auto, fp32, bf16")
     parser.add_argument(
         "--set", nargs="*", default=[], help="config overrides for every case (key=value)"
     )
@@ -152,41 +196,50 @@ def main() -> None:
     parser.add_argument("--precision", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(args.case, args.precision, args)))
+        print(json.dumps(run_case(args.case, args)))
         return
 
-    cases, precisions = args.cases.split(","), args.precisions.split(",")
-    if args.quick:
-        cases, precisions = ["imagenette_cpu"], ["fp32"]
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    ceiling = {p: matmul_tflops(dtypes[p], args.device, args.ceiling_size) for p in precisions}
+    device = str(resolve_device(args.device))
+    ceilings = {
+        p: {n: matmul_tflops(dtype, device, n) for n in CEILING_SIZES}
+        for p, dtype in DTYPES.items()
+    }
     rows = []
-    for name in cases:
-        for precision in precisions:
+    for name in args.cases.split(","):
+        for precision in args.precisions.split(","):
             cmd = [sys.executable, __file__, "--case", name, "--precision", precision,
                    "--device", args.device, "--steps", str(args.steps),
                    "--warmup", str(args.warmup), "--set", *args.set]  # fmt: skip
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
 
+    best = {p: max(by_n.values()) for p, by_n in ceilings.items()}
     print(
-        f"\nmatmul ceilings ({args.device}, {torch.get_num_threads()} threads, "
-        f"{args.ceiling_size}^2): "
-        + ", ".join(f"{p} {t * 1000:.3g} GFLOP/s" for p, t in ceiling.items())
+        f"\nmatmul ceilings ({device}, {torch.get_num_threads()} threads, n = "
+        f"{', '.join(map(str, CEILING_SIZES))}): "
+        + "; ".join(
+            f"{p} " + " / ".join(f"{t * 1000:.0f}" for t in by_n.values()) + " GFLOP/s"
+            for p, by_n in ceilings.items()
+        )
+        + f"; load average {os.getloadavg()[0]:.2f}"
     )
     mem = "peak alloc MiB" if args.device == "cuda" else "peak RSS MiB"
     print(
-        f"| case | prec | s/step | img/s | data CPU s/batch | GFLOP/step | MFU (own ceiling) "
-        f"| {mem} | " + " | ".join(PHASES) + " |"
+        "| case | prec | batch | s/step | img/s | GFLOP/img | of fp32 ceiling | of bf16 ceiling "
+        f"| {mem} | wait | " + " | ".join(PHASES) + " | other |"
     )
-    print("|---" * (8 + len(PHASES)) + "|")
+    print("|---" * (11 + len(PHASES)) + "|")
     for r in rows:
-        mfu = r["tflop_per_step"] / r["s_per_step"] / ceiling[r["precision"]]
-        shares = " | ".join(f"{100 * r['phases'][k] / r['s_per_step']:.0f}%" for k in PHASES)
+        flops = r["gflop_per_image"] * r["images_per_s"] / 1000
+        shares = [r["phases"][k] / r["s_per_step"] for k in PHASES]
+        other = 1 - sum(shares) - r["wait_s"] / r["s_per_step"]
+        cells = " | ".join(f"{100 * s:.1f}%" for s in shares)
         print(
-            f"| {r['case']} | {r['precision']} | {r['s_per_step']:.3f} | {r['images_per_s']:.1f} "
-            f"| {r['data_s_per_batch']:.2f} | {r['tflop_per_step'] * 1000:.0f} | {100 * mfu:.0f}% "
-            f"| {r['peak_mib']:.0f} | {shares} |"
+            f"| {r['case']} | {r['precision']} | {r['batch']} | {r['s_per_step']:.3f} "
+            f"| {r['images_per_s']:.1f} | {r['gflop_per_image']:.2f} "
+            f"| {100 * flops / best['fp32']:.0f}% | {100 * flops / best['bf16']:.0f}% "
+            f"| {r['peak_mib']:.0f} | {100 * r['wait_s'] / r['s_per_step']:.0f}% | {cells} "
+            f"| {100 * other:.0f}% |"
         )
 
 

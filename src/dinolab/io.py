@@ -9,6 +9,8 @@ directory is fsynced so that the rename itself survives a power cut.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import secrets
@@ -50,6 +52,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """`atomic_write` of `text`, UTF-8 encoded."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, value: Any) -> Path:
+    """`atomic_write_text` of `value` as indented JSON with a final newline."""
+    return atomic_write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+class JsonResult:
+    """For a result dataclass: `to_dict` (its fields, nested dataclasses too) and `save_json`
+    (atomic, so a crash never leaves half a result file)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def save_json(self, path: str | os.PathLike) -> Path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write_json(path, self.to_dict())
 
 
 def atomic_write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:

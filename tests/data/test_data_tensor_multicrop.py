@@ -20,6 +20,8 @@ from dinolab.data import (
 )
 from dinolab.data import augment as A
 from dinolab.data import batch_augment as T
+from dinolab.train.builders import build_data
+from dinolab.train.config import build_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # small tensors: threads only wait
 
@@ -291,3 +293,44 @@ def test_op_rates_measured_in_pixels_match_the_pil_path(op: str) -> None:
         pil, tensor = took["pil"][view], took["tensor"][view]
         assert _agree(pil, tensor), (view, pil.mean(), tensor.mean())
         assert abs(tensor.mean() - p) <= 4 * math.sqrt(p * (1 - p) / N_DRAWS), (view, p)
+
+
+def _recorded_draws(pipeline: str, image_list: Path, cache: Path) -> list[tuple]:
+    """(image width, height, view parameters) that the training data of `imagenette_cpu` draws
+    for items 0-7 in epochs 0 and 1, with `data.pipeline=pipeline`."""
+    cfg = build_config(["preset=imagenette_cpu", f"data.path={image_list}",
+                        f"data.pipeline={pipeline}", f"data.cache_dir={cache}"])  # fmt: skip
+    dataset, _ = build_data(cfg, cache / "run")
+    transform, draws = dataset.transform, []
+
+    def sample(width: int, height: int, generator: torch.Generator | None = None) -> list:
+        params = type(transform).sample(transform, width, height, generator)
+        draws.append((width, height, params))
+        return params
+
+    transform.sample = sample  # the real draws, recorded on their way to the views
+    for epoch in (0, 1):
+        dataset.set_epoch(epoch)
+        for index in range(8):
+            dataset[index]
+    return draws
+
+
+def test_training_data_of_both_paths_draws_the_same_parameters(
+    image_list: Path, tmp_path: Path
+) -> None:
+    """What the trainer's data draws for a seed, epoch and index is the same on both paths:
+    crop boxes, flips, colour ops, blur and solarization. The images are PNGs below the
+    decode cache's size, so both paths see the same pixels (a larger JPEG is decoded smaller
+    by the PIL path's draft mode, and a box drawn on another size differs)."""
+    small = []
+    for i, path in enumerate(image_list.read_text().split()[:8]):
+        small.append(tmp_path / f"{i}.png")
+        Image.open(path).convert("RGB").resize((100, 90)).save(small[-1])
+    small_list = tmp_path / "small.txt"
+    small_list.write_text("\n".join(map(str, small)) + "\n")
+    pil = _recorded_draws("pil", small_list, tmp_path / "pil")
+    tensor = _recorded_draws("tensor", small_list, tmp_path / "tensor")
+    assert len(pil) == len(tensor) == 16
+    assert pil == tensor
+    assert len({str(views) for _, _, views in pil}) == 16  # each item and epoch its own draws

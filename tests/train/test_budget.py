@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
-from dinolab.train.budget import fit_steps, step_seconds_from_log, steps_for_budget
+from dinolab.train.budget import (
+    ProbeTimes,
+    fit_steps,
+    probe_times_from_log,
+    process_age_s,
+    run_seconds,
+    steps_for_budget,
+)
 from dinolab.train.builders import HighResPhase, build_data, time_highres_phase
 from dinolab.train.config import build_config
 from folder_helpers import write_colour_folders
@@ -21,22 +29,36 @@ def test_steps_for_budget() -> None:
         steps_for_budget(0, 1.0, 0)
 
 
-def test_fit_steps_with_a_fake_step_time(tmp_path) -> None:
-    """The probe's time counts against the budget; the message says what was chosen."""
-    cfg = build_config(["preset=demo", f"out={tmp_path / 'run'}", "eval.knn_val=labelled/val"])
+def test_run_seconds_counts_every_checkpoint_and_evaluation() -> None:
+    """10 steps of 3-step epochs, a checkpoint every 4 steps: 4 epochs (4 loader starts),
+    checkpoints at steps 3, 4, 6, 8, 9 and 10 (6), evaluations at the epoch ends 3, 6, 9 and
+    at 10 (4), or at 5 and 10 with eval.every=5 (2)."""
+    times = ProbeTimes(step_s=1.0, epoch_start_s=0.5, save_s=2.0, eval_s=3.0, setup_s=0.25)
+    assert run_seconds(10, 3, times, checkpoint_every=4, eval_every=0) == 0.25 + 10 + 2 + 12 + 12
+    assert run_seconds(10, 3, times, checkpoint_every=4, eval_every=5) == 0.25 + 10 + 2 + 12 + 6
+    no_eval = ProbeTimes(1.0, 0.5, 2.0, 0.0, 0.25)
+    assert run_seconds(10, 3, no_eval, checkpoint_every=4, eval_every=0) == 0.25 + 10 + 2 + 12
+
+
+def test_fit_steps_with_a_fake_probe(tmp_path) -> None:
+    """The probe's time and the command's start-up count against the budget, and so do the
+    checkpoints and evaluations the run will do; the message says what was chosen."""
+    cfg = build_config(["preset=demo", f"out={tmp_path / 'run'}", "eval.knn_val=labelled/val",
+                        "checkpoint_every=1000"])  # fmt: skip
     now = [0.0]
 
     def clock() -> float:
         return now[0]
 
     probes = []
+    times = ProbeTimes(step_s=1.5, epoch_start_s=0.0, save_s=0.0, eval_s=0.0, setup_s=0.0)
 
-    def time_steps(probe) -> float:
+    def time_run(probe) -> ProbeTimes:
         probes.append(probe)
         now[0] += 40.0  # the probe took 40 s
-        return 1.5
+        return times
 
-    message = fit_steps(cfg, 5, iters_per_epoch=20, time_steps=time_steps, clock=clock)
+    message = fit_steps(cfg, 5, iters_per_epoch=20, time_run=time_run, clock=clock)
     assert cfg.optim.total_steps == 173  # (300 - 40) / 1.5 = 173.3: 8.65 epochs, not 8
     assert cfg.optim.epochs == 9  # the epochs the run touches
     assert "173 steps = 8.65 epochs of 20 steps" in message and "1.50 s/step" in message
@@ -44,19 +66,38 @@ def test_fit_steps_with_a_fake_step_time(tmp_path) -> None:
     assert probes[0].eval.knn_val is None and cfg.eval.knn_val == "labelled/val"
     assert cfg.max_steps is None  # the real run is not cut short
     assert "exceeds" not in message
-    message = fit_steps(cfg, 0.5, iters_per_epoch=20, time_steps=time_steps, clock=clock)
+    # 10 s of start-up, 40 s of probe: 250 s left for 3 s of setup, the steps and, each
+    # epoch, 1 s of loader start, a 2 s checkpoint and a 4 s evaluation: 132 steps (7 epochs)
+    # take 3 + 198 + 7 x 7 = 250 s
+    times = ProbeTimes(step_s=1.5, epoch_start_s=1.0, save_s=2.0, eval_s=4.0, setup_s=3.0)
+    message = fit_steps(cfg, 5, 20, time_run, clock=clock, spent_before_s=10.0)
+    assert cfg.optim.total_steps == 132 and cfg.optim.epochs == 7
+    assert run_seconds(133, 20, times, 1000, 0) > 250
+    assert "2.0 s a checkpoint, 4.0 s an evaluation" in message
+    message = fit_steps(cfg, 0.5, 20, time_run, clock=clock)
     assert cfg.optim.total_steps == 1 and "exceeds" in message
     with pytest.raises(ValueError, match="minutes"):
-        fit_steps(cfg, -1, iters_per_epoch=20, time_steps=time_steps, clock=clock)
+        fit_steps(cfg, -1, iters_per_epoch=20, time_run=time_run, clock=clock)
 
 
-def test_step_seconds_from_log_skips_the_warmup(tmp_path) -> None:
-    rates = [1.0, 2.0, 100.0, 64.0, 32.0, 64.0]  # img/s; the first two start the workers
+def test_probe_times_from_log_leave_out_the_warmup_and_the_epoch_starts(tmp_path) -> None:
+    """The step is the median of warm steps that start no epoch; an epoch start costs its first
+    step's time on top, from the epochs after the first."""
+    # (epoch, img/s) at batch 64: 4 steps an epoch, every epoch's first step slow
+    rates = [(0, 8.0), (0, 32.0), (0, 64.0), (0, 64.0), (1, 16.0), (1, 64.0), (1, 32.0),
+             (1, 64.0), (2, 16.0), (2, 64.0)]  # fmt: skip
     log = tmp_path / "log.jsonl"
-    log.write_text(
-        "".join(json.dumps({"step": i, "images_per_s": r}) + "\n" for i, r in enumerate(rates))
-    )
-    assert step_seconds_from_log(log, batch_size=64) == pytest.approx(1.0)  # median 64 img/s
+    log.write_text("".join(json.dumps({"step": i + 1, "epoch": e, "images_per_s": r}) + "\n"
+                           for i, (e, r) in enumerate(rates)))  # fmt: skip
+    times = probe_times_from_log(log, batch_size=64, save_s=2.0, eval_s=0.0, setup_s=1.0)
+    assert times.step_s == pytest.approx(1.0)  # the median of 1, 1, 1, 2, 1, 1 s
+    assert times.epoch_start_s == pytest.approx(3.0)  # 4 s first steps, less 1 s
+    assert (times.save_s, times.eval_s, times.setup_s) == (2.0, 0.0, 1.0)
+
+
+def test_process_age_is_the_time_since_this_process_started() -> None:
+    assert 0 < process_age_s() < time.monotonic() + 1  # seconds, not clock ticks
+    assert process_age_s() < 24 * 3600
 
 
 def test_the_highres_phase_starts_where_the_budgets_length_puts_it(tmp_path) -> None:

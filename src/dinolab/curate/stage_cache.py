@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dinolab.device import peak_rss_mb
 from dinolab.distributed import rank
-from dinolab.io import atomic_write_text
+from dinolab.io import atomic_write_json
 
 STAGES = ("embed", "calibrate", "dedup", "retrieve", "summary")
 
@@ -74,5 +74,5 @@ class StageCache:
             "seconds": round(time.perf_counter() - started, 3),
             "peak_rss_mb": round(peak_rss_mb(), 1),
         }
-        atomic_write_text(self.dir / f"{stage}.json", json.dumps(rec, indent=2) + "\n")
+        atomic_write_json(self.dir / f"{stage}.json", rec)
         self.ran.append(stage)

@@ -7,10 +7,8 @@ crop * 256/224, centre crop); the linear probes share `topk_accuracy` and `check
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
 import torch
@@ -21,7 +19,7 @@ from dinolab.data.folders import ImageDataset
 from dinolab.data.transforms import EvalTransform
 from dinolab.device import autocast
 from dinolab.eval.features import FeatureOptions, cached_features
-from dinolab.io import atomic_write_text
+from dinolab.io import JsonResult
 
 FINETUNE_PROTOCOL = "finetune"
 
@@ -64,6 +62,15 @@ class LabelledFeatures(NamedTuple):
     classes: list[str]
     meta: dict  # the train features' (kind, crop, precision...)
 
+    def facts(self, model: nn.Module | str | os.PathLike) -> dict[str, Any]:
+        """What a result file records of how its features were made."""
+        return {
+            "kind": self.meta["kind"],
+            "crop_size": self.meta["crop_size"],
+            "precision": self.meta["precision"],
+            "model": "<module>" if isinstance(model, nn.Module) else str(model),
+        }
+
 
 def labelled_features(
     model: nn.Module | str | os.PathLike,
@@ -86,7 +93,7 @@ def labelled_features(
 
 
 @dataclass
-class ClassificationMetrics:
+class ClassificationMetrics(JsonResult):
     """Accuracies (percent) of a classifier on labelled images and how they were obtained.
 
     `confusion[i][j]` counts images of class i predicted as class j; `per_class_top1` is None
@@ -100,12 +107,6 @@ class ClassificationMetrics:
     classes: list[str]
     num_val: int
     details: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def save_json(self, path: str | os.PathLike) -> Path:
-        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def table(self) -> str:
         """Top-1/top-5, then one line per class."""

@@ -11,11 +11,10 @@ subset is the k-NN's memory bank. Accuracies are averaged over the draws. The de
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +24,7 @@ from dinolab.device import resolve_device
 from dinolab.eval.classification import labelled_features, topk_accuracy
 from dinolab.eval.features import FeatureOptions
 from dinolab.eval.knn import knn_classify
-from dinolab.io import atomic_write_text
+from dinolab.io import JsonResult
 
 FEWSHOT_PROTOCOL = "fewshot-least-squares"
 DEFAULT_SHOTS = (1, 5, 10, 25)
@@ -105,7 +104,7 @@ class FewShotRow:
 
 
 @dataclass
-class FewShotResult:
+class FewShotResult(JsonResult):
     rows: list[FewShotRow]
     draws: int
     l2: float
@@ -115,12 +114,6 @@ class FewShotResult:
     num_classes: int
     protocol: str = FEWSHOT_PROTOCOL
     extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def save_json(self, path: str | os.PathLike) -> None:
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def table(self) -> str:
         lines = [
@@ -199,12 +192,7 @@ def run_fewshot(
         f.train, f.train_labels, f.val, f.val_labels, len(f.classes), shots=shots,
         draws=draws, l2=l2, device=resolve_device(options.device), class_names=f.classes,
     )  # fmt: skip
-    result.extra = {
-        "kind": options.kind,
-        "crop_size": f.meta["crop_size"],
-        "precision": f.meta["precision"],
-        "model": "<module>" if isinstance(model, nn.Module) else str(model),
-    }
+    result.extra = f.facts(model)
     if out_json is not None:
         result.save_json(out_json)
     return result

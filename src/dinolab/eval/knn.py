@@ -9,9 +9,8 @@ stays bounded by chunk_size x train_chunk_size similarities.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +19,7 @@ from torch import nn
 from dinolab.device import resolve_device
 from dinolab.eval.classification import labelled_features
 from dinolab.eval.features import FeatureOptions, cls_half
-from dinolab.io import atomic_write_text
+from dinolab.io import JsonResult
 
 KNN_PROTOCOL = "dino-weighted-knn"
 DEFAULT_KS = (10, 20, 100, 200)
@@ -37,7 +36,7 @@ class KNNRow:
 
 
 @dataclass
-class KNNResult:
+class KNNResult(JsonResult):
     """All k of one evaluation, in percent; `protocol` says which evaluation produced them."""
 
     rows: list[KNNRow]
@@ -57,12 +56,6 @@ class KNNResult:
             if r.k == k:
                 return r
         raise KeyError(f"k={k} was not evaluated; evaluated k: {[r.k for r in self.rows]}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def save_json(self, path: str | os.PathLike) -> None:
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def table(self) -> str:
         return format_knn_table(self)
@@ -191,12 +184,7 @@ def run_knn(
     result = classify(f.train, f.val)
     if options.kind == "cls+avgpool":
         result.cls_alone = classify(cls_half(f.train), cls_half(f.val))
-    result.extra = {
-        "kind": options.kind,
-        "crop_size": f.meta["crop_size"],
-        "precision": f.meta["precision"],
-        "model": "<module>" if isinstance(model, nn.Module) else str(model),
-    }
+    result.extra = f.facts(model)
     if out_json is not None:
         result.save_json(out_json)
     return result

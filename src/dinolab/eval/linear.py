@@ -14,11 +14,10 @@ Two protocols, named in every result's `protocol` field:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +37,7 @@ from dinolab.eval.features import (
     linear_input,
     load_model,
 )
-from dinolab.io import atomic_write_text
+from dinolab.io import JsonResult
 from dinolab.models.backbone import as_backbone
 
 FAST_PROTOCOL = "linear-fast"
@@ -48,7 +47,7 @@ DEFAULT_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
 
 
 @dataclass
-class LinearResult:
+class LinearResult(JsonResult):
     """Val accuracy (percent) of one linear probe and how it was obtained."""
 
     protocol: str
@@ -63,12 +62,6 @@ class LinearResult:
     details: dict = field(default_factory=dict)
     # protocol fast on "cls+avgpool": the same probe on their [CLS] half, reported beside them
     cls_alone: LinearResult | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def save_json(self, path: str | os.PathLike) -> None:
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def table(self) -> str:
         return format_linear_table([self] + ([self.cls_alone] if self.cls_alone else []))

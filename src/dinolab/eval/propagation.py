@@ -14,11 +14,10 @@ left out, as the DAVIS evaluation does.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from dinolab.data.images import prepare_image
 from dinolab.data.mask_pairs import IGNORE_INDEX, list_mask_pairs, read_pair
 from dinolab.eval.dense_metrics import j_and_f
 from dinolab.eval.patch_features import DenseFeatures, batched_features
+from dinolab.io import JsonResult
 
 N_LAST_FRAMES = 7
 TOPK = 5
@@ -129,7 +129,7 @@ def scored_frames(n: int) -> slice:
 
 
 @dataclass
-class PropagationResult:
+class PropagationResult(JsonResult):
     """J, F and J&F (0-1) per sequence and their means, with the protocol's parameters."""
 
     j_and_f: float
@@ -143,15 +143,6 @@ class PropagationResult:
     short_side: int
     protocol: str = "dino-label-propagation"
     extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def save_json(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
 
     def table(self) -> str:
         lines = [f"Label propagation (top-{self.topk}, T={self.temperature}, "

@@ -9,10 +9,9 @@ Images come with masks in the demo layout (`dinolab.data.make_shapes_dataset`: `
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from dinolab.data.synthetic import mask_path_for
 from dinolab.device import resolve_device
 from dinolab.eval.attention import attention_maps, mass_mask, upsample
 from dinolab.hub import load_model
+from dinolab.io import JsonResult
 from dinolab.models.backbone import as_backbone
 
 PROTOCOL = "dino-attention-jaccard"
@@ -39,7 +39,7 @@ def jaccard(pred: np.ndarray, target: np.ndarray) -> float:
 
 
 @dataclass
-class SegmentationResult:
+class SegmentationResult(JsonResult):
     """Mean IoU (0-1) of thresholded attention against ground-truth masks."""
 
     per_head_iou: list[float]
@@ -51,12 +51,6 @@ class SegmentationResult:
     short_side: int
     protocol: str = PROTOCOL
     extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def save_json(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     def table(self) -> str:
         """Fixed-width lines for the command line."""

@@ -14,11 +14,9 @@ sizes (DINOv2's "ms" variant). Scores: mIoU and per-class IoU (`dinolab.eval.den
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,6 +36,7 @@ from dinolab.device import resolve_device
 from dinolab.eval.dense_metrics import confusion_matrix, iou_per_class, mean_iou
 from dinolab.eval.patch_features import DenseFeatures, batched_features, model_patch_features
 from dinolab.hub import load_model
+from dinolab.io import JsonResult
 from dinolab.models.backbone import as_backbone
 
 LOSSES = ("grid", "upsample")
@@ -175,7 +174,7 @@ def predict_probabilities(
 
 
 @dataclass
-class SegmentProbeResult:
+class SegmentProbeResult(JsonResult):
     """What `segment.json` holds: mIoU (0-1) and per-class IoU on val at the masks' own
     resolution, the confusion matrix (rows true, columns predicted), and the protocol."""
 
@@ -194,15 +193,6 @@ class SegmentProbeResult:
     num_train: int
     num_val: int
     extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def save_json(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
 
     def table(self) -> str:
         """Fixed-width lines for the command line."""

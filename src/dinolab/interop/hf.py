@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from dinolab.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from dinolab.interop import hf_dinov3
 from dinolab.interop.official import backbone_config, backbone_family, uses_dino_v1_layout
-from dinolab.io import atomic_write_bytes, atomic_write_text
+from dinolab.io import atomic_write_bytes, atomic_write_json
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -219,9 +219,9 @@ def write_hf_folder(model: nn.Module, out: str | os.PathLike) -> Path:
     config, state = hf_config(model), to_hf_state_dict(model)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / WEIGHTS, save(state, metadata={"format": "pt"}))
-    atomic_write_text(out / CONFIG, json.dumps(config, indent=2) + "\n")
+    atomic_write_json(out / CONFIG, config)
     preprocessor = preprocessor_config(backbone_config(model)["img_size"])
-    atomic_write_text(out / PREPROCESSOR, json.dumps(preprocessor, indent=2) + "\n")
+    atomic_write_json(out / PREPROCESSOR, preprocessor)
     return out
 
 

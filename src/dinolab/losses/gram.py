@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 
 class GramLoss(nn.Module):
-    """MSE(Gram(student), Gram(teacher)) over patch tokens (B, N, D)."""
+    """MSE(Gram(student), Gram(teacher)) over patch tokens (B, N, D); the Gram matrices are
+    (N, N), so a wider teacher (another D) compares too."""
 
     def __init__(self, apply_norm: bool = True, remove_neg: bool = True) -> None:
         super().__init__()
@@ -33,11 +34,11 @@ class GramLoss(nn.Module):
         return sim.clamp(min=0.0) if self.remove_neg else sim
 
     def forward(self, student: Tensor, teacher: Tensor, img_level: bool = True) -> Tensor:
-        if student.ndim != 3 or student.shape != teacher.shape:
+        if student.ndim != 3 or teacher.ndim != 3 or student.shape[:2] != teacher.shape[:2]:
             raise ValueError(
-                f"GramLoss takes student and teacher patch tokens of one shape (B, N, D), got "
-                f"{tuple(student.shape)} and {tuple(teacher.shape)}; give the Gram teacher the "
-                "student's patch grid (resize its feature map first)"
+                f"GramLoss takes student and teacher patch tokens of one shape (B, N, D) (the "
+                f"widths D may differ), got {tuple(student.shape)} and {tuple(teacher.shape)}; "
+                "give the Gram teacher the student's patch grid (resize its feature map first)"
             )
         with torch.autocast(device_type=student.device.type, enabled=False):
             return F.mse_loss(self.gram(student, img_level), self.gram(teacher, img_level))

@@ -35,6 +35,7 @@ class StepContext:
     weight_decay: float = 0.0
     teacher_momentum: float = 1.0  # the EMA momentum `update_teacher` is called with
     last_layer_frozen: bool = False  # DINO's freeze: the heads' last layer gets no gradient
+    total_steps: int = 0  # the schedule's length, for a method's own shares of the run; 0: unknown
 
 
 class Method(nn.Module):

@@ -42,6 +42,7 @@ from dinolab.methods.dino import (
     build_head,
     describe_prototype_head,
 )
+from dinolab.methods.gram import GRAM_SECTION, GramAnchor
 from dinolab.methods.registry import ConfigSection, MethodSpec, Views, register
 from dinolab.models.backbone import as_backbone
 from dinolab.models.resnet import RESNET_SPECS
@@ -145,27 +146,28 @@ class DINOv2Network(nn.Module):
         masks: (2B, N) bool, the global crops' patches replaced by the mask token (None: none);
         mask_indices: flat indices into the (2B * N) patch tokens whose head output is wanted
         (None: no patch output). Returns `cls` (2B, D) global [CLS] features before the head,
-        `cls_logits` ((2 + n_local) B, K) for all crops, globals first, and `patch_logits`
-        (M, K') of the selected patches (or None).
+        `patches` (2B, N, D) the global crops' patch tokens (Gram anchoring's), `cls_logits`
+        ((2 + n_local) B, K) for all crops, globals first, and `patch_logits` (M, K') of the
+        selected patches (or None).
         """
         crops = [global_crops] if local_crops is None else [global_crops, local_crops]
         backbone = as_backbone(self.backbone)
         outputs = backbone.forward_features(crops, masks=[masks] + [None] * (len(crops) - 1))
-        cls_global = outputs[0]["x_norm_clstoken"]
+        tokens = {"cls": outputs[0]["x_norm_clstoken"], "patches": outputs[0]["x_norm_patchtokens"]}
         cls_all = torch.cat([out["x_norm_clstoken"] for out in outputs])
         if mask_indices is None:
-            return {"cls": cls_global, "cls_logits": self.dino_head(cls_all), "patch_logits": None}
-        patches = outputs[0]["x_norm_patchtokens"].flatten(0, 1).index_select(0, mask_indices)
+            return {**tokens, "cls_logits": self.dino_head(cls_all), "patch_logits": None}
+        patches = tokens["patches"].flatten(0, 1).index_select(0, mask_indices)
         if self.ibot_head is not None:
             return {
-                "cls": cls_global,
+                **tokens,
                 "cls_logits": self.dino_head(cls_all),
                 "patch_logits": self.ibot_head(patches),
             }
         # Shared head: one pass over [CLS] and patch tokens together, as the reference.
         logits = self.dino_head(torch.cat([cls_all, patches]))
         n_cls = cls_all.shape[0]
-        return {"cls": cls_global, "cls_logits": logits[:n_cls], "patch_logits": logits[n_cls:]}
+        return {**tokens, "cls_logits": logits[:n_cls], "patch_logits": logits[n_cls:]}
 
 
 class DINOv2(StudentTeacher):
@@ -220,6 +222,8 @@ class DINOv2(StudentTeacher):
             ibot_dim, student_temp=cfg.dino.student_temp, center_momentum=cfg.dino.center_momentum
         )
         self.koleo_loss = KoLeoLoss()
+        # DINOv3's Gram anchoring (the `gram` section); its frozen Gram teacher
+        self.gram = GramAnchor(cfg) if cfg.gram.enabled else None
         self._mask_generators: dict[tuple[int, int], MaskGenerator] = {}
 
     # ------------------------------------------------------------------ masks
@@ -289,10 +293,12 @@ class DINOv2(StudentTeacher):
 
         loss = dino_loss_weight * dino_loss + ibot_loss_weight * ibot_loss
              + koleo_loss_weight * (sum of KoLeo over the 2 global crops)   (as the reference)
+             + gram.weight * gram_loss   (from the Gram start step on, DINOv3)
         `koleo_loss` is logged as the mean over the 2 global crops.
         """
         global_crops = batch["global_crops"]
         local_crops = batch.get("local_crops")
+        gram_on = self.gram is not None and self.gram.begin_step(ctx, self.trained_backbone)
         masks = mask_indices = student_masks = None
         if self.do_ibot:
             masks, hidden = self.ibot_masks(global_crops, ctx.step)
@@ -336,6 +342,11 @@ class DINOv2(StudentTeacher):
             koleo = torch.stack(koleo_per_crop).sum()
             loss = loss + self.koleo_weight * koleo
             losses["koleo_loss"] = koleo.detach() / N_GLOBAL_CROPS
+        if gram_on:
+            assert self.gram is not None
+            gram = self.gram(student_out["patches"], global_crops)
+            loss = loss + self.gram.weight * gram
+            losses["gram_loss"] = gram.detach()
         return {"loss": loss, **losses, TEACHER_PROBS: cls_probs.detach().float()}
 
     def _koleo(self, features: Tensor) -> Tensor:
@@ -357,7 +368,7 @@ register(
         build=lambda cfg, inputs: DINOv2(cfg),
         views=Views.MULTI_CROP,
         describe_head=describe_prototype_head,
-        sections=(DINO_SECTION, DINOV2_SECTION),
+        sections=(DINO_SECTION, DINOV2_SECTION, GRAM_SECTION),
         check=check_patch_tokens,
         head_keys=DINOV2_HEAD_KEYS,
     )

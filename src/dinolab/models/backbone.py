@@ -7,7 +7,7 @@ backbone as an `nn.Module` reads these through `as_backbone(model)`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypedDict, cast, overload
 
 from torch import Tensor, nn
@@ -21,6 +21,19 @@ class FeatureDict(TypedDict):
     x_norm_patchtokens: Tensor  # (B, N, D)
     x_prenorm: Tensor  # (B, 1 + R + N, D), before the final norm
     masks: Tensor | None  # the patches the mask token replaced, if any
+
+
+def features_of_each(
+    token_features: Callable[[Tensor, Tensor | None], FeatureDict],
+    x: Tensor | list[Tensor],
+    masks: Tensor | list[Tensor | None] | None,
+) -> FeatureDict | list[FeatureDict]:
+    """``forward_features`` of a backbone that takes one batch at a time: a list of images
+    (multi-crop sizes) gives a list of dicts, one `token_features(batch, masks)` each."""
+    if isinstance(x, list | tuple):
+        masks_list = [None] * len(x) if masks is None else list(masks)
+        return [token_features(xi, mi) for xi, mi in zip(x, masks_list, strict=True)]
+    return token_features(x, masks)  # type: ignore[arg-type]
 
 
 class Backbone(Protocol):

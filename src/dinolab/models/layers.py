@@ -268,3 +268,15 @@ class Block(nn.Module):
         y, attn = self.attn.forward_with_attention(self.norm1(x), rope)
         x = x + self.drop_path(self.ls1(y))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x)))), attn
+
+
+def compile_blocks(module: nn.Module) -> int:
+    """Compile every transformer `Block` inside `module`, in place (`nn.Module.compile`), and
+    return how many. In place, the state dict keeps its keys: checkpoints, resume and exports
+    are an eager model's. Per block, not the whole model: every block and crop size share one
+    small graph (torch inlines the block's parameters as inputs), so compiling costs seconds
+    to a minute once, and torch's inductor cache keeps it for the next run."""
+    blocks = [m for m in module.modules() if isinstance(m, Block)]
+    for block in blocks:
+        block.compile()
+    return len(blocks)

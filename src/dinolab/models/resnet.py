@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dinolab.models.backbone import FeatureDict
+from dinolab.models.backbone import FeatureDict, features_of_each
 
 # name -> (block, blocks per stage)
 RESNET_SPECS: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -205,10 +205,7 @@ class ResNet(nn.Module):
         self, x: Tensor | list[Tensor], masks: Tensor | list[Tensor | None] | None = None
     ) -> FeatureDict | list[FeatureDict]:
         """The DINOv2 feature dict of the last map; a list of images gives a list of dicts."""
-        if isinstance(x, list | tuple):
-            masks_list = [None] * len(x) if masks is None else list(masks)
-            return [self._token_features(xi, mi) for xi, mi in zip(x, masks_list, strict=True)]
-        return self._token_features(x, masks)  # type: ignore[arg-type]
+        return features_of_each(self._token_features, x, masks)
 
     def _token_features(self, x: Tensor, masks: Tensor | None) -> FeatureDict:
         if masks is not None:

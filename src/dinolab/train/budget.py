@@ -2,9 +2,12 @@
 
 A laptop user thinks in minutes, not epochs, and a schedule cut off by a timer never anneals
 (its lr never decays, its teacher never settles). So the run first times a few real steps
-(data loading included) on a throwaway copy, then sets `optim.total_steps` so that every cosine
-schedule ends inside what is left of the budget, and says what it chose. The last epoch may be
-partial: rounding down to whole epochs would waste up to half of a short budget.
+(data loading included) on a throwaway copy, then one checkpoint with its export and one
+evaluation, and sets `optim.total_steps` so that the whole command, from its start to the
+last checkpoint, ends inside the budget: the steps, each epoch's loader start, a checkpoint
+and export at each epoch end and every `checkpoint_every` steps, an evaluation at each
+`eval.every` (default: each epoch end) and at the end, and the probe itself. The last epoch may
+be partial: rounding down to whole epochs would waste up to half of a short budget.
 """
 
 from __future__ import annotations
@@ -12,15 +15,28 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 CALIBRATION_STEPS = 10
 WARMUP_STEPS = 2  # the first steps start DataLoader workers and warm caches: not timed
+
+
+@dataclass(frozen=True)
+class ProbeTimes:
+    """Seconds the probe measured for each part of a run."""
+
+    step_s: float  # one training step, warm (median)
+    epoch_start_s: float  # what an epoch's first step takes on top (its loader's workers start)
+    save_s: float  # one checkpoint with the backbone's export
+    eval_s: float  # one evaluation (0 when the run has none)
+    setup_s: float  # building the method and trainer, which the real run does once more
 
 
 def steps_for_budget(budget_s: float, step_s: float, spent_s: float) -> int:
@@ -31,24 +47,68 @@ def steps_for_budget(budget_s: float, step_s: float, spent_s: float) -> int:
     return max(1, math.floor((budget_s - spent_s) / step_s))
 
 
-def step_seconds_from_log(log_path: Path, batch_size: int) -> float:
-    """Median seconds per step of a probe run's log.jsonl (logged every step, warmup left out)."""
+def _count_multiples(every: int, steps: int) -> set[int]:
+    return set(range(every, steps + 1, every)) | {steps}
+
+
+def run_seconds(
+    steps: int, iters_per_epoch: int, times: ProbeTimes, checkpoint_every: int, eval_every: int
+) -> float:
+    """Wall time of training `steps` steps as the Trainer runs them (see `Trainer.fit`):
+    checkpoints at epoch ends, every `checkpoint_every` steps and at the end; evaluations every
+    `eval_every` steps (0: at epoch ends) and at the end, when `times.eval_s` > 0."""
+    epochs = math.ceil(steps / iters_per_epoch)
+    saves = _count_multiples(iters_per_epoch, steps) | _count_multiples(checkpoint_every, steps)
+    evals = len(_count_multiples(eval_every or iters_per_epoch, steps)) if times.eval_s else 0
+    return (
+        times.setup_s
+        + steps * times.step_s
+        + epochs * times.epoch_start_s
+        + len(saves) * times.save_s
+        + evals * times.eval_s
+    )
+
+
+def probe_times_from_log(
+    log_path: Path, batch_size: int, save_s: float, eval_s: float, setup_s: float
+) -> ProbeTimes:
+    """`ProbeTimes` from a probe run's log.jsonl (logged every step): the warm step is the
+    median of the steps after the warmup that start no epoch; an epoch's start costs what its
+    first step takes on top, from the epochs after the first where the probe reached one (the
+    very first step also warms caches once)."""
     records = [json.loads(line) for line in log_path.read_text().splitlines() if line]
-    rates = [r["images_per_s"] for r in records[WARMUP_STEPS:] or records]
-    return batch_size / statistics.median(rates)
+    seconds = [batch_size / r["images_per_s"] for r in records]
+    firsts = [i for i, r in enumerate(records) if i == 0 or r["epoch"] != records[i - 1]["epoch"]]
+    warm = [s for i, s in enumerate(seconds) if i >= WARMUP_STEPS and i not in firsts]
+    step_s = statistics.median(warm or seconds)
+    later_firsts = [seconds[i] for i in firsts[1:]] or [seconds[0]]
+    epoch_start_s = max(0.0, statistics.median(later_firsts) - step_s)
+    return ProbeTimes(step_s, epoch_start_s, save_s, eval_s, setup_s)
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (Linux /proc; 0 where unknown): the budget counts
+    the command's start-up (imports, data indexing, the decode cache) too."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def fit_steps(
     cfg: DictConfig,
     minutes: float,
     iters_per_epoch: int,
-    time_steps: Callable[[DictConfig], float],
+    time_run: Callable[[DictConfig], ProbeTimes],
     clock: Callable[[], float] = time.perf_counter,
+    spent_before_s: float = 0.0,
 ) -> str:
     """Set `cfg.optim.total_steps` (and `optim.epochs`, the epochs it touches) for a budget of
-    `minutes`, counting the probe against it.
+    `minutes`, counting the probe and `spent_before_s` (the command's start-up) against it.
 
-    `time_steps(probe_cfg)` runs the probe and returns seconds per step. Returns the sentence
+    `time_run(probe_cfg)` runs the probe and returns its `ProbeTimes`. Returns the sentence
     that tells the user what was chosen.
     """
     if minutes <= 0:
@@ -59,18 +119,30 @@ def fit_steps(
     probe.max_steps = CALIBRATION_STEPS
     probe.log_every = 1
     probe.checkpoint_every = CALIBRATION_STEPS * 1000
-    probe.eval.knn_val = probe.eval.knn_train = None  # the probe times training steps only
+    probe.eval.knn_val = probe.eval.knn_train = None  # the probe times one evaluation apart
     probe.log.tensorboard, probe.log.wandb, probe.log.mlflow = False, None, None  # nor tracked
-    step_s = time_steps(probe)
-    spent = clock() - start
-    steps = steps_for_budget(minutes * 60, step_s, spent)
+    times = time_run(probe)
+    spent = spent_before_s + clock() - start
+
+    def total_s(steps: int) -> float:
+        every = cfg.checkpoint_every
+        return spent + run_seconds(steps, iters_per_epoch, times, every, cfg.eval.every)
+
+    budget_s = minutes * 60
+    low, high = 1, steps_for_budget(budget_s, times.step_s, spent)
+    while low < high:  # the most steps whose run fits (run_seconds grows with the steps)
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if total_s(mid) <= budget_s else (low, mid - 1)
+    steps = low
     cfg.optim.total_steps = steps
     cfg.optim.epochs = math.ceil(steps / iters_per_epoch)
-    total_min = (spent + steps * step_s) / 60
+    total_min = total_s(steps) / 60
     message = (
-        f"--budget {minutes:g} min: {step_s:.2f} s/step measured ({CALIBRATION_STEPS} steps); "
-        f"training {steps} steps = {steps / iters_per_epoch:.2f} epochs of {iters_per_epoch} "
-        f"steps (about {total_min:.1f} min with the measurement)"
+        f"--budget {minutes:g} min: {times.step_s:.2f} s/step measured ({CALIBRATION_STEPS} "
+        f"steps), {times.epoch_start_s:.1f} s an epoch's start, {times.save_s:.1f} s a checkpoint"
+        + (f", {times.eval_s:.1f} s an evaluation" if times.eval_s else "")
+        + f"; training {steps} steps = {steps / iters_per_epoch:.2f} epochs of "
+        f"{iters_per_epoch} steps (about {total_min:.1f} min in all)"
     )
     if total_min > minutes * 1.05:
         message += (

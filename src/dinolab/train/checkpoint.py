@@ -28,10 +28,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# Keys a checkpoint may lack and still resume; everything else must match the method exactly
-# (a missing teacher or center is an error, not a silent re-initialisation). None today: add a
-# key here, with the reason, when a newer method gains state that older checkpoints lack.
-OPTIONAL_METHOD_KEYS: frozenset[str] = frozenset()
+# Keys a checkpoint may lack and still resume (a name ending in "." stands for every key under
+# it); everything else must match the method exactly (a missing teacher or center is an error,
+# not a silent re-initialisation). Add a key here, with the reason, when a method gains state
+# that older checkpoints lack.
+# - "gram.": the Gram teacher of Gram anchoring (methods/gram.py), which a run may turn on when
+#   resumed: without a copy in the checkpoint it is taken from the EMA teacher (or gram.teacher)
+#   when the schedule first needs it, as in a run that had it on from the start.
+OPTIONAL_METHOD_KEYS: frozenset[str] = frozenset({"gram."})
 
 
 def method_state(method: nn.Module) -> dict[str, Any]:
@@ -42,12 +46,16 @@ def method_state(method: nn.Module) -> dict[str, Any]:
     return state
 
 
+def _optional(key: str) -> bool:
+    return any(key == o or (o.endswith(".") and key.startswith(o)) for o in OPTIONAL_METHOD_KEYS)
+
+
 def load_method_state(method: nn.Module, state: dict[str, Any]) -> None:
     """Load what `method_state` wrote, strictly (except OPTIONAL_METHOD_KEYS)."""
     flat = {k: v for k, v in state.items() if k != "student"}
     flat.update({f"student.{k}": v for k, v in state.get("student", {}).items()})
     result = method.load_state_dict(flat, strict=False)
-    missing = sorted(set(result.missing_keys) - OPTIONAL_METHOD_KEYS)
+    missing = sorted(k for k in result.missing_keys if not _optional(k))
     if missing or result.unexpected_keys:
         raise ValueError(
             f"the checkpoint does not fit this method: missing {missing[:5]}"

@@ -68,6 +68,9 @@ class ModelConfig:
     # (heads start fresh) or a run's checkpoint.pt (heads too). A new run takes the model.*
     # architecture keys (from a checkpoint, head.* too) from it.
     pretrained: str | None = None
+    # torch.compile each transformer block of the student and the teacher (models/layers.py:
+    # compile_blocks); the first steps pay the compile time (see benchmarks/README).
+    compile: bool = False
 
 
 @dataclass
@@ -114,9 +117,9 @@ class DataConfig:
     # (each image decoded once into a cache, the flips and colour ops done on a whole batch of
     # crops with torch: several times less CPU per image at small crops, see
     # benchmarks/README.md), "auto" ("tensor" when the global crops are small, see
-    # train/builders.py: data_pipeline). The default stays "pil" until a learning A/B shows the
-    # tensor path trains as well: every quality number so far was measured with "pil", and with
-    # "tensor" the 52-step tiny run of tests/train/test_training.py's loss check did not fall.
+    # train/builders.py: data_pipeline). The default is "pil": in the learning A/B of
+    # benchmarks/README.md ("The data pipeline") "tensor" scored 1.5 points lower on two seeds
+    # at the same speed.
     pipeline: str = "pil"
     # The tensor pipeline's decode cache: its directory (null: ~/.cache/dinolab/decoded, shared
     # by runs) and the shorter side images are kept at (null: the smallest at which no crop of
@@ -416,6 +419,7 @@ def validate(cfg: DictConfig) -> None:
     if spec.check is not None:
         spec.check(cfg)
     _validate_hybrid(cfg)
+    _validate_compile(cfg.model)
     _validate_crop_sizes(cfg, spec.views)
     _validate_highres(cfg)
     for section in config_sections():
@@ -495,6 +499,14 @@ def _validate_hybrid(cfg: DictConfig) -> None:
             trunk_stages(cfg.model.patch_size, cfg.model.stem)
         except ValueError as err:
             raise ConfigError(f"model.patch_size={cfg.model.patch_size}: {err}") from None
+
+
+def _validate_compile(m: DictConfig) -> None:
+    if m.compile and not m.arch.startswith("vit"):
+        raise ConfigError(
+            f"model.compile=true compiles transformer blocks, which model.arch={m.arch} does "
+            "not have: use a ViT (e.g. model.arch=vit_small), or model.compile=false"
+        )
 
 
 def _validate_colour(c: DictConfig) -> None:

@@ -30,7 +30,7 @@ from torch import nn
 
 from dinolab.data.images import list_images, prepare_or_skip
 from dinolab.eval.attention import NoAttentionError, attention_maps, require_attention
-from dinolab.io import atomic_write_text
+from dinolab.io import atomic_write_json
 from dinolab.runfiles import RunDir
 
 EVAL_KEYS = ("knn_top1", "val_top1")  # a record holding one of these comes from an evaluation
@@ -132,7 +132,7 @@ class Trackers:
                 self.mlflow_run = mlflow.start_run(run_name=self.run_dir.name)
                 ids["mlflow"] = self.mlflow_run.info.run_id
                 mlflow.log_params(_flat(config))
-        atomic_write_text(self.run_dir / RunDir.TRACKERS, json.dumps(ids, indent=2) + "\n")
+        atomic_write_json(self.run_dir / RunDir.TRACKERS, ids)
 
     def log(self, record: dict[str, Any], model: nn.Module, final: bool = False) -> None:
         """Hand one log.jsonl record to every tracker (at its `step`); `model` draws the

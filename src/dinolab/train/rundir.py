@@ -43,7 +43,7 @@ from dinolab.train.config import load_config
 
 PATH_KEYS = (
     "data.path", "eval.knn_val", "eval.knn_train", "finetune.val", "model.pretrained",
-    "teacher.model",
+    "teacher.model", "gram.teacher",
 )  # fmt: skip
 
 # Keys (or key prefixes ending in ".") that fix the shapes of the model, its heads or the
@@ -61,7 +61,7 @@ RESUME_REFUSED = (
 # new run starts from (a resumed run takes every weight from its checkpoint): still exact.
 RESUME_EXACT = (
     "max_steps", "log_every", "checkpoint_every", "data.num_workers", "data.on_error", "eval.",
-    "preset", "finetune.val", "model.pretrained", "teacher.model", "log.",
+    "preset", "finetune.val", "model.pretrained", "teacher.model", "gram.teacher", "log.",
 )  # fmt: skip
 # The run's length: the lr, weight decay, momentum and temperature schedules are recomputed for
 # it, from the step reached on (training longer than planned).

@@ -167,6 +167,7 @@ class RunSchedules:
             weight_decay=float(self.wd[step]),
             teacher_momentum=float(self.momentum[step]),
             last_layer_frozen=step < self.freeze_last_layer_iters,
+            total_steps=len(self.lr),
         )
 
 

@@ -31,9 +31,10 @@ from dinolab.device import autocast, peak_memory_mb, resolve_device, resolve_pre
 from dinolab.distributed import DistEnv, barrier, init_distributed
 from dinolab.hub import export_backbone
 from dinolab.methods import TEACHER_PROBS, Method
+from dinolab.models.layers import compile_blocks
 from dinolab.runfiles import RunDir
 from dinolab.train import schedules
-from dinolab.train.budget import fit_steps, step_seconds_from_log
+from dinolab.train.budget import ProbeTimes, fit_steps, probe_times_from_log, process_age_s
 from dinolab.train.builders import build_data, build_evaluator, build_method, time_highres_phase
 from dinolab.train.checkpoint import load_method_state, method_state, rng_state, set_rng_state
 from dinolab.train.config import save_config
@@ -141,6 +142,8 @@ class Trainer:
         if self.env.enabled:
             method = sync_batchnorms(method, self.device)
         self.method = method.to(self.device)
+        if cfg.model.compile:
+            compile_blocks(self.method)
         self.student = self.method.student
         # What a step calls: the method itself, or (torchrun) the Trainer's own DDP wrapper of
         # it, which averages the student's gradients (the teacher has none).
@@ -180,10 +183,11 @@ class Trainer:
             config=config,
         )
 
-    def save(self) -> None:
-        """Checkpoint (atomic) and export of the trained backbone; rank 0 only, once per step.
-        A run resumed from a directory with the export's old name keeps one export, the new."""
-        if self.env.is_main and self._saved_step != self.step:
+    def save(self, again: bool = False) -> None:
+        """Checkpoint (atomic) and export of the trained backbone; rank 0 only, once per step
+        unless `again` (the budget probe times one more). A run resumed from a directory with
+        the export's old name keeps one export, the new."""
+        if self.env.is_main and (again or self._saved_step != self.step):
             self._saved_step = self.step
             self._state().save(self.files.checkpoint)
             export_backbone(self.method.trained_backbone, self.files.export)
@@ -512,17 +516,32 @@ def _fit_budget(
     """Time a few real steps on the run's data, then set the run's length to fit `minutes`
     (train/budget.py); every rank trains rank 0's choice."""
 
-    def time_steps(probe: DictConfig) -> float:
+    def time_run(probe: DictConfig) -> ProbeTimes:
         torch.manual_seed(probe.seed)
-        Trainer(probe, build_method(probe, len(dataset.classes)), dataset, collate_fn, env).fit()
+        start = time.perf_counter()
+        trainer = Trainer(
+            probe, build_method(probe, len(dataset.classes)), dataset, collate_fn, env
+        )
+        setup_s = time.perf_counter() - start
+        trainer.fit()
         barrier()
-        step_s = step_seconds_from_log(RunDir(probe.out).log, probe.optim.batch_size)
+        start = time.perf_counter()
+        trainer.save(again=True)  # fit saved this step: time one more checkpoint and export
+        save_s = time.perf_counter() - start
+        evaluator = build_evaluator(cfg) if env.is_main else None  # the real run's evaluation
+        start = time.perf_counter()
+        if evaluator is not None:
+            evaluator(trainer.method, trainer.dtype)
+        eval_s = time.perf_counter() - start if evaluator is not None else 0.0
+        log = RunDir(probe.out).log
+        times = probe_times_from_log(log, probe.optim.batch_size, save_s, eval_s, setup_s)
         barrier()
         if env.is_main:
             shutil.rmtree(probe.out, ignore_errors=True)
-        return step_s
+        return times
 
-    message = fit_steps(cfg, minutes, len(dataset) // cfg.optim.batch_size, time_steps)
+    iters = len(dataset) // cfg.optim.batch_size
+    message = fit_steps(cfg, minutes, iters, time_run, spent_before_s=process_age_s())
     if env.enabled:
         chosen = [cfg.optim.total_steps, cfg.optim.epochs]
         torch.distributed.broadcast_object_list(chosen, src=0)

@@ -24,7 +24,7 @@ from dinolab.data.decode import load_image
 from dinolab.distributed import barrier, rank
 from dinolab.eval.features import FeatureOptions, embed
 from dinolab.hub import load_model
-from dinolab.io import atomic_write_npz, atomic_write_text
+from dinolab.io import atomic_write_json, atomic_write_npz
 from dinolab.viz.curation import plot_calibration
 
 
@@ -121,7 +121,7 @@ def _calibrate(out: Path, work: Path, protect_names: list[str], shard_size: int)
         "edits": list(EDITS),
         **{k: c.to_dict() for k, c in calib.items()},
     }
-    atomic_write_text(out / "calibration.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_json(out / "calibration.json", record)
     if not all(c.separable for c in calib.values()):  # else summary.png draws them
         plot_calibration(out / "calibration.png", arrays, record)
 

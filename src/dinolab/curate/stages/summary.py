@@ -13,7 +13,7 @@ import numpy as np
 from dinolab.curate.files import read_embeddings
 from dinolab.curate.options import CurationOptions
 from dinolab.curate.stage_cache import STAGES, StageCache, stage_key
-from dinolab.io import atomic_write_text
+from dinolab.io import atomic_write_json
 from dinolab.viz.curation import HIST_BINS, plot_curation_summary
 
 
@@ -50,7 +50,7 @@ def summary_stage(opts: CurationOptions, stages: StageCache, retrieve_key: str) 
             calib = {k: z[k] for k in z.files}
         for name, values in _calibration_sets(calib):
             summary["histograms"][f"calibration_{name}"] = _log_histogram(values)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out / "summary.json", summary)
     plot_curation_summary(
         out / "summary.png", nn_sim, _bin_edges(nn_sim, threshold), sims, _bin_edges(sims),
         threshold, calib, summary.get("calibration"),
