@@ -164,6 +164,20 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shards(args: argparse.Namespace) -> int:
+    from dinolab.data.folders import ImageDataset
+    from dinolab.data.shards import parse_size, write_shards
+
+    max_bytes = parse_size(args.shard_size)
+    listing = ImageDataset(args.source, layout=args.layout)
+    written = write_shards(listing, args.out, max_bytes, overwrite=args.overwrite)
+    print(f"wrote {written.samples} images into {len(written.files)} shards; train on them with")
+    print(f"  dinolab train --data '{written.spec}' ...")
+    if written.skipped:
+        print(f"left out {len(written.skipped)} unreadable files, e.g. {written.skipped[0]}")
+    return 0
+
+
 def _model(args: argparse.Namespace):
     """MODEL as the library takes it: an official name loaded with --weights; a path as is
     (feature caches and result files go by it)."""
@@ -474,12 +488,41 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
         epilog=_example("dinolab embed runs/photos --data ./photos --out feats.npy"),
     )
     _add_model_and_features(p)
-    p.add_argument("--data", required=True, help="folder of images or a file list")
+    p.add_argument(
+        "--data", required=True, help="folder of images, a file list, or shards 'DIR/s-{0..9}.tar'"
+    )
     p.add_argument("--out", required=True, help="output file: .npy or .npz")
     p.add_argument(
         "--overwrite", action="store_true", help="replace features of another model in --out"
     )
     p.set_defaults(func=cmd_embed)
+
+
+def _add_shards(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "shards",
+        help="pack a folder or file list into WebDataset tar shards (train on them with --data)",
+        description="Write SOURCE's images, bytes as stored, into numbered tar shards with "
+        "webdataset's ShardWriter (a sample: __key__, the image under its extension, cls when "
+        "SOURCE has classes; class names in classes.json beside the shards). Needs the extra: "
+        "pip install 'dinolab[shards]'.",
+        epilog=_example(
+            "dinolab shards ./photos --out shards/shard-%06d.tar --shard-size 1GB",
+            "dinolab train --data 'shards/shard-{000000..000009}.tar' preset=vit_small_dino",
+        ),
+    )
+    p.add_argument("source", help="folder, .txt/.csv file list (dinolab curate's keep.txt), shards")
+    p.add_argument("--out", required=True, help="numbered shard files: DIR/shard-%%06d.tar")
+    p.add_argument("--shard-size", default="1GB", help="bytes per shard (KB, MB, GB, KiB, ...)")
+    p.add_argument(
+        "--layout",
+        default="auto",
+        choices=("auto", "classes", "flat"),
+        help="folders: class folders (labels), flat (unlabeled), or auto (classes when the "
+        "folder holds no images itself)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace shards the pattern matches")
+    p.set_defaults(func=cmd_shards)
 
 
 def _add_knn(sub: argparse._SubParsersAction) -> None:
@@ -691,7 +734,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides (preset=NAME too)"
     )
-    p.add_argument("--data", help="folder of images (nested or class-per-folder) or a file list")
+    p.add_argument(
+        "--data",
+        help="folder of images (nested or class-per-folder), a file list, or WebDataset shards "
+        "'DIR/shard-{000000..000099}.tar' (dinolab shards)",
+    )
     p.add_argument(
         "--out", help="run directory: config, checkpoint, logs, exported model (default: runs/dino)"
     )
@@ -1064,6 +1111,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_config,
     _add_finetune,
     _add_embed,
+    _add_shards,
     _add_knn,
     _add_linear,
     _add_segment,

@@ -148,6 +148,16 @@ def test_empty_or_missing_inputs_fail_before_any_work(
     assert not (tmp_path / "o1" / "embeddings").exists()
 
 
+def test_a_pool_of_shards_is_refused_in_one_line(pools: dict, tiny_model, tmp_path: Path) -> None:
+    pytest.importorskip("webdataset")
+    from dinolab.data.shards import write_shards
+
+    spec = write_shards(ImageDataset(pools["pool"]), str(tmp_path / "s-%03d.tar"), 10**9).spec
+    with pytest.raises(ValueError, match=r"^pool: curation reads images as files, not shards"):
+        run({**pools, "pool": spec}, tmp_path / "out", tiny_model)
+    assert not (tmp_path / "out" / "embeddings").exists()
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [

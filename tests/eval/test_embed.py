@@ -103,3 +103,37 @@ def test_unreadable_images_are_listed_in_a_kept_file(few_images, tiny_vit, tmp_p
     assert any(f"listed in {kept}" in str(w.message) for w in caught)  # not a temporary file
     assert kept.read_text().startswith(f"{bad}\t")
     assert result.meta["skipped"] == [str(bad)] and len(result.paths) == len(rows)
+
+
+def test_embed_reads_shards_as_the_list_they_were_written_from(few_images, tiny_vit, tmp_path):
+    pytest.importorskip("webdataset")
+    from dinolab.data.shards import write_shards
+
+    listing = ImageDataset(few_images)
+    written = write_shards(listing, str(tmp_path / "s" / "shard-%03d.tar"), 40_000, progress=False)
+    assert len(written.files) > 1
+    files = embed(tiny_vit, few_images, tmp_path / "files.npy", FP32, progress=False)
+    shards = embed(tiny_vit, written.spec, tmp_path / "shards.npy", FP32, progress=False)
+    torch.testing.assert_close(shards.features, files.features, rtol=0, atol=0)
+    assert shards.labels is not None and files.labels is not None
+    assert torch.equal(shards.labels, files.labels) and shards.classes == files.classes
+    assert [Path(p).stem for p in shards.paths] == [Path(p).stem for p in files.paths]
+    assert all(".tar/" in p for p in load_features(tmp_path / "shards.npy").paths)
+
+
+def test_rewritten_shards_are_embedded_anew(imagenette, tiny_vit, tmp_path):
+    pytest.importorskip("webdataset")
+    from dinolab.data.shards import write_shards
+    from dinolab.eval.features import cached_features
+
+    images = sorted((imagenette / "val" / "n01440764").iterdir())
+    pattern, features = str(tmp_path / "s" / "shard-%03d.tar"), []
+    for start in (0, 6):  # the same sample names (0.jpg ... 5.jpg), other images
+        folder = tmp_path / f"images{start}"
+        folder.mkdir()
+        for i, image in enumerate(images[start : start + 6]):
+            (folder / f"{i}.jpg").symlink_to(image)
+        written = write_shards(ImageDataset(folder), pattern, 10**9, overwrite=True, progress=False)
+        features.append(cached_features(tiny_vit, written.spec, FP32, cache_dir=tmp_path / "c"))
+    assert features[0].paths == features[1].paths
+    assert not torch.allclose(features[0].features, features[1].features)

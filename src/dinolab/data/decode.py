@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -60,11 +61,12 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255))
 
 
 def load_image(
-    path: str | os.PathLike,
+    path: str | os.PathLike | BinaryIO,
     min_size: Callable[[int, int], tuple[int, int]] | None = None,
     background: tuple[int, int, int] = (255, 255, 255),
 ) -> Image.Image:
-    """Decode ``path`` to an RGB image (EXIF orientation applied); raises on any failure.
+    """Decode ``path`` (a file, or an open binary stream such as a shard member's bytes) to
+    an RGB image (EXIF orientation applied); raises on any failure.
 
     ``min_size(width, height)`` gives the smallest size the consumer needs; for JPEGs,
     Pillow's draft mode then lets libjpeg decode at 1/2, 1/4 or 1/8 scale while staying at

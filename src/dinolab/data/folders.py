@@ -1,11 +1,12 @@
-"""Image datasets from folders and file lists, with a policy for files that will not decode.
+"""Image datasets from folders, file lists and shards, with a policy for images that fail.
 
 Sources: a class-per-folder tree (``root/<class>/**``, labels from sorted folder names, as
-torchvision's ImageFolder), a flat or nested folder of unlabeled images, or a ``.txt`` /
-``.csv`` file list. Every image is decoded with Pillow to RGB (``decode.load_image``), or read
-from a ``DecodeCache`` that decoded it once. A long run must not die on
-one bad file, so by default such files are skipped (warned about, logged, replaced by the
-next readable item) and the log can be copied into the run directory.
+torchvision's ImageFolder), a flat or nested folder of unlabeled images, a ``.txt`` /
+``.csv`` file list, or WebDataset tar shards (``DIR/shard-{000000..000099}.tar``, read by
+sample through their index: ``data/shards.py``). Every image is decoded with Pillow to RGB
+(``decode.load_image``), or read from a ``DecodeCache`` that decoded it once. A long run must
+not die on one bad file, so by default such files are skipped (warned about, logged, replaced
+by the next readable item) and the log can be copied into the run directory.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import inspect
+import io
 import os
 import tempfile
 import uuid
@@ -28,6 +30,7 @@ from PIL import Image
 
 from dinolab.data.decode import UnreadableImageError, load_image
 from dinolab.data.decode_cache import DecodeCache, default_cache_dir
+from dinolab.data.shards import ShardSamples, index_shards, is_shard_source
 from dinolab.runfiles import RunDir
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -205,7 +208,7 @@ def _remove_if_owner(path: str, owner_pid: int) -> None:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Images from a folder or a .txt/.csv file list; items are ``(image, label)``.
+    """Images from a folder, a .txt/.csv file list or tar shards; items are ``(image, label)``.
 
     ``image`` is an RGB ``PIL.Image``, or ``transform(image, generator=g)`` when a transform
     is given; ``label`` is -1 for unlabeled data. The generator ``g`` is seeded from
@@ -229,6 +232,10 @@ class ImageDataset(torch.utils.data.Dataset):
 
     ``decode_once(short_side)`` switches to a ``DecodeCache``: items then come as (H, W, 3)
     uint8 arrays decoded once (by this run or an earlier one) instead of PIL images.
+
+    Shards (``source`` ending in ``.tar``, brace ranges expanded): ``.paths`` name each sample
+    as SHARD/KEY.EXT; images are read from their offsets in the shards (``.shards``), so order,
+    augmentations, skipping and resume are as for a folder of the same images in the same order.
     """
 
     def __init__(
@@ -247,7 +254,15 @@ class ImageDataset(torch.utils.data.Dataset):
             raise ValueError(f'on_error must be "skip" or "raise", got {on_error!r}')
         self.source = Path(source).expanduser()
         self.extensions = tuple(e.lower() for e in extensions)
-        if self.source.is_dir():
+        self.shards: ShardSamples | None = None
+        if is_shard_source(source):
+            self.shards = index_shards(str(source), self.extensions)
+            self.paths, self.labels, self.classes = (
+                self.shards.names,
+                self.shards.labels,
+                self.shards.classes,
+            )
+        elif self.source.is_dir():
             self.paths, self.labels, self.classes = scan_folder(
                 self.source, layout, self.extensions
             )
@@ -287,6 +302,11 @@ class ImageDataset(torch.utils.data.Dataset):
         once, shorter side at most ``short_side``, under ``directory`` (default
         ``~/.cache/dinolab/decoded``); built now (with a progress bar) or reused from an earlier
         run. Files that did not decode are skipped as before."""
+        if self.shards is not None:
+            raise ValueError(
+                "the decode cache reads image files, not shards: train on shards with "
+                "data.pipeline=pil"
+            )
         self.cache = DecodeCache(
             self.paths, directory or default_cache_dir(), short_side, self.background, progress
         )
@@ -331,7 +351,16 @@ class ImageDataset(torch.utils.data.Dataset):
         if self.cache is not None:
             return self.cache[index]
         min_size = getattr(self.transform, "min_decode_size", None) if self.draft else None
+        if self.shards is not None:
+            data = io.BytesIO(self.shards.read(index))
+            return load_image(data, min_size, self.background)
         return load_image(self.paths[index], min_size, self.background)
+
+    def stored_bytes(self, index: int) -> bytes:
+        """The bytes of image ``index`` as stored (its file, or its member of a shard)."""
+        if self.shards is not None:
+            return self.shards.read(index)
+        return self.paths[index].read_bytes()
 
     def _record_skip(self, index: int, err: Exception) -> None:
         """List the file once in the skip log and warn once; DataLoader workers start afresh

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from dinolab.data.folders import ImageDataset
 from dinolab.data.images import model_short_side
+from dinolab.data.shards import member_stamp
 from dinolab.data.transforms import EvalTransform
 from dinolab.device import autocast, resolve_device, resolve_precision
 from dinolab.distributed import barrier, join, world_size
@@ -220,11 +221,12 @@ def model_identity(model: nn.Module | str | os.PathLike) -> str:
 
 
 def listing_identity(paths: Sequence[str | os.PathLike], labels: Sequence[int] | None) -> str:
-    """Hash of the ordered listing: every path with its label, size and mtime."""
+    """Hash of the ordered listing: every path with its label, size and mtime (a shard
+    sample's: its shard's)."""
     h = hashlib.sha256()
     labels = labels if labels is not None else [-1] * len(paths)
     for p, y in zip(paths, labels, strict=True):
-        stamp = file_stamp(p) or "missing"
+        stamp = file_stamp(p) or member_stamp(p) or "missing"
         h.update(f"{p}\t{int(y)}\t{stamp}\n".encode())
     return h.hexdigest()
 

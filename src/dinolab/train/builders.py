@@ -47,12 +47,15 @@ TENSOR_PIPELINE_MAX_CROP = 128
 AUTO_CACHE_BYTES = 8 * 2**30
 
 
-def data_pipeline(cfg: DictConfig, n_images: int) -> str:
+def data_pipeline(cfg: DictConfig, n_images: int, files: bool = True) -> str:
     """`data.pipeline` resolved for `n_images` images: "auto" is "tensor" when every global crop
     (the high-resolution phase's too) is at most TENSOR_PIPELINE_MAX_CROP px and the decode
-    cache would take at most AUTO_CACHE_BYTES, else "pil"."""
+    cache would take at most AUTO_CACHE_BYTES, else "pil"; always "pil" for images that are not
+    `files` (shards: the decode cache reads files)."""
     if cfg.data.pipeline != "auto":
         return cfg.data.pipeline
+    if not files:
+        return "pil"
     small = max([cfg.crops.global_size, *_highres_sizes(cfg)]) <= TENSOR_PIPELINE_MAX_CROP
     fits = estimated_bytes(n_images, cache_short_side(cfg)) <= AUTO_CACHE_BYTES
     return "tensor" if small and fits else "pil"
@@ -83,7 +86,10 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
     the largest phase's crops need.
     """
     if not cfg.data.path:
-        raise ValueError("no training data: pass --data DIR (a folder of images or a file list)")
+        raise ValueError(
+            "no training data: pass --data DIR (a folder of images, a file list, or shards "
+            "'DIR/shard-{000000..000099}.tar')"
+        )
     dataset = ImageDataset(
         cfg.data.path,
         on_error=cfg.data.on_error,
@@ -92,7 +98,8 @@ def build_data(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any]:
     )
     views = method_spec(cfg.method).views
     multi_crop = views is Views.MULTI_CROP
-    tensor = multi_crop and data_pipeline(cfg, len(dataset)) == "tensor"
+    files = dataset.shards is None
+    tensor = multi_crop and data_pipeline(cfg, len(dataset), files) == "tensor"
     transform = _transform(cfg, cfg.crops.global_size, tensor)
     dataset.transform = transform
     if tensor:

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dinolab.data.shards import absolute_source
 from dinolab.io import stale_temp_files
 from dinolab.runfiles import RunDir
 from dinolab.train.config import load_config
@@ -151,7 +152,7 @@ def absolute_paths(cfg: DictConfig) -> None:
     for key in PATH_KEYS:
         value = OmegaConf.select(cfg, key)
         if value:
-            OmegaConf.update(cfg, key, os.path.abspath(os.path.expanduser(value)))
+            OmegaConf.update(cfg, key, absolute_source(value))
 
 
 # ------------------------------------------------------------------------------ resume

@@ -18,9 +18,15 @@ from dinolab.hub import load_model
 def _listing(role: str, source: str | os.PathLike) -> ImageDataset:
     """The dataset of one input, with absolute paths; errors name the option at fault."""
     try:
-        return ImageDataset(Path(source).expanduser().absolute())
+        dataset = ImageDataset(Path(source).expanduser().absolute())
     except (FileNotFoundError, ValueError) as err:
         raise type(err)(f"{role}: {err}") from err
+    if dataset.shards is not None:  # calibration and dedup read the images as files
+        raise ValueError(
+            f"{role}: curation reads images as files, not shards ({source}); curate the folder "
+            "or file list the shards were written from"
+        )
+    return dataset
 
 
 def embed_stage(opts: CurationOptions, stages: StageCache) -> dict[str, str]:
