@@ -3,7 +3,9 @@
 import pytest
 import torch
 
+from dinolab.methods.dino import backbone_from_config
 from dinolab.models.vit import VisionTransformer
+from dinolab.train.config import build_config
 
 
 @pytest.mark.parametrize("pos_embed", ["learned", "rope"])
@@ -51,3 +53,11 @@ def test_checkpointing_stores_fewer_activations() -> None:
     plain = saved_tensor_count()
     model.grad_checkpointing = True
     assert saved_tensor_count() < plain
+
+
+def test_config_switch_reaches_the_backbone() -> None:
+    cfg = build_config(["model.arch=vit_tiny", "model.depth=1", "model.grad_checkpointing=true"])
+    assert backbone_from_config(cfg, drop_path_rate=0.0).grad_checkpointing
+    cfg.model.arch = "resnet50"
+    with pytest.raises(ValueError, match="grad_checkpointing"):
+        backbone_from_config(cfg, drop_path_rate=0.0)

@@ -40,6 +40,8 @@ class ModelConfig:
     patch_size: int = 16
     depth: int | None = None  # None = the named size's depth; fewer blocks for small data/CPUs
     drop_path_rate: float = 0.1
+    # Recompute each ViT block's activations in backward: less memory, one more forward per block.
+    grad_checkpointing: bool = False
     layerscale: float | None = None  # LayerScale init value; None = off (DINO v1)
     num_register_tokens: int = 0
     ffn_layer: str = "mlp"
