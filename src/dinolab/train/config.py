@@ -181,6 +181,16 @@ class LogConfig:
 
 
 @dataclass
+class DistConfig:
+    """How torchrun's processes share the model: "ddp" (each holds all of it, gradients are
+    averaged; the checkpoint is one file) or "fsdp" (FSDP2's `fully_shard`: parameters,
+    gradients and optimizer states split over the processes, per ViT block; the checkpoint is
+    a folder saved through torch.distributed.checkpoint, resumable on another process count)."""
+
+    strategy: str = "ddp"
+
+
+@dataclass
 class TrainConfig:
     """The keys every run has; `config_schema` adds the registered methods' sections."""
 
@@ -200,6 +210,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
 
 
 def config_schema() -> type:
@@ -227,6 +238,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.pipeline": ("auto", "pil", "tensor"),
     "optim.lr_scaling": ("linear", "sqrt"),
     "optim.clip_mode": ("per_param", "global", "per_module"),
+    "dist.strategy": ("ddp", "fsdp"),
 }
 
 
@@ -472,6 +484,11 @@ def _validate_eval(cfg: DictConfig) -> None:
         )
     if e.knn_train is not None and e.knn_val is None:
         raise ConfigError("eval.knn_train is set but eval.knn_val is not: give both (or neither)")
+    if e.knn_val is not None and cfg.dist.strategy == "fsdp":
+        raise ConfigError(
+            "eval.knn_val runs the teacher on rank 0 alone, which a sharded (dist.strategy=fsdp) "
+            "teacher cannot: unset eval.knn_val and run `dinolab knn` on the exported backbone"
+        )
 
 
 def is_resnet(arch: str) -> bool:
