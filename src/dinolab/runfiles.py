@@ -68,6 +68,12 @@ class RunDir:
     def sharded_checkpoint(self) -> Path:
         return self.path / self.SHARDED_CHECKPOINT
 
+    @property
+    def saved_checkpoint(self) -> Path:
+        """The checkpoint to read: the sharded folder where the run wrote one, else the file."""
+        sharded = self.sharded_checkpoint
+        return sharded if is_sharded_checkpoint(sharded) else self.checkpoint
+
     def has_checkpoint(self) -> bool:
         """Whether a checkpoint to resume from is here (a file or a sharded folder)."""
         return self.checkpoint.is_file() or is_sharded_checkpoint(self.sharded_checkpoint)

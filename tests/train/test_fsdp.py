@@ -99,9 +99,11 @@ def test_fsdp_trains_as_ddp(clip_mode, tiny, image_list, tmp_path, torchrun):
 
 
 def test_sharded_checkpoint_resumes_exactly_and_reshards(tiny, image_list, tmp_path, torchrun):
+    """Saved at step 2, while the last layer is frozen (it has no optimizer state yet), resumed
+    past the freeze (step 4) to step 6."""
     fsdp = ("dist.strategy=fsdp", "optim.clip_mode=per_module")
     whole = tmp_path / "whole"
-    _train(torchrun, tiny, image_list, whole, 2, "max_steps=4", *fsdp)
+    _train(torchrun, tiny, image_list, whole, 2, "max_steps=6", *fsdp)
     stopped = tmp_path / "stopped"
     _train(torchrun, tiny, image_list, stopped, 2, "max_steps=2", *fsdp)
     saved_at_2 = tmp_path / "saved_at_2"
@@ -109,7 +111,7 @@ def test_sharded_checkpoint_resumes_exactly_and_reshards(tiny, image_list, tmp_p
     on_two_processes = Checkpoint.load(saved_at_2 / "checkpoint.dcp")
 
     # 2 -> 2: the resumed run is the uninterrupted one, bit for bit
-    torchrun(["-m", "dinolab", "train", "--resume", stopped, "max_steps=4"], nproc=2)
+    torchrun(["-m", "dinolab", "train", "--resume", stopped, "max_steps=6"], nproc=2)
     assert _losses(stopped) == _losses(whole)
     _assert_same(Checkpoint.load(stopped / "checkpoint.dcp"),
                  Checkpoint.load(whole / "checkpoint.dcp"))  # fmt: skip
