@@ -19,6 +19,7 @@ from torch import nn
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
+from dinolab.distributed import barrier
 from dinolab.methods import Method
 
 
@@ -52,7 +53,11 @@ def _networks(method: Method) -> list[nn.Module]:
 def full_state_dict(module: nn.Module) -> dict[str, Any]:
     """`module.state_dict()` with every sharded tensor gathered whole (every process must call
     it: it all-gathers); plain tensors are returned as they are."""
-    return {
+    whole = {
         key: value.full_tensor() if isinstance(value, DTensor) else value
         for key, value in module.state_dict().items()
     }
+    # the gathers are asynchronous: a process that moved on and exited with one in flight
+    # aborts ("terminate called without an active exception")
+    barrier()
+    return whole

@@ -213,6 +213,11 @@ class Trainer:
                 export_backbone(backbone, self.files.export, whole)
                 for old in self.files.old_exports():
                     old.unlink()
+            if self.sharded:
+                # every rank leaves with rank 0: one that exits while the others still hold
+                # the process group can abort at exit under FSDP ("terminate called without
+                # an active exception")
+                barrier()
         self.checkpoint_step = self.step
 
     def resume(self) -> None:
