@@ -9,6 +9,14 @@ from it. ``version`` names the layout; a file without one is version 1, the layo
 checkpoint has had. A later layout (sharded optimizer states, a further teacher) raises the
 version, and `Checkpoint.from_state` learns to read each one.
 
+Under `dist.strategy=fsdp` the same checkpoint is a folder (`Checkpoint.save_sharded`): its
+tensors (the method's state and the optimizer's per-parameter state) go through
+torch.distributed.checkpoint (DCP), each process writing its shards, and the rest (plain values)
+into ``meta.pt``. DCP's files record each tensor's whole shape, so the folder loads on any number
+of processes (`load_sharded`) or, whole, into one (`load`). Its ``.metadata`` file is a pickle
+(DCP's format): load only sharded checkpoints you wrote. A save goes into a ``.saving`` sibling
+renamed into place once complete, so a save killed half-way leaves the previous checkpoint.
+
 It lives below `hub` and `train`: `hub.load` refuses a training checkpoint with a pointer to the
 run directory, `train/` saves and resumes it (`train/checkpoint.py`: the method and RNG state).
 """
@@ -19,19 +27,26 @@ import argparse
 import os
 import pickle
 import re
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed.checkpoint as dcp
 from torch import Tensor
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-from dinolab.io import atomic_write
+from dinolab.distributed import barrier, is_distributed, rank
+from dinolab.io import atomic_write, fsync_dir
 
 CHECKPOINT_VERSION = 1
 # What every version holds; `is_training_checkpoint` recognises a file by these keys.
 TRAINING_KEYS = frozenset({"method", "optimizer", "step", "config"})
+# A sharded checkpoint's file of plain values, beside DCP's files.
+SHARDED_META = "meta.pt"
 
 
 class UnsafeCheckpointError(ValueError):
@@ -125,10 +140,63 @@ class Checkpoint:
         state = {f.name: getattr(self, f.name) for f in fields(self)}
         atomic_write(path, lambda f: torch.save(state, f))
 
+    def save_sharded(self, path: str | os.PathLike) -> None:
+        """Write the checkpoint as a folder at ``path`` through DCP; every process calls it
+        with its shards (DTensors) of ``method`` and of the optimizer's ``state``."""
+        path = Path(path)
+        saving, previous = _sharded_siblings(path)
+        if rank() == 0:
+            shutil.rmtree(saving, ignore_errors=True)
+        barrier()
+        tensors = {"method": self.method, "optimizer": self.optimizer["state"]}
+        dcp.save(tensors, checkpoint_id=saving, no_dist=not is_distributed())
+        if rank() == 0:
+            plain = {f.name: getattr(self, f.name) for f in fields(self)
+                     if f.name not in ("method", "optimizer")}  # fmt: skip
+            plain["optimizer_param_groups"] = self.optimizer["param_groups"]
+            atomic_write(saving / SHARDED_META, lambda f: torch.save(plain, f))
+            if path.is_dir():
+                os.replace(path, previous)
+            os.replace(saving, path)
+            fsync_dir(path.parent)
+            shutil.rmtree(previous, ignore_errors=True)
+        barrier()
+
+    @classmethod
+    def load_sharded(
+        cls, path: str | os.PathLike, method: dict[str, Any], optimizer_state: dict[str, Any]
+    ) -> Checkpoint:
+        """Read the folder at ``path`` into ``method`` and ``optimizer_state`` (the state dicts
+        of this run's method and optimizer: DTensors sharded for this process count, or whole
+        tensors), in place; every process calls it. Returns the checkpoint holding them."""
+        path = complete_sharded(Path(path))
+        # a parameter that had no gradient yet (DINO's frozen last layer) has no optimizer
+        # state in the checkpoint: it gets none here either, as in the run that saved it
+        saved = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
+        optimizer_state = {name: state for name, state in optimizer_state.items()
+                           if all(f"optimizer.{name}.{k}" in saved for k in state)}  # fmt: skip
+        tensors = {"method": method, "optimizer": optimizer_state}
+        dcp.load(tensors, checkpoint_id=path, no_dist=not is_distributed())
+        return cls._from_sharded(path, tensors)
+
+    @classmethod
+    def _from_sharded(cls, path: Path, tensors: dict[str, Any]) -> Checkpoint:
+        plain = torch_load_safely(path / SHARDED_META)
+        groups = plain.pop("optimizer_param_groups")
+        optimizer = {"state": tensors["optimizer"], "param_groups": groups}
+        return cls.from_state({**plain, "method": tensors["method"], "optimizer": optimizer})
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> Checkpoint:
-        """The checkpoint at ``path``, read safely; errors say what the file is instead."""
+        """The checkpoint at ``path``, read safely; errors say what the file is instead. A
+        sharded checkpoint's folder is read whole into this process."""
         path = Path(path)
+        if is_sharded_checkpoint(path):
+            path = complete_sharded(path)
+            with tempfile.TemporaryDirectory() as scratch:  # DCP's public reader writes a file
+                whole = Path(scratch) / "whole.pt"
+                dcp_to_torch_save(path, whole)
+                return cls._from_sharded(path, torch_load_safely(whole))
         if not path.is_file():
             raise FileNotFoundError(
                 f"no checkpoint at {path}; to resume, pass the run directory of a run that has "
@@ -156,10 +224,30 @@ class Checkpoint:
         return cls(**{name: state[name] for name in names}, version=version)
 
 
+def _sharded_siblings(path: Path) -> tuple[Path, Path]:
+    """Where a save writes before renaming, and where the previous checkpoint waits meanwhile."""
+    return path.with_name(path.name + ".saving"), path.with_name(path.name + ".previous")
+
+
+def is_sharded_checkpoint(path: Path) -> bool:
+    """Whether ``path`` names a sharded checkpoint's folder (or a save killed while renaming
+    left its previous one beside it)."""
+    return (path / SHARDED_META).is_file() or (_sharded_siblings(path)[1] / SHARDED_META).is_file()
+
+
+def complete_sharded(path: Path) -> Path:
+    """The complete folder of the sharded checkpoint at ``path``: itself, or the previous one
+    when a save was killed between its two renames."""
+    previous = _sharded_siblings(path)[1]
+    return path if (path / SHARDED_META).is_file() or not previous.is_dir() else previous
+
+
 def read_training_checkpoint(source: str | os.PathLike) -> Checkpoint | None:
     """The training checkpoint at ``source``, or None when ``source`` is something else (a run
     directory, an export, an official .pth file, a hub name)."""
     path = Path(source)
+    if is_sharded_checkpoint(path):
+        return Checkpoint.load(path)
     if not (path.is_file() and path.suffix in (".pt", ".pth")):
         return None
     state = torch_load_safely(path)

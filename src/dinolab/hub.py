@@ -39,7 +39,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
-from dinolab.checkpoint import is_training_checkpoint, torch_load_safely
+from dinolab.checkpoint import (
+    Checkpoint,
+    is_sharded_checkpoint,
+    is_training_checkpoint,
+    torch_load_safely,
+)
 from dinolab.interop import hf as hf_format
 from dinolab.interop import timm as timm_format
 from dinolab.io import atomic_write_bytes, atomic_write_text
@@ -349,8 +354,11 @@ def load_official(
 
 
 # -------------------------------------------------------------------------- our format
-def export_backbone(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write ``path`` (.safetensors) and its sibling .json so `load` can rebuild the model."""
+def export_backbone(
+    model: nn.Module, path: str | os.PathLike, state: Mapping[str, Tensor] | None = None
+) -> Path:
+    """Write ``path`` (.safetensors) and its sibling .json so `load` can rebuild the model.
+    ``state``: the model's whole state dict when its own holds shards (FSDP)."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"export path must end in .safetensors, got {path}")
@@ -360,7 +368,8 @@ def export_backbone(model: nn.Module, path: str | os.PathLike) -> Path:
             "unwrap DDP/compile wrappers first (model.module / model._orig_mod)"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = model.state_dict() if state is None else state
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     family = getattr(model, "family", "vit")
     meta = {"arch": family, "config": model.config, "format_version": FORMAT_VERSION}
     atomic_write_bytes(path, save(tensors))
@@ -421,6 +430,17 @@ def _load_pth(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
             f"beside it ({RunDir.BACKBONE})"
         )
     return _load_state_dict(extract_backbone(checkpoint), overrides)
+
+
+def _load_sharded(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
+    """The trained backbone (the teacher's; the student's without one) of a sharded training
+    checkpoint, gathered whole into this process; its architecture read from the shapes."""
+    checkpoint = Checkpoint.load(path)
+    network = checkpoint.teacher or checkpoint.student
+    state = {
+        k.removeprefix("backbone."): v for k, v in network.items() if k.startswith("backbone.")
+    }
+    return _load_state_dict(state, overrides)
 
 
 def _load_state_dict(state: dict[str, Tensor], overrides: Mapping[str, Any]) -> nn.Module:
@@ -498,7 +518,8 @@ def load(
 ) -> nn.Module:
     """A backbone in eval mode from a run directory, a .safetensors export, an official .pth
     checkpoint (architecture inferred from its shapes), a Hugging Face transformers or timm
-    folder (`dinolab.interop`), a timm state dict, or a hub name plus ``weights=`` path.
+    folder (`dinolab.interop`), a timm state dict, a sharded training checkpoint's folder
+    (``RUN_DIR/checkpoint.dcp``, dist.strategy=fsdp), or a hub name plus ``weights=`` path.
 
     ``overrides`` replace constructor keywords that do not change shapes (e.g. drop_path_rate).
     """
@@ -520,6 +541,8 @@ def load(
         return _load_config_folder(path, overrides)
     if path.suffix == ".safetensors" and _is_foreign_safetensors(path):
         return _load_state_dict(_read_safetensors(path), overrides)
+    if is_sharded_checkpoint(path):
+        return _load_sharded(path, overrides)
     if path.is_dir():
         if not RunDir(path).backbone().is_file():
             raise FileNotFoundError(_no_export_message(path))

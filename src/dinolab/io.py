@@ -40,7 +40,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -93,7 +93,8 @@ def file_stamp(path: str | os.PathLike) -> str | None:
     return f"{st.st_size}|{st.st_mtime_ns}"
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (a crash after it keeps the new name)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:  # a platform without directory file descriptors (Windows)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from dinolab.checkpoint import is_sharded_checkpoint
+
 
 @dataclass(frozen=True)
 class RunDir:
@@ -22,6 +24,9 @@ class RunDir:
 
     CONFIG: ClassVar[str] = "config.yaml"  # the resolved config (paths absolute)
     CHECKPOINT: ClassVar[str] = "checkpoint.pt"  # `dinolab.checkpoint.Checkpoint`
+    # The same checkpoint under dist.strategy=fsdp: a folder (`Checkpoint.save_sharded`), with
+    # the siblings a save in progress writes (".saving") and moves the previous one to.
+    SHARDED_CHECKPOINT: ClassVar[str] = "checkpoint.dcp"
     LOG: ClassVar[str] = "log.jsonl"  # one record per logged step
     HISTORY: ClassVar[str] = "history.jsonl"  # one record per start and resume
     SKIPPED: ClassVar[str] = "skipped_images.txt"  # images that did not decode
@@ -58,6 +63,20 @@ class RunDir:
     @property
     def checkpoint(self) -> Path:
         return self.path / self.CHECKPOINT
+
+    @property
+    def sharded_checkpoint(self) -> Path:
+        return self.path / self.SHARDED_CHECKPOINT
+
+    @property
+    def saved_checkpoint(self) -> Path:
+        """The checkpoint to read: the sharded folder where the run wrote one, else the file."""
+        sharded = self.sharded_checkpoint
+        return sharded if is_sharded_checkpoint(sharded) else self.checkpoint
+
+    def has_checkpoint(self) -> bool:
+        """Whether a checkpoint to resume from is here (a file or a sharded folder)."""
+        return self.checkpoint.is_file() or is_sharded_checkpoint(self.sharded_checkpoint)
 
     @property
     def log(self) -> Path:
@@ -117,7 +136,7 @@ class RunDir:
 
     def holds_training_run(self) -> bool:
         """Whether training has started here (a config, checkpoint or log is there)."""
-        return any(p.is_file() for p in (self.config, self.checkpoint, self.log))
+        return self.has_checkpoint() or any(p.is_file() for p in (self.config, self.log))
 
     def is_run_dir(self) -> bool:
         """Whether a training run (or an export into it) wrote this folder."""
@@ -126,7 +145,8 @@ class RunDir:
     def run_files(self) -> list[str]:
         """The names of the files here that the run and the commands run on it wrote (what
         ``--overwrite`` deletes, and only that)."""
-        names = [self.CONFIG, self.CHECKPOINT, self.LOG, self.HISTORY, self.SKIPPED,
+        sharded = [self.SHARDED_CHECKPOINT + s for s in ("", ".saving", ".previous")]
+        names = [self.CONFIG, self.CHECKPOINT, *sharded, self.LOG, self.HISTORY, self.SKIPPED,
                  self.BACKBONE, self.OLD_BACKBONE, self.KNN, self.FEWSHOT, self.SEGMENTATION,
                  self.SEGMENT_PROBE, self.REPORT, self.EXPLORER, self.FEATURES, self.METRICS,
                  self.CONFUSION_MATRIX, self.TRACKERS, self.TENSORBOARD,

@@ -26,6 +26,7 @@ from dinolab.methods.base import (
 from dinolab.methods.registry import ConfigSection, MethodSpec, Views, register
 from dinolab.models import DINOHead, build_model
 from dinolab.models.backbone import as_backbone
+from dinolab.models.vit import VisionTransformer
 
 
 @dataclass
@@ -77,10 +78,14 @@ def backbone_from_config(cfg: DictConfig, drop_path_rate: float) -> nn.Module:
     """The backbone a config describes, with its native grid at the global crop size."""
     m = cfg.model
     if m.arch.startswith("resnet"):
+        if m.grad_checkpointing:
+            raise ValueError(
+                f"model.grad_checkpointing recomputes ViT blocks; {m.arch} has none: set it false"
+            )
         return build_model(m.arch, stem=m.stem, img_size=cfg.crops.global_size)
     depth = {} if m.depth is None else {"depth": m.depth}
     hybrid = {"trunk": m.hybrid_trunk, "stem": m.stem} if m.arch.startswith("vit_hybrid") else {}
-    return build_model(
+    backbone = build_model(
         cfg.model.arch,
         **depth,
         **hybrid,
@@ -97,6 +102,9 @@ def backbone_from_config(cfg: DictConfig, drop_path_rate: float) -> nn.Module:
         interpolate_offset=cfg.model.interpolate_offset,
         interpolate_antialias=cfg.model.interpolate_antialias,
     )
+    if isinstance(backbone, VisionTransformer):
+        backbone.grad_checkpointing = bool(m.grad_checkpointing)
+    return backbone
 
 
 def plain_vit_keywords(m: DictConfig) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any, cast, overload
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from dinolab.models.backbone import FeatureDict
 from dinolab.models.layers import Block, PatchEmbed, Rope
@@ -118,6 +119,8 @@ class VisionTransformer(nn.Module):
         self.patch_size = patch_size
         self.num_heads = num_heads
         self.n_blocks = depth
+        # Recompute each block's activations in backward instead of storing them (less memory).
+        self.grad_checkpointing = False
         self.num_register_tokens = num_register_tokens
         self.interpolate_antialias = interpolate_antialias
         self.interpolate_offset = interpolate_offset
@@ -280,8 +283,13 @@ class VisionTransformer(nn.Module):
             if isinstance(masks, list | tuple):
                 raise TypeError("one image tensor takes one mask tensor (or None), not a list")
             tokens = self.prepare_tokens_with_masks(x, masks)
+            rope = self.rope(x)
+            recompute = self.grad_checkpointing and torch.is_grad_enabled()
             for blk in self.blocks:
-                tokens = blk(tokens, self.rope(x))
+                if recompute:
+                    tokens = checkpoint(blk, tokens, rope, use_reentrant=False)
+                else:
+                    tokens = blk(tokens, rope)
             return self._split(tokens, masks)
         masks_list = [None] * len(x) if masks is None else list(masks)
         if len(masks_list) != len(x):

@@ -40,6 +40,8 @@ class ModelConfig:
     patch_size: int = 16
     depth: int | None = None  # None = the named size's depth; fewer blocks for small data/CPUs
     drop_path_rate: float = 0.1
+    # Recompute each ViT block's activations in backward: less memory, one more forward per block.
+    grad_checkpointing: bool = False
     layerscale: float | None = None  # LayerScale init value; None = off (DINO v1)
     num_register_tokens: int = 0
     ffn_layer: str = "mlp"
@@ -182,6 +184,16 @@ class LogConfig:
 
 
 @dataclass
+class DistConfig:
+    """How torchrun's processes share the model: "ddp" (each holds all of it, gradients are
+    averaged; the checkpoint is one file) or "fsdp" (FSDP2's `fully_shard`: parameters,
+    gradients and optimizer states split over the processes, per ViT block; the checkpoint is
+    a folder saved through torch.distributed.checkpoint, resumable on another process count)."""
+
+    strategy: str = "ddp"
+
+
+@dataclass
 class TrainConfig:
     """The keys every run has; `config_schema` adds the registered methods' sections."""
 
@@ -201,6 +213,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
 
 
 def config_schema() -> type:
@@ -228,6 +241,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.pipeline": ("auto", "pil", "tensor"),
     "optim.lr_scaling": ("linear", "sqrt"),
     "optim.clip_mode": ("per_param", "global", "per_module"),
+    "dist.strategy": ("ddp", "fsdp"),
 }
 
 
@@ -419,7 +433,7 @@ def validate(cfg: DictConfig) -> None:
     if spec.check is not None:
         spec.check(cfg)
     _validate_hybrid(cfg)
-    _validate_compile(cfg.model)
+    _validate_compile(cfg)
     _validate_crop_sizes(cfg, spec.views)
     _validate_highres(cfg)
     for section in config_sections():
@@ -474,6 +488,11 @@ def _validate_eval(cfg: DictConfig) -> None:
         )
     if e.knn_train is not None and e.knn_val is None:
         raise ConfigError("eval.knn_train is set but eval.knn_val is not: give both (or neither)")
+    if e.knn_val is not None and cfg.dist.strategy == "fsdp":
+        raise ConfigError(
+            "eval.knn_val runs the teacher on rank 0 alone, which a sharded (dist.strategy=fsdp) "
+            "teacher cannot: unset eval.knn_val and run `dinolab knn` on the exported backbone"
+        )
 
 
 def is_resnet(arch: str) -> bool:
@@ -501,11 +520,17 @@ def _validate_hybrid(cfg: DictConfig) -> None:
             raise ConfigError(f"model.patch_size={cfg.model.patch_size}: {err}") from None
 
 
-def _validate_compile(m: DictConfig) -> None:
+def _validate_compile(cfg: DictConfig) -> None:
+    m = cfg.model
     if m.compile and not m.arch.startswith("vit"):
         raise ConfigError(
             f"model.compile=true compiles transformer blocks, which model.arch={m.arch} does "
             "not have: use a ViT (e.g. model.arch=vit_small), or model.compile=false"
+        )
+    if m.compile and cfg.dist.strategy == "fsdp":
+        raise ConfigError(
+            "model.compile=true is not tested with dist.strategy=fsdp (compiled blocks under "
+            "fully_shard): use one of the two"
         )
 
 

@@ -80,10 +80,10 @@ def resume_config(run_dir: str | os.PathLike, overrides: Sequence[str] = ()) -> 
 
 def load_classifier(run_dir: str | os.PathLike) -> ClassifierNetwork:
     """The classifier of a fine-tuning run's last checkpoint: its exported backbone and the
-    head saved in checkpoint.pt, in eval mode."""
+    head saved in its checkpoint, in eval mode."""
     files = RunDir(run_dir)
     cfg = load_config(files.config)
-    student = Checkpoint.load(files.checkpoint).student
+    student = Checkpoint.load(files.saved_checkpoint).student
     backbone = load(files.path)
     head_state = {k.removeprefix("head."): v for k, v in student.items() if k.startswith("head.")}
     num_classes, dim = head_state["linear.weight"].shape
@@ -114,7 +114,7 @@ def run_finetune(
     f, o = cfg.finetune, cfg.optim
     details = {
         "init": cfg.model.pretrained or f"random {cfg.model.arch} (from scratch)",
-        "steps": Checkpoint.load(RunDir(cfg.out).checkpoint).step,
+        "steps": Checkpoint.load(RunDir(cfg.out).saved_checkpoint).step,
         "epochs": o.epochs,
         "batch_size": o.batch_size,
         "lr": o.lr,

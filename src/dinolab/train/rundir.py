@@ -54,7 +54,7 @@ RESUME_REFUSED = (
     "model.pos_embed", "model.mask_k_bias",
     "model.hybrid_trunk", "head.", "crops.global_size", "dinov2.ibot_separate_head",
     "dinov2.ibot_out_dim", "dinov2.ibot_bottleneck_dim", "optim.optimizer",
-    "optim.layerwise_decay", "optim.patch_embed_lr_mult", "finetune.pool",
+    "optim.layerwise_decay", "optim.patch_embed_lr_mult", "finetune.pool", "dist.strategy",
 )  # fmt: skip
 # Keys that change how a run is logged, evaluated, fed or where it stops, never what a step
 # computes (augmentations are seeded per image, whichever worker loads it), and the weights a
@@ -104,7 +104,7 @@ def check_new_run(run_dir: Path, overwrite: bool) -> None:
     files = RunDir(run_dir)
     if overwrite or not files.holds_training_run():
         return
-    if files.checkpoint.is_file():
+    if files.has_checkpoint():
         step = last_logged_step(run_dir)
         at = f" (logged up to step {step})" if step is not None else ""
         raise RunDirError(
@@ -205,7 +205,7 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> list[Change]:
     """Compare `cfg` (its paths made absolute) with the run's config.yaml; refuse changes the
     checkpoint cannot take, and return every change (the caller reports them)."""
     files = RunDir(run_dir)
-    if not files.checkpoint.is_file():
+    if not files.has_checkpoint():
         started = files.holds_training_run()
         raise RunDirError(
             f"cannot resume {run_dir}: it {'has no checkpoint yet' if started else 'holds no run'} "

@@ -94,6 +94,8 @@ def start_message(facts: RunFacts, resumed: bool) -> str:
         else "an unreadable one stops the run (data.on_error=raise)"
     )
     until = f"stopping at step {stop} (max_steps)" if stop < total else "to the schedule's end"
+    sharded = cfg.dist.strategy == "fsdp"
+    checkpoint = f"{RunDir.SHARDED_CHECKPOINT} (sharded)" if sharded else RunDir.CHECKPOINT
     return "\n".join([
         f"{command(cfg)}: {cfg.method} in {run}, {where}",
         f"  data      {_plural(facts.images, 'image')} from {cfg.data.path}; {bad}",
@@ -102,7 +104,7 @@ def start_message(facts: RunFacts, resumed: bool) -> str:
         f"{_plural(facts.processes, 'process')}",
         f"  schedule  {_length(facts)} = {total} steps of {cfg.optim.batch_size} images, "
         f"{until}",
-        f"  saves     {RunDir.CHECKPOINT} every {cfg.checkpoint_every} steps and at each epoch's "
+        f"  saves     {checkpoint} every {cfg.checkpoint_every} steps and at each epoch's "
         f"end; {RunDir.LOG} every {_plural(cfg.log_every, 'step')}",
     ])  # fmt: skip
 

@@ -22,6 +22,12 @@ from typing import Any, cast
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.tensor import DTensor
 from torch.profiler import record_function
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
@@ -53,6 +59,7 @@ from dinolab.train.rundir import (
     record_history,
     remove_stale_temps,
 )
+from dinolab.train.sharding import full_state_dict, reshard, shard_method
 from dinolab.train.summary import RunFacts, end_message, nothing_to_do_message, start_message
 
 NONFINITE_CAUSES = """\
@@ -145,10 +152,14 @@ class Trainer:
         if cfg.model.compile:
             compile_blocks(self.method)
         self.student = self.method.student
-        # What a step calls: the method itself, or (torchrun) the Trainer's own DDP wrapper of
-        # it, which averages the student's gradients (the teacher has none).
+        # What a step calls: the method itself (sharded in place under dist.strategy=fsdp), or
+        # (torchrun, ddp) the Trainer's own DDP wrapper of it, which averages the student's
+        # gradients (the teacher has none).
+        self.sharded = cfg.dist.strategy == "fsdp"
         self.model: nn.Module = self.method
-        if self.env.enabled:
+        if self.sharded and self.env.enabled:
+            shard_method(self.method, self.dtype)
+        elif self.env.enabled:
             self.model = nn.parallel.DistributedDataParallel(
                 self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
@@ -173,9 +184,14 @@ class Trainer:
     # ----------------------------------------------------------------- checkpoints
     def _state(self) -> Checkpoint:
         config = cast(dict[str, Any], OmegaConf.to_container(self.cfg, resolve=True))
+        optimizer = (
+            get_optimizer_state_dict(self.method, self.optimizer)  # by parameter name
+            if self.sharded
+            else self.optimizer.state_dict()
+        )
         return Checkpoint(
             method=method_state(self.method),
-            optimizer=self.optimizer.state_dict(),
+            optimizer=optimizer,
             scaler=self.scaler.state_dict(),
             step=self.step,
             epoch=self.step // self.iters_per_epoch,
@@ -184,22 +200,46 @@ class Trainer:
         )
 
     def save(self, again: bool = False) -> None:
-        """Checkpoint (atomic) and export of the trained backbone; rank 0 only, once per step
-        unless `again` (the budget probe times one more). A run resumed from a directory with
-        the export's old name keeps one export, the new."""
-        if self.env.is_main and (again or self._saved_step != self.step):
+        """Checkpoint (atomic) and export of the trained backbone, once per step unless `again`
+        (the budget probe times one more): rank 0 alone, or every rank its shards under fsdp.
+        A run resumed from a directory with the export's old name keeps one export, the new."""
+        if (again or self._saved_step != self.step) and (self.env.is_main or self.sharded):
             self._saved_step = self.step
-            self._state().save(self.files.checkpoint)
-            export_backbone(self.method.trained_backbone, self.files.export)
-            for old in self.files.old_exports():
-                old.unlink()
+            backbone = self.method.trained_backbone
+            whole = None
+            if self.sharded:
+                self._state().save_sharded(self.files.sharded_checkpoint)
+                whole = full_state_dict(backbone)  # every rank all-gathers
+            else:
+                self._state().save(self.files.checkpoint)
+            if self.env.is_main:
+                export_backbone(backbone, self.files.export, whole)
+                for old in self.files.old_exports():
+                    old.unlink()
+            if self.sharded:
+                # every rank leaves with rank 0: one that exits while the others still hold
+                # the process group can abort at exit under FSDP ("terminate called without
+                # an active exception")
+                barrier()
         self.checkpoint_step = self.step
 
     def resume(self) -> None:
-        """Continue exactly where the checkpoint in run_dir stopped."""
-        checkpoint = Checkpoint.load(self.files.checkpoint)
+        """Continue exactly where the checkpoint in run_dir stopped (under fsdp, on any number
+        of processes: each reads its shards)."""
+        if self.sharded:
+            # this run's state dicts, sharded for this process count, are what DCP fills
+            optimizer = cast(dict, get_optimizer_state_dict(self.method, self.optimizer))
+            checkpoint = Checkpoint.load_sharded(
+                self.files.sharded_checkpoint, method_state(self.method), optimizer["state"]
+            )
+            # strict=False: a parameter without a gradient yet (the frozen last layer) has no
+            # state to load, as in the run that saved it
+            set_optimizer_state_dict(self.method, self.optimizer, checkpoint.optimizer,
+                                     options=StateDictOptions(strict=False))  # fmt: skip
+        else:
+            checkpoint = Checkpoint.load(self.files.checkpoint)
+            self.optimizer.load_state_dict(checkpoint.optimizer)
         load_method_state(self.method, checkpoint.method)
-        self.optimizer.load_state_dict(checkpoint.optimizer)
         self.scaler.load_state_dict(checkpoint.scaler)
         set_rng_state(checkpoint.rng)
         self.step = self.checkpoint_step = checkpoint.step
@@ -323,6 +363,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         with record_function("teacher_ema"):
+            if self.sharded:
+                reshard(self.method)
             self.method.update_teacher(ctx.teacher_momentum)
         return losses  # teacher_probs, if any: for _log
 
@@ -348,9 +390,14 @@ class Trainer:
         if mode == "global":
             torch.nn.utils.clip_grad_norm_(params, clip)
             return
-        # DINO's rule: each parameter tensor's gradient is clipped to norm `clip` on its own.
+        # DINO's rule: each parameter tensor's gradient is clipped to norm `clip` on its own
+        # (a sharded gradient: the norm of the whole tensor, applied to this process's shard).
         for grad in [p.grad for p in params if p.grad is not None]:
-            norm = grad.norm()
+            if isinstance(grad, DTensor):
+                norm = grad.norm().full_tensor()
+                grad = grad.to_local()
+            else:
+                norm = grad.norm()
             grad.mul_(torch.clamp(clip / (norm + 1e-6), max=1.0))
 
     def _log(self, record: dict[str, Any], epoch: int, images_per_s: float, bar: tqdm) -> dict:
