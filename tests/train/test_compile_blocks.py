@@ -25,9 +25,13 @@ def test_compile_blocks_compiles_every_block_in_place() -> None:
     assert list(model.state_dict()) == keys  # no `_orig_mod.` wrapper in the checkpoint
 
 
-def test_model_compile_needs_a_vit(tiny) -> None:
-    with pytest.raises(ConfigError, match="use a ViT"):
-        build_config([*tiny, "model.arch=resnet18", "model.compile=true"])
+@pytest.mark.parametrize(
+    ("keys", "fix"),
+    [(["model.arch=resnet18"], "use a ViT"), (["dist.strategy=fsdp"], "use one of the two")],
+)
+def test_model_compile_refuses_what_it_cannot_compile(tiny, keys, fix) -> None:
+    with pytest.raises(ConfigError, match=fix):
+        build_config([*tiny, *keys, "model.compile=true"])
 
 
 def _losses(run: Path) -> list[float]:
