@@ -35,6 +35,8 @@ from tqdm import tqdm
 from dinolab.checkpoint import Checkpoint
 from dinolab.device import autocast, peak_memory_mb, resolve_device, resolve_precision
 from dinolab.distributed import DistEnv, barrier, init_distributed
+from dinolab.eval.classification import ClassifierValidation
+from dinolab.eval.online_knn import OnlineKNN
 from dinolab.hub import export_backbone
 from dinolab.methods import TEACHER_PROBS, Method
 from dinolab.models.layers import compile_blocks
@@ -120,7 +122,10 @@ class Trainer:
         dataset: Any,
         collate_fn: Any,
         dist_env: DistEnv | None = None,
+        evaluator: OnlineKNN | ClassifierValidation | None = None,
     ) -> None:
+        """`evaluator`: one already built for this config (the budget probe's, whose images
+        are decoded), instead of building it again."""
         self.cfg = cfg
         self.env = dist_env or DistEnv()
         self.run_dir = Path(cfg.out)
@@ -173,7 +178,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.schedules = schedules.build_run_schedules(cfg, self.iters_per_epoch)
         self.monitor = CollapseMonitor(run_steps=self.total_iters, log_every=cfg.log_every)
-        self.evaluator = build_evaluator(cfg) if self.env.is_main else None
+        if evaluator is None and self.env.is_main:
+            evaluator = build_evaluator(cfg)
+        self.evaluator = evaluator
         self.trackers = Trackers(cfg, self.run_dir) if self.env.is_main else None
         self._last_score: float | None = None  # the evaluator's headline, for the bar
         self.step = 0
@@ -534,13 +541,14 @@ def run_training(
     if not resume:
         check_new_run(run_dir, overwrite)
     dataset, collate_fn = build_data(cfg, run_dir)
+    evaluator = None
     if budget_minutes is not None:
-        _fit_budget(cfg, budget_minutes, dataset, collate_fn, env)
+        evaluator = _fit_budget(cfg, budget_minutes, dataset, collate_fn, env)
         time_highres_phase(dataset, cfg)  # the run's length changed: the phase starts anew
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (the teacher too)
     method = build_method(cfg, len(dataset.classes), from_pretrained=not resume)
     torch.manual_seed(cfg.seed + env.rank)  # then per-rank randomness (drop-path)
-    trainer = Trainer(cfg, method, dataset, collate_fn, env)
+    trainer = Trainer(cfg, method, dataset, collate_fn, env, evaluator)
     if resume:
         _resume(trainer, changes)
         if trainer.step >= trainer.stop_step:
@@ -559,9 +567,11 @@ def run_training(
 
 def _fit_budget(
     cfg: DictConfig, minutes: float, dataset: Any, collate_fn: Any, env: DistEnv
-) -> None:
+) -> OnlineKNN | ClassifierValidation | None:
     """Time a few real steps on the run's data, then set the run's length to fit `minutes`
-    (train/budget.py); every rank trains rank 0's choice."""
+    (train/budget.py); every rank trains rank 0's choice. Returns the run's evaluator, built
+    (its images decoded) to time one evaluation, for the run to use."""
+    evaluator = build_evaluator(cfg) if env.is_main else None
 
     def time_run(probe: DictConfig) -> ProbeTimes:
         torch.manual_seed(probe.seed)
@@ -575,8 +585,7 @@ def _fit_budget(
         start = time.perf_counter()
         trainer.save(again=True)  # fit saved this step: time one more checkpoint and export
         save_s = time.perf_counter() - start
-        evaluator = build_evaluator(cfg) if env.is_main else None  # the real run's evaluation
-        start = time.perf_counter()
+        start = time.perf_counter()  # one of the real run's evaluations
         if evaluator is not None:
             evaluator(trainer.method, trainer.dtype)
         eval_s = time.perf_counter() - start if evaluator is not None else 0.0
@@ -595,6 +604,7 @@ def _fit_budget(
         cfg.optim.total_steps, cfg.optim.epochs = chosen
     if env.is_main:
         print(message, file=sys.stderr)
+    return evaluator
 
 
 def _resume(trainer: Trainer, changes: list) -> None:
