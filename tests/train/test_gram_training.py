@@ -159,6 +159,7 @@ def test_a_frozen_gram_teacher_model(tiny, tmp_path) -> None:
         (["method=dino"], "use method=dinov2"),
         (["method=dinov2", "gram.input_scale=1.1"], "gram.input_scale=2"),
         (["method=dinov2", "gram.weight=0"], "gram.weight=0.0 must be more than 0"),
+        (["method=dinov2", "dist.strategy=fsdp"], "use dist.strategy=ddp"),
     ],
 )
 def test_config_errors_name_the_fix(tiny, keys: list[str], fix: str) -> None:

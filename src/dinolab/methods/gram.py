@@ -82,6 +82,11 @@ def check_gram_section(cfg: DictConfig) -> None:
             f"anchoring; method={cfg.method} does not read it: use method=dinov2, or "
             "gram.enabled=false"
         )
+    if cfg.dist.strategy == "fsdp":
+        raise ConfigError(
+            "gram.enabled=true keeps a whole copy of the EMA teacher, which dist.strategy=fsdp "
+            "shards (not supported together): use dist.strategy=ddp, or gram.enabled=false"
+        )
     patch = cfg.model.patch_size
     sizes = [("crops.global_size", cfg.crops.global_size)]
     if cfg.crops.highres_fraction > 0:
