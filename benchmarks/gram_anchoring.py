@@ -53,7 +53,8 @@ def main() -> None:
     print(f"\n{args.epochs} epochs of the demo recipe on its tuning images:")
     print("| | " + " | ".join(ARMS) + " |\n|---|" + "---|" * len(ARMS))
     for key in rows["without Gram"]:
-        print(f"| {key} | " + " | ".join(f"{rows[arm][key]:.2f}" for arm in ARMS) + " |")
+        digits = 3 if "IoU," in key else 2  # the attention IoU is a fraction, not a percent
+        print(f"| {key} | " + " | ".join(f"{rows[arm][key]:.{digits}f}" for arm in ARMS) + " |")
     (args.out / "gram_anchoring.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 
