@@ -436,11 +436,7 @@ def _load_sharded(path: Path, overrides: Mapping[str, Any]) -> nn.Module:
     """The trained backbone (the teacher's; the student's without one) of a sharded training
     checkpoint, gathered whole into this process; its architecture read from the shapes."""
     checkpoint = Checkpoint.load(path)
-    network = checkpoint.teacher or checkpoint.student
-    state = {
-        k.removeprefix("backbone."): v for k, v in network.items() if k.startswith("backbone.")
-    }
-    return _load_state_dict(state, overrides)
+    return _load_state_dict(extract_backbone(checkpoint.teacher or checkpoint.student), overrides)
 
 
 def _load_state_dict(state: dict[str, Tensor], overrides: Mapping[str, Any]) -> nn.Module:
