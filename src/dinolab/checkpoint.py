@@ -29,7 +29,9 @@ import pickle
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -149,7 +151,8 @@ class Checkpoint:
             shutil.rmtree(saving, ignore_errors=True)
         barrier()
         tensors = {"method": self.method, "optimizer": self.optimizer["state"]}
-        dcp.save(tensors, checkpoint_id=saving, no_dist=not is_distributed())
+        with _single_process_quiet():
+            dcp.save(tensors, checkpoint_id=saving, no_dist=not is_distributed())
         if rank() == 0:
             plain = {f.name: getattr(self, f.name) for f in fields(self)
                      if f.name not in ("method", "optimizer")}  # fmt: skip
@@ -176,7 +179,8 @@ class Checkpoint:
         optimizer_state = {name: state for name, state in optimizer_state.items()
                            if all(f"optimizer.{name}.{k}" in saved for k in state)}  # fmt: skip
         tensors = {"method": method, "optimizer": optimizer_state}
-        dcp.load(tensors, checkpoint_id=path, no_dist=not is_distributed())
+        with _single_process_quiet():
+            dcp.load(tensors, checkpoint_id=path, no_dist=not is_distributed())
         return cls._from_sharded(path, tensors)
 
     @classmethod
@@ -222,6 +226,17 @@ class Checkpoint:
             )
         names = [f.name for f in fields(cls) if f.name != "version"]
         return cls(**{name: state[name] for name in names}, version=version)
+
+
+@contextmanager
+def _single_process_quiet() -> Iterator[None]:
+    """DCP warns at every save and load in one process that it assumes one process, which is
+    what a one-process run is: that warning is silenced, no other."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="torch.distributed is disabled", category=UserWarning
+        )
+        yield
 
 
 def _sharded_siblings(path: Path) -> tuple[Path, Path]:

@@ -262,3 +262,19 @@ def test_giant_preset_builds_swiglu_blocks_and_a_separate_ibot_head():
     assert method.student.dino_head.last_layer.weight.shape == (64, 384)
     names = [name for name, _ in method.student.named_children()]
     assert names == ["backbone", "dino_head", "ibot_head"]  # clipped one by one (per_module)
+
+
+def test_large_dinov3_preset_builds_a_rope_vit_l16_trained_sharded():
+    cfg = build_config([
+        "preset=vit_large_dinov3", "model.depth=1", "head.out_dim=64", "head.hidden_dim=32",
+        "dinov2.ibot_out_dim=48", "optim.batch_size=2",
+    ])  # fmt: skip
+    assert (cfg.dist.strategy, cfg.model.grad_checkpointing) == ("fsdp", True)
+    torch.manual_seed(0)
+    method = DINOv2(cfg)
+    backbone = method.student.backbone
+    assert (backbone.embed_dim, backbone.patch_size, backbone.num_register_tokens) == (1024, 16, 0)
+    assert backbone.pos_embed is None and backbone.rope_embed is not None
+    assert type(backbone.blocks[0].mlp).__name__ == "Mlp"
+    assert method.student.ibot_head.last_layer.weight.shape == (48, 256)
+    assert method.student.dino_head.last_layer.weight.shape == (64, 256)

@@ -5,7 +5,11 @@ load whole into one model."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +18,7 @@ import torch
 import dinolab
 from dinolab.checkpoint import Checkpoint
 from dinolab.configs.rules import ConfigError
-from dinolab.train.config import build_config, load_config
+from dinolab.train.config import build_config, load_config, save_config
 from dinolab.train.trainer import run_training
 
 # DINOv2 with iBOT, KoLeo and Sinkhorn-Knopp (its defaults), layer-wise lr, the last-layer
@@ -41,6 +45,28 @@ method = build_method(cfg, len(data.classes), from_pretrained=False)
 trainer = Trainer(cfg, method, data, collate, env)
 trainer.resume()
 trainer._state().save_sharded(out)
+"""
+# The script a kill test runs: train the config at argv[1], and SIGKILL this process inside
+# its second checkpoint save, once DCP has written the shards and before the metadata and the
+# renames that complete the save.
+KILLED_IN_SAVE = """
+import os
+import signal
+import sys
+import torch.distributed.checkpoint as dcp
+from dinolab.train.config import load_config
+from dinolab.train.trainer import run_training
+
+real_save, saves = dcp.save, []
+
+def save_then_die(*args, **kwargs):
+    real_save(*args, **kwargs)
+    saves.append(1)
+    if len(saves) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+dcp.save = save_then_die
+run_training(load_config(sys.argv[1]))
 """
 
 
@@ -155,6 +181,33 @@ def test_a_killed_sharded_save_leaves_a_resumable_run(killed, sharded_run, tmp_p
     run_training(cfg, resume=True)
     assert Checkpoint.load(checkpoint).step == 3
     assert sorted(p.name for p in run_dir.glob("checkpoint*")) == ["checkpoint.dcp"]
+
+
+def test_a_sigkill_inside_a_sharded_save_resumes_exactly(tiny, image_list, tmp_path):
+    """A process killed by SIGKILL in its second save (step 4) resumes from the first (step 2)
+    and continues as the run that was never killed, bit for bit."""
+    overrides = [*tiny, *DINOV2, "dist.strategy=fsdp", "checkpoint_every=2", "max_steps=6",
+                 f"data.path={image_list}"]  # fmt: skip
+    whole = tmp_path / "whole"
+    run_training(build_config([*overrides, f"out={whole}"]))
+
+    killed = tmp_path / "killed"
+    cfg = build_config([*overrides, f"out={killed}"])
+    config_file = tmp_path / "killed.yaml"
+    save_config(cfg, config_file)
+    script = tmp_path / "killed_in_save.py"
+    script.write_text(KILLED_IN_SAVE)
+    proc = subprocess.run([sys.executable, script, config_file], capture_output=True, text=True,
+                          timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert (killed / "checkpoint.dcp.saving").is_dir()
+    assert Checkpoint.load(killed / "checkpoint.dcp").step == 2
+
+    run_training(load_config(killed / "config.yaml"), resume=True)
+    assert _losses(killed) == _losses(whole)
+    _assert_same(Checkpoint.load(killed / "checkpoint.dcp"),
+                 Checkpoint.load(whole / "checkpoint.dcp"))  # fmt: skip
+    assert sorted(p.name for p in killed.glob("checkpoint*")) == ["checkpoint.dcp"]
 
 
 def test_a_sharded_checkpoint_loads_as_one_model(sharded_run):
