@@ -69,6 +69,14 @@ def knn_top1(model, train: Path, val: Path, size: int) -> tuple[float, float]:
     return row.top1, row.top5
 
 
+def training_facts(run_dir: Path, batch_size: int, train: Path) -> tuple[int, float, float]:
+    """Steps trained, epochs of `train` they make, and the median img/s, from a run's log."""
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").open()]
+    steps = log[-1]["step"]
+    speed = sorted(r["images_per_s"] for r in log)[len(log) // 2]
+    return steps, steps * batch_size / len(ImageDataset(train)), speed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=30.0, help="training minutes (default 30)")
@@ -108,10 +116,7 @@ def main() -> None:
     t = time.perf_counter()
     run_training(cfg, budget_minutes=None if args.epochs else args.budget)
     minutes = (time.perf_counter() - t) / 60
-    log = [json.loads(line) for line in (run_dir / "log.jsonl").open()]
-    steps = log[-1]["step"]
-    epochs = steps * cfg.optim.batch_size / len(ImageDataset(train_dir))
-    speed = sorted(r["images_per_s"] for r in log)[len(log) // 2]
+    steps, epochs, speed = training_facts(run_dir, cfg.optim.batch_size, train_dir)
 
     size = args.eval_size
     rows, pixel_rows = [], []
