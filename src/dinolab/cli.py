@@ -37,6 +37,7 @@ MODEL_HELP = (
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from dinolab.train.budget import process_age_s
     from dinolab.train.trainer import TrainingDiverged, run_training
 
     cfg = _train_config(args)
@@ -56,6 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             resume=args.resume is not None,
             budget_minutes=args.budget,
             overwrite=args.overwrite,
+            budget_spent_s=process_age_s(),  # the command's start-up counts too
         )
     except TrainingDiverged as err:
         print(f"dinolab train: {err}", file=sys.stderr)
@@ -106,6 +108,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from dinolab.train.budget import process_age_s
     from dinolab.train.finetune import finetune_config, resume_config, run_finetune
     from dinolab.train.trainer import TrainingDiverged
     from dinolab.viz.classification import save_confusion_matrix
@@ -133,7 +136,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     try:
         metrics = run_finetune(
             cfg, resume=args.resume is not None, budget_minutes=args.budget,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, budget_spent_s=process_age_s(),
         )  # fmt: skip
     except TrainingDiverged as err:
         print(f"dinolab finetune: {err}", file=sys.stderr)

@@ -17,6 +17,7 @@ from dinolab.train.budget import (
 )
 from dinolab.train.builders import HighResPhase, build_data, time_highres_phase
 from dinolab.train.config import build_config
+from dinolab.train.trainer import run_training
 from folder_helpers import write_colour_folders
 
 
@@ -112,3 +113,15 @@ def test_the_highres_phase_starts_where_the_budgets_length_puts_it(tmp_path) -> 
     cfg.optim.epochs, cfg.optim.total_steps = 4, 14  # what fit_steps sets: 3.5 epochs of 4 steps
     time_highres_phase(dataset, cfg)
     assert dataset.start_epoch == 2
+
+
+def test_a_budget_counts_from_the_run_not_from_the_process(tiny, image_list, tmp_path) -> None:
+    """run_training called late in a long-lived process (a notebook, a benchmark running one
+    budgeted run after another) still gets its whole budget; only `budget_spent_s` counts."""
+    assert process_age_s() > 0  # this process started before the call: that is not charged
+    cfg = build_config([*tiny, f"data.path={image_list}", f"out={tmp_path / 'run'}"])
+    run_training(cfg, budget_minutes=0.15)
+    assert cfg.optim.total_steps > 4  # the probe alone takes 10 steps of the 9 s
+    spent = build_config([*tiny, f"data.path={image_list}", f"out={tmp_path / 'spent'}"])
+    run_training(spent, budget_minutes=0.15, budget_spent_s=9.0)
+    assert spent.optim.total_steps == 1  # nothing left: one step, with the warning

@@ -4,10 +4,11 @@ A laptop user thinks in minutes, not epochs, and a schedule cut off by a timer n
 (its lr never decays, its teacher never settles). So the run first times a few real steps
 (data loading included) on a throwaway copy, then one checkpoint with its export and one
 evaluation, and sets `optim.total_steps` so that the whole command, from its start to the
-last checkpoint, ends inside the budget: the steps, each epoch's loader start, a checkpoint
-and export at each epoch end and every `checkpoint_every` steps, an evaluation at each
-`eval.every` (default: each epoch end) and at the end, and the probe itself. The last epoch may
-be partial: rounding down to whole epochs would waste up to half of a short budget.
+last checkpoint, ends inside the budget (`run_training` called from Python: from that call):
+the steps, each epoch's loader start, a checkpoint and export at each epoch end and every
+`checkpoint_every` steps, an evaluation at each `eval.every` (default: each epoch end) and at
+the end, and the probe itself. The last epoch may be partial: rounding down to whole epochs
+would waste up to half of a short budget.
 """
 
 from __future__ import annotations

@@ -97,13 +97,15 @@ def run_finetune(
     resume: bool = False,
     budget_minutes: float | None = None,
     overwrite: bool = False,
+    budget_spent_s: float = 0.0,
 ) -> ClassificationMetrics | None:
     """Train (see `run_training`: the run-directory rules are a training run's), then score the
     final classifier on `finetune.val` and write RUN_DIR/metrics.json; returns the metrics
     (None on the other ranks under torchrun)."""
     if cfg.method != "supervised":
         raise ValueError(f"run_finetune trains method=supervised, got method={cfg.method}")
-    run_training(cfg, resume=resume, budget_minutes=budget_minutes, overwrite=overwrite)
+    run_training(cfg, resume=resume, budget_minutes=budget_minutes, overwrite=overwrite,
+                 budget_spent_s=budget_spent_s)  # fmt: skip
     if rank() != 0:
         return None
     device = resolve_device(cfg.device)

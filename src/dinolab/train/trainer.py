@@ -42,7 +42,7 @@ from dinolab.methods import TEACHER_PROBS, Method
 from dinolab.models.layers import compile_blocks
 from dinolab.runfiles import RunDir
 from dinolab.train import schedules
-from dinolab.train.budget import ProbeTimes, fit_steps, probe_times_from_log, process_age_s
+from dinolab.train.budget import ProbeTimes, fit_steps, probe_times_from_log
 from dinolab.train.builders import build_data, build_evaluator, build_method, time_highres_phase
 from dinolab.train.checkpoint import load_method_state, method_state, rng_state, set_rng_state
 from dinolab.train.config import save_config
@@ -523,6 +523,7 @@ def run_training(
     resume: bool = False,
     budget_minutes: float | None = None,
     overwrite: bool = False,
+    budget_spent_s: float = 0.0,
 ) -> dict[str, Any]:
     """Build data, method and trainer from a config and train; the `dinolab train` entry point.
 
@@ -530,9 +531,11 @@ def run_training(
     exists unless `overwrite` (the old run's files are deleted once the new run is built);
     `resume` continues the run there and refuses changes its checkpoint cannot take.
     `budget_minutes`: first time a few real steps, then set `optim.total_steps` so the whole
-    schedule ends inside the budget (see train/budget.py); `cfg` is updated in place.
+    schedule ends inside the budget (see train/budget.py); `cfg` is updated in place. The budget
+    counts from this call, plus `budget_spent_s` seconds spent before it (the CLI's start-up).
     Returns the last logged record ({} when a resumed run has nothing left to do).
     """
+    called = time.perf_counter()
     check_run_mode(resume, overwrite, budget_minutes is not None)
     env = init_distributed(resolve_device(cfg.device).type)
     run_dir = Path(cfg.out)
@@ -543,7 +546,8 @@ def run_training(
     dataset, collate_fn = build_data(cfg, run_dir)
     evaluator = None
     if budget_minutes is not None:
-        evaluator = _fit_budget(cfg, budget_minutes, dataset, collate_fn, env)
+        spent_s = budget_spent_s + time.perf_counter() - called
+        evaluator = _fit_budget(cfg, budget_minutes, spent_s, dataset, collate_fn, env)
         time_highres_phase(dataset, cfg)  # the run's length changed: the phase starts anew
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (the teacher too)
     method = build_method(cfg, len(dataset.classes), from_pretrained=not resume)
@@ -566,11 +570,12 @@ def run_training(
 
 
 def _fit_budget(
-    cfg: DictConfig, minutes: float, dataset: Any, collate_fn: Any, env: DistEnv
+    cfg: DictConfig, minutes: float, spent_s: float, dataset: Any, collate_fn: Any, env: DistEnv
 ) -> OnlineKNN | ClassifierValidation | None:
-    """Time a few real steps on the run's data, then set the run's length to fit `minutes`
-    (train/budget.py); every rank trains rank 0's choice. Returns the run's evaluator, built
-    (its images decoded) to time one evaluation, for the run to use."""
+    """Time a few real steps on the run's data, then set the run's length to fit `minutes`, of
+    which `spent_s` seconds are gone (train/budget.py); every rank trains rank 0's choice.
+    Returns the run's evaluator, built (its images decoded) to time one evaluation, for the
+    run to use."""
     evaluator = build_evaluator(cfg) if env.is_main else None
 
     def time_run(probe: DictConfig) -> ProbeTimes:
@@ -597,7 +602,7 @@ def _fit_budget(
         return times
 
     iters = len(dataset) // cfg.optim.batch_size
-    message = fit_steps(cfg, minutes, iters, time_run, spent_before_s=process_age_s())
+    message = fit_steps(cfg, minutes, iters, time_run, spent_before_s=spent_s)
     if env.enabled:
         chosen = [cfg.optim.total_steps, cfg.optim.epochs]
         torch.distributed.broadcast_object_list(chosen, src=0)
