@@ -84,9 +84,9 @@ def run(world: int, args: argparse.Namespace, emb: Path, sample: Path, out: Path
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    job = {**vars(args), "worker": None, "emb": str(emb), "extra": str(sample), "out": str(out)}
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world}",
-           f"--master_port={port}", __file__, "--worker", json.dumps(
-               {**vars(args), "worker": None, "emb": str(emb), "extra": str(sample), "out": str(out)})]  # fmt: skip
+           f"--master_port={port}", __file__, "--worker", json.dumps(job)]  # fmt: skip
     subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return [json.loads(Path(f"{out}.{r}.json").read_text()) for r in range(world)]
 
