@@ -204,6 +204,7 @@ def _index_recall(feats: np.ndarray, n_queries: int = 1000, k: int = 10) -> dict
         ("ivf nprobe=4", "ivf", {"nprobe": 4}),
         ("ivf nprobe=16 (default)", "ivf", {"nprobe": 16}),
         ("ivf nprobe=64", "ivf", {"nprobe": 64}),
+        ("ivfpq nprobe=16 (default)", "ivfpq", {"nprobe": 16}),
         ("hnsw ef=32", "hnsw", {"ef_search": 32}),
         ("hnsw ef=128 (default)", "hnsw", {"ef_search": 128}),
     ]:

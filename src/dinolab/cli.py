@@ -1075,8 +1075,8 @@ def _add_curate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--index",
         default="auto",
-        choices=("auto", "torch", "flat", "ivf", "hnsw"),
-        help="auto: exact faiss up to 100k images, IVF above",
+        choices=("auto", "torch", "flat", "ivf", "hnsw", "ivfpq"),
+        help="auto: exact faiss up to 100k images, IVF above; ivfpq: IVF of compressed codes",
     )
     _add_feature_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="k-means and sampling seed")

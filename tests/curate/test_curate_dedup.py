@@ -15,8 +15,10 @@ from dinolab.curate import (
     connected_components,
     deduplicate,
     duplicate_pairs,
+    l2_normalize,
 )
 from dinolab.curate.planted import pair_scores
+from dinolab.curate.search import pq_m_for
 
 BACKENDS = ["torch", "flat"]
 
@@ -137,12 +139,26 @@ def test_exact_torch_and_faiss_agree_and_shards_change_nothing(monkeypatch) -> N
     np.testing.assert_allclose(s_torch, s_flat, atol=1e-5)
 
 
-@pytest.mark.parametrize("index", ["ivf", "hnsw"])
+@pytest.mark.parametrize("index", ["ivf", "hnsw", "ivfpq"])
 def test_approximate_indexes_find_planted_copies(index: str) -> None:
     feats = clustered(400, 16, seed=2)
     exact = {tuple(p) for p in duplicate_pairs(feats, 0.95, index="flat")[0].tolist()}
     found = {tuple(p) for p in duplicate_pairs(feats, 0.95, index=index)[0].tolist()}
     assert found <= exact and len(found) >= 0.9 * len(exact)
+
+
+def test_ivfpq_similarities_are_exact_and_its_sub_quantizers_divide_the_dimension() -> None:
+    feats = clustered(400, 16, seed=3)
+    q = clustered(30, 16, seed=4)
+    sims, rows = NeighborIndex(feats, "ivfpq", nprobe=64).search(q, 5)
+    assert (np.diff(sims, axis=1) <= 0).all()  # best first after the exact rerank
+    exact = np.einsum("qkd,qd->qk", l2_normalize(feats)[rows], l2_normalize(q))
+    np.testing.assert_allclose(sims, exact, atol=1e-6)
+    assert pq_m_for(384, None) == 48 and pq_m_for(16, None) == 2 and pq_m_for(2, None) == 1
+    with pytest.raises(ValueError, match="pq_m=5 must divide the embedding dimension 16"):
+        NeighborIndex(feats, "ivfpq", pq_m=5)
+    with pytest.raises(ValueError, match="at least 256 rows"):
+        NeighborIndex(feats[:100], "ivfpq")
 
 
 def test_search_restricted_to_rows_returns_database_row_numbers() -> None:

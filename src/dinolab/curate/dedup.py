@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dinolab.curate.search import DEFAULT_SHARD, NeighborIndex, normalized_shards
+from dinolab.curate.ranks import ShardedIndex, gather_rows, owned_rows
+from dinolab.curate.search import DEFAULT_SHARD
+from dinolab.distributed import rank, world_size
 
 DEFAULT_THRESHOLD = 0.9
 DEFAULT_K = 64
@@ -87,31 +89,32 @@ def duplicate_pairs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(pairs E x 2 with i < j, their similarities, each row's best non-self similarity).
 
-    Each shard of rows searches its k + 1 nearest rows (itself included) in one index; pairs at
-    or above `threshold` are kept once. The best similarity is NaN for a pool of one image.
+    Each shard of rows searches its k + 1 nearest rows (itself included) in the index (split
+    over the ranks under torchrun: `dinolab.curate.ranks`); pairs at or above `threshold` are
+    kept once. The best similarity is NaN for a pool of one image. Every rank gets the result.
     """
     if k < 1:
         raise ValueError(f"k (neighbours per image) must be >= 1, got {k}")
     thr = np.float32(threshold)
-    nn_sim = np.full(len(feats), np.nan, np.float32)
-    found_pairs, found_sims = [], []
-    idx = NeighborIndex(feats, index, shard_size=shard_size, **index_options)
-    for offset, shard in idx.shards():
-        sims, nbrs = idx.search(shard, k + 1, normalized=True)
-        rows = np.arange(offset, offset + len(shard))[:, None]
+    idx = ShardedIndex(feats, index, shard_size=shard_size, **index_options)
+    mine = idx.own  # under torchrun this rank's queries are the rows it indexes
+    nn_sim = np.full(len(mine), np.nan, np.float32)
+    found_pairs, found_sims = [np.zeros((0, 2), np.int64)], [np.zeros(0, np.float32)]
+    for offset, sims, nbrs in idx.search_blocks(feats, k + 1, mine):
+        rows = mine[offset : offset + len(sims), None]
         other = (nbrs >= 0) & (nbrs != rows)
         masked = np.where(other, sims, -np.inf)
         best = masked.max(axis=1, initial=-np.inf)
-        nn_sim[offset : offset + len(shard)] = np.where(np.isfinite(best), best, np.nan)
+        nn_sim[offset : offset + len(sims)] = np.where(np.isfinite(best), best, np.nan)
         hit = other & (sims >= thr)
         a = np.broadcast_to(rows, nbrs.shape)[hit]
         b = nbrs[hit]
         found_pairs.append(np.stack([np.minimum(a, b), np.maximum(a, b)], 1))
         found_sims.append(sims[hit])
-    pairs = np.concatenate(found_pairs) if found_pairs else np.zeros((0, 2), np.int64)
-    sims = np.concatenate(found_sims) if found_sims else np.zeros(0, np.float32)
+    pairs = gather_rows(np.concatenate(found_pairs))
+    sims = gather_rows(np.concatenate(found_sims))
     pairs, first = np.unique(pairs, axis=0, return_index=True)
-    return pairs.reshape(-1, 2), sims[first], nn_sim
+    return pairs.reshape(-1, 2), sims[first], gather_rows(nn_sim)
 
 
 def protected_matches(
@@ -122,16 +125,16 @@ def protected_matches(
     shard_size: int = DEFAULT_SHARD,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For every pool row, its best similarity to a protected row and that row's number."""
-    sims = np.full(len(feats), -np.inf, np.float32)
-    which = np.full(len(feats), -1, np.int64)
     if len(protect_feats) == 0 or len(feats) == 0:
-        return sims, which
-    pidx = NeighborIndex(protect_feats, index, shard_size=shard_size)
-    for offset, shard in normalized_shards(feats, shard_size):
-        s, i = pidx.search(shard, 1, normalized=True)
-        sims[offset : offset + len(shard)] = s[:, 0]
-        which[offset : offset + len(shard)] = i[:, 0]
-    return sims, which
+        return np.full(len(feats), -np.inf, np.float32), np.full(len(feats), -1, np.int64)
+    pidx = ShardedIndex(protect_feats, index, shard_size=shard_size)
+    mine = owned_rows(np.arange(len(feats)), rank(), world_size())
+    sims = np.full(len(mine), -np.inf, np.float32)
+    which = np.full(len(mine), -1, np.int64)
+    for offset, s, i in pidx.search_blocks(feats, 1, mine):
+        sims[offset : offset + len(s)] = s[:, 0]
+        which[offset : offset + len(s)] = i[:, 0]
+    return gather_rows(sims), gather_rows(which)
 
 
 def choose_representatives(

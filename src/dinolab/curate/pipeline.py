@@ -3,9 +3,10 @@
 The stages (`dinolab.curate.stages`, one module each) run in order, each reading only the files
 the previous one wrote into OUTDIR:
 1. embed      embeddings of every set, chunked and resumable, sharded over ranks under
-              torchrun (only rank 0 runs the stages after calibrate).
+              torchrun.
 1b. calibrate the "auto" thresholds, on edited copies of a pool sample.
-2. dedup      duplicate groups and the pool after deduplication.
+2. dedup      duplicate groups and the pool after deduplication; under torchrun each rank
+              indexes and searches its part of the pool (`dinolab.curate.ranks`).
 3. retrieve   keep.txt, the selection (`dinolab train --data keep.txt`), with its provenance.
 4. summary    summary.json and summary.png (always rewritten: it is cheap).
 A stage that is up to date is skipped (`dinolab.curate.stage_cache`); `from_stage` forces the
@@ -139,13 +140,12 @@ def run_curation(opts: CurationOptions) -> CurationResult:
     if opts.calibrates:
         calib_key, calib = calibrate_stage(opts, stages, keys)
     result = CurationResult(opts.out, stages.ran, stages.skipped)
-    if rank() != 0:
-        return result  # under torchrun the other ranks only help embedding
     thresholds = resolve_thresholds(opts, calib)
     result.thresholds = _described_thresholds(opts, thresholds, calib)
     dedup_key = dedup_stage(opts, stages, keys, thresholds, calib_key)
     retrieve_key = retrieve_stage(opts, stages, keys, dedup_key)
-    result.counts = summary_stage(opts, stages, retrieve_key)
+    if rank() == 0:
+        result.counts = summary_stage(opts, stages, retrieve_key)
     return result
 
 

@@ -17,7 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from dinolab.curate.clusters import KMeansResult
-from dinolab.curate.search import DEFAULT_SHARD, NeighborIndex, l2_normalize, normalized_shards
+from dinolab.curate.ranks import ShardedIndex, gather_rows, owned_rows
+from dinolab.curate.search import DEFAULT_SHARD, NeighborIndex, l2_normalize
+from dinolab.distributed import rank, world_size
+
+HIT_FIELDS = ("query", "row", "similarity", "rank", "cluster")
 
 
 @dataclass
@@ -63,20 +67,22 @@ def nearest_hits(
     shard_size: int = DEFAULT_SHARD,
     **index_options,
 ) -> Hits:
-    """The `n` nearest pool rows (among `rows`, default all) of every query."""
+    """The `n` nearest pool rows (among `rows`, default all) of every query; under torchrun the
+    queries and the pool are split over the ranks and every rank gets all hits."""
     if n < 1:
         raise ValueError(f"images per query must be >= 1, got {n}")
-    idx = NeighborIndex(pool_feats, index, rows=rows, shard_size=shard_size, **index_options)
+    idx = ShardedIndex(pool_feats, index, rows=rows, shard_size=shard_size, **index_options)
+    mine = owned_rows(np.arange(len(query_feats)), rank(), world_size())
     parts = []
-    for offset, shard in normalized_shards(query_feats, shard_size):
-        sims, nbrs = idx.search(shard, n, normalized=True)
+    for offset, sims, nbrs in idx.search_blocks(query_feats, n, mine):
         found = nbrs >= 0
-        q = np.broadcast_to(np.arange(offset, offset + len(shard))[:, None], nbrs.shape)
-        rank = np.broadcast_to(np.arange(nbrs.shape[1])[None], nbrs.shape)
+        q = np.broadcast_to(mine[offset : offset + len(nbrs), None], nbrs.shape)
+        rank_ = np.broadcast_to(np.arange(nbrs.shape[1])[None], nbrs.shape)
         parts.append(
-            (q[found], nbrs[found], sims[found], rank[found], np.full(int(found.sum()), -1))
+            (q[found], nbrs[found], sims[found], rank_[found], np.full(int(found.sum()), -1))
         )
-    return _hits(parts)
+    mine_hits = _hits(parts)
+    return Hits(*(gather_rows(getattr(mine_hits, f)) for f in HIT_FIELDS))
 
 
 def cluster_hits(

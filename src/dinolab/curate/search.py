@@ -13,6 +13,10 @@ Index kinds (`index=`):
   recall < 1 (benchmarks/curation.py measures it); time per query falls ~nlist/nprobe-fold.
 - "hnsw": faiss IndexHNSWFlat (graph with `hnsw_m` links, `ef_search` beam). Approximate,
   high recall, slower to build than IVF.
+- "ivfpq": faiss IndexIVFPQ, IVF lists of product-quantised codes (`pq_m` sub-vectors of
+  `pq_nbits` bits each: D=384 with the default pq_m=48 is 48 bytes a row instead of 1536). The
+  codes only choose the candidates: their similarities are recomputed exactly from `database`
+  (read back from the memory map), so the threshold rules stay exact; recall < 1 as for "ivf".
 - "auto": "flat" up to EXACT_LIMIT database rows, "ivf" above; "torch" without faiss.
 The faiss indexes hold the (normalised) database in memory, N x D x 4 bytes; the torch path
 holds one shard.
@@ -32,7 +36,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-INDEX_KINDS = ("auto", "torch", "flat", "ivf", "hnsw")
+INDEX_KINDS = ("auto", "torch", "flat", "ivf", "hnsw", "ivfpq")
 EXACT_LIMIT = 100_000
 DEFAULT_SHARD = 65_536
 QUERY_BLOCK = 1024  # torch path: 1024 x 65536 float32 similarities = 256 MiB at a time
@@ -95,6 +99,8 @@ class NeighborIndex:
         nprobe: int = 16,
         hnsw_m: int = 32,
         ef_search: int = 128,
+        pq_m: int | None = None,
+        pq_nbits: int = 8,
         seed: int = 0,
     ) -> None:
         if database.ndim != 2:
@@ -108,6 +114,7 @@ class NeighborIndex:
         self.kind = resolve_index_kind(index, len(self.rows))
         self.dim = database.shape[1]
         self.nprobe = nprobe
+        self.pq = (pq_m_for(self.dim, pq_m), pq_nbits)
         self._faiss_index = (
             None if self.kind == "torch" else self._build_faiss(nlist, hnsw_m, ef_search, seed)
         )
@@ -129,8 +136,19 @@ class NeighborIndex:
             index.hnsw.efSearch = ef_search
         else:
             nlist = nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
-            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-            sample = np.random.default_rng(seed).choice(n, min(n, 64 * nlist), replace=False)
+            quantizer = faiss.IndexFlatIP(d)
+            if self.kind == "ivfpq":
+                m, nbits = self.pq
+                if n < 2**nbits:
+                    raise ValueError(
+                        f"index 'ivfpq' with pq_nbits={nbits} needs at least {2**nbits} rows to "
+                        f"train, got {n}; lower pq_nbits or use index 'flat'"
+                    )
+                index = faiss.IndexIVFPQ(quantizer, d, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
+            else:
+                index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+            n_train = min(n, max(64 * nlist, 2 ** self.pq[1] * 39 if self.kind == "ivfpq" else 0))
+            sample = np.random.default_rng(seed).choice(n, n_train, replace=False)
             index.train(l2_normalize(self.database[np.sort(self.rows[sample])]))
             index.nprobe = min(self.nprobe, nlist)
         for _, shard in self.shards():
@@ -149,12 +167,30 @@ class NeighborIndex:
             return np.zeros((len(q), k), np.float32), np.zeros((len(q), k), np.int64)
         if self._faiss_index is not None:
             sims, pos = self._faiss_index.search(np.ascontiguousarray(q), k)
+            if self.kind == "ivfpq":
+                sims, pos = self._rerank_exactly(q, pos)
         else:
             sims, pos = self._search_torch(q, k)
         found = pos >= 0
         out = np.full(pos.shape, -1, np.int64)
         out[found] = self.rows[pos[found]]
         return sims.astype(np.float32, copy=False), out
+
+    def _rerank_exactly(self, q: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact similarities of the candidates `pos` (positions in `rows`, -1 for none), best
+        first; QUERY_BLOCK queries at a time so the rows read back stay a few MiB."""
+        sims = np.full(pos.shape, -np.inf, np.float32)
+        for b in range(0, len(q), QUERY_BLOCK):
+            block = pos[b : b + QUERY_BLOCK]
+            wanted = np.unique(block[block >= 0])
+            vectors = l2_normalize(self.database[self.rows[wanted]])
+            found = block >= 0
+            at = np.searchsorted(wanted, block[found])
+            rows_of_query = np.broadcast_to(np.arange(len(block))[:, None], block.shape)[found]
+            exact = np.einsum("ij,ij->i", vectors[at], q[b : b + QUERY_BLOCK][rows_of_query])
+            sims[b : b + QUERY_BLOCK][found] = exact
+        order = np.argsort(-sims, axis=1, kind="stable")
+        return np.take_along_axis(sims, order, 1), np.take_along_axis(pos, order, 1)
 
     def _search_torch(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact: each database shard against blocks of QUERY_BLOCK queries (a block x shard
@@ -176,6 +212,20 @@ class NeighborIndex:
             best_s, order = merged_s.topk(min(k, merged_s.shape[1]), dim=1)
             best_i = merged_i.gather(1, order)
         return best_s.numpy(), best_i.numpy()
+
+
+def pq_m_for(dim: int, pq_m: int | None) -> int:
+    """Sub-quantizers of an ivfpq index: `pq_m`, or the largest divisor of `dim` not above
+    dim / 8 (8 dimensions per code byte); a `pq_m` that does not divide `dim` is refused."""
+    if pq_m is None:
+        return max(m for m in range(1, max(1, dim // 8) + 1) if dim % m == 0)
+    if pq_m < 1 or dim % pq_m:
+        divisors = [m for m in range(1, dim + 1) if dim % m == 0]
+        raise ValueError(
+            f"pq_m={pq_m} must divide the embedding dimension {dim}; choose one of "
+            f"{', '.join(map(str, divisors[:12]))}{' ...' if len(divisors) > 12 else ''}"
+        )
+    return pq_m
 
 
 def normalized_shards(

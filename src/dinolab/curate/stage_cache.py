@@ -63,9 +63,6 @@ class StageCache:
             (self.dir / f"{stage}.json").unlink(missing_ok=True)
         return fresh
 
-    def up_to_date(self, stage: str, key: str, outputs: Sequence[Path]) -> bool:
-        return self.settle(stage, self.is_fresh(stage, key, outputs))
-
     def finish(self, stage: str, key: str, params: dict, started: float) -> None:
         """Write the stage's record (key, parameters, seconds since `started`, peak memory)."""
         rec = {

@@ -32,7 +32,7 @@ def calibrate_stage(
     opts: CurationOptions, stages: StageCache, keys: dict[str, str]
 ) -> tuple[str, dict | None]:
     """Calibration of the thresholds on edited copies of a pool sample (runs on every rank:
-    the copies are embedded like the pool); returns its key and, on rank 0, calibration.json."""
+    the copies are embedded like the pool); returns its key and calibration.json."""
     out = opts.out
     params = {
         "pool": keys["pool"],
@@ -58,8 +58,7 @@ def calibrate_stage(
         if rank() == 0:
             _calibrate(out, work, opts.protect_names, opts.shard_size)
             stages.finish("calibrate", key, params, started)
-    if rank() != 0:
-        return key, None
+    barrier()  # every rank reads the thresholds rank 0 wrote
     return key, json.loads(files[0].read_text())
 
 

@@ -13,6 +13,7 @@ from dinolab.curate.files import read_embeddings, write_jsonl, write_lines
 from dinolab.curate.options import CurationOptions
 from dinolab.curate.search import resolve_index_kind
 from dinolab.curate.stage_cache import StageCache, stage_key
+from dinolab.distributed import barrier, rank
 from dinolab.io import atomic_write_npz
 
 GIANT_GROUP_SHARE = 0.1  # a duplicate group this large a share of the pool means a bad threshold
@@ -42,10 +43,14 @@ def dedup_stage(
     key = stage_key(params)
     out = opts.out
     outputs = [out / "dedup.npz", out / "duplicates.jsonl", out / "dedup_keep.txt"]
-    if not stages.up_to_date("dedup", key, outputs):
+    fresh = stages.is_fresh("dedup", key, outputs)
+    barrier()  # every rank has read the record before rank 0 may drop it
+    if not stages.settle("dedup", fresh):
         started = time.perf_counter()
         info = _deduplicate(opts, threshold, protect_threshold)
-        stages.finish("dedup", key, {**params, **info}, started)
+        if rank() == 0:
+            stages.finish("dedup", key, {**params, **info}, started)
+    barrier()  # the stage's files are written before any rank reads them
     return key
 
 
@@ -69,20 +74,21 @@ def _deduplicate(opts: CurationOptions, threshold: float, protect_threshold: flo
         index=opts.index,
         shard_size=opts.shard_size,
     )
-    atomic_write_npz(
-        out / "dedup.npz",
-        component=res.component,
-        keep=res.keep,
-        pairs=res.pairs,
-        pair_sims=res.pair_sims,
-        nn_sim=res.nn_sim,
-        protect_sim=res.protect_sim,
-        protect_match=res.protect_match,
-        dropped_protected=res.dropped_protected,
-    )
-    write_jsonl(out / "duplicates.jsonl", _duplicate_records(res, paths, protect_paths))
-    write_lines(out / "dedup_keep.txt", [paths[i] for i in np.flatnonzero(res.keep)])
-    _warn_of_giant_group(res, len(paths), threshold)
+    if rank() == 0:  # every rank computed the same result
+        atomic_write_npz(
+            out / "dedup.npz",
+            component=res.component,
+            keep=res.keep,
+            pairs=res.pairs,
+            pair_sims=res.pair_sims,
+            nn_sim=res.nn_sim,
+            protect_sim=res.protect_sim,
+            protect_match=res.protect_match,
+            dropped_protected=res.dropped_protected,
+        )
+        write_jsonl(out / "duplicates.jsonl", _duplicate_records(res, paths, protect_paths))
+        write_lines(out / "dedup_keep.txt", [paths[i] for i in np.flatnonzero(res.keep)])
+        _warn_of_giant_group(res, len(paths), threshold)
     return {"index_used": resolve_index_kind(opts.index, len(paths))}
 
 

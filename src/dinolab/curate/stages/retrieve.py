@@ -13,6 +13,7 @@ from dinolab.curate.options import CurationOptions
 from dinolab.curate.retrieval import Hits, cluster_hits, nearest_hits, provenance
 from dinolab.curate.search import resolve_index_kind
 from dinolab.curate.stage_cache import StageCache, stage_key
+from dinolab.distributed import barrier, rank
 from dinolab.io import atomic_write_npz
 
 
@@ -34,10 +35,14 @@ def retrieve_stage(
     outputs = [opts.out / "keep.txt", opts.out / "curation.jsonl"]
     if opts.mode == "kmeans":
         outputs.append(opts.out / "clusters.npz")
-    if not stages.up_to_date("retrieve", key, outputs):
+    fresh = stages.is_fresh("retrieve", key, outputs)
+    barrier()  # every rank has read the record before rank 0 may drop it
+    if not stages.settle("retrieve", fresh):
         started = time.perf_counter()
         info = _retrieve(opts)
-        stages.finish("retrieve", key, {**params, **info}, started)
+        if rank() == 0:
+            stages.finish("retrieve", key, {**params, **info}, started)
+    barrier()  # the stage's files are written before any rank reads them
     return key
 
 
@@ -51,7 +56,7 @@ def _retrieve(opts: CurationOptions) -> dict:
     info: dict = {"mode": opts.mode}
     if len(rows) == 0:
         hits = Hits.empty()
-        if opts.mode == "kmeans":
+        if opts.mode == "kmeans" and rank() == 0:
             atomic_write_npz(
                 out / "clusters.npz",
                 centroids=np.zeros((0, pool.shape[1]), np.float32),
@@ -63,6 +68,8 @@ def _retrieve(opts: CurationOptions) -> dict:
         hits = nearest_hits(
             pool, queries, opts.per_query, rows=rows, index=opts.index, shard_size=opts.shard_size
         )
+    elif rank() != 0:
+        return info  # k-means mode clusters on rank 0 (its training sample is bounded by K)
     else:
         k = min(opts.n_clusters or max(1, round(len(rows) ** 0.5)), len(rows))
         km = kmeans(
@@ -76,6 +83,8 @@ def _retrieve(opts: CurationOptions) -> dict:
         atomic_write_npz(out / "clusters.npz", centroids=km.centroids, assign=km.assign, sim=km.sim)
         info["n_clusters"] = k
         hits = cluster_hits(pool, queries, km, opts.per_query, seed=opts.seed)
+    if rank() != 0:
+        return info
     records = provenance(hits, pool_paths, query_paths)
     write_jsonl(out / "curation.jsonl", records)
     write_lines(out / "keep.txt", [r["path"] for r in records])
