@@ -83,6 +83,22 @@ def test_optimizers_take_the_param_groups(name):
     assert all((p < 1).all() for p in params)
 
 
+def test_adamw_steps_as_the_per_tensor_adamw():
+    torch.manual_seed(0)
+    built, reference = ([nn.Parameter(torch.randn(4, 3)), nn.Parameter(torch.randn(3))] for _ in "ab")
+    for a, b in zip(built, reference, strict=True):
+        b.data.copy_(a.data)
+    opt = build_optimizer("adamw", [{"params": built, "weight_decay": 0.04, "lr": 0.01}])
+    ref = torch.optim.AdamW(reference, lr=0.01, weight_decay=0.04, foreach=False)
+    for step in range(3):
+        for a, b in zip(built, reference, strict=True):
+            a.grad = b.grad = torch.randn_like(a) * (step + 1)
+        opt.step()
+        ref.step()
+    for a, b in zip(built, reference, strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-6, atol=1e-7)
+
+
 def test_lars_trust_ratio_scales_matrices_only():
     w, b = nn.Parameter(torch.full((2, 2), 3.0)), nn.Parameter(torch.ones(2))
     opt = LARS([{"params": [w, b], "lr": 1.0, "weight_decay": 0.0}], eta=0.001)
