@@ -3,14 +3,14 @@
     .venv/bin/python benchmarks/curate_sharded.py [--n 1000000] [--dim 384] [--nlist 1024]
         [--nprobe 8] [--k 16] [--sample 500]
 
-`--n` synthetic embeddings (Gaussian clusters, 1% planted near-copies) are written as a float32
-.npy to a temporary folder and read through a memory map. For 1 and 2 processes (torchrun,
+`--n` synthetic embeddings (`curation.py`'s clusters with 1% planted near-copies) are written as a
+float32 .npy to a temporary folder and read through a memory map. For 1 and 2 processes (torchrun,
 gloo; 2 cores shared, one thread per process for 2) each rank builds the `ivfpq` index of its
-contiguous part of the pool (`dinolab.curate.ranks.ShardedIndex`) and searches the `k + 1`
-nearest rows of its own rows in every rank's index (the dedup self-search). Printed per rank:
-seconds to build and to search, peak RSS (getrusage; memory-mapped pages it read count), the
-index's code bytes, duplicate pairs at cosine >= 0.9; and recall@10 of `--sample` queries
-against an exact search of the whole pool.
+contiguous part of the pool (`dinolab.curate.ranks.ShardedIndex`) and searches the `k + 1` nearest
+rows of its own rows in every rank's index (the dedup self-search). Printed per rank: seconds to
+build and to search, peak RSS (getrusage; memory-mapped pages it read count), the index's code
+bytes, duplicate pairs at cosine >= 0.9; and recall@10 of `--sample` queries against an exact search
+of the whole pool.
 """
 
 from __future__ import annotations
@@ -28,19 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def synthetic(path: Path, n: int, dim: int, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(max(1, n // 100), dim)).astype(np.float32)
-    feats = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
-    for s in range(0, n, 65536):
-        m = min(65536, n - s)
-        noise = rng.normal(size=(m, dim)).astype(np.float32)
-        feats[s : s + m] = centres[rng.integers(0, len(centres), m)] + noise
-    copies = rng.choice(n, n // 100, replace=False)
-    noise = 0.05 * rng.normal(size=(len(copies), dim)).astype(np.float32)
-    feats[copies] = feats[rng.integers(0, n, len(copies))] + noise
-    feats.flush()
+from curation import synthetic_embeddings
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -109,7 +97,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="dinolab_curate_sharded_"))
     emb, sample = tmp / "emb.npy", tmp / "sample.npy"
-    synthetic(emb, args.n, args.dim)
+    synthetic_embeddings(emb, args.n, args.dim)
     feats = np.load(emb, mmap_mode="r")
     rows = np.sort(np.random.default_rng(1).choice(args.n, args.sample, replace=False))
     np.save(sample, rows)

@@ -176,7 +176,7 @@ def run_real(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------- scale
-def _synthetic(path: Path, n: int, dim: int, seed: int = 0) -> None:
+def synthetic_embeddings(path: Path, n: int, dim: int, seed: int = 0) -> None:
     """Clustered embeddings with 1% near-copies of other rows, written in blocks."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(max(1, n // 100), dim)).astype(np.float32)
@@ -248,7 +248,7 @@ def worker(stage: str, emb: str, extra: str) -> dict:
 def run_scale(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="dinolab_curation_scale_"))
     emb = tmp / "emb.npy"
-    _synthetic(emb, args.n, args.dim)
+    synthetic_embeddings(emb, args.n, args.dim)
     size_mib = emb.stat().st_size / 2**20
     print(
         f"\n{args.n} x {args.dim} synthetic embeddings ({size_mib:.0f} MiB on disk, memory "
