@@ -34,6 +34,7 @@ from dinolab.eval.features import FeatureOptions, input_multiple
 from dinolab.methods.dino import backbone_from_config
 from dinolab.train.config import build_config
 from dinolab.train.trainer import run_training
+from dinolab.viz.images import new_figure, save_figure
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenette2_sq160"
 # Tiny thumbnails are the stronger pixel baseline here (8 px: 38.6%, 32 px: 37.0%, 48 px:
@@ -75,6 +76,24 @@ def training_facts(run_dir: Path, batch_size: int, train: Path) -> tuple[int, fl
     steps = log[-1]["step"]
     speed = sorted(r["images_per_s"] for r in log)[len(log) // 2]
     return steps, steps * batch_size / len(ImageDataset(train)), speed
+
+
+def knn_curve(run_dir: Path, epochs_per_step: float, baselines: list[tuple]) -> list[dict]:
+    """The online k-NN of a run that had `eval.knn_val` (one point per evaluation), drawn
+    against epochs beside the baselines' k-NN to `run_dir/knn_curve.png`; [] without one."""
+    log = (json.loads(line) for line in (run_dir / "log.jsonl").open())
+    points = [r for r in log if "knn_top1" in r]
+    if points:
+        fig = new_figure(6.4, 3.6)
+        ax = fig.add_subplot()
+        epochs = [r["step"] * epochs_per_step for r in points]
+        ax.plot(epochs, [r["knn_top1"] for r in points], marker="o", label="online k-NN")
+        for (name, top1, _), style in zip(baselines, ("--", ":"), strict=False):
+            ax.axhline(top1, color="grey", linestyle=style, linewidth=1, label=f"{name} {top1:.1f}")
+        ax.set(xlabel="epochs of Imagenette train", ylabel="k-NN top-1 (%)")
+        ax.legend(fontsize=8)
+        save_figure(fig, run_dir / "knn_curve.png")
+    return points
 
 
 def main() -> None:
@@ -152,6 +171,11 @@ def main() -> None:
         if best_pixels is not None:
             ratios = f"{top1 / rows[0][1]:9.2f}x {top1 / best_pixels:9.2f}x"
         print(f"{name:<32} {top1:7.2f} {top5:7.2f} {ratios}")
+    best_pixel_row = sorted(pixel_rows, key=lambda row: -row[1])[:1]
+    curve = knn_curve(run_dir, epochs / steps, rows[:1] + best_pixel_row if pixel_rows else [])
+    for r in curve:
+        print(f"online k-NN after {r['step']} steps ({r['step'] * epochs / steps:.2f} epochs): "
+              f"{r['knn_top1']:.2f}")  # fmt: skip
     summary = {"rows": rows, "steps": steps, "epochs": epochs, "minutes": minutes}
     summary["images_per_s"] = speed
     (run_dir / "quality.json").write_text(json.dumps(summary, indent=2))
