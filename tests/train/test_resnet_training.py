@@ -85,9 +85,8 @@ def test_optimizers_take_the_param_groups(name):
 
 def test_adamw_steps_as_the_per_tensor_adamw():
     torch.manual_seed(0)
-    built, reference = ([nn.Parameter(torch.randn(4, 3)), nn.Parameter(torch.randn(3))] for _ in "ab")
-    for a, b in zip(built, reference, strict=True):
-        b.data.copy_(a.data)
+    built = [nn.Parameter(torch.randn(4, 3)), nn.Parameter(torch.randn(3))]
+    reference = [nn.Parameter(p.detach().clone()) for p in built]
     opt = build_optimizer("adamw", [{"params": built, "weight_decay": 0.04, "lr": 0.01}])
     ref = torch.optim.AdamW(reference, lr=0.01, weight_decay=0.04, foreach=False)
     for step in range(3):
