@@ -78,16 +78,19 @@ def training_facts(run_dir: Path, batch_size: int, train: Path) -> tuple[int, fl
     return steps, steps * batch_size / len(ImageDataset(train)), speed
 
 
-def knn_curve(run_dir: Path, epochs_per_step: float, baselines: list[tuple]) -> list[dict]:
-    """The online k-NN of a run that had `eval.knn_val` (one point per evaluation), drawn
-    against epochs beside the baselines' k-NN to `run_dir/knn_curve.png`; [] without one."""
+def knn_curve(
+    run_dir: Path, epochs_per_step: float, baselines: list[tuple[str, float, float]]
+) -> list[tuple[int, float, float]]:
+    """(step, epochs, top-1) of each online k-NN of a run that had `eval.knn_val`, drawn against
+    epochs beside the baselines' k-NN to `run_dir/knn_curve.png`; [] without one."""
     log = (json.loads(line) for line in (run_dir / "log.jsonl").open())
-    points = [r for r in log if "knn_top1" in r]
+    points = [
+        (r["step"], r["step"] * epochs_per_step, r["knn_top1"]) for r in log if "knn_top1" in r
+    ]
     if points:
         fig = new_figure(6.4, 3.6)
         ax = fig.add_subplot()
-        epochs = [r["step"] * epochs_per_step for r in points]
-        ax.plot(epochs, [r["knn_top1"] for r in points], marker="o", label="online k-NN")
+        ax.plot([p[1] for p in points], [p[2] for p in points], marker="o", label="online k-NN")
         for (name, top1, _), style in zip(baselines, ("--", ":"), strict=False):
             ax.axhline(top1, color="grey", linestyle=style, linewidth=1, label=f"{name} {top1:.1f}")
         ax.set(xlabel="epochs of Imagenette train", ylabel="k-NN top-1 (%)")
@@ -173,9 +176,8 @@ def main() -> None:
         print(f"{name:<32} {top1:7.2f} {top5:7.2f} {ratios}")
     best_pixel_row = sorted(pixel_rows, key=lambda row: -row[1])[:1]
     curve = knn_curve(run_dir, epochs / steps, rows[:1] + best_pixel_row if pixel_rows else [])
-    for r in curve:
-        print(f"online k-NN after {r['step']} steps ({r['step'] * epochs / steps:.2f} epochs): "
-              f"{r['knn_top1']:.2f}")  # fmt: skip
+    for step, at_epoch, top1 in curve:
+        print(f"online k-NN after {step} steps ({at_epoch:.2f} epochs): {top1:.2f}")
     summary = {"rows": rows, "steps": steps, "epochs": epochs, "minutes": minutes}
     summary["images_per_s"] = speed
     (run_dir / "quality.json").write_text(json.dumps(summary, indent=2))
