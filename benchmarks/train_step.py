@@ -10,7 +10,9 @@ Cases: the presets `demo` (synthetic shapes), `imagenette_cpu`, `imagenette_cpu_
 `imagenette_cpu_resnet` (real Imagenette images), each at its own batch, multi-crop, masks,
 collate and `data.num_workers`; `vit_small16` is DINO's ViT-S/16 step (2 x 224 + 10 x 96 crops,
 batch 64, random pixels, no loader). Each case runs in its own process (its peak memory is its
-own). Steps are timed after warm-up (the loader's worker start), the median is reported.
+own). Steps are timed after warm-up (the loader's worker start), the median is reported;
+the blocks run eager (`model.compile=false`, what the FLOP counter and the kernel replay read):
+`--vs model.compile=true` times the compiled step.
 `--vs KEY=VALUE` instead times each case with and without that override in turn, `--rounds`
 pairs, and prints the ratio of each pair's s/step: pairing keeps the ratio meaningful on a
 machine whose load drifts.
@@ -20,6 +22,11 @@ machine whose load drifts.
   student forward + backward, teacher forward and the heads' matmuls, per image of the batch.
 - fp32 / bf16 ceiling: counted FLOPs per second as a share of the best n x n matmul
   (n = 1024, 1536, 2048) of that dtype, measured in this run at the same thread count.
+- kernels alone: every matmul, convolution and attention kernel of one step (recorded with
+  their shapes, strides and dtypes) run again one by one on random inputs, timed and summed:
+  what the step would take if nothing but its kernels ran, at its own shapes. Its share of
+  s/step says how much is left outside the kernels; the step's FLOPs over it, as a share of the
+  n x n ceiling, say how fast these shapes can run at all.
 - the phases, each a share of s/step, from the profiler labels of the Trainer and the
   Methods: student forward (heads excluded), teacher forward (heads excluded), heads (student
   and teacher, forward), loss (the rest of the method's forward), backward, optimizer (with
@@ -36,6 +43,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +52,8 @@ import torch
 from torch import nn
 from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
 
 from dinolab.device import peak_memory_mb, resolve_device, resolve_precision
 from dinolab.methods.base import STUDENT_FORWARD, TEACHER_FORWARD
@@ -62,6 +73,13 @@ PHASES = (STUDENT_FORWARD, TEACHER_FORWARD, HEADS, "loss", "backward", "optimize
 CEILING_SIZES = (1024, 1536, 2048)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 PRECISION_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+aten = torch.ops.aten
+KERNELS = {
+    aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default,
+    aten.convolution.default, aten.convolution_backward.default,
+    aten._scaled_dot_product_flash_attention_for_cpu.default,
+    aten._scaled_dot_product_flash_attention_for_cpu_backward.default,
+}  # fmt: skip
 
 
 def matmul_tflops(dtype: torch.dtype, device: str, n: int, repeats: int = 5) -> float:
@@ -76,6 +94,63 @@ def matmul_tflops(dtype: torch.dtype, device: str, n: int, repeats: int = 5) -> 
         _sync(device)
         times.append(time.perf_counter() - t)
     return 2 * n**3 / statistics.median(times[1:]) / 1e12
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What a kernel's speed depends on in an input: its shape, strides, dtype and device."""
+
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: torch.dtype
+    device: str
+
+    def random(self) -> torch.Tensor:
+        t = torch.empty_strided(self.shape, self.stride, dtype=self.dtype, device=self.device)
+        return t.normal_() if t.is_floating_point() else t.zero_()
+
+
+def _spec(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return TensorSpec(tuple(x.shape), tuple(x.stride()), x.dtype, str(x.device))
+    return x
+
+
+class KernelRecorder(TorchDispatchMode):
+    """Counts every matmul, convolution and attention kernel run under it (forward and
+    backward, below autocast: in the dtype that really ran), by the specs of its inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter[str] = Counter()
+        self.specs: dict[str, tuple[Any, Any, Any]] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func in KERNELS:
+            spec = (func, tree_map(_spec, args), tree_map(_spec, kwargs))
+            key = repr(spec)
+            self.specs[key] = spec
+            self.calls[key] += 1
+        return func(*args, **kwargs)
+
+    def replay_seconds(self, device: str, repeats: int = 3) -> float:
+        """Each recorded kernel run alone on random inputs of its specs (median of `repeats`
+        after one untimed run), times its count, summed."""
+        total = 0.0
+        for key, count in self.calls.items():
+            func, args, kwargs = self.specs[key]
+            materialize = lambda x: x.random() if isinstance(x, TensorSpec) else x  # noqa: E731
+            args, kwargs = tree_map(materialize, args), tree_map(materialize, kwargs)
+            times = []
+            for _ in range(repeats + 1):
+                _sync(device)
+                start = time.perf_counter()
+                func(*args, **kwargs)
+                _sync(device)
+                times.append(time.perf_counter() - start)
+            total += count * statistics.median(times[1:])
+        return total
 
 
 def _sync(device: str) -> None:
@@ -116,7 +191,9 @@ def _phase_seconds(prof: profile, steps: int, on_cuda: bool) -> dict[str, float]
 def _case_overrides(name: str, args: argparse.Namespace) -> list[str]:
     base = VIT_SMALL16 if name == "vit_small16" else [f"preset={name}", f"data.path={IMAGENETTE}"]
     precision = [] if args.precision == "auto" else [f"precision={args.precision}"]
-    return [*base, *args.set, *precision, f"device={args.device}", "out=/tmp/dinolab_train_step"]
+    eager = ["model.compile=false"]  # the FLOP counter and kernel replay see eager ops
+    return [*base, *eager, *args.set, *precision, f"device={args.device}",
+            "out=/tmp/dinolab_train_step"]  # fmt: skip
 
 
 def _batches(trainer: Trainer, name: str, cfg: Any) -> Any:
@@ -168,6 +245,8 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
         profiled_step = (time.perf_counter() - start) / 2
     with flop_counter() as counter:
         trainer._train_step(batch)
+    with KernelRecorder() as kernels:
+        trainer._train_step(batch)
     step = statistics.median(steps)
     return {
         "case": name,
@@ -183,6 +262,7 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
         },
         "peak_mib": peak_memory_mb(trainer.device),
         "gflop_per_image": counter.get_total_flops() / cfg.optim.batch_size / 1e9,
+        "kernels_s": kernels.replay_seconds(dev),
     }
 
 
@@ -191,8 +271,10 @@ def _child(args: argparse.Namespace, name: str, precision: str, overrides: list[
     cmd = [sys.executable, __file__, "--case", name, "--precision", precision,
            "--device", args.device, "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--set", *overrides]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{name} ({precision}) failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -261,11 +343,13 @@ def main() -> None:
     mem = "peak alloc MiB" if args.device == "cuda" else "peak RSS MiB"
     print(
         "| case | prec | batch | s/step | img/s | GFLOP/img | of fp32 ceiling | of bf16 ceiling "
+        f"| kernels alone s | of s/step | kernels' GFLOP/s (of own ceiling) "
         f"| {mem} | wait | " + " | ".join(PHASES) + " | other |"
     )
-    print("|---" * (11 + len(PHASES)) + "|")
+    print("|---" * (14 + len(PHASES)) + "|")
     for r in rows:
         flops = r["gflop_per_image"] * r["images_per_s"] / 1000
+        kernel_flops = r["gflop_per_image"] * r["batch"] / r["kernels_s"] / 1000
         shares = [r["phases"][k] / r["s_per_step"] for k in PHASES]
         other = 1 - sum(shares) - r["wait_s"] / r["s_per_step"]
         cells = " | ".join(f"{100 * s:.1f}%" for s in shares)
@@ -273,6 +357,8 @@ def main() -> None:
             f"| {r['case']} | {r['precision']} | {r['batch']} | {r['s_per_step']:.3f} "
             f"| {r['images_per_s']:.1f} | {r['gflop_per_image']:.2f} "
             f"| {100 * flops / best['fp32']:.0f}% | {100 * flops / best['bf16']:.0f}% "
+            f"| {r['kernels_s']:.3f} | {100 * r['kernels_s'] / r['s_per_step']:.0f}% "
+            f"| {1000 * kernel_flops:.0f} ({100 * kernel_flops / best[r['precision']]:.0f}%) "
             f"| {r['peak_mib']:.0f} | {100 * r['wait_s'] / r['s_per_step']:.0f}% | {cells} "
             f"| {100 * other:.0f}% |"
         )
