@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
+import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -42,6 +45,34 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     if name == "fp16" and device.type != "cuda":
         raise ValueError("precision=fp16 needs a CUDA GPU; on CPU use bf16 or fp32")
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+COMPILE_SETTINGS = ("auto", "true", "false")
+
+
+def resolve_compile(setting: str, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether to compile the transformer blocks (`model.compile`): `true` or `false` as given;
+    `auto` where compiling was measured to pay for its compile time in a 10-minute budget: a
+    CPU computing bf16 natively (benchmarks/README), with the C++ compiler torch's inductor
+    builds its CPU kernels with."""
+    if setting not in COMPILE_SETTINGS:
+        raise ValueError(f"model.compile={setting}: choose one of {', '.join(COMPILE_SETTINGS)}")
+    if setting == "true" and device.type == "cpu" and inductor_compiler() is None:
+        raise ValueError(
+            "model.compile=true on a CPU needs a C++ compiler for torch's inductor (none found "
+            "on PATH): install one (e.g. `apt install g++`, or set CXX) or set model.compile=false"
+        )
+    if setting != "auto":
+        return setting == "true"
+    native_bf16 = dtype == torch.bfloat16 and cpu_has_native_bf16()
+    return device.type == "cpu" and native_bf16 and inductor_compiler() is not None
+
+
+def inductor_compiler() -> str | None:
+    """The C++ compiler torch's inductor uses on this machine (its default: $CXX, else g++, or
+    clang++ on macOS), or None when it is not installed."""
+    default = "clang++" if sys.platform == "darwin" else "g++"
+    return shutil.which(os.environ.get("CXX", default))
 
 
 def cpu_has_native_bf16() -> bool:

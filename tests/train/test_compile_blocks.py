@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dinolab import device
 from dinolab.checkpoint import Checkpoint
 from dinolab.configs.rules import ConfigError
 from dinolab.models import build_model
@@ -32,6 +33,45 @@ def test_compile_blocks_compiles_every_block_in_place() -> None:
 def test_model_compile_refuses_what_it_cannot_compile(tiny, keys, fix) -> None:
     with pytest.raises(ConfigError, match=fix):
         build_config([*tiny, *keys, "model.compile=true"])
+
+
+def test_model_compile_takes_auto_true_or_false(tiny) -> None:
+    assert build_config([*tiny, "model.compile=true"]).model.compile == "true"
+    assert (
+        build_config([*tiny, "model.arch=resnet18", "model.compile=auto"]).model.compile == "auto"
+    )
+    with pytest.raises(ConfigError, match="choose one of auto, true, false"):
+        build_config([*tiny, "model.compile=sometimes"])
+
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    ("setting", "dtype", "native_bf16", "compiled"),
+    [
+        ("auto", torch.bfloat16, True, True),  # where it was measured to pay
+        ("auto", torch.bfloat16, False, False),  # bf16 emulated in fp32 instructions
+        ("auto", torch.float32, True, False),
+        ("false", torch.bfloat16, True, False),
+        ("true", torch.float32, False, True),
+    ],
+)
+def test_compile_auto_compiles_on_cpus_with_native_bf16(
+    monkeypatch, setting, dtype, native_bf16, compiled
+) -> None:
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native_bf16)
+    if device.inductor_compiler() is None:
+        pytest.skip("no C++ compiler here for torch's inductor")
+    assert device.resolve_compile(setting, CPU, dtype) is compiled
+
+
+def test_compile_without_a_cpp_compiler_is_off_or_refused(monkeypatch) -> None:
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert device.resolve_compile("auto", CPU, torch.bfloat16) is False
+    with pytest.raises(ValueError, match="needs a C\\+\\+ compiler.*model.compile=false"):
+        device.resolve_compile("true", CPU, torch.bfloat16)
 
 
 def _losses(run: Path) -> list[float]:

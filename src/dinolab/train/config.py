@@ -28,6 +28,7 @@ from dinolab.configs.rules import (
     ConfigError,
     Range,
 )
+from dinolab.device import COMPILE_SETTINGS
 from dinolab.io import atomic_write_text
 from dinolab.methods import Views, config_sections, method_names, method_spec
 from dinolab.models.hybrid import trunk_stages
@@ -71,8 +72,10 @@ class ModelConfig:
     # architecture keys (from a checkpoint, head.* too) from it.
     pretrained: str | None = None
     # torch.compile each transformer block of the student and the teacher (models/layers.py:
-    # compile_blocks); the first steps pay the compile time (see benchmarks/README).
-    compile: bool = False
+    # compile_blocks): true, false, or auto (device.resolve_compile: a ViT on a CPU computing
+    # bf16 natively, outside dist.strategy=fsdp). The first steps pay the compile time (see
+    # benchmarks/README).
+    compile: str = "false"
 
 
 @dataclass
@@ -522,12 +525,15 @@ def _validate_hybrid(cfg: DictConfig) -> None:
 
 def _validate_compile(cfg: DictConfig) -> None:
     m = cfg.model
-    if m.compile and not m.arch.startswith("vit"):
+    m.compile = str(m.compile).lower()  # a YAML or command-line true arrives as "True"
+    if m.compile not in COMPILE_SETTINGS:
+        raise ConfigError(f"model.compile={m.compile}: choose one of {', '.join(COMPILE_SETTINGS)}")
+    if m.compile == "true" and not m.arch.startswith("vit"):
         raise ConfigError(
             f"model.compile=true compiles transformer blocks, which model.arch={m.arch} does "
             "not have: use a ViT (e.g. model.arch=vit_small), or model.compile=false"
         )
-    if m.compile and cfg.dist.strategy == "fsdp":
+    if m.compile == "true" and cfg.dist.strategy == "fsdp":
         raise ConfigError(
             "model.compile=true is not tested with dist.strategy=fsdp (compiled blocks under "
             "fully_shard): use one of the two"

@@ -29,6 +29,7 @@ class RunFacts:
     images: int  # in the dataset
     device: str
     precision: str  # fp32, bf16 or fp16
+    compiled: bool  # the transformer blocks (model.compile)
     processes: int
     backbone_params: int  # of the backbone the run exports
     has_teacher: bool
@@ -101,7 +102,8 @@ def start_message(facts: RunFacts, resumed: bool) -> str:
         f"  data      {_plural(facts.images, 'image')} from {cfg.data.path}; {bad}",
         f"  model     {_model(cfg, facts.backbone_params)}",
         f"  device    {facts.device}, precision {facts.precision}, "
-        f"{_plural(facts.processes, 'process')}",
+        + ("transformer blocks compiled, " if facts.compiled else "")
+        + f"{_plural(facts.processes, 'process')}",
         f"  schedule  {_length(facts)} = {total} steps of {cfg.optim.batch_size} images, "
         f"{until}",
         f"  saves     {checkpoint} every {cfg.checkpoint_every} steps and at each epoch's "

@@ -33,7 +33,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from dinolab.checkpoint import Checkpoint
-from dinolab.device import autocast, peak_memory_mb, resolve_device, resolve_precision
+from dinolab.device import (
+    autocast,
+    peak_memory_mb,
+    resolve_compile,
+    resolve_device,
+    resolve_precision,
+)
 from dinolab.distributed import DistEnv, barrier, init_distributed
 from dinolab.eval.classification import ClassifierValidation
 from dinolab.eval.online_knn import OnlineKNN
@@ -154,13 +160,18 @@ class Trainer:
         if self.env.enabled:
             method = sync_batchnorms(method, self.device)
         self.method = method.to(self.device)
-        if cfg.model.compile:
+        self.sharded = cfg.dist.strategy == "fsdp"
+        self.compiled = (
+            resolve_compile(cfg.model.compile, self.device, self.dtype)
+            and cfg.model.arch.startswith("vit")
+            and not self.sharded
+        )
+        if self.compiled:
             compile_blocks(self.method)
         self.student = self.method.student
         # What a step calls: the method itself (sharded in place under dist.strategy=fsdp), or
         # (torchrun, ddp) the Trainer's own DDP wrapper of it, which averages the student's
         # gradients (the teacher has none).
-        self.sharded = cfg.dist.strategy == "fsdp"
         self.model: nn.Module = self.method
         if self.sharded and self.env.enabled:
             shard_method(self.method, self.dtype)
@@ -472,6 +483,7 @@ class Trainer:
             images=len(self.dataset),
             device=str(self.device),
             precision=precision[str(self.dtype).removeprefix("torch.")],
+            compiled=self.compiled,
             processes=self.env.world_size,
             backbone_params=sum(p.numel() for p in self.method.trained_backbone.parameters()),
             has_teacher=self.method.has_teacher,
