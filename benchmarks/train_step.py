@@ -116,6 +116,10 @@ def _spec(x: Any) -> Any:
     return x
 
 
+def _materialize(x: Any) -> Any:
+    return x.random() if isinstance(x, TensorSpec) else x
+
+
 class KernelRecorder(TorchDispatchMode):
     """Counts every matmul, convolution and attention kernel run under it (forward and
     backward, below autocast: in the dtype that really ran), by the specs of its inputs."""
@@ -140,8 +144,7 @@ class KernelRecorder(TorchDispatchMode):
         total = 0.0
         for key, count in self.calls.items():
             func, args, kwargs = self.specs[key]
-            materialize = lambda x: x.random() if isinstance(x, TensorSpec) else x  # noqa: E731
-            args, kwargs = tree_map(materialize, args), tree_map(materialize, kwargs)
+            args, kwargs = tree_map(_materialize, args), tree_map(_materialize, kwargs)
             times = []
             for _ in range(repeats + 1):
                 _sync(device)

@@ -78,7 +78,7 @@ def _losses(run: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in RunDir(run).log.read_text().splitlines()]
 
 
-def test_a_compiled_run_trains_like_the_eager_one(tiny, image_list, tmp_path) -> None:
+def test_a_compiled_run_trains_like_the_eager_one(tiny, image_list, tmp_path, capsys) -> None:
     """Three steps (the DINO loss, the backward through compiled blocks, the EMA into the
     teacher's compiled blocks): the same losses and weights up to kernel rounding."""
     graphs = {}
@@ -88,6 +88,8 @@ def test_a_compiled_run_trains_like_the_eager_one(tiny, image_list, tmp_path) ->
                                    f"out={tmp_path / name}", "max_steps=3", "log_every=1",
                                    f"model.compile={compiled}"]))  # fmt: skip
         graphs[name] = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        header = capsys.readouterr().err
+        assert ("transformer blocks compiled" in header) is (name == "compiled"), header
     assert graphs["eager"] == 0 and graphs["compiled"] > 0  # the blocks did run compiled
     eager, compiled = (
         Checkpoint.load(RunDir(tmp_path / n).checkpoint) for n in ("eager", "compiled")
