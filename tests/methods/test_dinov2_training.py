@@ -142,8 +142,12 @@ def test_highres_phase_switches_the_global_crops_by_epoch(image_list, tmp_path, 
         crops, _ = dataset[0]
         sizes.append((crops[0].shape[-1], crops[1].shape[-1], crops[2].shape[-1]))
     assert sizes == [(32, 32, 16), (48, 48, 16), (32, 32, 16)]
-    dataset.set_epoch(3)  # a DataLoader worker started after set_epoch gets the phase too
-    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=collate)
-    batch = next(iter(loader))
-    assert batch["global_crops"].shape[-2:] == (48, 48)
-    assert batch["local_crops"].shape[-2:] == (16, 16)
+    # a DataLoader worker that lives across epochs (the Trainer's) switches with them
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=2, num_workers=1, collate_fn=collate, persistent_workers=True
+    )
+    for epoch, size in ((2, 32), (3, 48), (2, 32)):
+        dataset.set_epoch(epoch)
+        batch = next(iter(loader))
+        assert batch["global_crops"].shape[-2:] == (size, size)
+        assert batch["local_crops"].shape[-2:] == (16, 16)

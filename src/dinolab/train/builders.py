@@ -172,8 +172,9 @@ class HighResPhase:
     `start_epoch` on (DINOv2's high-resolution adaptation).
 
     The phase is a function of the epoch the Trainer sets (from the step, so a resumed run
-    lands in the right phase); DataLoader workers are created after `set_epoch` and copy the
-    transform in use. The ViT interpolates its position embeddings to the larger grid.
+    lands in the right phase). Each item picks its transform from the dataset's epoch, which
+    lives in shared memory, so DataLoader workers that outlive an epoch switch too. The ViT
+    interpolates its position embeddings to the larger grid.
     """
 
     def __init__(self, dataset: ImageDataset, highres_transform: Any, start_epoch: int) -> None:
@@ -183,12 +184,12 @@ class HighResPhase:
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
-        self.dataset.transform = self.transforms[int(epoch >= self.start_epoch)]
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
+        self.dataset.transform = self.transforms[int(self.dataset.epoch >= self.start_epoch)]
         return self.dataset[index]
 
     @property

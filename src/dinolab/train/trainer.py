@@ -285,6 +285,7 @@ class Trainer:
             seed=cfg.seed,
             drop_last=True,
         )
+        loader = self._loader(sampler)  # one for the run: its worker outlives each epoch
         self.method.train()
         record: dict[str, Any] = {}
         previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
@@ -304,7 +305,7 @@ class Trainer:
                 if hasattr(self.dataset, "set_epoch"):
                     self.dataset.set_epoch(epoch)
                 tick = time.perf_counter()
-                for batch in self._loader(sampler):
+                for batch in loader:
                     record = self._train_step(batch)
                     self.step += 1
                     bar.update(1)
@@ -342,6 +343,11 @@ class Trainer:
         return self.step % every == 0 or self.step == stop_at
 
     def _loader(self, sampler: ResumableSampler) -> DataLoader:
+        """The run's DataLoader. Its workers persist: a new epoch's iterator reuses them
+        instead of forking new ones (on 2 cores that made an epoch's first step of the `demo`
+        1.3 s slower than the others, 0.5 s with them: benchmarks/README.md). The epoch reaches
+        them through the dataset's shared epoch (`set_epoch`); the sampler runs in this
+        process."""
         workers = self.cfg.data.num_workers
         return DataLoader(
             self.dataset,
@@ -351,7 +357,7 @@ class Trainer:
             collate_fn=self.collate_fn,
             pin_memory=self.device.type == "cuda",
             drop_last=True,
-            persistent_workers=False,
+            persistent_workers=workers > 0,
             prefetch_factor=4 if workers else None,
             # an iterator draws its workers' base seed from this generator, not from torch's
             # global one, which drop-path and RoPE's coordinate noise draw from: a run resumed
