@@ -4,6 +4,7 @@ how close to the machine's matmul ceilings, and where the time goes.
     .venv/bin/python benchmarks/train_step.py                 # the 4 small presets, own precision
     .venv/bin/python benchmarks/train_step.py --precisions fp32,bf16
     .venv/bin/python benchmarks/train_step.py --cases vit_small16 --device cuda  # a GPU
+    .venv/bin/python benchmarks/train_step.py --compiled      # and each ViT case compiled
     .venv/bin/python benchmarks/train_step.py --cases imagenette_cpu --vs model.compile=true
 
 Cases: the presets `demo` (synthetic shapes), `imagenette_cpu`, `imagenette_cpu_dino` and
@@ -11,8 +12,10 @@ Cases: the presets `demo` (synthetic shapes), `imagenette_cpu`, `imagenette_cpu_
 collate and `data.num_workers`; `vit_small16` is DINO's ViT-S/16 step (2 x 224 + 10 x 96 crops,
 batch 64, random pixels, no loader). Each case runs in its own process (its peak memory is its
 own). Steps are timed after warm-up (the loader's worker start), the median is reported;
-the blocks run eager (`model.compile=false`, what the FLOP counter and the kernel replay read):
-`--vs model.compile=true` times the compiled step.
+the blocks run eager (`model.compile=false`, what the FLOP counter and the kernel replay read).
+`--compiled` times each ViT case once more with its blocks compiled (`model.compile=true`, in a
+process of its own, the compile in its warm-up steps) and counts its share of the ceilings
+with the eager step's FLOPs: compiling fuses passes, it does not change the arithmetic.
 `--vs KEY=VALUE` instead times each case with and without that override in turn, `--rounds`
 pairs, and prints the ratio of each pair's s/step: pairing keeps the ratio meaningful on a
 machine whose load drifts.
@@ -21,7 +24,9 @@ machine whose load drifts.
 - GFLOP/img: counted with `torch.utils.flop_counter` over one whole step (models/flops.py):
   student forward + backward, teacher forward and the heads' matmuls, per image of the batch.
 - fp32 / bf16 ceiling: counted FLOPs per second as a share of the best n x n matmul
-  (n = 1024, 1536, 2048) of that dtype, measured in this run at the same thread count.
+  (n = 1024, 1536, 2048) of that dtype at the same thread count, measured in the case's own
+  process just before and just after its timed steps (their mean; "drift" is how far the two
+  differ: a shared machine's speed moves, and a share means little when its ceiling moved).
 - kernels alone: every matmul, convolution and attention kernel of one step (recorded with
   their shapes, strides and dtypes) run again one by one on random inputs, timed and summed:
   what the step would take if nothing but its kernels ran, at its own shapes. Its share of
@@ -38,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -82,8 +86,10 @@ KERNELS = {
 }  # fmt: skip
 
 
-def matmul_tflops(dtype: torch.dtype, device: str, n: int, repeats: int = 5) -> float:
-    """Throughput of an n x n matmul in `dtype`: the ceilings the step is measured against."""
+def matmul_tflops(dtype: torch.dtype, device: str, n: int, repeats: int = 10) -> float:
+    """Throughput of an n x n matmul in `dtype`, its fastest repeat: the ceilings the step is
+    measured against (the fastest, as a ceiling is what the machine can do; a shared machine's
+    slow repeats are time it lent to others)."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     times = []
@@ -93,7 +99,13 @@ def matmul_tflops(dtype: torch.dtype, device: str, n: int, repeats: int = 5) -> 
         a @ b
         _sync(device)
         times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times[1:]) / 1e12
+    return 2 * n**3 / min(times[1:]) / 1e12
+
+
+def ceilings(device: str) -> dict[str, float]:
+    """The best n x n matmul of each dtype, TFLOP/s, now: a shared machine's speed drifts (the
+    same 2-core VM has measured 2x apart within an hour), so each case measures its own."""
+    return {p: max(matmul_tflops(d, device, n) for n in CEILING_SIZES) for p, d in DTYPES.items()}
 
 
 @dataclass(frozen=True)
@@ -218,7 +230,8 @@ def _batches(trainer: Trainer, name: str, cfg: Any) -> Any:
 
 
 def run_case(name: str, args: argparse.Namespace) -> dict:
-    """Child process: build the case's trainer and time its steps fed by its loader."""
+    """Child process: build the case's trainer and time its steps fed by its loader; unless
+    `--time-only`, then profile, count and replay one step."""
     cfg = build_config(_case_overrides(name, args))
     dataset, collate = ([None] * cfg.optim.batch_size, None)
     if name != "vit_small16":
@@ -229,6 +242,7 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
     dev = trainer.device.type
     batches = _batches(trainer, name, cfg)
     steps, waits = [], []
+    before = ceilings(dev)
     for i in range(args.warmup + args.steps):
         _sync(dev)
         start = time.perf_counter()
@@ -239,6 +253,16 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
         if i >= args.warmup:
             steps.append(time.perf_counter() - start)
             waits.append(fed - start)
+    step = statistics.median(steps)
+    after = ceilings(dev)
+    timed = {
+        "s_per_step": step,
+        "images_per_s": cfg.optim.batch_size / step,
+        "ceilings": {p: (before[p] + after[p]) / 2 for p in DTYPES},  # around the timed steps
+        "ceiling_drift": max(abs(before[p] - after[p]) / before[p] for p in DTYPES),
+    }
+    if args.time_only:
+        return timed
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev == "cuda" else [])
     with profile(activities=activities) as prof:
         start = time.perf_counter()
@@ -250,14 +274,13 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
         trainer._train_step(batch)
     with KernelRecorder() as kernels:
         trainer._train_step(batch)
-    step = statistics.median(steps)
     return {
+        **timed,
         "case": name,
         "precision": PRECISION_NAMES[resolve_precision(cfg.precision, trainer.device)],
         "batch": cfg.optim.batch_size,
-        "s_per_step": step,
+        "arch": cfg.model.arch,
         "wait_s": statistics.median(waits),
-        "images_per_s": cfg.optim.batch_size / step,
         # shares of the profiled step's compute, on the unprofiled step's compute
         "phases": {
             k: v / profiled_step * (step - statistics.median(waits))
@@ -269,11 +292,17 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
     }
 
 
-def _child(args: argparse.Namespace, name: str, precision: str, overrides: list[str]) -> dict:
-    """One case timed in a process of its own (its peak memory is its own)."""
+def _child(
+    args: argparse.Namespace, name: str, precision: str, overrides: list[str], compiled=False
+) -> dict:
+    """One case timed in a process of its own (its peak memory is its own); `compiled`: its
+    blocks compiled, timed only, after warm-up steps that hold the compile."""
+    warmup = max(args.warmup, 3) if compiled else args.warmup
     cmd = [sys.executable, __file__, "--case", name, "--precision", precision,
-           "--device", args.device, "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--set", *overrides]  # fmt: skip
+           "--device", args.device, "--steps", str(args.steps), "--warmup", str(warmup),
+           "--set", *overrides]  # fmt: skip
+    if compiled:
+        cmd += ["model.compile=true", "--time-only"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{name} ({precision}) failed:\n{done.stderr[-3000:]}")
@@ -312,18 +341,17 @@ def main() -> None:
     )
     parser.add_argument("--vs", help="KEY=VALUE: time each case with and without it, in pairs")
     parser.add_argument("--rounds", type=int, default=3, help="pairs for --vs (default 3)")
+    parser.add_argument(
+        "--compiled", action="store_true", help="also time each ViT case with model.compile=true"
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--time-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--precision", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
         print(json.dumps(run_case(args.case, args)))
         return
 
-    device = str(resolve_device(args.device))
-    ceilings = {
-        p: {n: matmul_tflops(dtype, device, n) for n in CEILING_SIZES}
-        for p, dtype in DTYPES.items()
-    }
     if args.vs:
         compare(args)
         return
@@ -332,25 +360,33 @@ def main() -> None:
         for name in args.cases.split(",")
         for precision in args.precisions.split(",")
     ]
-
-    best = {p: max(by_n.values()) for p, by_n in ceilings.items()}
+    compiled = {
+        (r["case"], r["precision"]): _child(args, r["case"], r["precision"], args.set, True)
+        for r in rows
+        if args.compiled and r["arch"].startswith("vit")
+    }
+    device = resolve_device(args.device)
     print(
-        f"\nmatmul ceilings ({device}, {torch.get_num_threads()} threads, n = "
-        f"{', '.join(map(str, CEILING_SIZES))}): "
-        + "; ".join(
-            f"{p} " + " / ".join(f"{t * 1000:.0f}" for t in by_n.values()) + " GFLOP/s"
-            for p, by_n in ceilings.items()
-        )
-        + f"; load average {os.getloadavg()[0]:.2f}"
+        f"\n{device}, {torch.get_num_threads()} threads; ceilings: the best n x n matmul (n = "
+        f"{', '.join(map(str, CEILING_SIZES))}) measured in each case's process before and "
+        "after its timed steps, their mean (drift: the larger change between the two)"
     )
     mem = "peak alloc MiB" if args.device == "cuda" else "peak RSS MiB"
     print(
-        "| case | prec | batch | s/step | img/s | GFLOP/img | of fp32 ceiling | of bf16 ceiling "
-        f"| kernels alone s | of s/step | kernels' GFLOP/s (of own ceiling) "
-        f"| {mem} | wait | " + " | ".join(PHASES) + " | other |"
+        "| case | prec | batch | s/step | img/s | GFLOP/img | ceilings fp32 / bf16 GFLOP/s "
+        "(drift) | of fp32 ceiling | of bf16 ceiling | kernels alone s | of s/step "
+        f"| kernels' GFLOP/s (of own ceiling) | {mem} | wait | "
+        + " | ".join(PHASES)
+        + " | other |"
+        + (
+            " compiled s/step | compiled img/s | compiled, of bf16 ceiling (its ceilings) |"
+            if compiled
+            else ""
+        )
     )
-    print("|---" * (14 + len(PHASES)) + "|")
+    print("|---" * (15 + len(PHASES) + 3 * bool(compiled)) + "|")
     for r in rows:
+        best = r["ceilings"]
         flops = r["gflop_per_image"] * r["images_per_s"] / 1000
         kernel_flops = r["gflop_per_image"] * r["batch"] / r["kernels_s"] / 1000
         shares = [r["phases"][k] / r["s_per_step"] for k in PHASES]
@@ -358,13 +394,33 @@ def main() -> None:
         cells = " | ".join(f"{100 * s:.1f}%" for s in shares)
         print(
             f"| {r['case']} | {r['precision']} | {r['batch']} | {r['s_per_step']:.3f} "
-            f"| {r['images_per_s']:.1f} | {r['gflop_per_image']:.2f} "
+            f"| {r['images_per_s']:.1f} | {r['gflop_per_image']:.2f} | {_ceiling_cell(r)} "
             f"| {100 * flops / best['fp32']:.0f}% | {100 * flops / best['bf16']:.0f}% "
             f"| {r['kernels_s']:.3f} | {100 * r['kernels_s'] / r['s_per_step']:.0f}% "
             f"| {1000 * kernel_flops:.0f} ({100 * kernel_flops / best[r['precision']]:.0f}%) "
             f"| {r['peak_mib']:.0f} | {100 * r['wait_s'] / r['s_per_step']:.0f}% | {cells} "
-            f"| {100 * other:.0f}% |"
+            f"| {100 * other:.0f}% |" + _compiled_cells(r, compiled)
         )
+
+
+def _ceiling_cell(timed: dict) -> str:
+    fp32, bf16 = (1000 * timed["ceilings"][p] for p in ("fp32", "bf16"))
+    return f"{fp32:.0f} / {bf16:.0f} ({100 * timed['ceiling_drift']:.0f}%)"
+
+
+def _compiled_cells(row: dict, compiled: dict) -> str:
+    """The compiled columns of one row: its own time and ceilings, the eager step's counted
+    FLOPs."""
+    if not compiled:
+        return ""
+    timed = compiled.get((row["case"], row["precision"]))
+    if timed is None:
+        return " - | - | - |"
+    flops = row["gflop_per_image"] * timed["images_per_s"] / 1000
+    return (
+        f" {timed['s_per_step']:.3f} | {timed['images_per_s']:.1f} "
+        f"| {100 * flops / timed['ceilings']['bf16']:.0f}% ({_ceiling_cell(timed)}) |"
+    )
 
 
 if __name__ == "__main__":
