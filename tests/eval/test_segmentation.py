@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 
 from dinolab.data import make_shapes_dataset
+from dinolab.data.images import prepare_image
+from dinolab.eval.attention import attention_maps, attention_maps_batch
 from dinolab.eval.segmentation import SegmentationResult, attention_iou, jaccard
 from dinolab.models import VisionTransformer
 
@@ -96,3 +98,26 @@ def test_attention_iou_on_the_demo_layout_and_errors(tmp_path) -> None:
     Image.new("RGB", (32, 32)).save(plain / "a.png")
     with pytest.raises(FileNotFoundError, match="demo layout"):
         attention_iou(model, plain)
+
+
+def test_batched_attention_equals_one_image_at_a_time() -> None:
+    # attention_iou scores a folder in batches; each image's maps must be its own
+    torch.manual_seed(0)
+    model = VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_register_tokens=1
+    ).eval()
+    rng = np.random.default_rng(0)
+    images = [
+        prepare_image(Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)), 8, 32)
+        for _ in range(3)
+    ]
+    for query in (None, (0.3, 0.6)):
+        batched = attention_maps_batch(model, images, threshold=0.6, query=query)
+        for image, maps in zip(images, batched, strict=True):
+            alone = attention_maps(model, image, threshold=0.6, query=query)
+            np.testing.assert_allclose(maps.heads, alone.heads, rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(maps.patch_share, alone.patch_share, rtol=1e-5)
+            assert (maps.masks == alone.masks).all() and maps.image is image
+    wide = prepare_image(Image.new("RGB", (64, 32)), 8, 32)
+    with pytest.raises(ValueError, match="one patch grid"):
+        attention_maps_batch(model, [images[0], wide])

@@ -11,7 +11,7 @@ map is renormalised over the patches (its `patch_share` says how much attention 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,29 +126,51 @@ def attention_maps(
     vit = require_attention(model)
     if not isinstance(image, PreparedImage):
         image = prepare_image(image, vit.patch_size, short_side or model_short_side(vit))
+    return attention_maps_batch(vit, [image], threshold, query, block)[0]
+
+
+def attention_maps_batch(
+    model: nn.Module,
+    images: Sequence[PreparedImage],
+    threshold: float = 0.6,
+    query: tuple[float, float] | None = None,
+    block: int = -1,
+) -> list[AttentionMaps]:
+    """`attention_maps` of images that share one patch grid, in one forward pass: a folder of
+    same-size images is scored in batches rather than one image at a time."""
+    vit = require_attention(model)
+    grids = {image.grid for image in images}
+    if len(grids) != 1:
+        raise ValueError(f"the images of one batch share one patch grid; got {sorted(grids)}")
     with evaluating(vit):
-        block_attn = vit.get_self_attention(image.tensor.to(model_device(vit)), [block])[0]
-    attn = block_attn[0].float().cpu().numpy()  # (heads, N, N)
+        pixels = torch.cat([image.tensor for image in images]).to(model_device(vit))
+        block_attn = vit.get_self_attention(pixels, [block])[0]
+    attn = block_attn.float().cpu().numpy()  # (images, heads, N, N)
     prefix = 1 + vit.num_register_tokens
-    h, w = image.grid
+    h, w = grids.pop()
     if attn.shape[-1] != prefix + h * w:
         raise RuntimeError(f"attention has {attn.shape[-1]} tokens, expected {prefix + h * w}")
     where = None if query is None else query_patch(query, (h, w))
-    row = attn[:, 0 if where is None else prefix + where[0] * w + where[1], prefix:]
-    share = row.sum(axis=-1)
-    heads = (row / share[:, None]).reshape(-1, h, w)
-    mean_map = heads.mean(axis=0)
-    return AttentionMaps(
-        image=image,
-        heads=heads,
-        patch_share=share,
-        masks=mass_mask(heads.reshape(len(heads), -1), threshold).reshape(heads.shape),
-        mean_map=mean_map,
-        mean_mask=mass_mask(mean_map.reshape(-1), threshold).reshape(h, w),
-        threshold=threshold,
-        block=block % len(vit.blocks),
-        query=where,
-    )
+    rows = attn[:, :, 0 if where is None else prefix + where[0] * w + where[1], prefix:]
+    maps = []
+    for image, row in zip(images, rows, strict=True):
+        share = row.sum(axis=-1)
+        heads = (row / share[:, None]).reshape(-1, h, w)
+        mean_map = heads.mean(axis=0)
+        maps.append(
+            AttentionMaps(
+                image=image,
+                heads=heads,
+                patch_share=share,
+                masks=mass_mask(heads.reshape(len(heads), -1), threshold).reshape(heads.shape),
+                mean_map=mean_map,
+                mean_mask=mass_mask(mean_map.reshape(-1), threshold).reshape(h, w),
+                threshold=threshold,
+                block=block % len(vit.blocks),
+                query=where,
+            )
+        )
+    return maps
 
 
 def upsample(maps: np.ndarray, factor: int, mode: str = "nearest") -> np.ndarray:

@@ -10,6 +10,7 @@ Images come with masks in the demo layout (`dinolab.data.make_shapes_dataset`: `
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,15 +19,16 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from dinolab.data.images import list_images, model_short_side, prepare_image
+from dinolab.data.images import PreparedImage, list_images, model_short_side, prepare_image
 from dinolab.data.synthetic import mask_path_for
 from dinolab.device import resolve_device
-from dinolab.eval.attention import attention_maps, mass_mask, upsample
+from dinolab.eval.attention import attention_maps_batch, mass_mask, upsample
 from dinolab.hub import load_model
 from dinolab.io import JsonResult
 from dinolab.models.backbone import as_backbone
 
 PROTOCOL = "dino-attention-jaccard"
+BATCH_SIZE = 64  # images per forward pass, grouped by patch grid
 
 
 def jaccard(pred: np.ndarray, target: np.ndarray) -> float:
@@ -101,13 +103,19 @@ def attention_iou(
     model = load_model(model).to(resolve_device(device))
     side, patch = size or model_short_side(model), as_backbone(model).patch_size
     per_head, mean_map = [], []
-    for path in paths:
-        image = prepare_image(path, patch, side)
-        maps = attention_maps(model, image, threshold)
-        h, w = image.pixels.shape[:2]
-        target = _mask_at(path, (w, h))
-        per_head.append([jaccard(upsample(m, patch), target) for m in maps.masks])
-        mean_map.append(jaccard(upsample(maps.mean_mask, patch), target))
+    for start in range(0, len(paths), BATCH_SIZE):
+        by_grid: dict[tuple[int, int], list[tuple[Path, PreparedImage]]] = defaultdict(list)
+        for path in paths[start : start + BATCH_SIZE]:
+            image = prepare_image(path, patch, side)
+            by_grid[image.grid].append((path, image))
+        for batch in by_grid.values():
+            for (path, image), maps in zip(
+                batch, attention_maps_batch(model, [im for _, im in batch], threshold), strict=True
+            ):
+                h, w = image.pixels.shape[:2]
+                target = _mask_at(path, (w, h))
+                per_head.append([jaccard(upsample(m, patch), target) for m in maps.masks])
+                mean_map.append(jaccard(upsample(maps.mean_mask, patch), target))
     heads = np.mean(per_head, axis=0)
     best = int(np.argmax(heads))
     return SegmentationResult(
