@@ -31,14 +31,16 @@ def test_steps_for_budget() -> None:
 
 
 def test_run_seconds_counts_every_checkpoint_and_evaluation() -> None:
-    """10 steps of 3-step epochs, a checkpoint every 4 steps: 4 epochs (4 loader starts),
-    checkpoints at steps 3, 4, 6, 8, 9 and 10 (6), evaluations at the epoch ends 3, 6, 9 and
-    at 10 (4), or at 5 and 10 with eval.every=5 (2)."""
-    times = ProbeTimes(step_s=1.0, epoch_start_s=0.5, save_s=2.0, eval_s=3.0, setup_s=0.25)
-    assert run_seconds(10, 3, times, checkpoint_every=4, eval_every=0) == 0.25 + 10 + 2 + 12 + 12
-    assert run_seconds(10, 3, times, checkpoint_every=4, eval_every=5) == 0.25 + 10 + 2 + 12 + 6
+    """10 steps of 3-step epochs, a checkpoint every 4 steps: the first step's start once, 4
+    epochs (3 later epoch starts), checkpoints at steps 3, 4, 6, 8, 9 and 10 (6), evaluations at
+    the epoch ends 3, 6, 9 and at 10 (4), or at 5 and 10 with eval.every=5 (2)."""
+    times = ProbeTimes(step_s=1.0, epoch_start_s=0.5, save_s=2.0, eval_s=3.0, setup_s=0.25,
+                       first_step_s=4.0)  # fmt: skip
+    assert run_seconds(10, 3, times, 4, 0) == 0.25 + 4 + 10 + 1.5 + 12 + 12
+    assert run_seconds(10, 3, times, 4, 5) == 0.25 + 4 + 10 + 1.5 + 12 + 6
     no_eval = ProbeTimes(1.0, 0.5, 2.0, 0.0, 0.25)
-    assert run_seconds(10, 3, no_eval, checkpoint_every=4, eval_every=0) == 0.25 + 10 + 2 + 12
+    assert run_seconds(10, 3, no_eval, checkpoint_every=4, eval_every=0) == 0.25 + 10 + 1.5 + 12
+    assert run_seconds(3, 3, no_eval, checkpoint_every=4, eval_every=0) == 0.25 + 3 + 0 + 2
 
 
 def test_fit_steps_with_a_fake_probe(tmp_path) -> None:
@@ -67,9 +69,9 @@ def test_fit_steps_with_a_fake_probe(tmp_path) -> None:
     assert probes[0].eval.knn_val is None and cfg.eval.knn_val == "labelled/val"
     assert cfg.max_steps is None  # the real run is not cut short
     assert "exceeds" not in message
-    # 10 s of start-up, 40 s of probe: 250 s left for 3 s of setup, the steps and, each
-    # epoch, 1 s of loader start, a 2 s checkpoint and a 4 s evaluation: 132 steps (7 epochs)
-    # take 3 + 198 + 7 x 7 = 250 s
+    # 10 s of start-up, 40 s of probe: 250 s left for 3 s of setup, the steps, 1 s of loader
+    # start each epoch after the first, and each epoch a 2 s checkpoint and a 4 s evaluation:
+    # 132 steps (7 epochs) take 3 + 198 + 6 x 1 + 7 x 6 = 249 s, 133 steps 250.5 s
     times = ProbeTimes(step_s=1.5, epoch_start_s=1.0, save_s=2.0, eval_s=4.0, setup_s=3.0)
     message = fit_steps(cfg, 5, 20, time_run, clock=clock, spent_before_s=10.0)
     assert cfg.optim.total_steps == 132 and cfg.optim.epochs == 7
@@ -82,8 +84,9 @@ def test_fit_steps_with_a_fake_probe(tmp_path) -> None:
 
 
 def test_probe_times_from_log_leave_out_the_warmup_and_the_epoch_starts(tmp_path) -> None:
-    """The step is the median of warm steps that start no epoch; an epoch start costs its first
-    step's time on top, from the epochs after the first."""
+    """The step is the median of warm steps that start no epoch; the very first step's extra is
+    paid once; a later epoch's start costs its first step's time on top, from the epochs after
+    the first, or one step when the probe saw none."""
     # (epoch, img/s) at batch 64: 4 steps an epoch, every epoch's first step slow
     rates = [(0, 8.0), (0, 32.0), (0, 64.0), (0, 64.0), (1, 16.0), (1, 64.0), (1, 32.0),
              (1, 64.0), (2, 16.0), (2, 64.0)]  # fmt: skip
@@ -93,7 +96,13 @@ def test_probe_times_from_log_leave_out_the_warmup_and_the_epoch_starts(tmp_path
     times = probe_times_from_log(log, batch_size=64, save_s=2.0, eval_s=0.0, setup_s=1.0)
     assert times.step_s == pytest.approx(1.0)  # the median of 1, 1, 1, 2, 1, 1 s
     assert times.epoch_start_s == pytest.approx(3.0)  # 4 s first steps, less 1 s
+    assert times.first_step_s == pytest.approx(7.0)  # 8 s, less 1 s
     assert (times.save_s, times.eval_s, times.setup_s) == (2.0, 0.0, 1.0)
+    log.write_text("".join(json.dumps({"step": i + 1, "epoch": 0, "images_per_s": r}) + "\n"
+                           for i, r in enumerate([8.0, 32.0, 64.0, 64.0, 32.0])))  # fmt: skip
+    one_epoch = probe_times_from_log(log, batch_size=64, save_s=2.0, eval_s=0.0, setup_s=1.0)
+    assert one_epoch.epoch_start_s == one_epoch.step_s == pytest.approx(1.0)
+    assert one_epoch.first_step_s == pytest.approx(7.0)
 
 
 def test_process_age_is_the_time_since_this_process_started() -> None:
@@ -120,8 +129,8 @@ def test_a_budget_counts_from_the_run_not_from_the_process(tiny, image_list, tmp
     budgeted run after another) still gets its whole budget; only `budget_spent_s` counts."""
     assert process_age_s() > 0  # this process started before the call: that is not charged
     cfg = build_config([*tiny, f"data.path={image_list}", f"out={tmp_path / 'run'}"])
-    run_training(cfg, budget_minutes=0.15)
-    assert cfg.optim.total_steps > 4  # the probe alone takes 10 steps of the 9 s
+    run_training(cfg, budget_minutes=0.3)
+    assert cfg.optim.total_steps > 4  # the probe alone takes 10 steps of the 18 s
     spent = build_config([*tiny, f"data.path={image_list}", f"out={tmp_path / 'spent'}"])
-    run_training(spent, budget_minutes=0.15, budget_spent_s=9.0)
+    run_training(spent, budget_minutes=0.3, budget_spent_s=18.0)
     assert spent.optim.total_steps == 1  # nothing left: one step, with the warning

@@ -34,10 +34,11 @@ class ProbeTimes:
     """Seconds the probe measured for each part of a run."""
 
     step_s: float  # one training step, warm (median)
-    epoch_start_s: float  # what an epoch's first step takes on top (its loader's workers start)
+    epoch_start_s: float  # what a later epoch's first step takes on top (its first batch)
     save_s: float  # one checkpoint with the backbone's export
     eval_s: float  # one evaluation (0 when the run has none)
     setup_s: float  # building the method and trainer, which the real run does once more
+    first_step_s: float = 0.0  # what the run's first step takes on top, once (worker, caches)
 
 
 def steps_for_budget(budget_s: float, step_s: float, spent_s: float) -> int:
@@ -55,16 +56,18 @@ def _count_multiples(every: int, steps: int) -> set[int]:
 def run_seconds(
     steps: int, iters_per_epoch: int, times: ProbeTimes, checkpoint_every: int, eval_every: int
 ) -> float:
-    """Wall time of training `steps` steps as the Trainer runs them (see `Trainer.fit`):
-    checkpoints at epoch ends, every `checkpoint_every` steps and at the end; evaluations every
-    `eval_every` steps (0: at epoch ends) and at the end, when `times.eval_s` > 0."""
+    """Wall time of training `steps` steps as the Trainer runs them (see `Trainer.fit`): the
+    first step's start once, each later epoch's start; checkpoints at epoch ends, every
+    `checkpoint_every` steps and at the end; evaluations every `eval_every` steps (0: at epoch
+    ends) and at the end, when `times.eval_s` > 0."""
     epochs = math.ceil(steps / iters_per_epoch)
     saves = _count_multiples(iters_per_epoch, steps) | _count_multiples(checkpoint_every, steps)
     evals = len(_count_multiples(eval_every or iters_per_epoch, steps)) if times.eval_s else 0
     return (
         times.setup_s
+        + times.first_step_s
         + steps * times.step_s
-        + epochs * times.epoch_start_s
+        + (epochs - 1) * times.epoch_start_s
         + len(saves) * times.save_s
         + evals * times.eval_s
     )
@@ -74,17 +77,20 @@ def probe_times_from_log(
     log_path: Path, batch_size: int, save_s: float, eval_s: float, setup_s: float
 ) -> ProbeTimes:
     """`ProbeTimes` from a probe run's log.jsonl (logged every step): the warm step is the
-    median of the steps after the warmup that start no epoch; an epoch's start costs what its
-    first step takes on top, from the epochs after the first where the probe reached one (the
-    very first step also warms caches once)."""
+    median of the steps after the warmup that start no epoch. The very first step's extra time
+    (the worker's start, warm-up, a compile) is paid once. A later epoch's start costs what its
+    first step takes on top, from the epochs after the first where the probe reached one, else
+    one step (its first batch loads while the step waits: on the `demo`, 2 cores, an epoch's
+    first step took 0.48-0.59 s more than its 0.55 s median step)."""
     records = [json.loads(line) for line in log_path.read_text().splitlines() if line]
     seconds = [batch_size / r["images_per_s"] for r in records]
     firsts = [i for i, r in enumerate(records) if i == 0 or r["epoch"] != records[i - 1]["epoch"]]
     warm = [s for i, s in enumerate(seconds) if i >= WARMUP_STEPS and i not in firsts]
     step_s = statistics.median(warm or seconds)
-    later_firsts = [seconds[i] for i in firsts[1:]] or [seconds[0]]
-    epoch_start_s = max(0.0, statistics.median(later_firsts) - step_s)
-    return ProbeTimes(step_s, epoch_start_s, save_s, eval_s, setup_s)
+    later_firsts = [seconds[i] for i in firsts[1:]]
+    epoch_start_s = max(0.0, statistics.median(later_firsts) - step_s) if later_firsts else step_s
+    first_step_s = max(0.0, seconds[0] - step_s)
+    return ProbeTimes(step_s, epoch_start_s, save_s, eval_s, setup_s, first_step_s)
 
 
 def process_age_s() -> float:
@@ -140,7 +146,8 @@ def fit_steps(
     total_min = total_s(steps) / 60
     message = (
         f"--budget {minutes:g} min: {times.step_s:.2f} s/step measured ({CALIBRATION_STEPS} "
-        f"steps), {times.epoch_start_s:.1f} s an epoch's start, {times.save_s:.1f} s a checkpoint"
+        f"steps), {times.first_step_s:.1f} s more for the first, {times.epoch_start_s:.1f} s "
+        f"an epoch's start, {times.save_s:.1f} s a checkpoint"
         + (f", {times.eval_s:.1f} s an evaluation" if times.eval_s else "")
         + f"; training {steps} steps = {steps / iters_per_epoch:.2f} epochs of "
         f"{iters_per_epoch} steps (about {total_min:.1f} min in all)"
