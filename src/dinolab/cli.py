@@ -827,8 +827,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="train a tiny ViT on built-in synthetic data and evaluate it",
         description="Write synthetic shapes (with object masks), train the demo preset on them "
-        "(about a minute and a half on 2 CPU cores), then compare k-NN accuracy and attention-mask IoU with "
-        "the untrained model and write the run report. A rerun resumes or reuses the run.",
+        "(about a minute and a half on 2 CPU cores), then compare k-NN accuracy and "
+        "attention-mask IoU with the untrained model and write the run report. A rerun resumes "
+        "or reuses the run.",
         epilog=_example("dinolab demo --out runs/demo"),
     )
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
