@@ -222,10 +222,11 @@ def _batches(trainer: Trainer, name: str, cfg: Any) -> Any:
         while True:
             yield batch
     sampler = ResumableSampler(trainer.dataset, num_replicas=1, rank=0, shuffle=True, seed=0)
+    loader = trainer._loader(sampler)  # one for every epoch, as `Trainer.fit` keeps it
     epoch = 0
     while True:
         sampler.set_epoch(epoch)
-        yield from trainer._loader(sampler)
+        yield from loader
         epoch += 1
 
 
@@ -293,7 +294,11 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
 
 
 def _child(
-    args: argparse.Namespace, name: str, precision: str, overrides: list[str], compiled=False
+    args: argparse.Namespace,
+    name: str,
+    precision: str,
+    overrides: list[str],
+    compiled: bool = False,
 ) -> dict:
     """One case timed in a process of its own (its peak memory is its own); `compiled`: its
     blocks compiled, timed only, after warm-up steps that hold the compile."""

@@ -141,7 +141,11 @@ def attention_maps_batch(
     vit = require_attention(model)
     grids = {image.grid for image in images}
     if len(grids) != 1:
-        raise ValueError(f"the images of one batch share one patch grid; got {sorted(grids)}")
+        raise ValueError(
+            f"attention_maps_batch needs images of one patch grid, got grids {sorted(grids)}: "
+            "group them by PreparedImage.grid (as attention_iou does), or call attention_maps "
+            "for each image"
+        )
     with evaluating(vit):
         pixels = torch.cat([image.tensor for image in images]).to(model_device(vit))
         block_attn = vit.get_self_attention(pixels, [block])[0]

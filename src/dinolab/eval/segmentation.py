@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +81,19 @@ def _mask_at(path: Path, size: tuple[int, int]) -> np.ndarray:
         return np.asarray(m.convert("L").resize(size, Image.Resampling.NEAREST)) > 127
 
 
+def _same_grid_batches(
+    paths: list[Path], patch: int, side: int
+) -> Iterator[list[tuple[Path, PreparedImage]]]:
+    """The images prepared, BATCH_SIZE at a time, each batch split by patch grid: one forward
+    pass per batch (images of other aspect ratios get grids of their own)."""
+    for start in range(0, len(paths), BATCH_SIZE):
+        by_grid: dict[tuple[int, int], list[tuple[Path, PreparedImage]]] = defaultdict(list)
+        for path in paths[start : start + BATCH_SIZE]:
+            image = prepare_image(path, patch, side)
+            by_grid[image.grid].append((path, image))
+        yield from by_grid.values()
+
+
 def attention_iou(
     model: nn.Module | str | os.PathLike,
     images: str | os.PathLike | Sequence[str | os.PathLike],
@@ -103,19 +116,13 @@ def attention_iou(
     model = load_model(model).to(resolve_device(device))
     side, patch = size or model_short_side(model), as_backbone(model).patch_size
     per_head, mean_map = [], []
-    for start in range(0, len(paths), BATCH_SIZE):
-        by_grid: dict[tuple[int, int], list[tuple[Path, PreparedImage]]] = defaultdict(list)
-        for path in paths[start : start + BATCH_SIZE]:
-            image = prepare_image(path, patch, side)
-            by_grid[image.grid].append((path, image))
-        for batch in by_grid.values():
-            for (path, image), maps in zip(
-                batch, attention_maps_batch(model, [im for _, im in batch], threshold), strict=True
-            ):
-                h, w = image.pixels.shape[:2]
-                target = _mask_at(path, (w, h))
-                per_head.append([jaccard(upsample(m, patch), target) for m in maps.masks])
-                mean_map.append(jaccard(upsample(maps.mean_mask, patch), target))
+    for batch in _same_grid_batches(paths, patch, side):
+        maps_of_batch = attention_maps_batch(model, [image for _, image in batch], threshold)
+        for (path, image), maps in zip(batch, maps_of_batch, strict=True):
+            h, w = image.pixels.shape[:2]
+            target = _mask_at(path, (w, h))
+            per_head.append([jaccard(upsample(m, patch), target) for m in maps.masks])
+            mean_map.append(jaccard(upsample(maps.mean_mask, patch), target))
     heads = np.mean(per_head, axis=0)
     best = int(np.argmax(heads))
     return SegmentationResult(
